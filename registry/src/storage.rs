@@ -1,0 +1,192 @@
+//! The content-addressed blob store on the local filesystem.
+//!
+//! Layout under the store root:
+//! - `blobs/sha256/<first 2 hex>/<64 hex>`: one file per blob, shared by every
+//!   repository (deduplication is by path).
+//! - `uploads/<session id>`: bytes of an upload in progress.
+//!
+//! Architecture invariant: a file appears under `blobs/` only by `rename` of a
+//! fully written, hash-verified and fsynced upload file, followed by an fsync of
+//! the directory. A crash at any point leaves either no blob file or a complete one.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::digest::Digest;
+
+const LOCK_STRIPES: usize = 64;
+
+pub struct BlobStore {
+    root: PathBuf,
+    /// Serialises "install a blob" against "collect a blob" for the same digest.
+    digest_locks: Vec<Mutex<()>>,
+}
+
+impl BlobStore {
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<BlobStore> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("blobs/sha256"))?;
+        std::fs::create_dir_all(root.join("uploads"))?;
+        Ok(BlobStore { root, digest_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root.join("blobs/sha256").join(&hex[..2]).join(hex)
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    pub fn upload_path(&self, id: &str) -> PathBuf {
+        self.uploads_dir().join(id)
+    }
+
+    pub async fn lock_digest(&self, digest: &Digest) -> MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        digest.hash(&mut h);
+        self.digest_locks[(h.finish() as usize) % LOCK_STRIPES].lock().await
+    }
+
+    /// Move a verified, fsynced upload file into place as `digest`. If the blob is
+    /// already there (same digest, so same bytes) the upload file is dropped.
+    /// The caller holds the digest lock.
+    pub async fn install(&self, upload_file: PathBuf, digest: &Digest) -> io::Result<()> {
+        let target = self.blob_path(digest);
+        tokio::task::spawn_blocking(move || {
+            let dir = target.parent().expect("blob path has a parent");
+            std::fs::create_dir_all(dir)?;
+            if target.exists() {
+                return std::fs::remove_file(&upload_file);
+            }
+            std::fs::rename(&upload_file, &target)?;
+            std::fs::File::open(dir)?.sync_all()
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Remove a blob file. The caller holds the digest lock and has already
+    /// removed the blob's database row.
+    pub async fn remove(&self, digest: &Digest) -> io::Result<()> {
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every blob file on disk under store root `root`, for the orphan sweep.
+    pub fn list_blob_files(root: &Path) -> io::Result<Vec<(Digest, PathBuf)>> {
+        let mut found = Vec::new();
+        for shard in std::fs::read_dir(root.join("blobs/sha256"))? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(shard.path())? {
+                let entry = entry?;
+                let name = entry.file_name();
+                if let Ok(d) = format!("sha256:{}", name.to_string_lossy()).parse::<Digest>() {
+                    found.push((d, entry.path()));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The bytes of one upload session so far: an open file and the running hash.
+pub struct UploadFile {
+    pub path: PathBuf,
+    file: std::fs::File,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl UploadFile {
+    pub fn create(path: PathBuf) -> io::Result<UploadFile> {
+        let file = std::fs::OpenOptions::new().create_new(true).write(true).read(true).open(&path)?;
+        Ok(UploadFile { path, file, hasher: Sha256::new(), len: 0 })
+    }
+
+    /// Reopen a session after a restart or a failed request: keep exactly the
+    /// first `committed` bytes (the ones acknowledged to the client) and rebuild
+    /// the hash from them.
+    pub fn reopen(path: PathBuf, committed: u64) -> io::Result<UploadFile> {
+        use std::io::{Read, Seek};
+        let mut file = std::fs::OpenOptions::new().write(true).read(true).open(&path)?;
+        let on_disk = file.metadata()?.len();
+        if on_disk < committed {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("upload file has {on_disk} bytes, {committed} were acknowledged"),
+            ));
+        }
+        file.set_len(committed)?;
+        let mut hasher = Sha256::new();
+        let mut reader = (&file).take(committed);
+        io::copy(&mut reader, &mut hasher)?;
+        file.seek(io::SeekFrom::Start(committed))?;
+        Ok(UploadFile { path, file, hasher, len: committed })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.hasher.update(data);
+        self.file.write_all(data)?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Flush to disk and return the digest of everything written.
+    pub fn finish(self) -> io::Result<(Digest, u64, PathBuf)> {
+        self.file.sync_all()?;
+        Ok((Digest::from_hasher(self.hasher), self.len, self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopen_truncates_to_acknowledged_bytes_and_rehashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u");
+        let mut f = UploadFile::create(path.clone()).unwrap();
+        f.append(b"hello ").unwrap();
+        f.append(b"world, unacknowledged").unwrap();
+        drop(f);
+        let mut f = UploadFile::reopen(path.clone(), 6).unwrap();
+        f.append(b"world").unwrap();
+        let (digest, len, _) = f.finish().unwrap();
+        assert_eq!(len, 11);
+        assert_eq!(digest, Digest::of(b"hello world"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+    }
+
+    #[test]
+    fn reopen_refuses_a_short_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u");
+        UploadFile::create(path.clone()).unwrap().append(b"abc").unwrap();
+        assert!(UploadFile::reopen(path, 10).is_err());
+    }
+}
