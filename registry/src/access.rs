@@ -87,11 +87,17 @@ pub struct Caller {
 
 impl Caller {
     pub fn anonymous(grants: Vec<Grant>) -> Caller {
-        Caller { name: None, kind: CallerKind::Anonymous, grants }
+        Caller {
+            name: None,
+            kind: CallerKind::Anonymous,
+            grants,
+        }
     }
 
     pub fn may(&self, repository: &str, action: Action) -> bool {
-        self.grants.iter().any(|g| g.actions.contains(&action) && g.repositories.matches(repository))
+        self.grants
+            .iter()
+            .any(|g| g.actions.contains(&action) && g.repositories.matches(repository))
     }
 
     /// `/v2/` and `_catalog` need a caller who may do something at all.

@@ -34,7 +34,12 @@ pub async fn stat(registry: &Registry, repo: &str, digest: &Digest) -> Result<u6
 
 /// Record an installed blob and link it into a repository. The caller holds the
 /// digest lock, so GC cannot remove the file between install and this row.
-pub async fn record(conn: &mut SqliteConnection, repo_id: i64, digest: &Digest, size: u64) -> Result<()> {
+pub async fn record(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
     let now = now_ms();
     sqlx::query(
         "INSERT INTO blobs (digest, size, created_at, touched_at) VALUES (?, ?, ?, ?)
@@ -64,16 +69,22 @@ pub async fn link(conn: &mut SqliteConnection, repo_id: i64, digest: &Digest) ->
 
 /// Does the blob exist anywhere in the store (any repository)?
 pub async fn exists_globally(conn: &mut SqliteConnection, digest: &Digest) -> Result<Option<u64>> {
-    Ok(sqlx::query_scalar::<Sqlite, i64>("SELECT size FROM blobs WHERE digest = ?")
-        .bind(digest.to_string())
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|s| s as u64))
+    Ok(
+        sqlx::query_scalar::<Sqlite, i64>("SELECT size FROM blobs WHERE digest = ?")
+            .bind(digest.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|s| s as u64),
+    )
 }
 
 /// Repositories (other than `except`) that have `digest` linked, for mounts
 /// without `from`.
-pub async fn repositories_with(registry: &Registry, digest: &Digest, except: &str) -> Result<Vec<String>> {
+pub async fn repositories_with(
+    registry: &Registry,
+    digest: &Digest,
+    except: &str,
+) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar::<Sqlite, String>(
         "SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id
          WHERE rb.digest = ? AND r.name <> ? ORDER BY r.name LIMIT 50",
@@ -100,7 +111,11 @@ pub async fn mount(registry: &Registry, repo: &str, from: &str, digest: &Digest)
         return Ok(false);
     }
     let repo_id = repository::ensure(&mut tx, repo).await?;
-    sqlx::query("UPDATE blobs SET touched_at = ? WHERE digest = ?").bind(now_ms()).bind(digest.to_string()).execute(&mut *tx).await?;
+    sqlx::query("UPDATE blobs SET touched_at = ? WHERE digest = ?")
+        .bind(now_ms())
+        .bind(digest.to_string())
+        .execute(&mut *tx)
+        .await?;
     link(&mut tx, repo_id, digest).await?;
     tx.commit().await?;
     Ok(true)
@@ -129,12 +144,13 @@ pub async fn unlink(registry: &Registry, repo: &str, digest: &Digest) -> Result<
             "blob {digest} is used by manifest {manifest} in {repo}; delete the manifest first"
         )));
     }
-    let removed = sqlx::query("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?")
-        .bind(repo_id)
-        .bind(digest.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let removed =
+        sqlx::query("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     if removed == 0 {
         return Err(RegistryError::BlobUnknown(digest.to_string()));
     }

@@ -28,7 +28,9 @@ impl Digest {
     }
 
     pub fn from_hasher(hasher: Sha256) -> Digest {
-        Digest { hex: hex::encode(hasher.finalize()) }
+        Digest {
+            hex: hex::encode(hasher.finalize()),
+        }
     }
 
     pub fn hex(&self) -> &str {
@@ -40,20 +42,32 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (algorithm, encoded) = s.split_once(':').ok_or_else(|| DigestError::Syntax(s.to_owned()))?;
+        let (algorithm, encoded) = s
+            .split_once(':')
+            .ok_or_else(|| DigestError::Syntax(s.to_owned()))?;
         // The spec's grammar: algorithm-component ([a-z0-9]+) joined by [+._-].
         let algorithm_ok = !algorithm.is_empty()
-            && algorithm.split(['+', '.', '_', '-']).all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+            && algorithm.split(['+', '.', '_', '-']).all(|c| {
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
         if !algorithm_ok || encoded.is_empty() {
             return Err(DigestError::Syntax(s.to_owned()));
         }
         if algorithm != "sha256" {
             return Err(DigestError::Algorithm(algorithm.to_owned()));
         }
-        if encoded.len() != 64 || !encoded.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if encoded.len() != 64
+            || !encoded
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError::Encoding(s.to_owned()));
         }
-        Ok(Digest { hex: encoded.to_owned() })
+        Ok(Digest {
+            hex: encoded.to_owned(),
+        })
     }
 }
 
@@ -78,18 +92,39 @@ mod tests {
         let d = Digest::of(b"hello");
         let again: Digest = d.to_string().parse().unwrap();
         assert_eq!(d, again);
-        assert_eq!(d.to_string(), "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            d.to_string(),
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
     }
 
     #[test]
     fn refuses_bad_digests() {
-        assert!(matches!("nocolon".parse::<Digest>(), Err(DigestError::Syntax(_))));
-        assert!(matches!("sha256:".parse::<Digest>(), Err(DigestError::Syntax(_))));
-        assert!(matches!("SHA256:abc".parse::<Digest>(), Err(DigestError::Syntax(_))));
-        assert!(matches!("sha512:abcd".parse::<Digest>(), Err(DigestError::Algorithm(_))));
-        assert!(matches!("sha256:abcd".parse::<Digest>(), Err(DigestError::Encoding(_))));
+        assert!(matches!(
+            "nocolon".parse::<Digest>(),
+            Err(DigestError::Syntax(_))
+        ));
+        assert!(matches!(
+            "sha256:".parse::<Digest>(),
+            Err(DigestError::Syntax(_))
+        ));
+        assert!(matches!(
+            "SHA256:abc".parse::<Digest>(),
+            Err(DigestError::Syntax(_))
+        ));
+        assert!(matches!(
+            "sha512:abcd".parse::<Digest>(),
+            Err(DigestError::Algorithm(_))
+        ));
+        assert!(matches!(
+            "sha256:abcd".parse::<Digest>(),
+            Err(DigestError::Encoding(_))
+        ));
         let upper = format!("sha256:{}", "A".repeat(64));
-        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::Encoding(_))));
+        assert!(matches!(
+            upper.parse::<Digest>(),
+            Err(DigestError::Encoding(_))
+        ));
         let traversal = format!("sha256:../{}", "a".repeat(61));
         assert!(traversal.parse::<Digest>().is_err());
     }

@@ -44,7 +44,11 @@ pub enum RegistryError {
     /// A bad or out-of-order `Range`/`Content-Range`. `upload_offset` is set for
     /// upload sessions so the client learns where to resume.
     #[error("{message}")]
-    RangeInvalid { message: String, upload_offset: Option<u64>, blob_size: Option<u64> },
+    RangeInvalid {
+        message: String,
+        upload_offset: Option<u64>,
+        blob_size: Option<u64>,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -92,9 +96,17 @@ impl RegistryError {
     pub fn status(&self) -> StatusCode {
         use RegistryError::*;
         match self {
-            BlobUnknown(_) | BlobUploadUnknown(_) | ManifestUnknown(_) | NameUnknown(_) => StatusCode::NOT_FOUND,
-            BlobUploadInvalid(_) | DigestInvalid(_) | ManifestBlobUnknown(_) | ManifestInvalid(_) | NameInvalid(_)
-            | SizeInvalid(_) | TagInvalid(_) | PaginationInvalid(_) => StatusCode::BAD_REQUEST,
+            BlobUnknown(_) | BlobUploadUnknown(_) | ManifestUnknown(_) | NameUnknown(_) => {
+                StatusCode::NOT_FOUND
+            }
+            BlobUploadInvalid(_)
+            | DigestInvalid(_)
+            | ManifestBlobUnknown(_)
+            | ManifestInvalid(_)
+            | NameInvalid(_)
+            | SizeInvalid(_)
+            | TagInvalid(_)
+            | PaginationInvalid(_) => StatusCode::BAD_REQUEST,
             TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Denied(_) => StatusCode::FORBIDDEN,
@@ -132,7 +144,13 @@ impl IntoResponse for RegistryError {
         if status.is_server_error() {
             tracing::error!(error = %self, "registry request failed");
         }
-        let body = ErrorBody { errors: [ErrorEntry { code: self.code(), message: self.client_message(), detail: None }] };
+        let body = ErrorBody {
+            errors: [ErrorEntry {
+                code: self.code(),
+                message: self.client_message(),
+                detail: None,
+            }],
+        };
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
@@ -141,17 +159,27 @@ impl IntoResponse for RegistryError {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }
             }
-            RegistryError::RangeInvalid { upload_offset, blob_size, .. } => {
+            RegistryError::RangeInvalid {
+                upload_offset,
+                blob_size,
+                ..
+            } => {
                 if let Some(offset) = upload_offset {
                     headers.insert(header::RANGE, crate::routes::range_header(*offset));
                 }
                 if let Some(size) = blob_size {
-                    headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{size}")).unwrap());
+                    headers.insert(
+                        header::CONTENT_RANGE,
+                        HeaderValue::from_str(&format!("bytes */{size}")).unwrap(),
+                    );
                 }
             }
             _ => {}
         }
-        headers.insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+        headers.insert(
+            "Docker-Distribution-API-Version",
+            HeaderValue::from_static("registry/2.0"),
+        );
         response
     }
 }

@@ -29,7 +29,12 @@ pub struct GcOptions {
 
 impl Default for GcOptions {
     fn default() -> Self {
-        GcOptions { grace_period: Duration::from_secs(3600), untagged_retention: None, batch: 100, dry_run: false }
+        GcOptions {
+            grace_period: Duration::from_secs(3600),
+            untagged_retention: None,
+            batch: 100,
+            dry_run: false,
+        }
     }
 }
 
@@ -59,12 +64,17 @@ pub async fn collect(registry: &Registry, options: &GcOptions) -> Result<GcRepor
     Ok(report)
 }
 
-async fn expire_uploads(registry: &Registry, options: &GcOptions, report: &mut GcReport) -> Result<()> {
-    let expired = sqlx::query_scalar::<Sqlite, String>("SELECT id FROM uploads WHERE updated_at < ? LIMIT ?")
-        .bind(cutoff(registry.config.upload_expiry))
-        .bind(options.batch)
-        .fetch_all(&registry.db)
-        .await?;
+async fn expire_uploads(
+    registry: &Registry,
+    options: &GcOptions,
+    report: &mut GcReport,
+) -> Result<()> {
+    let expired =
+        sqlx::query_scalar::<Sqlite, String>("SELECT id FROM uploads WHERE updated_at < ? LIMIT ?")
+            .bind(cutoff(registry.config.upload_expiry))
+            .bind(options.batch)
+            .fetch_all(&registry.db)
+            .await?;
     for id in expired {
         report.uploads_expired += 1;
         if options.dry_run {
@@ -79,20 +89,31 @@ async fn expire_uploads(registry: &Registry, options: &GcOptions, report: &mut G
             },
             None => None,
         };
-        sqlx::query("DELETE FROM uploads WHERE id = ?").bind(&id).execute(&registry.db).await?;
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(&id)
+            .execute(&registry.db)
+            .await?;
         registry.sessions.lock().unwrap().remove(&id);
         let _ = tokio::fs::remove_file(registry.store.upload_path(&id)).await;
     }
     Ok(())
 }
 
-async fn remove_untagged(registry: &Registry, options: &GcOptions, older_than: i64, report: &mut GcReport) -> Result<()> {
+async fn remove_untagged(
+    registry: &Registry,
+    options: &GcOptions,
+    older_than: i64,
+    report: &mut GcReport,
+) -> Result<()> {
     let candidates = "FROM manifests m WHERE m.created_at < ? AND m.subject_digest IS NULL
          AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.manifest_id = m.id)
          AND NOT EXISTS (SELECT 1 FROM manifest_children c JOIN manifests p ON p.id = c.manifest_id
                          WHERE c.child_digest = m.digest AND p.repository_id = m.repository_id)";
     if options.dry_run {
-        let n = sqlx::query_scalar::<Sqlite, i64>(&format!("SELECT count(*) {candidates}")).bind(older_than).fetch_one(&registry.db).await?;
+        let n = sqlx::query_scalar::<Sqlite, i64>(&format!("SELECT count(*) {candidates}"))
+            .bind(older_than)
+            .fetch_one(&registry.db)
+            .await?;
         report.manifests_removed += n as u64;
         return Ok(());
     }
@@ -105,12 +126,14 @@ async fn remove_untagged(registry: &Registry, options: &GcOptions, older_than: i
         for id in &ids {
             let mut tx = registry.db.begin_with("BEGIN IMMEDIATE").await?;
             // Re-check inside the transaction: a tag may have been pushed meanwhile.
-            let removed = sqlx::query(&format!("DELETE FROM manifests WHERE id = ? AND id IN (SELECT m.id {candidates})"))
-                .bind(id)
-                .bind(older_than)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let removed = sqlx::query(&format!(
+                "DELETE FROM manifests WHERE id = ? AND id IN (SELECT m.id {candidates})"
+            ))
+            .bind(id)
+            .bind(older_than)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             tx.commit().await?;
             report.manifests_removed += removed;
         }
@@ -124,35 +147,47 @@ async fn remove_untagged(registry: &Registry, options: &GcOptions, older_than: i
 const UNREFERENCED: &str =
     "FROM blobs b WHERE b.touched_at < ? AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.digest = b.digest)";
 
-async fn remove_blobs(registry: &Registry, options: &GcOptions, report: &mut GcReport) -> Result<()> {
+async fn remove_blobs(
+    registry: &Registry,
+    options: &GcOptions,
+    report: &mut GcReport,
+) -> Result<()> {
     let older_than = cutoff(options.grace_period);
     if options.dry_run {
-        let (n, bytes) = sqlx::query_as::<Sqlite, (i64, Option<i64>)>(&format!("SELECT count(*), sum(b.size) {UNREFERENCED}"))
-            .bind(older_than)
-            .fetch_one(&registry.db)
-            .await?;
+        let (n, bytes) = sqlx::query_as::<Sqlite, (i64, Option<i64>)>(&format!(
+            "SELECT count(*), sum(b.size) {UNREFERENCED}"
+        ))
+        .bind(older_than)
+        .fetch_one(&registry.db)
+        .await?;
         report.blobs_removed += n as u64;
         report.bytes_freed += bytes.unwrap_or(0) as u64;
         return Ok(());
     }
     let mut after = String::new();
     loop {
-        let batch = sqlx::query_as::<Sqlite, (String, i64)>(&format!("SELECT b.digest, b.size {UNREFERENCED} AND b.digest > ? ORDER BY b.digest LIMIT ?"))
-            .bind(older_than)
-            .bind(&after)
-            .bind(options.batch)
-            .fetch_all(&registry.db)
-            .await?;
+        let batch = sqlx::query_as::<Sqlite, (String, i64)>(&format!(
+            "SELECT b.digest, b.size {UNREFERENCED} AND b.digest > ? ORDER BY b.digest LIMIT ?"
+        ))
+        .bind(older_than)
+        .bind(&after)
+        .bind(options.batch)
+        .fetch_all(&registry.db)
+        .await?;
         for (digest_text, size) in &batch {
-            let Ok(digest) = digest_text.parse::<Digest>() else { continue };
+            let Ok(digest) = digest_text.parse::<Digest>() else {
+                continue;
+            };
             let _guard = registry.store.lock_digest(&digest).await;
             let mut tx = registry.db.begin_with("BEGIN IMMEDIATE").await?;
-            let removed = sqlx::query(&format!("DELETE FROM blobs WHERE digest = ? AND digest IN (SELECT b.digest {UNREFERENCED})"))
-                .bind(digest_text)
-                .bind(older_than)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let removed = sqlx::query(&format!(
+                "DELETE FROM blobs WHERE digest = ? AND digest IN (SELECT b.digest {UNREFERENCED})"
+            ))
+            .bind(digest_text)
+            .bind(older_than)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             tx.commit().await?;
             if removed == 1 {
                 registry.store.remove(&digest).await?;
@@ -178,11 +213,16 @@ fn older_than(path: &std::path::Path, age: Duration) -> bool {
 /// Files left by a crash: a blob file whose row was never written (crash between
 /// rename and insert), or an upload file with no session (a crashed monolithic
 /// upload). Old ones are removed.
-async fn sweep_orphans(registry: &Registry, options: &GcOptions, report: &mut GcReport) -> Result<()> {
+async fn sweep_orphans(
+    registry: &Registry,
+    options: &GcOptions,
+    report: &mut GcReport,
+) -> Result<()> {
     let root = registry.store.root().to_owned();
-    let store_files = tokio::task::spawn_blocking(move || crate::storage::BlobStore::list_blob_files(&root))
-        .await
-        .map_err(std::io::Error::other)??;
+    let store_files =
+        tokio::task::spawn_blocking(move || crate::storage::BlobStore::list_blob_files(&root))
+            .await
+            .map_err(std::io::Error::other)??;
     for (digest, path) in store_files {
         if !older_than(&path, options.grace_period) {
             continue;

@@ -11,15 +11,22 @@ use crate::digest::Digest;
 pub const MAX_NAME_LEN: usize = 255;
 
 static NAME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$").unwrap()
+    Regex::new(
+        r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$",
+    )
+    .unwrap()
 });
-static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$").unwrap());
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$").unwrap());
 
 /// Why a repository name or reference was refused, for the NAME_INVALID /
 /// MANIFEST_INVALID messages.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("repository name is {} characters long; the limit is {MAX_NAME_LEN}", name.len()));
+        return Err(format!(
+            "repository name is {} characters long; the limit is {MAX_NAME_LEN}",
+            name.len()
+        ));
     }
     if !NAME.is_match(name) {
         return Err(format!(
@@ -39,7 +46,10 @@ pub enum Reference {
 impl Reference {
     pub fn parse(s: &str) -> Result<Reference, String> {
         if s.contains(':') {
-            return s.parse::<Digest>().map(Reference::Digest).map_err(|e| e.to_string());
+            return s
+                .parse::<Digest>()
+                .map(Reference::Digest)
+                .map_err(|e| e.to_string());
         }
         if TAG.is_match(s) {
             Ok(Reference::Tag(s.to_owned()))
@@ -55,10 +65,18 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "library/busybox", "a.b/c_d/e__f/g-h", "x--y", "team/app/sub"] {
+        for ok in [
+            "a",
+            "library/busybox",
+            "a.b/c_d/e__f/g-h",
+            "x--y",
+            "team/app/sub",
+        ] {
             assert!(check_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Upper", "a/../b", "..", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a b"] {
+        for bad in [
+            "", "Upper", "a/../b", "..", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a b",
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         assert!(check_name(&"a".repeat(256)).is_err());
@@ -67,10 +85,16 @@ mod tests {
 
     #[test]
     fn references() {
-        assert_eq!(Reference::parse("v1.0").unwrap(), Reference::Tag("v1.0".into()));
+        assert_eq!(
+            Reference::parse("v1.0").unwrap(),
+            Reference::Tag("v1.0".into())
+        );
         assert!(Reference::parse(".hidden").is_err());
         assert!(Reference::parse(&"t".repeat(129)).is_err());
-        assert!(matches!(Reference::parse(&Digest::of(b"x").to_string()).unwrap(), Reference::Digest(_)));
+        assert!(matches!(
+            Reference::parse(&Digest::of(b"x").to_string()).unwrap(),
+            Reference::Digest(_)
+        ));
         assert!(Reference::parse("sha256:zz").is_err());
     }
 }

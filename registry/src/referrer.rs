@@ -16,7 +16,12 @@ pub struct Referrer {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-pub async fn list(registry: &Registry, repo: &str, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+pub async fn list(
+    registry: &Registry,
+    repo: &str,
+    subject: &Digest,
+    artifact_type: Option<&str>,
+) -> Result<Vec<Referrer>> {
     let rows = sqlx::query_as::<Sqlite, (String, String, i64, Option<String>, Option<String>)>(
         "SELECT m.media_type, m.digest, length(m.body), m.artifact_type, m.annotations
          FROM manifests m JOIN repositories r ON r.id = m.repository_id
@@ -31,12 +36,14 @@ pub async fn list(registry: &Registry, repo: &str, subject: &Digest, artifact_ty
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(media_type, digest, size, artifact_type, annotations)| Referrer {
-            media_type,
-            digest,
-            size,
-            artifact_type,
-            annotations: annotations.and_then(|a| serde_json::from_str(&a).ok()),
-        })
+        .map(
+            |(media_type, digest, size, artifact_type, annotations)| Referrer {
+                media_type,
+                digest,
+                size,
+                artifact_type,
+                annotations: annotations.and_then(|a| serde_json::from_str(&a).ok()),
+            },
+        )
         .collect())
 }

@@ -32,7 +32,10 @@ impl BlobStore {
         let root = root.into();
         std::fs::create_dir_all(root.join("blobs/sha256"))?;
         std::fs::create_dir_all(root.join("uploads"))?;
-        Ok(BlobStore { root, digest_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect() })
+        Ok(BlobStore {
+            root,
+            digest_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -55,7 +58,9 @@ impl BlobStore {
     pub async fn lock_digest(&self, digest: &Digest) -> MutexGuard<'_, ()> {
         let mut h = DefaultHasher::new();
         digest.hash(&mut h);
-        self.digest_locks[(h.finish() as usize) % LOCK_STRIPES].lock().await
+        self.digest_locks[(h.finish() as usize) % LOCK_STRIPES]
+            .lock()
+            .await
     }
 
     /// Move a verified, fsynced upload file into place as `digest`. If the blob is
@@ -115,8 +120,17 @@ pub struct UploadFile {
 
 impl UploadFile {
     pub fn create(path: PathBuf) -> io::Result<UploadFile> {
-        let file = std::fs::OpenOptions::new().create_new(true).write(true).read(true).open(&path)?;
-        Ok(UploadFile { path, file, hasher: Sha256::new(), len: 0 })
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .read(true)
+            .open(&path)?;
+        Ok(UploadFile {
+            path,
+            file,
+            hasher: Sha256::new(),
+            len: 0,
+        })
     }
 
     /// Reopen a session after a restart or a failed request: keep exactly the
@@ -124,7 +138,10 @@ impl UploadFile {
     /// the hash from them.
     pub fn reopen(path: PathBuf, committed: u64) -> io::Result<UploadFile> {
         use std::io::{Read, Seek};
-        let mut file = std::fs::OpenOptions::new().write(true).read(true).open(&path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .open(&path)?;
         let on_disk = file.metadata()?.len();
         if on_disk < committed {
             return Err(io::Error::new(
@@ -137,7 +154,12 @@ impl UploadFile {
         let mut reader = (&file).take(committed);
         io::copy(&mut reader, &mut hasher)?;
         file.seek(io::SeekFrom::Start(committed))?;
-        Ok(UploadFile { path, file, hasher, len: committed })
+        Ok(UploadFile {
+            path,
+            file,
+            hasher,
+            len: committed,
+        })
     }
 
     pub fn len(&self) -> u64 {
@@ -186,7 +208,10 @@ mod tests {
     fn reopen_refuses_a_short_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u");
-        UploadFile::create(path.clone()).unwrap().append(b"abc").unwrap();
+        UploadFile::create(path.clone())
+            .unwrap()
+            .append(b"abc")
+            .unwrap();
         assert!(UploadFile::reopen(path, 10).is_err());
     }
 }

@@ -36,7 +36,11 @@ fn unknown(id: &str) -> RegistryError {
 /// Session ids are 32 lowercase hex characters; anything else is unknown (and can
 /// never name a path outside `uploads/`).
 fn check_id(id: &str) -> Result<()> {
-    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
         Err(unknown(id))
@@ -44,7 +48,13 @@ fn check_id(id: &str) -> Result<()> {
 }
 
 fn slot(registry: &Registry, id: &str) -> Slot {
-    registry.sessions.lock().unwrap().entry(id.to_owned()).or_default().clone()
+    registry
+        .sessions
+        .lock()
+        .unwrap()
+        .entry(id.to_owned())
+        .or_default()
+        .clone()
 }
 
 fn forget(registry: &Registry, id: &str) {
@@ -66,14 +76,21 @@ async fn committed(registry: &Registry, repo: &str, id: &str) -> Result<u64> {
 }
 
 /// Take the session's open file, or reopen it from disk at `committed`.
-async fn take_file(registry: &Registry, id: &str, held: &mut Option<UploadFile>, committed: u64) -> Result<UploadFile> {
+async fn take_file(
+    registry: &Registry,
+    id: &str,
+    held: &mut Option<UploadFile>,
+    committed: u64,
+) -> Result<UploadFile> {
     if let Some(file) = held.take() {
         if file.len() == committed {
             return Ok(file);
         }
     }
     let path = registry.store.upload_path(id);
-    let file = tokio::task::spawn_blocking(move || UploadFile::reopen(path, committed)).await.map_err(io::Error::other)?;
+    let file = tokio::task::spawn_blocking(move || UploadFile::reopen(path, committed))
+        .await
+        .map_err(io::Error::other)?;
     file.map_err(|e| {
         tracing::warn!(upload = id, error = %e, "upload session cannot be resumed");
         unknown(id)
@@ -83,7 +100,9 @@ async fn take_file(registry: &Registry, id: &str, held: &mut Option<UploadFile>,
 pub async fn start(registry: &Registry, repo: &str) -> Result<String> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let path = registry.store.upload_path(&id);
-    let file = tokio::task::spawn_blocking(move || UploadFile::create(path)).await.map_err(io::Error::other)??;
+    let file = tokio::task::spawn_blocking(move || UploadFile::create(path))
+        .await
+        .map_err(io::Error::other)??;
     let mut tx = registry.db.begin_with("BEGIN IMMEDIATE").await?;
     let repo_id = repository::ensure(&mut tx, repo).await?;
     let now = now_ms();
@@ -106,7 +125,13 @@ pub async fn status(registry: &Registry, repo: &str, id: &str) -> Result<u64> {
 /// Append a chunk. With `range` (from `Content-Range: start-end`) the chunk must
 /// start exactly at the committed offset and have exactly that many bytes; without
 /// it the body is appended as a stream. Returns the new committed length.
-pub async fn append(registry: &Registry, repo: &str, id: &str, range: Option<(u64, u64)>, body: Body) -> Result<u64> {
+pub async fn append(
+    registry: &Registry,
+    repo: &str,
+    id: &str,
+    range: Option<(u64, u64)>,
+    body: Body,
+) -> Result<u64> {
     let slot = slot(registry, id);
     let mut held = slot.lock().await;
     let committed = committed(registry, repo, id).await?;
@@ -138,7 +163,10 @@ pub async fn complete(
     let file = take_file(registry, id, &mut held, committed).await?;
     let file = write_chunk(registry, file, range, body).await?;
     let result = install(registry, repo, file, expected).await;
-    sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&registry.db).await?;
+    sqlx::query("DELETE FROM uploads WHERE id = ?")
+        .bind(id)
+        .execute(&registry.db)
+        .await?;
     forget(registry, id);
     result
 }
@@ -148,7 +176,10 @@ pub async fn cancel(registry: &Registry, repo: &str, id: &str) -> Result<()> {
     let mut held = slot.lock().await;
     committed(registry, repo, id).await?;
     held.take();
-    sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&registry.db).await?;
+    sqlx::query("DELETE FROM uploads WHERE id = ?")
+        .bind(id)
+        .execute(&registry.db)
+        .await?;
     forget(registry, id);
     remove_upload_file(registry, id).await;
     Ok(())
@@ -156,10 +187,17 @@ pub async fn cancel(registry: &Registry, repo: &str, id: &str) -> Result<()> {
 
 /// `POST ?digest=` with the whole blob as the body: no session row, because a
 /// crash mid-request leaves nothing a client could resume.
-pub async fn monolithic(registry: &Registry, repo: &str, expected: &Digest, body: Body) -> Result<()> {
+pub async fn monolithic(
+    registry: &Registry,
+    repo: &str,
+    expected: &Digest,
+    body: Body,
+) -> Result<()> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let path = registry.store.upload_path(&id);
-    let file = tokio::task::spawn_blocking(move || UploadFile::create(path)).await.map_err(io::Error::other)??;
+    let file = tokio::task::spawn_blocking(move || UploadFile::create(path))
+        .await
+        .map_err(io::Error::other)??;
     match write_body(registry, file, body).await {
         Ok(file) => install(registry, repo, file, expected).await,
         Err(e) => {
@@ -173,7 +211,12 @@ async fn remove_upload_file(registry: &Registry, id: &str) {
     let _ = tokio::fs::remove_file(registry.store.upload_path(id)).await;
 }
 
-async fn write_chunk(registry: &Registry, file: UploadFile, range: Option<(u64, u64)>, body: Body) -> Result<UploadFile> {
+async fn write_chunk(
+    registry: &Registry,
+    file: UploadFile,
+    range: Option<(u64, u64)>,
+    body: Body,
+) -> Result<UploadFile> {
     let start_len = file.len();
     if let Some((start, end)) = range {
         if start != start_len || end < start {
@@ -210,7 +253,10 @@ async fn write_body(registry: &Registry, file: UploadFile, body: Body) -> Result
         let done = match next {
             None => true,
             Some(Ok(chunk)) => {
-                registry.stats.bytes_in.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                registry
+                    .stats
+                    .bytes_in
+                    .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 block.extend_from_slice(&chunk);
                 false
             }
@@ -218,7 +264,9 @@ async fn write_body(registry: &Registry, file: UploadFile, body: Body) -> Result
                 if let Some(w) = writing {
                     let _ = w.await;
                 }
-                return Err(RegistryError::BlobUploadInvalid(format!("reading the request body failed: {e}")));
+                return Err(RegistryError::BlobUploadInvalid(format!(
+                    "reading the request body failed: {e}"
+                )));
             }
         };
         if block.len() >= WRITE_BLOCK || (done && !block.is_empty()) {
@@ -227,7 +275,9 @@ async fn write_body(registry: &Registry, file: UploadFile, body: Body) -> Result
                 None => idle.take().expect("file is idle when no write is pending"),
             };
             let data = block.split().freeze();
-            writing = Some(tokio::task::spawn_blocking(move || file.append(&data).map(|()| file)));
+            writing = Some(tokio::task::spawn_blocking(move || {
+                file.append(&data).map(|()| file)
+            }));
         }
         if done {
             break;
@@ -240,8 +290,15 @@ async fn write_body(registry: &Registry, file: UploadFile, body: Body) -> Result
 }
 
 /// Verify, fsync and move the upload into the blob store, then record and link it.
-async fn install(registry: &Registry, repo: &str, file: UploadFile, expected: &Digest) -> Result<()> {
-    let (actual, size, path) = tokio::task::spawn_blocking(move || file.finish()).await.map_err(io::Error::other)??;
+async fn install(
+    registry: &Registry,
+    repo: &str,
+    file: UploadFile,
+    expected: &Digest,
+) -> Result<()> {
+    let (actual, size, path) = tokio::task::spawn_blocking(move || file.finish())
+        .await
+        .map_err(io::Error::other)??;
     if &actual != expected {
         let _ = tokio::fs::remove_file(&path).await;
         return Err(RegistryError::DigestInvalid(format!(

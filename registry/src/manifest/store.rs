@@ -46,8 +46,13 @@ pub async fn get(registry: &Registry, repo: &str, reference: &Reference) -> Resu
             .await?
         }
     };
-    let (digest, media_type, body) = row.ok_or_else(|| RegistryError::ManifestUnknown(describe(repo, reference)))?;
-    Ok(StoredManifest { digest, media_type, body })
+    let (digest, media_type, body) =
+        row.ok_or_else(|| RegistryError::ManifestUnknown(describe(repo, reference)))?;
+    Ok(StoredManifest {
+        digest,
+        media_type,
+        body,
+    })
 }
 
 fn describe(repo: &str, reference: &Reference) -> String {
@@ -58,13 +63,27 @@ fn describe(repo: &str, reference: &Reference) -> String {
 }
 
 fn is_immutable(registry: &Registry, tag: &str) -> Option<String> {
-    registry.config.immutable_tags.iter().find(|re| re.is_match(tag)).map(|re| re.as_str().to_owned())
+    registry
+        .config
+        .immutable_tags
+        .iter()
+        .find(|re| re.is_match(tag))
+        .map(|re| re.as_str().to_owned())
 }
 
-async fn missing<'a>(conn: &mut SqliteConnection, sql: &str, repo_id: i64, digests: &'a [Digest]) -> Result<Vec<&'a Digest>> {
+async fn missing<'a>(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    repo_id: i64,
+    digests: &'a [Digest],
+) -> Result<Vec<&'a Digest>> {
     let mut missing = Vec::new();
     for digest in digests {
-        let found = sqlx::query_scalar::<Sqlite, i64>(sql).bind(repo_id).bind(digest.to_string()).fetch_optional(&mut *conn).await?;
+        let found = sqlx::query_scalar::<Sqlite, i64>(sql)
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
         if found.is_none() {
             missing.push(digest);
         }
@@ -75,7 +94,13 @@ async fn missing<'a>(conn: &mut SqliteConnection, sql: &str, repo_id: i64, diges
 /// Validate and store a manifest, link what it references, and point the tag at it.
 /// Everything happens in one write transaction, so a concurrent GC either sees the
 /// new references or makes this push fail cleanly with MANIFEST_BLOB_UNKNOWN.
-pub async fn put(registry: &Registry, repo: &str, reference: &Reference, content_type: Option<&str>, body: Bytes) -> Result<PutOutcome> {
+pub async fn put(
+    registry: &Registry,
+    repo: &str,
+    reference: &Reference,
+    content_type: Option<&str>,
+    body: Bytes,
+) -> Result<PutOutcome> {
     if body.len() > registry.config.max_manifest_bytes {
         return Err(RegistryError::SizeInvalid(format!(
             "manifest is {} bytes; the limit is {}",
@@ -87,16 +112,28 @@ pub async fn put(registry: &Registry, repo: &str, reference: &Reference, content
     let digest = Digest::of(&body);
     if let Reference::Digest(named) = reference {
         if named != &digest {
-            return Err(RegistryError::DigestInvalid(format!("manifest body has digest {digest}, not {named}")));
+            return Err(RegistryError::DigestInvalid(format!(
+                "manifest body has digest {digest}, not {named}"
+            )));
         }
     }
     let mut tx = registry.db.begin_with("BEGIN IMMEDIATE").await?;
     let repo_id = repository::ensure(&mut tx, repo).await?;
 
-    let missing_blobs =
-        missing(&mut tx, "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?", repo_id, &parsed.blobs).await?;
-    let missing_children =
-        missing(&mut tx, "SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?", repo_id, &parsed.children).await?;
+    let missing_blobs = missing(
+        &mut tx,
+        "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?",
+        repo_id,
+        &parsed.blobs,
+    )
+    .await?;
+    let missing_children = missing(
+        &mut tx,
+        "SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?",
+        repo_id,
+        &parsed.children,
+    )
+    .await?;
     if !missing_blobs.is_empty() || !missing_children.is_empty() {
         let list: Vec<String> = missing_blobs
             .iter()
@@ -123,7 +160,10 @@ pub async fn put(registry: &Registry, repo: &str, reference: &Reference, content
         }
     }
 
-    let annotations = parsed.annotations.as_ref().map(|a| serde_json::to_string(a).expect("string map serialises"));
+    let annotations = parsed
+        .annotations
+        .as_ref()
+        .map(|a| serde_json::to_string(a).expect("string map serialises"));
     let inserted = sqlx::query(
         "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject_digest, annotations, body, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING",
@@ -140,11 +180,13 @@ pub async fn put(registry: &Registry, repo: &str, reference: &Reference, content
     .await?
     .rows_affected()
         == 1;
-    let manifest_id = sqlx::query_scalar::<Sqlite, i64>("SELECT id FROM manifests WHERE repository_id = ? AND digest = ?")
-        .bind(repo_id)
-        .bind(digest.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
+    let manifest_id = sqlx::query_scalar::<Sqlite, i64>(
+        "SELECT id FROM manifests WHERE repository_id = ? AND digest = ?",
+    )
+    .bind(repo_id)
+    .bind(digest.to_string())
+    .fetch_one(&mut *tx)
+    .await?;
     if inserted {
         for blob in &parsed.blobs {
             sqlx::query("INSERT INTO manifest_blobs (manifest_id, digest) VALUES (?, ?)")
@@ -174,7 +216,10 @@ pub async fn put(registry: &Registry, repo: &str, reference: &Reference, content
         .await?;
     }
     tx.commit().await?;
-    Ok(PutOutcome { digest, subject: parsed.subject })
+    Ok(PutOutcome {
+        digest,
+        subject: parsed.subject,
+    })
 }
 
 /// DELETE by tag removes the tag; by digest removes the manifest and its tags.
@@ -190,7 +235,9 @@ pub async fn delete(registry: &Registry, repo: &str, reference: &Reference) -> R
     match reference {
         Reference::Tag(tag) => {
             if let Some(pattern) = is_immutable(registry, tag) {
-                return Err(RegistryError::Denied(format!("tag {repo}:{tag} is immutable (matches {pattern}) and cannot be deleted")));
+                return Err(RegistryError::Denied(format!(
+                    "tag {repo}:{tag} is immutable (matches {pattern}) and cannot be deleted"
+                )));
             }
             let n = sqlx::query("DELETE FROM tags WHERE repository_id = ? AND name = ?")
                 .bind(repo_id)
@@ -203,16 +250,19 @@ pub async fn delete(registry: &Registry, repo: &str, reference: &Reference) -> R
             }
         }
         Reference::Digest(digest) => {
-            let id = sqlx::query_scalar::<Sqlite, i64>("SELECT id FROM manifests WHERE repository_id = ? AND digest = ?")
-                .bind(repo_id)
-                .bind(digest.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| RegistryError::ManifestUnknown(describe(repo, reference)))?;
-            let tags = sqlx::query_scalar::<Sqlite, String>("SELECT name FROM tags WHERE manifest_id = ?")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
+            let id = sqlx::query_scalar::<Sqlite, i64>(
+                "SELECT id FROM manifests WHERE repository_id = ? AND digest = ?",
+            )
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| RegistryError::ManifestUnknown(describe(repo, reference)))?;
+            let tags =
+                sqlx::query_scalar::<Sqlite, String>("SELECT name FROM tags WHERE manifest_id = ?")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
             if let Some(tag) = tags.iter().find(|t| is_immutable(registry, t).is_some()) {
                 return Err(RegistryError::Denied(format!(
                     "manifest {digest} is tagged with immutable tag {repo}:{tag} and cannot be deleted"
@@ -237,7 +287,10 @@ pub async fn delete(registry: &Registry, repo: &str, reference: &Reference) -> R
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM manifests WHERE id = ?").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM manifests WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
     }
     tx.commit().await?;

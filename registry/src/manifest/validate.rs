@@ -11,8 +11,10 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const DOCKER_SCHEMA1: [&str; 2] =
-    ["application/vnd.docker.distribution.manifest.v1+json", "application/vnd.docker.distribution.manifest.v1+prettyjws"];
+const DOCKER_SCHEMA1: [&str; 2] = [
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+];
 
 /// What the registry needs to know about a manifest to store and link it.
 #[derive(Debug)]
@@ -71,26 +73,34 @@ fn kind_of(media_type: &str) -> Result<Kind, RegistryError> {
 
 fn descriptor_digest(d: &RawDescriptor, field: &str) -> Result<Digest, RegistryError> {
     if d.size < 0 {
-        return Err(RegistryError::ManifestInvalid(format!("{field}.size is negative ({})", d.size)));
+        return Err(RegistryError::ManifestInvalid(format!(
+            "{field}.size is negative ({})",
+            d.size
+        )));
     }
     if d.media_type.is_empty() {
-        return Err(RegistryError::ManifestInvalid(format!("{field}.mediaType is empty")));
+        return Err(RegistryError::ManifestInvalid(format!(
+            "{field}.mediaType is empty"
+        )));
     }
-    d.digest.parse().map_err(|e| RegistryError::ManifestInvalid(format!("{field}.digest: {e}")))
+    d.digest
+        .parse()
+        .map_err(|e| RegistryError::ManifestInvalid(format!("{field}.digest: {e}")))
 }
 
 /// Layers that live elsewhere (Docker "foreign" layers, OCI non-distributable
 /// layers with URLs) are not required to be in the registry.
 fn is_foreign(d: &RawDescriptor) -> bool {
-    !d.urls.is_empty() && (d.media_type.contains("foreign") || d.media_type.contains("nondistributable"))
+    !d.urls.is_empty()
+        && (d.media_type.contains("foreign") || d.media_type.contains("nondistributable"))
 }
 
 /// Parse a manifest body pushed with `content_type`. Checks: well-formed JSON,
 /// schemaVersion 2, a supported media type that agrees with the body's own
 /// `mediaType`, the fields its kind requires, and valid descriptors.
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, RegistryError> {
-    let raw: RawManifest =
-        serde_json::from_slice(body).map_err(|e| RegistryError::ManifestInvalid(format!("not a valid manifest: {e}")))?;
+    let raw: RawManifest = serde_json::from_slice(body)
+        .map_err(|e| RegistryError::ManifestInvalid(format!("not a valid manifest: {e}")))?;
     if raw.schema_version != Some(2) {
         return Err(RegistryError::ManifestInvalid(match raw.schema_version {
             Some(v) => format!("schemaVersion is {v}; only 2 is supported"),
@@ -99,7 +109,9 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
     }
     let header_type = content_type
         .map(|ct| ct.split(';').next().unwrap_or("").trim())
-        .filter(|ct| !ct.is_empty() && *ct != "application/json" && *ct != "application/octet-stream");
+        .filter(|ct| {
+            !ct.is_empty() && *ct != "application/json" && *ct != "application/octet-stream"
+        });
     let media_type = match (header_type, raw.media_type.as_deref()) {
         (Some(h), Some(b)) if h != b => {
             return Err(RegistryError::ManifestInvalid(format!(
@@ -118,17 +130,17 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
     match kind {
         Kind::Image => {
             if raw.manifests.is_some() {
-                return Err(RegistryError::ManifestInvalid(format!("{media_type} must not have \"manifests\"")));
+                return Err(RegistryError::ManifestInvalid(format!(
+                    "{media_type} must not have \"manifests\""
+                )));
             }
-            let config = raw
-                .config
-                .as_ref()
-                .ok_or_else(|| RegistryError::ManifestInvalid(format!("{media_type} requires \"config\"")))?;
+            let config = raw.config.as_ref().ok_or_else(|| {
+                RegistryError::ManifestInvalid(format!("{media_type} requires \"config\""))
+            })?;
             blobs.push(descriptor_digest(config, "config")?);
-            let layers = raw
-                .layers
-                .as_ref()
-                .ok_or_else(|| RegistryError::ManifestInvalid(format!("{media_type} requires \"layers\"")))?;
+            let layers = raw.layers.as_ref().ok_or_else(|| {
+                RegistryError::ManifestInvalid(format!("{media_type} requires \"layers\""))
+            })?;
             for (i, layer) in layers.iter().enumerate() {
                 let digest = descriptor_digest(layer, &format!("layers[{i}]"))?;
                 if !is_foreign(layer) {
@@ -141,23 +153,35 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
         }
         Kind::Index => {
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(RegistryError::ManifestInvalid(format!("{media_type} must not have \"config\" or \"layers\"")));
+                return Err(RegistryError::ManifestInvalid(format!(
+                    "{media_type} must not have \"config\" or \"layers\""
+                )));
             }
-            let manifests = raw
-                .manifests
-                .as_ref()
-                .ok_or_else(|| RegistryError::ManifestInvalid(format!("{media_type} requires \"manifests\"")))?;
+            let manifests = raw.manifests.as_ref().ok_or_else(|| {
+                RegistryError::ManifestInvalid(format!("{media_type} requires \"manifests\""))
+            })?;
             for (i, m) in manifests.iter().enumerate() {
                 children.push(descriptor_digest(m, &format!("manifests[{i}]"))?);
             }
         }
     }
-    let subject = raw.subject.as_ref().map(|s| descriptor_digest(s, "subject")).transpose()?;
+    let subject = raw
+        .subject
+        .as_ref()
+        .map(|s| descriptor_digest(s, "subject"))
+        .transpose()?;
     blobs.sort();
     blobs.dedup();
     children.sort();
     children.dedup();
-    Ok(ParsedManifest { media_type, artifact_type, subject, blobs, children, annotations: raw.annotations })
+    Ok(ParsedManifest {
+        media_type,
+        artifact_type,
+        subject,
+        blobs,
+        children,
+        annotations: raw.annotations,
+    })
 }
 
 #[cfg(test)]
@@ -180,13 +204,19 @@ mod tests {
     fn image_manifest_lists_its_blobs() {
         let m = parse(Some(OCI_MANIFEST), image("").as_bytes()).unwrap();
         assert_eq!(m.blobs.len(), 2);
-        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
         assert!(m.subject.is_none());
     }
 
     #[test]
     fn subject_is_recorded() {
-        let body = image(&format!(r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":10}}"#, d("s")));
+        let body = image(&format!(
+            r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":10}}"#,
+            d("s")
+        ));
         let m = parse(None, body.as_bytes()).unwrap();
         assert_eq!(m.subject.unwrap().to_string(), d("s"));
     }
@@ -197,21 +227,44 @@ mod tests {
             (None, "{not json".into(), "not a valid manifest"),
             (None, r#"{"schemaVersion":1}"#.into(), "only 2 is supported"),
             (Some(OCI_INDEX), image(""), "does not match"),
-            (Some("application/vnd.docker.distribution.manifest.v1+json"), r#"{"schemaVersion":2}"#.into(), "schema 1"),
-            (Some("text/plain"), r#"{"schemaVersion":2}"#.into(), "unsupported manifest media type"),
-            (Some(OCI_MANIFEST), format!(r#"{{"schemaVersion":2,"layers":[]}}"#), "requires \"config\""),
+            (
+                Some("application/vnd.docker.distribution.manifest.v1+json"),
+                r#"{"schemaVersion":2}"#.into(),
+                "schema 1",
+            ),
+            (
+                Some("text/plain"),
+                r#"{"schemaVersion":2}"#.into(),
+                "unsupported manifest media type",
+            ),
+            (
+                Some(OCI_MANIFEST),
+                format!(r#"{{"schemaVersion":2,"layers":[]}}"#),
+                "requires \"config\"",
+            ),
             (
                 None,
                 image("").replace(&d("l"), "sha256:1234"),
                 "layers[0].digest",
             ),
-            (None, image("").replace("\"size\":3", "\"size\":-3"), "layers[0].size is negative"),
-            (Some(OCI_INDEX), format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}"}}"#), "requires \"manifests\""),
+            (
+                None,
+                image("").replace("\"size\":3", "\"size\":-3"),
+                "layers[0].size is negative",
+            ),
+            (
+                Some(OCI_INDEX),
+                format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}"}}"#),
+                "requires \"manifests\"",
+            ),
         ];
         for (ct, body, expect) in cases {
             let err = parse(ct, body.as_bytes()).unwrap_err();
             assert!(matches!(err, RegistryError::ManifestInvalid(_)), "{body}");
-            assert!(err.to_string().contains(expect), "{err} should contain {expect:?}");
+            assert!(
+                err.to_string().contains(expect),
+                "{err} should contain {expect:?}"
+            );
         }
     }
 }

@@ -9,11 +9,19 @@ use crate::Registry;
 
 pub async fn get(State(registry): State<Registry>, headers: HeaderMap) -> Response {
     let mut response = match registry.auth.authenticate(&headers).await {
-        Ok(caller) if caller.may_use_registry() => axum::Json(serde_json::json!({})).into_response(),
-        Ok(_) => RegistryError::Unauthorized { challenge: registry.auth.challenge(&headers, None, false) }.into_response(),
+        Ok(caller) if caller.may_use_registry() => {
+            axum::Json(serde_json::json!({})).into_response()
+        }
+        Ok(_) => RegistryError::Unauthorized {
+            challenge: registry.auth.challenge(&headers, None, false),
+        }
+        .into_response(),
         Err(e) => e.into_response(),
     };
-    response.headers_mut().insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    response.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
     response.extensions_mut().insert(super::RouteLabel("/v2/"));
     response
 }

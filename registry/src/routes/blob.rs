@@ -26,12 +26,21 @@ pub(crate) fn parse_range(value: &str, size: u64) -> Result<(u64, u64)> {
         upload_offset: None,
         blob_size: Some(size),
     };
-    let spec = value.trim().strip_prefix("bytes=").ok_or_else(|| invalid("must start with bytes="))?;
+    let spec = value
+        .trim()
+        .strip_prefix("bytes=")
+        .ok_or_else(|| invalid("must start with bytes="))?;
     if spec.contains(',') {
         return Err(invalid("asks for several ranges; only one is supported"));
     }
-    let (start, end) = spec.split_once('-').ok_or_else(|| invalid("is not of the form start-end"))?;
-    let number = |s: &str| s.trim().parse::<u64>().map_err(|_| invalid("has a bound that is not a number"));
+    let (start, end) = spec
+        .split_once('-')
+        .ok_or_else(|| invalid("is not of the form start-end"))?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| invalid("has a bound that is not a number"))
+    };
     let (first, last) = match (start.trim().is_empty(), end.trim().is_empty()) {
         (true, true) => return Err(invalid("has no bounds")),
         (true, false) => {
@@ -50,11 +59,19 @@ pub(crate) fn parse_range(value: &str, size: u64) -> Result<(u64, u64)> {
     Ok((first, last))
 }
 
-pub async fn get(registry: &Registry, headers: &HeaderMap, name: &str, digest: &str, head: bool) -> Result<Response> {
+pub async fn get(
+    registry: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    digest: &str,
+    head: bool,
+) -> Result<Response> {
     let digest: Digest = digest.parse()?;
     authorize(registry, headers, name, Action::Pull).await?;
     let size = blob::stat(registry, name, &digest).await?;
-    let range = header_str(headers, header::RANGE).map(|r| parse_range(r, size)).transpose()?;
+    let range = header_str(headers, header::RANGE)
+        .map(|r| parse_range(r, size))
+        .transpose()?;
     let (status, first, last) = match range {
         Some((first, last)) => (StatusCode::PARTIAL_CONTENT, first, last),
         None => (StatusCode::OK, 0, size.saturating_sub(1)),
@@ -68,7 +85,10 @@ pub async fn get(registry: &Registry, headers: &HeaderMap, name: &str, digest: &
         .header(header::ETAG, format!("\"{digest}\""))
         .header("Docker-Content-Digest", digest.to_string());
     if status == StatusCode::PARTIAL_CONTENT {
-        builder = builder.header(header::CONTENT_RANGE, format!("bytes {first}-{last}/{size}"));
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {first}-{last}/{size}"),
+        );
     }
     if head || length == 0 {
         return Ok(builder.body(Body::empty()).expect("valid response"));
@@ -78,15 +98,26 @@ pub async fn get(registry: &Registry, headers: &HeaderMap, name: &str, digest: &
         file.seek(SeekFrom::Start(first)).await?;
     }
     let counter = registry.clone();
-    let stream = ReaderStream::with_capacity(file.take(length), READ_BUFFER).inspect(move |chunk| {
-        if let Ok(bytes) = chunk {
-            counter.stats.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        }
-    });
-    Ok(builder.body(Body::from_stream(stream)).expect("valid response"))
+    let stream =
+        ReaderStream::with_capacity(file.take(length), READ_BUFFER).inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                counter
+                    .stats
+                    .bytes_out
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+        });
+    Ok(builder
+        .body(Body::from_stream(stream))
+        .expect("valid response"))
 }
 
-pub async fn delete(registry: &Registry, headers: &HeaderMap, name: &str, digest: &str) -> Result<Response> {
+pub async fn delete(
+    registry: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    digest: &str,
+) -> Result<Response> {
     let digest: Digest = digest.parse()?;
     authorize(registry, headers, name, Action::Delete).await?;
     blob::unlink(registry, name, &digest).await?;
@@ -103,7 +134,16 @@ mod tests {
         assert_eq!(parse_range("bytes=90-", 100).unwrap(), (90, 99));
         assert_eq!(parse_range("bytes=-10", 100).unwrap(), (90, 99));
         assert_eq!(parse_range("bytes=50-500", 100).unwrap(), (50, 99));
-        for bad in ["bytes=100-", "bytes=5-2", "bytes=a-b", "items=0-1", "bytes=0-1,3-4", "bytes=-", "bytes=-0", "0-1"] {
+        for bad in [
+            "bytes=100-",
+            "bytes=5-2",
+            "bytes=a-b",
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=-",
+            "bytes=-0",
+            "0-1",
+        ] {
             assert!(parse_range(bad, 100).is_err(), "{bad}");
         }
     }

@@ -18,8 +18,14 @@ pub async fn get(registry: &Registry, headers: &HeaderMap, params: &Params) -> R
     let caller = registry.auth.authenticate(headers).await?;
     if !caller.may_use_registry() {
         return Err(match caller.kind {
-            CallerKind::Credentials => RegistryError::Denied("this caller may not list repositories".into()),
-            _ => RegistryError::Unauthorized { challenge: registry.auth.challenge(headers, Some("registry:catalog:*"), false) },
+            CallerKind::Credentials => {
+                RegistryError::Denied("this caller may not list repositories".into())
+            }
+            _ => RegistryError::Unauthorized {
+                challenge: registry
+                    .auth
+                    .challenge(headers, Some("registry:catalog:*"), false),
+            },
         });
     }
     let (n, last) = pagination(params)?;
@@ -41,9 +47,16 @@ pub async fn get(registry: &Registry, headers: &HeaderMap, params: &Params) -> R
         (true, Some(last)) => Some(format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\"")),
         _ => None,
     };
-    let mut response = axum::Json(Catalog { repositories: visible }).into_response();
+    let mut response = axum::Json(Catalog {
+        repositories: visible,
+    })
+    .into_response();
     if let Some(link) = link {
-        response.headers_mut().insert(header::LINK, link.parse().expect("repository names are valid header text"));
+        response.headers_mut().insert(
+            header::LINK,
+            link.parse()
+                .expect("repository names are valid header text"),
+        );
     }
     Ok(response)
 }

@@ -64,10 +64,18 @@ impl<'a> RegistryPath<'a> {
         let (head, last) = trimmed.rsplit_once('/')?;
         let (name, kind) = head.rsplit_once('/')?;
         match kind {
-            "manifests" => Some(RegistryPath::Manifest { name, reference: last }),
+            "manifests" => Some(RegistryPath::Manifest {
+                name,
+                reference: last,
+            }),
             "blobs" => Some(RegistryPath::Blob { name, digest: last }),
             "referrers" => Some(RegistryPath::Referrers { name, digest: last }),
-            "uploads" => name.strip_suffix("/blobs").map(|name| RegistryPath::Uploads { name, id: Some(last) }),
+            "uploads" => name
+                .strip_suffix("/blobs")
+                .map(|name| RegistryPath::Uploads {
+                    name,
+                    id: Some(last),
+                }),
             _ => None,
         }
     }
@@ -96,7 +104,10 @@ async fn dispatch(
 ) -> Response {
     let (label, result) = route(&registry, &method, &path, &params, &headers, body).await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    response.headers_mut().insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    response.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
     response.extensions_mut().insert(RouteLabel(label));
     response
 }
@@ -110,7 +121,12 @@ async fn route(
     body: Body,
 ) -> (&'static str, Result<Response>) {
     let Some(parsed) = RegistryPath::parse(path) else {
-        return ("/v2/unknown", Err(RegistryError::NameUnknown(format!("no registry route matches /v2/{path}"))));
+        return (
+            "/v2/unknown",
+            Err(RegistryError::NameUnknown(format!(
+                "no registry route matches /v2/{path}"
+            ))),
+        );
     };
     if let Some(name) = parsed.name() {
         if let Err(message) = check_name(name) {
@@ -119,52 +135,91 @@ async fn route(
     }
     use RegistryPath as P;
     match (method.clone(), parsed) {
-        (Method::GET, P::Catalog) => ("/v2/_catalog", catalog::get(registry, headers, params).await),
-        (Method::GET, P::Tags { name }) => ("/v2/{name}/tags/list", tags::get(registry, headers, name, params).await),
-        (Method::GET | Method::HEAD, P::Manifest { name, reference }) => {
-            ("/v2/{name}/manifests/{reference}", manifest::get(registry, headers, name, reference, method == Method::HEAD).await)
-        }
-        (Method::PUT, P::Manifest { name, reference }) => {
-            ("/v2/{name}/manifests/{reference}", manifest::put(registry, headers, name, reference, body).await)
-        }
-        (Method::DELETE, P::Manifest { name, reference }) => {
-            ("/v2/{name}/manifests/{reference}", manifest::delete(registry, headers, name, reference).await)
-        }
-        (Method::GET | Method::HEAD, P::Blob { name, digest }) => {
-            ("/v2/{name}/blobs/{digest}", blob::get(registry, headers, name, digest, method == Method::HEAD).await)
-        }
-        (Method::DELETE, P::Blob { name, digest }) => ("/v2/{name}/blobs/{digest}", blob::delete(registry, headers, name, digest).await),
-        (Method::POST, P::Uploads { name, id: None }) => {
-            ("/v2/{name}/blobs/uploads/", upload::post(registry, headers, name, params, body).await)
-        }
-        (Method::PATCH, P::Uploads { name, id: Some(id) }) => {
-            ("/v2/{name}/blobs/uploads/{id}", upload::patch(registry, headers, name, id, body).await)
-        }
-        (Method::PUT, P::Uploads { name, id: Some(id) }) => {
-            ("/v2/{name}/blobs/uploads/{id}", upload::put(registry, headers, name, id, params, body).await)
-        }
-        (Method::GET, P::Uploads { name, id: Some(id) }) => ("/v2/{name}/blobs/uploads/{id}", upload::status(registry, headers, name, id).await),
-        (Method::DELETE, P::Uploads { name, id: Some(id) }) => {
-            ("/v2/{name}/blobs/uploads/{id}", upload::cancel(registry, headers, name, id).await)
-        }
-        (Method::GET, P::Referrers { name, digest }) => {
-            ("/v2/{name}/referrers/{digest}", referrers::get(registry, headers, name, digest, params).await)
-        }
-        (m, p) => ("/v2/unsupported", Err(RegistryError::Unsupported(format!("{m} is not supported on {p:?}")))),
+        (Method::GET, P::Catalog) => (
+            "/v2/_catalog",
+            catalog::get(registry, headers, params).await,
+        ),
+        (Method::GET, P::Tags { name }) => (
+            "/v2/{name}/tags/list",
+            tags::get(registry, headers, name, params).await,
+        ),
+        (Method::GET | Method::HEAD, P::Manifest { name, reference }) => (
+            "/v2/{name}/manifests/{reference}",
+            manifest::get(registry, headers, name, reference, method == Method::HEAD).await,
+        ),
+        (Method::PUT, P::Manifest { name, reference }) => (
+            "/v2/{name}/manifests/{reference}",
+            manifest::put(registry, headers, name, reference, body).await,
+        ),
+        (Method::DELETE, P::Manifest { name, reference }) => (
+            "/v2/{name}/manifests/{reference}",
+            manifest::delete(registry, headers, name, reference).await,
+        ),
+        (Method::GET | Method::HEAD, P::Blob { name, digest }) => (
+            "/v2/{name}/blobs/{digest}",
+            blob::get(registry, headers, name, digest, method == Method::HEAD).await,
+        ),
+        (Method::DELETE, P::Blob { name, digest }) => (
+            "/v2/{name}/blobs/{digest}",
+            blob::delete(registry, headers, name, digest).await,
+        ),
+        (Method::POST, P::Uploads { name, id: None }) => (
+            "/v2/{name}/blobs/uploads/",
+            upload::post(registry, headers, name, params, body).await,
+        ),
+        (Method::PATCH, P::Uploads { name, id: Some(id) }) => (
+            "/v2/{name}/blobs/uploads/{id}",
+            upload::patch(registry, headers, name, id, body).await,
+        ),
+        (Method::PUT, P::Uploads { name, id: Some(id) }) => (
+            "/v2/{name}/blobs/uploads/{id}",
+            upload::put(registry, headers, name, id, params, body).await,
+        ),
+        (Method::GET, P::Uploads { name, id: Some(id) }) => (
+            "/v2/{name}/blobs/uploads/{id}",
+            upload::status(registry, headers, name, id).await,
+        ),
+        (Method::DELETE, P::Uploads { name, id: Some(id) }) => (
+            "/v2/{name}/blobs/uploads/{id}",
+            upload::cancel(registry, headers, name, id).await,
+        ),
+        (Method::GET, P::Referrers { name, digest }) => (
+            "/v2/{name}/referrers/{digest}",
+            referrers::get(registry, headers, name, digest, params).await,
+        ),
+        (m, p) => (
+            "/v2/unsupported",
+            Err(RegistryError::Unsupported(format!(
+                "{m} is not supported on {p:?}"
+            ))),
+        ),
     }
 }
 
 /// Authenticate the caller and check they may do `action` on `repo`.
-pub(crate) async fn authorize(registry: &Registry, headers: &HeaderMap, repo: &str, action: Action) -> Result<Caller> {
+pub(crate) async fn authorize(
+    registry: &Registry,
+    headers: &HeaderMap,
+    repo: &str,
+    action: Action,
+) -> Result<Caller> {
     let caller = registry.auth.authenticate(headers).await?;
     if caller.may(repo, action) {
         return Ok(caller);
     }
-    let actions = if action == Action::Push { "pull,push" } else { action.as_str() };
+    let actions = if action == Action::Push {
+        "pull,push"
+    } else {
+        action.as_str()
+    };
     let scope = format!("repository:{repo}:{actions}");
     Err(match caller.kind {
-        CallerKind::Anonymous => RegistryError::Unauthorized { challenge: registry.auth.challenge(headers, Some(&scope), false) },
-        CallerKind::ScopedToken => RegistryError::Unauthorized { challenge: registry.auth.challenge(headers, Some(&scope), true) },
+        CallerKind::Anonymous => RegistryError::Unauthorized {
+            challenge: registry.auth.challenge(headers, Some(&scope), false),
+        },
+        CallerKind::ScopedToken => RegistryError::Unauthorized {
+            challenge: registry.auth.challenge(headers, Some(&scope), true),
+        },
         CallerKind::Credentials => RegistryError::Denied(format!(
             "{} may not {} {repo}",
             caller.name.as_deref().unwrap_or("this caller"),
@@ -176,7 +231,8 @@ pub(crate) async fn authorize(registry: &Registry, headers: &HeaderMap, repo: &s
 /// The `Range` header of an upload session with `len` bytes, as distribution
 /// writes it (`0-0` for an empty session).
 pub fn range_header(len: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("0-{}", len.saturating_sub(1))).expect("digits are a valid header")
+    HeaderValue::from_str(&format!("0-{}", len.saturating_sub(1)))
+        .expect("digits are a valid header")
 }
 
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
@@ -192,7 +248,9 @@ pub(crate) fn pagination(params: &Params) -> Result<(i64, Option<&str>)> {
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
-            .ok_or_else(|| RegistryError::PaginationInvalid(format!("n={n:?} is not a non-negative integer")))?
+            .ok_or_else(|| {
+                RegistryError::PaginationInvalid(format!("n={n:?} is not a non-negative integer"))
+            })?
             .min(MAX),
     };
     Ok((n, params.get("last").map(String::as_str)))
@@ -206,13 +264,55 @@ mod tests {
     fn paths() {
         assert_eq!(P::parse("_catalog"), Some(P::Catalog));
         assert_eq!(P::parse("a/b/tags/list"), Some(P::Tags { name: "a/b" }));
-        assert_eq!(P::parse("a/manifests/latest"), Some(P::Manifest { name: "a", reference: "latest" }));
-        assert_eq!(P::parse("a/blobs/sha256:x"), Some(P::Blob { name: "a", digest: "sha256:x" }));
-        assert_eq!(P::parse("a/b/blobs/uploads/"), Some(P::Uploads { name: "a/b", id: None }));
-        assert_eq!(P::parse("a/b/blobs/uploads"), Some(P::Uploads { name: "a/b", id: None }));
-        assert_eq!(P::parse("a/blobs/uploads/123"), Some(P::Uploads { name: "a", id: Some("123") }));
-        assert_eq!(P::parse("blobs/blobs/x"), Some(P::Blob { name: "blobs", digest: "x" }));
-        assert_eq!(P::parse("a/referrers/sha256:x"), Some(P::Referrers { name: "a", digest: "sha256:x" }));
+        assert_eq!(
+            P::parse("a/manifests/latest"),
+            Some(P::Manifest {
+                name: "a",
+                reference: "latest"
+            })
+        );
+        assert_eq!(
+            P::parse("a/blobs/sha256:x"),
+            Some(P::Blob {
+                name: "a",
+                digest: "sha256:x"
+            })
+        );
+        assert_eq!(
+            P::parse("a/b/blobs/uploads/"),
+            Some(P::Uploads {
+                name: "a/b",
+                id: None
+            })
+        );
+        assert_eq!(
+            P::parse("a/b/blobs/uploads"),
+            Some(P::Uploads {
+                name: "a/b",
+                id: None
+            })
+        );
+        assert_eq!(
+            P::parse("a/blobs/uploads/123"),
+            Some(P::Uploads {
+                name: "a",
+                id: Some("123")
+            })
+        );
+        assert_eq!(
+            P::parse("blobs/blobs/x"),
+            Some(P::Blob {
+                name: "blobs",
+                digest: "x"
+            })
+        );
+        assert_eq!(
+            P::parse("a/referrers/sha256:x"),
+            Some(P::Referrers {
+                name: "a",
+                digest: "sha256:x"
+            })
+        );
         assert_eq!(P::parse("a/uploads/x"), None);
         assert_eq!(P::parse("a"), None);
         assert_eq!(P::parse("manifests/x"), None);

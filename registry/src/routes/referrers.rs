@@ -34,10 +34,19 @@ struct Descriptor {
     annotations: Option<BTreeMap<String, String>>,
 }
 
-pub async fn get(registry: &Registry, headers: &HeaderMap, name: &str, digest: &str, params: &Params) -> Result<Response> {
+pub async fn get(
+    registry: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    digest: &str,
+    params: &Params,
+) -> Result<Response> {
     let subject: Digest = digest.parse()?;
     authorize(registry, headers, name, Action::Pull).await?;
-    let filter = params.get("artifactType").map(String::as_str).filter(|t| !t.is_empty());
+    let filter = params
+        .get("artifactType")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty());
     let manifests = referrer::list(registry, name, &subject, filter)
         .await?
         .into_iter()
@@ -49,11 +58,22 @@ pub async fn get(registry: &Registry, headers: &HeaderMap, name: &str, digest: &
             annotations: r.annotations,
         })
         .collect();
-    let mut response = axum::Json(Index { schema_version: 2, media_type: OCI_INDEX, manifests }).into_response();
+    let mut response = axum::Json(Index {
+        schema_version: 2,
+        media_type: OCI_INDEX,
+        manifests,
+    })
+    .into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, OCI_INDEX.parse().expect("valid header"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        OCI_INDEX.parse().expect("valid header"),
+    );
     if filter.is_some() {
-        headers.insert("OCI-Filters-Applied", "artifactType".parse().expect("valid header"));
+        headers.insert(
+            "OCI-Filters-Applied",
+            "artifactType".parse().expect("valid header"),
+        );
     }
     Ok(response)
 }

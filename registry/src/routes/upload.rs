@@ -16,9 +16,15 @@ fn session_response(status: StatusCode, name: &str, id: &str, len: u64) -> Respo
         status,
         [
             (header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}")),
-            (header::RANGE, range_header(len).to_str().unwrap_or("0-0").to_owned()),
+            (
+                header::RANGE,
+                range_header(len).to_str().unwrap_or("0-0").to_owned(),
+            ),
             (header::CONTENT_LENGTH, "0".to_owned()),
-            (header::HeaderName::from_static("docker-upload-uuid"), id.to_owned()),
+            (
+                header::HeaderName::from_static("docker-upload-uuid"),
+                id.to_owned(),
+            ),
         ],
     )
         .into_response()
@@ -30,7 +36,10 @@ fn created(name: &str, digest: &Digest) -> Response {
         [
             (header::LOCATION, format!("/v2/{name}/blobs/{digest}")),
             (header::CONTENT_LENGTH, "0".to_owned()),
-            (header::HeaderName::from_static("docker-content-digest"), digest.to_string()),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                digest.to_string(),
+            ),
         ],
     )
         .into_response()
@@ -45,7 +54,10 @@ pub(crate) fn parse_content_range(value: &str) -> Result<(u64, u64)> {
         blob_size: None,
     };
     let v = value.trim();
-    let v = v.strip_prefix("bytes").map(|r| r.trim_start_matches([' ', '='])).unwrap_or(v);
+    let v = v
+        .strip_prefix("bytes")
+        .map(|r| r.trim_start_matches([' ', '=']))
+        .unwrap_or(v);
     let v = v.split('/').next().unwrap_or(v);
     let (start, end) = v.split_once('-').ok_or_else(invalid)?;
     let start = start.trim().parse::<u64>().map_err(|_| invalid())?;
@@ -57,10 +69,18 @@ pub(crate) fn parse_content_range(value: &str) -> Result<(u64, u64)> {
 }
 
 fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
-    header_str(headers, header::CONTENT_RANGE).map(parse_content_range).transpose()
+    header_str(headers, header::CONTENT_RANGE)
+        .map(parse_content_range)
+        .transpose()
 }
 
-pub async fn post(registry: &Registry, headers: &HeaderMap, name: &str, params: &Params, body: Body) -> Result<Response> {
+pub async fn post(
+    registry: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    params: &Params,
+    body: Body,
+) -> Result<Response> {
     let caller = authorize(registry, headers, name, Action::Push).await?;
     if let Some(mount) = params.get("mount") {
         let digest: Digest = mount.parse()?;
@@ -71,7 +91,10 @@ pub async fn post(registry: &Registry, headers: &HeaderMap, name: &str, params: 
         for from in sources {
             // A source the caller may not pull from is skipped silently, exactly as
             // if it did not have the blob: nothing leaks about other repositories.
-            if crate::name::check_name(&from).is_ok() && caller.may(&from, Action::Pull) && blob::mount(registry, name, &from, &digest).await? {
+            if crate::name::check_name(&from).is_ok()
+                && caller.may(&from, Action::Pull)
+                && blob::mount(registry, name, &from, &digest).await?
+            {
                 return Ok(created(name, &digest));
             }
         }
@@ -84,31 +107,58 @@ pub async fn post(registry: &Registry, headers: &HeaderMap, name: &str, params: 
     Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
 }
 
-pub async fn patch(registry: &Registry, headers: &HeaderMap, name: &str, id: &str, body: Body) -> Result<Response> {
+pub async fn patch(
+    registry: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    id: &str,
+    body: Body,
+) -> Result<Response> {
     authorize(registry, headers, name, Action::Push).await?;
     let range = content_range(headers)?;
     let len = upload::append(registry, name, id, range, body).await?;
     Ok(session_response(StatusCode::ACCEPTED, name, id, len))
 }
 
-pub async fn put(registry: &Registry, headers: &HeaderMap, name: &str, id: &str, params: &Params, body: Body) -> Result<Response> {
+pub async fn put(
+    registry: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    id: &str,
+    params: &Params,
+    body: Body,
+) -> Result<Response> {
     authorize(registry, headers, name, Action::Push).await?;
     let digest: Digest = params
         .get("digest")
-        .ok_or_else(|| RegistryError::DigestInvalid("the digest query parameter is required to complete an upload".into()))?
+        .ok_or_else(|| {
+            RegistryError::DigestInvalid(
+                "the digest query parameter is required to complete an upload".into(),
+            )
+        })?
         .parse()?;
     let range = content_range(headers)?;
     upload::complete(registry, name, id, &digest, range, body).await?;
     Ok(created(name, &digest))
 }
 
-pub async fn status(registry: &Registry, headers: &HeaderMap, name: &str, id: &str) -> Result<Response> {
+pub async fn status(
+    registry: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    id: &str,
+) -> Result<Response> {
     authorize(registry, headers, name, Action::Push).await?;
     let len = upload::status(registry, name, id).await?;
     Ok(session_response(StatusCode::NO_CONTENT, name, id, len))
 }
 
-pub async fn cancel(registry: &Registry, headers: &HeaderMap, name: &str, id: &str) -> Result<Response> {
+pub async fn cancel(
+    registry: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    id: &str,
+) -> Result<Response> {
     authorize(registry, headers, name, Action::Push).await?;
     upload::cancel(registry, name, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

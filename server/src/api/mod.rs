@@ -1,0 +1,131 @@
+//! The REST API under `/api/v1`. Every route authenticates with [`ApiCaller`]
+//! (Basic password, Basic or Bearer API token) and checks its scope.
+
+mod registry_gc;
+mod tokens;
+mod users;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::auth::{credentials, AuthError, Principal};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/whoami", get(users::whoami))
+        .route("/users", post(users::create))
+        .route("/tokens", post(tokens::create))
+        .route("/registry/gc", post(registry_gc::run))
+}
+
+/// REST API errors, as `{"error": {"code", "message"}}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "API request failed");
+                "internal server error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (
+            status,
+            axum::Json(ErrorBody {
+                error: ErrorDetail { code, message },
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"slipway\"".parse().expect("valid header"),
+            );
+        }
+        response
+    }
+}
+
+/// The authenticated caller of an API route.
+pub struct ApiCaller(pub Principal);
+
+impl ApiCaller {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.0.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{} is not an admin, or this token lacks the admin scope",
+                self.0.user.username
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let creds = credentials(&parts.headers)
+            .map_err(|e| ApiError::Unauthenticated(e.to_string()))?
+            .ok_or_else(|| {
+                ApiError::Unauthenticated(
+                    "authentication required: send Basic credentials or an API token".into(),
+                )
+            })?;
+        match app.auth.principal(&creds).await {
+            Ok(Some(principal)) => Ok(ApiCaller(principal)),
+            Ok(None) => Err(ApiError::Unauthenticated(
+                "bearer value is not an API token".into(),
+            )),
+            Err(AuthError::Database(e)) => Err(e.into()),
+            Err(e) => Err(ApiError::Unauthenticated(e.to_string())),
+        }
+    }
+}

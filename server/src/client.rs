@@ -1,0 +1,63 @@
+//! The HTTP client behind the CLI's client commands: `--server` plus `--token` or
+//! `SLIPWAY_USER`/`SLIPWAY_PASSWORD`.
+
+use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub enum ClientAuth {
+    Token(String),
+    Password { user: String, password: String },
+}
+
+pub struct Client {
+    base: String,
+    auth: ClientAuth,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        user: Option<String>,
+        password: Option<String>,
+    ) -> anyhow::Result<Client> {
+        let auth = match (token, user, password) {
+            (Some(t), _, _) => ClientAuth::Token(t),
+            (None, Some(user), Some(password)) => ClientAuth::Password { user, password },
+            _ => bail!("no credentials: pass --token (or SLIPWAY_TOKEN), or set SLIPWAY_USER and SLIPWAY_PASSWORD"),
+        };
+        Ok(Client {
+            base: server.trim_end_matches('/').to_owned(),
+            auth,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub async fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<R> {
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        let request = match &self.auth {
+            ClientAuth::Token(t) => request.bearer_auth(t),
+            ClientAuth::Password { user, password } => request.basic_auth(user, Some(password)),
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("{path}: {status}: {message}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("{path}: unexpected response {text:?}"))
+    }
+}

@@ -1,0 +1,118 @@
+//! `slipway server`: open the database, make sure an admin exists, build the
+//! registry, serve until SIGTERM/SIGINT, then drain and close.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use slipway_registry::{Registry, RegistryConfig};
+use tokio::net::TcpListener;
+
+use crate::app::{self, App};
+use crate::auth::registry_auth::RegistryAuth;
+use crate::auth::registry_token::RegistryTokens;
+use crate::auth::users::{self, Role};
+use crate::auth::{password, Auth};
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::{db, registry_gc};
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    let pool = db::open(&settings.database_path())
+        .await
+        .with_context(|| format!("opening database {}", settings.database_path().display()))?;
+    ensure_admin(&pool, &settings).await?;
+
+    let tokens = RegistryTokens::load(&pool, settings.registry.token_ttl).await?;
+    let auth = Arc::new(Auth::new(
+        pool.clone(),
+        tokens,
+        settings.registry.anonymous_pull,
+        settings.public_url.clone(),
+    ));
+    let registry_config = RegistryConfig {
+        max_manifest_bytes: settings.registry.max_manifest_bytes,
+        immutable_tags: settings.immutable_tag_patterns()?,
+        upload_expiry: settings.registry.upload_expiry,
+    };
+    let registry = Registry::new(
+        pool.clone(),
+        settings.registry_root(),
+        Arc::new(RegistryAuth(auth.clone())),
+        registry_config,
+    )
+    .with_context(|| format!("opening blob store {}", settings.registry_root().display()))?;
+
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let app = Arc::new(App {
+        settings,
+        db: pool.clone(),
+        auth,
+        registry,
+        metrics: Metrics::default(),
+    });
+    let gc = registry_gc::spawn(app.clone());
+
+    // Printed, not logged: scripts read it whatever the log level.
+    println!("slipway listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %app.settings.data_dir.display(), "server started");
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = app.settings.shutdown_grace;
+    let server =
+        axum::serve(listener, app::router(app.clone())).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: no new connections, waiting for requests in flight");
+            let _ = stopping_tx.send(());
+        });
+    let deadline = async {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result.context("serving HTTP")?,
+        () = deadline => tracing::warn!(?grace, "shutdown deadline passed; closing with requests still in flight"),
+    }
+    gc.abort();
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The first start creates user `admin`, with `admin_password` from the settings
+/// (`SLIPWAY_ADMIN_PASSWORD`) or a generated password printed once.
+async fn ensure_admin(pool: &sqlx::SqlitePool, settings: &Settings) -> anyhow::Result<()> {
+    if users::count(pool).await? > 0 {
+        return Ok(());
+    }
+    let (password, generated) = match &settings.admin_password {
+        Some(p) => (p.expose().to_owned(), false),
+        None => (password::generate(), true),
+    };
+    users::create(pool, "admin", &password, Role::Admin)
+        .await
+        .context("creating the first admin user")?;
+    if generated {
+        println!("created user admin with generated password: {password}");
+        println!("(shown once; set SLIPWAY_ADMIN_PASSWORD before the first start to choose it)");
+    } else {
+        tracing::info!("created user admin with the configured password");
+    }
+    Ok(())
+}
