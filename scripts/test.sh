@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs Slipway's whole test suite. Installs what the tests need when it is
+# missing: Debian packages (real registry clients) with apt-get, the Python
+# `oras` client with pip, and crates with cargo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package
+declare -A tools=(
+  [skopeo]=skopeo
+  [buildah]=buildah
+  [podman]=podman
+  [runc]=runc
+  [python3]=python3
+  [pip3]=python3-pip
+)
+missing=()
+for tool in "${!tools[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${tools[$tool]}")
+done
+if ((${#missing[@]})); then
+  echo "==> installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! python3 -c 'import oras' >/dev/null 2>&1; then
+  echo "==> installing the Python oras client"
+  pip3 install -q oras 2>/dev/null || pip3 install -q --break-system-packages oras
+fi
+
+echo "==> cargo test --workspace"
+cargo test --workspace --locked
