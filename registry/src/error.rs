@@ -37,6 +37,10 @@ pub enum RegistryError {
     /// fetch a (new) token using the challenge.
     #[error("authentication required")]
     Unauthorized { challenge: String },
+    /// A valid bearer token without the scope the request needs. RFC 6750 §3.1:
+    /// 403 with the challenge naming the scope, so clients fetch a better token.
+    #[error("the token does not grant {needed}")]
+    InsufficientScope { challenge: String, needed: String },
     #[error("{0}")]
     Denied(String),
     #[error("{0}")]
@@ -83,6 +87,7 @@ impl RegistryError {
             SizeInvalid(_) => "SIZE_INVALID",
             TagInvalid(_) => "TAG_INVALID",
             Unauthorized { .. } => "UNAUTHORIZED",
+            InsufficientScope { .. } => "DENIED",
             Denied(_) => "DENIED",
             Unsupported(_) => "UNSUPPORTED",
             RangeInvalid { .. } => "RANGE_INVALID",
@@ -109,7 +114,7 @@ impl RegistryError {
             | PaginationInvalid(_) => StatusCode::BAD_REQUEST,
             TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Denied(_) => StatusCode::FORBIDDEN,
+            Denied(_) | InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             RangeInvalid { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Conflict(_) => StatusCode::CONFLICT,
@@ -154,7 +159,8 @@ impl IntoResponse for RegistryError {
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
-            RegistryError::Unauthorized { challenge } => {
+            RegistryError::Unauthorized { challenge }
+            | RegistryError::InsufficientScope { challenge, .. } => {
                 if let Ok(v) = HeaderValue::from_str(challenge) {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }

@@ -487,7 +487,7 @@ fn scoped_registry_tokens_carry_only_what_was_granted() {
         .status,
         200
     );
-    // A push with it is a 401 challenge for more scope, as Docker clients expect.
+    // A push with it is refused with a challenge naming the scope it needs (RFC 6750 §3.1).
     let r = call(
         &w,
         Method::POST,
@@ -496,7 +496,10 @@ fn scoped_registry_tokens_carry_only_what_was_granted() {
         None,
         None,
     );
-    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.status, 403,
+        "RFC 6750: a token lacking scope gets 403 with the challenge"
+    );
     assert!(
         r.header("www-authenticate")
             .unwrap()
@@ -507,7 +510,7 @@ fn scoped_registry_tokens_carry_only_what_was_granted() {
     // The token names one repository; another is refused.
     assert_eq!(
         call(&w, Method::GET, "/v2/other/tags/list", &bearer, None, None).status,
-        401
+        403
     );
     // A forged token is refused.
     let forged = Auth::Bearer("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl".into());

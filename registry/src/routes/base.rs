@@ -4,12 +4,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use crate::access::CallerKind;
 use crate::error::RegistryError;
 use crate::Registry;
 
 pub async fn get(State(registry): State<Registry>, headers: HeaderMap) -> Response {
     let mut response = match registry.auth.authenticate(&headers).await {
-        Ok(caller) if caller.may_use_registry() => {
+        // Anonymous callers are always challenged here, even with anonymous pull on:
+        // clients decide whether to log in from this answer, and a 200 would make
+        // them push without the credentials they have.
+        Ok(caller) if caller.kind != CallerKind::Anonymous && caller.may_use_registry() => {
             axum::Json(serde_json::json!({})).into_response()
         }
         Ok(_) => RegistryError::Unauthorized {

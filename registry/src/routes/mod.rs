@@ -217,8 +217,9 @@ pub(crate) async fn authorize(
         CallerKind::Anonymous => RegistryError::Unauthorized {
             challenge: registry.auth.challenge(headers, Some(&scope), false),
         },
-        CallerKind::ScopedToken => RegistryError::Unauthorized {
+        CallerKind::ScopedToken => RegistryError::InsufficientScope {
             challenge: registry.auth.challenge(headers, Some(&scope), true),
+            needed: scope.clone(),
         },
         CallerKind::Credentials => RegistryError::Denied(format!(
             "{} may not {} {repo}",

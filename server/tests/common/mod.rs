@@ -88,6 +88,30 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
+/// Assert two byte strings are equal without dumping megabytes on failure:
+/// the message gives their sizes and digests instead.
+pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        panic!(
+            "{what}: got {} bytes ({}), expected {} bytes ({})",
+            got.len(),
+            sha256_digest(got),
+            want.len(),
+            sha256_digest(want)
+        );
+    }
+}
+
+/// `map[digest]`, or a failure naming the missing blob.
+pub fn blob<'a>(map: &'a BTreeMap<String, Vec<u8>>, digest: &str, what: &str) -> &'a [u8] {
+    map.get(digest).unwrap_or_else(|| {
+        panic!(
+            "{what}: blob {digest} missing (have {:?})",
+            map.keys().collect::<Vec<_>>()
+        )
+    })
+}
+
 /// Undo the layer compression implied by `media_type` (gzip or none).
 pub fn uncompressed_layer(media_type: &str, data: &[u8]) -> Vec<u8> {
     if media_type.ends_with("gzip") {
@@ -503,7 +527,7 @@ fn launch(
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
-        .env("SLIPWAY_ADMIN_PASSWORD", &admin_password)
+        .env("SLIPWAY_ADMIN_PASSWORD", admin_password)
         .env("NO_COLOR", "1")
         .env("SLIPWAY_LOG", "info")
         .stdin(Stdio::null())
@@ -1039,6 +1063,7 @@ impl Tool {
     /// Run; fail the test with stdout/stderr if it exits non-zero. Returns stdout.
     pub fn run(self) -> String {
         let (display, out, took) = self.output();
+        let display = redact(&display);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() {
@@ -1047,13 +1072,14 @@ impl Tool {
                 out.status
             );
         }
-        eprintln!("ok ({took:.1?}): {}", redact(&display));
+        eprintln!("ok ({took:.1?}): {display}");
         stdout
     }
 
     /// Run and expect a non-zero exit; returns stderr.
     pub fn run_expect_failure(self) -> String {
         let (display, out, _) = self.output();
+        let display = redact(&display);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if out.status.success() {
@@ -1069,8 +1095,10 @@ impl Tool {
 }
 
 fn redact(s: &str) -> String {
-    let re = regex::Regex::new(r"(creds[ =][^: ]+:)\S+").unwrap();
-    re.replace_all(s, "${1}***").into_owned()
+    let re = regex::Regex::new(r"(--(?:src-|dest-)?creds[ =][^: ]+:)\S+").unwrap();
+    let s = re.replace_all(s, "${1}***");
+    let re = regex::Regex::new(r"(--password[ =])\S+").unwrap();
+    re.replace_all(&s, "${1}***").into_owned()
 }
 
 /// `skopeo` with a permissive signature policy of its own (so the host's
