@@ -179,7 +179,7 @@ impl TestServer {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, url, log) = launch(data_dir.path(), &admin_password, &env);
+        let (child, url, log) = launch(data_dir.path(), Some(&admin_password), &env);
         let host_port = url.trim_start_matches("http://").to_string();
 
         let server = TestServer {
@@ -259,7 +259,7 @@ impl TestServer {
     /// `kill_hard` or `terminate`). The address changes.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server before restarting it");
-        let (child, url, log) = launch(self.data_dir.path(), &self.admin_password, &self.env);
+        let (child, url, log) = launch(self.data_dir.path(), Some(&self.admin_password), &self.env);
         self.log
             .lock()
             .unwrap()
@@ -516,9 +516,9 @@ impl Drop for TestServer {
 
 /// Start `slipway server` on `data_dir` and wait for its `listening on` line.
 /// Returns the process, its URL and the log its output is collected into.
-fn launch(
+pub fn launch(
     data_dir: &Path,
-    admin_password: &str,
+    admin_password: Option<&str>,
     env: &[(String, String)],
 ) -> (Child, String, Arc<Mutex<Vec<String>>>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_slipway"));
@@ -527,12 +527,15 @@ fn launch(
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
-        .env("SLIPWAY_ADMIN_PASSWORD", admin_password)
+        .env_remove("SLIPWAY_ADMIN_PASSWORD")
         .env("NO_COLOR", "1")
         .env("SLIPWAY_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(password) = admin_password {
+        cmd.env("SLIPWAY_ADMIN_PASSWORD", password);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
