@@ -90,6 +90,20 @@ impl BlobStore {
         }
     }
 
+    /// Map a blob file for reading. Blob files are never modified after they are
+    /// renamed into place (only unlinked, which leaves a mapping valid), so the
+    /// mapping cannot change underneath a reader.
+    pub fn map(&self, digest: &Digest) -> io::Result<Option<memmap2::Mmap>> {
+        let file = std::fs::File::open(self.blob_path(digest))?;
+        if file.metadata()?.len() == 0 {
+            return Ok(None);
+        }
+        // SAFETY: see above; the file is immutable for as long as it exists.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(Some(map))
+    }
+
     /// Every blob file on disk under store root `root`, for the orphan sweep.
     pub fn list_blob_files(root: &Path) -> io::Result<Vec<(Digest, PathBuf)>> {
         let mut found = Vec::new();
@@ -174,6 +188,24 @@ impl UploadFile {
         self.hasher.update(data);
         self.file.write_all(data)?;
         self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Append several buffers with one `writev` where the kernel allows.
+    pub fn append_all(&mut self, chunks: &[bytes::Bytes]) -> io::Result<()> {
+        for chunk in chunks {
+            self.hasher.update(chunk);
+        }
+        let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let written = self.file.write_vectored(rest)?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut rest, written);
+        }
+        self.len += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
         Ok(())
     }
 

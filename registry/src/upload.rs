@@ -12,7 +12,6 @@ use std::io;
 use std::sync::Arc;
 
 use axum::body::Body;
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use sqlx::Sqlite;
 use tokio::sync::Mutex;
@@ -241,11 +240,14 @@ async fn write_chunk(
     Ok(file)
 }
 
-/// Stream a request body into the upload file, hashing as it goes. Memory stays at
-/// two blocks whatever the body size.
+/// Stream a request body into the upload file, hashing as it goes. The body's
+/// own buffers are handed to the blocking pool in batches of about
+/// `WRITE_BLOCK` bytes (no copy), one batch written while the next arrives, so
+/// memory stays at two batches whatever the body size.
 async fn write_body(registry: &Registry, file: UploadFile, body: Body) -> Result<UploadFile> {
     let mut stream = body.into_data_stream();
-    let mut block = BytesMut::with_capacity(WRITE_BLOCK);
+    let mut batch: Vec<bytes::Bytes> = Vec::new();
+    let mut batched = 0usize;
     let mut idle = Some(file);
     let mut writing: Option<tokio::task::JoinHandle<io::Result<UploadFile>>> = None;
     loop {
@@ -257,7 +259,8 @@ async fn write_body(registry: &Registry, file: UploadFile, body: Body) -> Result
                     .stats
                     .bytes_in
                     .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                block.extend_from_slice(&chunk);
+                batched += chunk.len();
+                batch.push(chunk);
                 false
             }
             Some(Err(e)) => {
@@ -269,14 +272,15 @@ async fn write_body(registry: &Registry, file: UploadFile, body: Body) -> Result
                 )));
             }
         };
-        if block.len() >= WRITE_BLOCK || (done && !block.is_empty()) {
+        if batched >= WRITE_BLOCK || (done && !batch.is_empty()) {
             let mut file = match writing.take() {
                 Some(w) => w.await.map_err(io::Error::other)??,
                 None => idle.take().expect("file is idle when no write is pending"),
             };
-            let data = block.split().freeze();
+            let chunks = std::mem::take(&mut batch);
+            batched = 0;
             writing = Some(tokio::task::spawn_blocking(move || {
-                file.append(&data).map(|()| file)
+                file.append_all(&chunks).map(|()| file)
             }));
         }
         if done {
