@@ -90,18 +90,9 @@ impl BlobStore {
         }
     }
 
-    /// Map a blob file for reading. Blob files are never modified after they are
-    /// renamed into place (only unlinked, which leaves a mapping valid), so the
-    /// mapping cannot change underneath a reader.
-    pub fn map(&self, digest: &Digest) -> io::Result<Option<memmap2::Mmap>> {
-        let file = std::fs::File::open(self.blob_path(digest))?;
-        if file.metadata()?.len() == 0 {
-            return Ok(None);
-        }
-        // SAFETY: see above; the file is immutable for as long as it exists.
-        let map = unsafe { memmap2::Mmap::map(&file)? };
-        let _ = map.advise(memmap2::Advice::Sequential);
-        Ok(Some(map))
+    /// Open a blob file for reading with [`map_window`].
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<std::fs::File> {
+        std::fs::File::open(self.blob_path(digest))
     }
 
     /// Every blob file on disk under store root `root`, for the orphan sweep.
@@ -122,6 +113,28 @@ impl BlobStore {
         }
         Ok(found)
     }
+}
+
+/// Map `len` bytes of a blob file from `offset` (any offset; the mapping starts
+/// at the page below it) and return them as `Bytes` that unmap when dropped.
+///
+/// Blob files are never modified after they are renamed into place, only
+/// unlinked (which leaves a mapping valid), so a mapping cannot change under a
+/// reader. Mapping one window per response frame keeps the process's resident
+/// size at the frames in flight rather than whole blobs.
+pub fn map_window(file: &std::fs::File, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
+    const PAGE: u64 = 4096;
+    let start = offset - offset % PAGE;
+    let skip = (offset - start) as usize;
+    // SAFETY: see above; the file is immutable for as long as it exists.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(start)
+            .len(skip + len)
+            .map(file)?
+    };
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(bytes::Bytes::from_owner(map).slice(skip..))
 }
 
 /// The bytes of one upload session so far: an open file and the running hash.

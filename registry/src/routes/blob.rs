@@ -91,20 +91,14 @@ pub async fn get(
     if head || length == 0 {
         return Ok(builder.body(Body::empty()).expect("valid response"));
     }
-    let store = registry.clone();
-    let map = tokio::task::spawn_blocking(move || store.store.map(&digest))
-        .await
-        .map_err(std::io::Error::other)??;
-    let Some(map) = map else {
-        return Ok(builder.body(Body::empty()).expect("valid response"));
-    };
-    // Serve slices of the mapping: no copy into user buffers and no blocking-pool
-    // hop per chunk.
-    let whole = bytes::Bytes::from_owner(map);
+    let file = registry.store.open_blob(&digest)?;
+    // One mapped window per frame: no copy into user buffers and no
+    // blocking-pool hop per chunk; each window is unmapped once sent.
     let counter = registry.clone();
-    let (first, end) = (first as usize, last as usize + 1);
+    let end = last + 1;
     let stream = futures_util::stream::iter((first..end).step_by(SEND_CHUNK)).map(move |at| {
-        let chunk = whole.slice(at..(at + SEND_CHUNK).min(end));
+        let len = SEND_CHUNK.min((end - at) as usize);
+        let chunk = crate::storage::map_window(&file, at, len)?;
         counter
             .stats
             .bytes_out
