@@ -9,6 +9,7 @@
 #   BENCH_WRK_SECS=10    duration of the wrk manifest GET load
 #   BENCH_GET_ROUNDS=4   times each of the 8 blob GET clients fetches the 64 MiB layer, per run
 #   BENCH_DIR=/var/tmp   parent of the temporary directory holding both servers' data
+#   BENCH_IDLE_WAIT=300  seconds to wait for other CPU load to drop below 20% before measuring
 #   BENCH_KEEP=1         keep the temporary directory (logs, data) afterwards
 #   BENCH_ONLY_PEER=1    stand a second distribution in for Slipway (debugs the script
 #                        without a Slipway build; the numbers then compare distribution to itself)
@@ -51,6 +52,11 @@ trap cleanup EXIT
 
 cleanup() {
 	local rc=$? pid side i
+	if ((rc != 0)); then
+		for side in "${!PID[@]}"; do
+			kill -0 "${PID[$side]}" 2>/dev/null || echo "${NAME[$side]} (pid ${PID[$side]}) had already exited" >&2
+		done
+	fi
 	for pid in "${BG_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 	for pid in "${BG_PIDS[@]}"; do
 		for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -428,6 +434,19 @@ other_cpu_busy() {
 		printf "%.0f", t ? 100 * (t - idle) / t : 0 }'
 }
 
+# On 2 cores a concurrent build or test run would swamp every number: wait for a quiet machine.
+wait_for_idle() {
+	local deadline=$((SECONDS + ${BENCH_IDLE_WAIT:-300}))
+	while BUSY_BEFORE=$(other_cpu_busy) && ((BUSY_BEFORE >= 20)); do
+		if ((SECONDS >= deadline)); then
+			log "WARNING: ${BUSY_BEFORE}% of the CPU is busy with other work; numbers will be noisy"
+			return 0
+		fi
+		log "waiting for the machine to go idle (${BUSY_BEFORE}% busy)..."
+		sleep 10
+	done
+}
+
 summary() {
 	local s=subj p=peer
 	local push_r cpu_r repush_r pull_r get_r wrk_r rss_r hwm_r
@@ -446,7 +465,7 @@ summary() {
 		## Registry benchmark: ${NAME[$s]} vs ${NAME[$p]} ($(date -u '+%Y-%m-%d %H:%M UTC'))
 
 		- Host: $(nproc) CPUs (nproc), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM
-		- Bench dir filesystem: $FS_INFO (both servers' data dirs in one directory); CPU busy with other work before the run: ${BUSY_BEFORE}%
+		- Bench dir filesystem: $FS_INFO (both servers' data dirs in one directory); CPU busy with other work: ${BUSY_BEFORE}% just before the run, ${BUSY_AFTER}% just after
 		- Slipway: $SLIPWAY_REV, \`cargo build --release\`, SLIPWAY_LOG=warn, GC disabled
 		- Peer: CNCF distribution $(docker-registry --version | awk '{ print $3 }'), filesystem storage, in-memory blob descriptor cache, access log off, no auth
 		- Clients: $(skopeo --version) (\`--preserve-digests\`, blob-info cache emptied before every copy), curl $(curl --version | awk 'NR == 1 { print $2 }'), wrk $({ wrk -v 2>&1 || true; } | awk 'NR == 1 { print $2 }')
@@ -489,8 +508,7 @@ main() {
 		SLIPWAY_REV="commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$([[ -z $(git -C "$ROOT" status --porcelain 2>/dev/null) ]] || echo ' + uncommitted changes')"
 	fi
 	log "bench dir: $WORK ($FS_INFO)"
-	BUSY_BEFORE=$(other_cpu_busy)
-	((BUSY_BEFORE < 20)) || log "WARNING: ${BUSY_BEFORE}% of the CPU is busy with other work; numbers will be noisy"
+	wait_for_idle
 
 	IMAGE=$WORK/image
 	log "writing OCI layout ($LAYERS x $LAYER_MIB MiB random layers)..."
@@ -507,6 +525,7 @@ main() {
 	log "pull to dir:"; measure_pull
 	log "blob GET:"; measure_blob_get
 	log "manifest GET:"; measure_manifest_get
+	BUSY_AFTER=$(other_cpu_busy)
 	summary
 	log ""
 	log "benchmark took $(calc "$EPOCHREALTIME - $started" 0) s (including the build)"
