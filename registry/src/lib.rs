@@ -20,6 +20,7 @@ pub mod routes;
 pub mod storage;
 pub mod tag;
 pub mod upload;
+pub mod upload_file;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

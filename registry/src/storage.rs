@@ -11,10 +11,9 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::digest::Digest;
@@ -75,7 +74,15 @@ impl BlobStore {
                 return std::fs::remove_file(&upload_file);
             }
             std::fs::rename(&upload_file, &target)?;
-            std::fs::File::open(dir)?.sync_all()
+            std::fs::File::open(dir)?.sync_all()?;
+            // Uploads bypass the page cache (O_DIRECT); a blob just pushed is
+            // usually pulled soon, so start reading it back in the background.
+            if let Ok(file) = std::fs::File::open(&target) {
+                use std::os::fd::AsRawFd;
+                // SAFETY: plain advisory syscall on a valid descriptor.
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+            }
+            Ok(())
         })
         .await
         .map_err(io::Error::other)?
@@ -135,128 +142,4 @@ pub fn map_window(file: &std::fs::File, offset: u64, len: usize) -> io::Result<b
     };
     let _ = map.advise(memmap2::Advice::Sequential);
     Ok(bytes::Bytes::from_owner(map).slice(skip..))
-}
-
-/// The bytes of one upload session so far: an open file and the running hash.
-pub struct UploadFile {
-    pub path: PathBuf,
-    file: std::fs::File,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl UploadFile {
-    pub fn create(path: PathBuf) -> io::Result<UploadFile> {
-        let file = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .read(true)
-            .open(&path)?;
-        Ok(UploadFile {
-            path,
-            file,
-            hasher: Sha256::new(),
-            len: 0,
-        })
-    }
-
-    /// Reopen a session after a restart or a failed request: keep exactly the
-    /// first `committed` bytes (the ones acknowledged to the client) and rebuild
-    /// the hash from them.
-    pub fn reopen(path: PathBuf, committed: u64) -> io::Result<UploadFile> {
-        use std::io::{Read, Seek};
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .read(true)
-            .open(&path)?;
-        let on_disk = file.metadata()?.len();
-        if on_disk < committed {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("upload file has {on_disk} bytes, {committed} were acknowledged"),
-            ));
-        }
-        file.set_len(committed)?;
-        let mut hasher = Sha256::new();
-        let mut reader = (&file).take(committed);
-        io::copy(&mut reader, &mut hasher)?;
-        file.seek(io::SeekFrom::Start(committed))?;
-        Ok(UploadFile {
-            path,
-            file,
-            hasher,
-            len: committed,
-        })
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.hasher.update(data);
-        self.file.write_all(data)?;
-        self.len += data.len() as u64;
-        Ok(())
-    }
-
-    /// Append several buffers with one `writev` where the kernel allows.
-    pub fn append_all(&mut self, chunks: &[bytes::Bytes]) -> io::Result<()> {
-        for chunk in chunks {
-            self.hasher.update(chunk);
-        }
-        let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
-        let mut rest = &mut slices[..];
-        while !rest.is_empty() {
-            let written = self.file.write_vectored(rest)?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            io::IoSlice::advance_slices(&mut rest, written);
-        }
-        self.len += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
-        Ok(())
-    }
-
-    /// Flush to disk and return the digest of everything written.
-    pub fn finish(self) -> io::Result<(Digest, u64, PathBuf)> {
-        self.file.sync_all()?;
-        Ok((Digest::from_hasher(self.hasher), self.len, self.path))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reopen_truncates_to_acknowledged_bytes_and_rehashes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("u");
-        let mut f = UploadFile::create(path.clone()).unwrap();
-        f.append(b"hello ").unwrap();
-        f.append(b"world, unacknowledged").unwrap();
-        drop(f);
-        let mut f = UploadFile::reopen(path.clone(), 6).unwrap();
-        f.append(b"world").unwrap();
-        let (digest, len, _) = f.finish().unwrap();
-        assert_eq!(len, 11);
-        assert_eq!(digest, Digest::of(b"hello world"));
-        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
-    }
-
-    #[test]
-    fn reopen_refuses_a_short_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("u");
-        UploadFile::create(path.clone())
-            .unwrap()
-            .append(b"abc")
-            .unwrap();
-        assert!(UploadFile::reopen(path, 10).is_err());
-    }
 }

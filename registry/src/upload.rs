@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::digest::Digest;
 use crate::error::{RegistryError, Result};
-use crate::storage::UploadFile;
+use crate::upload_file::UploadFile;
 use crate::{blob, now_ms, repository, Registry};
 
 type Slot = Arc<Mutex<Option<UploadFile>>>;
@@ -287,10 +287,16 @@ async fn write_body(registry: &Registry, file: UploadFile, body: Body) -> Result
             break;
         }
     }
-    match writing {
-        Some(w) => Ok(w.await.map_err(io::Error::other)??),
-        None => Ok(idle.expect("file is idle when no write is pending")),
-    }
+    let mut file = match writing {
+        Some(w) => w.await.map_err(io::Error::other)??,
+        None => idle.expect("file is idle when no write is pending"),
+    };
+    // Every byte of the request is in the file before it is acknowledged.
+    Ok(
+        tokio::task::spawn_blocking(move || file.flush().map(|()| file))
+            .await
+            .map_err(io::Error::other)??,
+    )
 }
 
 /// Verify, fsync and move the upload into the blob store, then record and link it.
