@@ -7,24 +7,6 @@ use common::*;
 use reqwest::Method;
 use serde_json::json;
 
-fn send(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> HttpResponse {
-    let url = format!("{}{path}", server.url());
-    let mut req = http_client().request(method.clone(), &url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(body) = body {
-        req = req.body(body);
-    }
-    HttpResponse::send(method.as_str(), &url, server.admin_auth().apply(req))
-}
-
 fn assert_error(r: &HttpResponse, status: u16, code: &str) {
     assert_eq!(r.status, status, "{}", r.describe());
     let body = r.json();
@@ -61,7 +43,7 @@ fn blob_files(server: &TestServer) -> usize {
 }
 
 fn catalog(server: &TestServer) -> Vec<String> {
-    let r = send(server, Method::GET, "/v2/_catalog", &[], None);
+    let r = server.request(Method::GET, "/v2/_catalog", &[], None);
     serde_json::from_value(r.json()["repositories"].clone()).unwrap()
 }
 
@@ -70,8 +52,7 @@ fn digest_mismatch_and_invalid_digests_store_nothing() {
     let server = TestServer::start();
     let content = random_bytes(10_000);
     let wrong = sha256_digest(b"something else");
-    let r = send(
-        &server,
+    let r = server.request(
         Method::POST,
         &format!("/v2/app/blobs/uploads/?digest={wrong}"),
         &[],
@@ -87,17 +68,10 @@ fn digest_mismatch_and_invalid_digests_store_nothing() {
     );
 
     // Chunked upload finished with the wrong digest.
-    let r = send(&server, Method::POST, "/v2/app/blobs/uploads/", &[], None);
+    let r = server.request(Method::POST, "/v2/app/blobs/uploads/", &[], None);
     let location = r.header("location").unwrap().to_owned();
-    send(
-        &server,
-        Method::PATCH,
-        &location,
-        &[],
-        Some(content.clone()),
-    );
-    let r = send(
-        &server,
+    server.request(Method::PATCH, &location, &[], Some(content.clone()));
+    let r = server.request(
         Method::PUT,
         &format!("{location}?digest={wrong}"),
         &[],
@@ -112,41 +86,26 @@ fn digest_mismatch_and_invalid_digests_store_nothing() {
         "nocolon",
         "sha256:ABCDEF",
     ] {
-        let r = send(
-            &server,
+        let r = server.request(
             Method::POST,
             &format!("/v2/app/blobs/uploads/?digest={bad}"),
             &[],
             Some(content.clone()),
         );
         assert_error(&r, 400, "DIGEST_INVALID");
-        let r = send(
-            &server,
-            Method::GET,
-            &format!("/v2/app/blobs/{bad}"),
-            &[],
-            None,
-        );
+        let r = server.request(Method::GET, &format!("/v2/app/blobs/{bad}"), &[], None);
         assert_error(&r, 400, "DIGEST_INVALID");
     }
-    let r = send(
-        &server,
-        Method::GET,
-        "/v2/app/manifests/sha256:1234",
-        &[],
-        None,
-    );
+    let r = server.request(Method::GET, "/v2/app/manifests/sha256:1234", &[], None);
     assert_error(&r, 400, "DIGEST_INVALID");
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PUT,
         &format!("/v2/app/blobs/uploads/{}", "a".repeat(32)),
         &[],
         None,
     );
     assert_error(&r, 400, "DIGEST_INVALID"); // missing ?digest
-    let r = send(
-        &server,
+    let r = server.request(
         Method::HEAD,
         &format!("/v2/app/blobs/{}", sha256_digest(&content)),
         &[],
@@ -216,8 +175,7 @@ fn manifests_must_be_valid_and_complete() {
         &[(Compression::None, 512)],
     );
     // Missing blobs: nothing was uploaded.
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PUT,
         "/v2/app/manifests/v1",
         &[("Content-Type", OCI_MANIFEST)],
@@ -254,8 +212,7 @@ fn manifests_must_be_valid_and_complete() {
         ),
     ];
     for (what, body) in malformed {
-        let r = send(
-            &server,
+        let r = server.request(
             Method::PUT,
             "/v2/app/manifests/v1",
             &[("Content-Type", OCI_MANIFEST)],
@@ -269,8 +226,7 @@ fn manifests_must_be_valid_and_complete() {
             r.describe()
         );
     }
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PUT,
         "/v2/app/manifests/v1",
         &[("Content-Type", "text/plain")],
@@ -282,8 +238,7 @@ fn manifests_must_be_valid_and_complete() {
     let mut big = json!({"schemaVersion":2,"mediaType":OCI_MANIFEST,
         "config":{"mediaType":OCI_CONFIG,"digest":layout.config_digest,"size":2},"layers":[]});
     big["annotations"] = json!({"pad": "x".repeat(5 * 1024 * 1024)});
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PUT,
         "/v2/app/manifests/v1",
         &[("Content-Type", OCI_MANIFEST)],
@@ -292,8 +247,7 @@ fn manifests_must_be_valid_and_complete() {
     assert_error(&r, 413, "SIZE_INVALID");
 
     // A manifest pushed by a digest that is not its own.
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PUT,
         &format!("/v2/app/manifests/{}", sha256_digest(b"other")),
         &[("Content-Type", OCI_MANIFEST)],
@@ -301,9 +255,9 @@ fn manifests_must_be_valid_and_complete() {
     );
     assert!(r.status == 400, "{}", r.describe());
 
-    let r = send(&server, Method::GET, "/v2/app/manifests/v1", &[], None);
+    let r = server.request(Method::GET, "/v2/app/manifests/v1", &[], None);
     assert_error(&r, 404, "MANIFEST_UNKNOWN");
-    let r = send(&server, Method::GET, "/v2/app/tags/list", &[], None);
+    let r = server.request(Method::GET, "/v2/app/tags/list", &[], None);
     assert_error(&r, 404, "NAME_UNKNOWN");
     assert_eq!(blob_files(&server), 0);
     assert!(
@@ -317,12 +271,11 @@ fn bad_ranges_and_out_of_order_chunks() {
     let server = TestServer::start();
     let data = random_bytes(3000);
     let digest = sha256_digest(&data);
-    let r = send(&server, Method::POST, "/v2/app/blobs/uploads/", &[], None);
+    let r = server.request(Method::POST, "/v2/app/blobs/uploads/", &[], None);
     assert_eq!(r.status, 202);
     let location = r.header("location").unwrap().to_owned();
 
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PATCH,
         &location,
         &[("Content-Range", "0-999")],
@@ -336,8 +289,7 @@ fn bad_ranges_and_out_of_order_chunks() {
             let (a, b) = range.split_once('-').unwrap();
             (a.parse().unwrap(), b.parse().unwrap())
         };
-        let r = send(
-            &server,
+        let r = server.request(
             Method::PATCH,
             &location,
             &[("Content-Range", range)],
@@ -352,8 +304,7 @@ fn bad_ranges_and_out_of_order_chunks() {
     }
     // Malformed Content-Range values.
     for bad in ["abc", "5-2", "1000-", "-5"] {
-        let r = send(
-            &server,
+        let r = server.request(
             Method::PATCH,
             &location,
             &[("Content-Range", bad)],
@@ -362,8 +313,7 @@ fn bad_ranges_and_out_of_order_chunks() {
         assert_error(&r, 416, "RANGE_INVALID");
     }
     // A chunk whose length does not match its Content-Range.
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PATCH,
         &location,
         &[("Content-Range", "1000-1999")],
@@ -371,19 +321,17 @@ fn bad_ranges_and_out_of_order_chunks() {
     );
     assert_error(&r, 400, "BLOB_UPLOAD_INVALID");
     // None of that changed the session: it still resumes at 1000.
-    let r = send(&server, Method::GET, &location, &[], None);
+    let r = server.request(Method::GET, &location, &[], None);
     assert_eq!(r.status, 204);
     assert_eq!(r.header("range"), Some("0-999"));
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PATCH,
         &location,
         &[("Content-Range", "1000-2999")],
         Some(data[1000..].to_vec()),
     );
     assert_eq!(r.status, 202, "{}", r.describe());
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PUT,
         &format!("{location}?digest={digest}"),
         &[],
@@ -400,8 +348,7 @@ fn bad_ranges_and_out_of_order_chunks() {
         "items=0-1",
         "bytes=0-1,5-6",
     ] {
-        let r = send(
-            &server,
+        let r = server.request(
             Method::GET,
             &format!("/v2/app/blobs/{digest}"),
             &[("Range", bad)],
@@ -412,8 +359,7 @@ fn bad_ranges_and_out_of_order_chunks() {
     }
     // Unknown and path-like upload ids.
     for id in ["0123456789abcdef0123456789abcdef", "nothex", "..."] {
-        let r = send(
-            &server,
+        let r = server.request(
             Method::GET,
             &format!("/v2/app/blobs/uploads/{id}"),
             &[],
@@ -421,8 +367,7 @@ fn bad_ranges_and_out_of_order_chunks() {
         );
         assert_error(&r, 404, "BLOB_UPLOAD_UNKNOWN");
     }
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PATCH,
         "/v2/app/blobs/uploads/..%2F..%2Fslipway.db",
         &[],

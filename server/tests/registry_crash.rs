@@ -39,24 +39,6 @@ impl Read for StallingBody {
     }
 }
 
-fn send(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> HttpResponse {
-    let url = format!("{}{path}", server.url());
-    let mut req = http_client().request(method.clone(), &url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(body) = body {
-        req = req.body(body);
-    }
-    HttpResponse::send(method.as_str(), &url, server.admin_auth().apply(req))
-}
-
 fn upload_files(server: &TestServer) -> Vec<(String, u64)> {
     std::fs::read_dir(server.data_dir().join("registry/uploads"))
         .unwrap()
@@ -140,19 +122,12 @@ fn sigkill_mid_upload_leaves_no_partial_blob_and_uploads_resume() {
     let acknowledged = 16 * MIB;
 
     // A chunked upload whose first 16 MiB were acknowledged...
-    let r = send(
-        &server,
-        Method::POST,
-        "/v2/crash/app/blobs/uploads/",
-        &[],
-        None,
-    );
+    let r = server.request(Method::POST, "/v2/crash/app/blobs/uploads/", &[], None);
     assert_eq!(r.status, 202);
     let location = r.header("location").unwrap().to_owned();
     let session = location.rsplit('/').next().unwrap().to_owned();
     let range = format!("0-{}", acknowledged - 1);
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PATCH,
         &location,
         &[("Content-Range", &range)],
@@ -219,14 +194,14 @@ fn sigkill_mid_upload_leaves_no_partial_blob_and_uploads_resume() {
     server.restart();
     // No partial blob is visible, on disk or through the API.
     assert_eq!(
-        send(
-            &server,
-            Method::HEAD,
-            &format!("/v2/crash/app/blobs/{digest}"),
-            &[],
-            None
-        )
-        .status,
+        server
+            .request(
+                Method::HEAD,
+                &format!("/v2/crash/app/blobs/{digest}"),
+                &[],
+                None
+            )
+            .status,
         404
     );
     assert_eq!(blob_files(&server), 0);
@@ -240,20 +215,18 @@ fn sigkill_mid_upload_leaves_no_partial_blob_and_uploads_resume() {
     );
 
     // The session resumes at exactly the acknowledged offset...
-    let r = send(&server, Method::GET, &location, &[], None);
+    let r = server.request(Method::GET, &location, &[], None);
     assert_eq!(r.status, 204, "{}", r.describe());
     assert_eq!(r.header("range"), Some(range.as_str()));
     let rest = format!("{acknowledged}-{}", data.len() - 1);
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PATCH,
         &location,
         &[("Content-Range", &rest)],
         Some(data[acknowledged..].to_vec()),
     );
     assert_eq!(r.status, 202, "{}", r.describe());
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PUT,
         &format!("{location}?digest={digest}"),
         &[],
@@ -270,8 +243,7 @@ fn sigkill_mid_upload_leaves_no_partial_blob_and_uploads_resume() {
     // ...and a fresh monolithic upload works too.
     let other = random_bytes(MIB);
     let other_digest = sha256_digest(&other);
-    let r = send(
-        &server,
+    let r = server.request(
         Method::POST,
         &format!("/v2/crash/other/blobs/uploads/?digest={other_digest}"),
         &[],

@@ -13,29 +13,10 @@ use common::*;
 use reqwest::Method;
 use serde_json::json;
 
-fn send(
-    server_url: &str,
-    auth: &Auth,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> HttpResponse {
-    let url = format!("{server_url}{path}");
-    let mut req = http_client().request(method.clone(), &url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(body) = body {
-        req = req.body(body);
-    }
-    HttpResponse::send(method.as_str(), &url, auth.apply(req))
-}
-
 /// Upload a blob unless the repository already has it (as real clients do).
 fn ensure_blob(url: &str, auth: &Auth, repo: &str, data: &[u8]) -> String {
     let digest = sha256_digest(data);
-    if send(
+    if request_as(
         url,
         auth,
         Method::HEAD,
@@ -48,7 +29,7 @@ fn ensure_blob(url: &str, auth: &Auth, repo: &str, data: &[u8]) -> String {
     {
         return digest;
     }
-    let r = send(
+    let r = request_as(
         url,
         auth,
         Method::POST,
@@ -81,7 +62,7 @@ fn push_image(url: &str, auth: &Auth, repo: &str, tag: &str, shared: &[u8]) -> P
         ]
     }))
     .unwrap();
-    let r = send(
+    let r = request_as(
         url,
         auth,
         Method::PUT,
@@ -134,7 +115,7 @@ fn concurrent_push_delete_and_gc_lose_nothing_referenced() {
         );
         std::thread::spawn(move || {
             while pushing.load(Ordering::SeqCst) {
-                let r = send(&url, &auth, Method::POST, "/api/v1/registry/gc", &[], None);
+                let r = request_as(&url, &auth, Method::POST, "/api/v1/registry/gc", &[], None);
                 assert_eq!(r.status, 200, "{}", r.describe());
                 passes.fetch_add(1, Ordering::SeqCst);
             }
@@ -162,7 +143,7 @@ fn concurrent_push_delete_and_gc_lose_nothing_referenced() {
                         &random_bytes(3000),
                     ));
                     if i % 2 == 1 {
-                        let r = send(
+                        let r = request_as(
                             &url,
                             &auth,
                             Method::DELETE,
@@ -194,7 +175,7 @@ fn concurrent_push_delete_and_gc_lose_nothing_referenced() {
     let referenced: BTreeSet<String> = kept.iter().flat_map(|p| p.blobs.iter().cloned()).collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let r = send(&url, &auth, Method::POST, "/api/v1/registry/gc", &[], None);
+        let r = request_as(&url, &auth, Method::POST, "/api/v1/registry/gc", &[], None);
         assert_eq!(r.status, 200);
         if blob_files(&server) == referenced || std::time::Instant::now() > deadline {
             break;
@@ -222,7 +203,7 @@ fn concurrent_push_delete_and_gc_lose_nothing_referenced() {
     {
         assert!(!referenced.contains(digest));
     }
-    let r = send(&url, &auth, Method::GET, "/metrics", &[], None);
+    let r = request_as(&url, &auth, Method::GET, "/metrics", &[], None);
     let text = String::from_utf8_lossy(&r.body).into_owned();
     let rows = text
         .lines()

@@ -7,32 +7,9 @@ use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-fn send(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-) -> HttpResponse {
-    let url = if path.starts_with("http") {
-        path.to_owned()
-    } else {
-        format!("{}{path}", server.url())
-    };
-    let mut req = http_client().request(method.clone(), &url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(body) = body {
-        req = req.body(body);
-    }
-    HttpResponse::send(method.as_str(), &url, server.admin_auth().apply(req))
-}
-
 fn push_blob(server: &TestServer, repo: &str, data: &[u8]) -> String {
     let digest = sha256_digest(data);
-    let r = send(
-        server,
+    let r = server.request(
         Method::POST,
         &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
         &[],
@@ -67,8 +44,7 @@ fn push_manifest(
     media_type: &str,
     body: &[u8],
 ) -> HttpResponse {
-    send(
-        server,
+    server.request(
         Method::PUT,
         &format!("/v2/{repo}/manifests/{reference}"),
         &[("Content-Type", media_type)],
@@ -93,7 +69,7 @@ fn chunked_streamed_and_ranged() {
     let server = TestServer::start();
     let data = random_bytes(5 * 1024 * 1024 + 17);
     let digest = sha256_digest(&data);
-    let r = send(&server, Method::POST, "/v2/app/blobs/uploads/", &[], None);
+    let r = server.request(Method::POST, "/v2/app/blobs/uploads/", &[], None);
     assert_eq!(r.status, 202);
     assert_eq!(r.header("range"), Some("0-0"));
     assert!(r.header("docker-upload-uuid").is_some());
@@ -101,8 +77,7 @@ fn chunked_streamed_and_ranged() {
     let mut offset = 0;
     for chunk in data.chunks(2 * 1024 * 1024) {
         let range = format!("{}-{}", offset, offset + chunk.len() - 1);
-        let r = send(
-            &server,
+        let r = server.request(
             Method::PATCH,
             &location,
             &[("Content-Range", &range)],
@@ -111,12 +86,11 @@ fn chunked_streamed_and_ranged() {
         assert_eq!(r.status, 202, "{}", r.describe());
         offset += chunk.len();
         assert_eq!(r.header("range").unwrap(), format!("0-{}", offset - 1));
-        let s = send(&server, Method::GET, &location, &[], None);
+        let s = server.request(Method::GET, &location, &[], None);
         assert_eq!(s.status, 204);
         assert_eq!(s.header("range").unwrap(), format!("0-{}", offset - 1));
     }
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PUT,
         &format!("{location}?digest={digest}"),
         &[],
@@ -130,24 +104,16 @@ fn chunked_streamed_and_ranged() {
     assert_eq!(server.get_blob("app", &digest, &server.admin_auth()), data);
 
     // Streamed: one PATCH without Content-Range, the last bytes in the PUT.
-    let r = send(
-        &server,
-        Method::POST,
-        "/v2/streamed/blobs/uploads/",
-        &[],
-        None,
-    );
+    let r = server.request(Method::POST, "/v2/streamed/blobs/uploads/", &[], None);
     let location = r.header("location").unwrap().to_owned();
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PATCH,
         &location,
         &[],
         Some(data[..4_000_000].to_vec()),
     );
     assert_eq!(r.status, 202);
-    let r = send(
-        &server,
+    let r = server.request(
         Method::PUT,
         &format!("{location}?digest={digest}"),
         &[],
@@ -156,8 +122,7 @@ fn chunked_streamed_and_ranged() {
     assert_eq!(r.status, 201, "{}", r.describe());
 
     // Ranges.
-    let r = send(
-        &server,
+    let r = server.request(
         Method::GET,
         &format!("/v2/app/blobs/{digest}"),
         &[("Range", "bytes=100-199")],
@@ -169,21 +134,14 @@ fn chunked_streamed_and_ranged() {
         r.header("content-range").unwrap(),
         format!("bytes 100-199/{}", data.len())
     );
-    let r = send(
-        &server,
+    let r = server.request(
         Method::GET,
         &format!("/v2/app/blobs/{digest}"),
         &[("Range", "bytes=-10")],
         None,
     );
     assert_eq!(r.body, &data[data.len() - 10..]);
-    let r = send(
-        &server,
-        Method::HEAD,
-        &format!("/v2/app/blobs/{digest}"),
-        &[],
-        None,
-    );
+    let r = server.request(Method::HEAD, &format!("/v2/app/blobs/{digest}"), &[], None);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length").unwrap(), data.len().to_string());
 
@@ -204,8 +162,7 @@ fn mounts_with_and_without_from() {
     let server = TestServer::start();
     let data = random_bytes(1000);
     let digest = push_blob(&server, "source/app", &data);
-    let r = send(
-        &server,
+    let r = server.request(
         Method::POST,
         &format!("/v2/target/app/blobs/uploads/?mount={digest}&from=source/app"),
         &[],
@@ -218,8 +175,7 @@ fn mounts_with_and_without_from() {
         data
     );
     // Automatic mount: no `from`, found in a repository the caller can pull.
-    let r = send(
-        &server,
+    let r = server.request(
         Method::POST,
         &format!("/v2/third/blobs/uploads/?mount={digest}"),
         &[],
@@ -227,8 +183,7 @@ fn mounts_with_and_without_from() {
     );
     assert_eq!(r.status, 201, "{}", r.describe());
     // Unknown blob: an ordinary upload session instead.
-    let r = send(
-        &server,
+    let r = server.request(
         Method::POST,
         &format!(
             "/v2/third/blobs/uploads/?mount={}&from=source/app",
@@ -239,8 +194,7 @@ fn mounts_with_and_without_from() {
     );
     assert_eq!(r.status, 202);
     // Blobs are per repository: a repository that never had it cannot serve it.
-    let r = send(
-        &server,
+    let r = server.request(
         Method::HEAD,
         &format!("/v2/fourth/blobs/{digest}"),
         &[],
@@ -259,7 +213,7 @@ fn tag_and_catalog_pagination() {
             201
         );
     }
-    let r = send(&server, Method::GET, "/v2/pages/tags/list?n=3", &[], None);
+    let r = server.request(Method::GET, "/v2/pages/tags/list?n=3", &[], None);
     assert_eq!(
         r.json(),
         json!({"name": "pages", "tags": ["t00", "t01", "t02"]})
@@ -268,33 +222,21 @@ fn tag_and_catalog_pagination() {
         r.header("link").unwrap(),
         "</v2/pages/tags/list?n=3&last=t02>; rel=\"next\""
     );
-    let r = send(
-        &server,
-        Method::GET,
-        "/v2/pages/tags/list?n=3&last=t05",
-        &[],
-        None,
-    );
+    let r = server.request(Method::GET, "/v2/pages/tags/list?n=3&last=t05", &[], None);
     assert_eq!(r.json()["tags"], json!(["t06"]));
     assert!(r.header("link").is_none());
-    let r = send(&server, Method::GET, "/v2/pages/tags/list?n=0", &[], None);
+    let r = server.request(Method::GET, "/v2/pages/tags/list?n=0", &[], None);
     assert_eq!(r.json()["tags"], json!([]));
-    let r = send(&server, Method::GET, "/v2/pages/tags/list?n=-1", &[], None);
+    let r = server.request(Method::GET, "/v2/pages/tags/list?n=-1", &[], None);
     assert_eq!(r.status, 400);
 
     for name in ["a", "b/c", "d"] {
         small_image(&server, name, "x");
     }
-    let r = send(&server, Method::GET, "/v2/_catalog?n=2", &[], None);
+    let r = server.request(Method::GET, "/v2/_catalog?n=2", &[], None);
     assert_eq!(r.json()["repositories"], json!(["a", "b/c"]));
     assert!(r.header("link").unwrap().contains("last=b/c"));
-    let r = send(
-        &server,
-        Method::GET,
-        "/v2/_catalog?n=10&last=b/c",
-        &[],
-        None,
-    );
+    let r = server.request(Method::GET, "/v2/_catalog?n=10&last=b/c", &[], None);
     assert_eq!(r.json()["repositories"], json!(["d", "pages"]));
 }
 
@@ -326,8 +268,7 @@ fn index_docker_list_and_referrers() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN");
     // The child cannot be deleted while the index lists it.
-    let r = send(
-        &server,
+    let r = server.request(
         Method::DELETE,
         &format!("/v2/multi/manifests/{child}"),
         &[],
@@ -355,8 +296,7 @@ fn index_docker_list_and_referrers() {
         assert_eq!(r.header("oci-subject"), Some(child.as_str()));
         referrer_digests.push(sha256_digest(&body));
     }
-    let r = send(
-        &server,
+    let r = server.request(
         Method::GET,
         &format!("/v2/multi/referrers/{child}"),
         &[],
@@ -367,8 +307,7 @@ fn index_docker_list_and_referrers() {
     let listed = r.json();
     assert_eq!(listed["manifests"].as_array().unwrap().len(), 2);
     assert!(r.header("oci-filters-applied").is_none());
-    let r = send(
-        &server,
+    let r = server.request(
         Method::GET,
         &format!("/v2/multi/referrers/{child}?artifactType=application/vnd.example.sbom"),
         &[],
@@ -387,8 +326,7 @@ fn index_docker_list_and_referrers() {
         json!("application/vnd.example.sbom")
     );
     // Unknown subject: an empty index, not an error.
-    let r = send(
-        &server,
+    let r = server.request(
         Method::GET,
         &format!("/v2/multi/referrers/{}", sha256_digest(b"nothing")),
         &[],
@@ -421,100 +359,86 @@ fn deletes_and_immutable_commit_tags() {
     );
     server.assert_manifest_served("app", sha_tag, &first, &server.admin_auth());
     assert_eq!(
-        send(
-            &server,
-            Method::DELETE,
-            &format!("/v2/app/manifests/{sha_tag}"),
-            &[],
-            None
-        )
-        .status,
+        server
+            .request(
+                Method::DELETE,
+                &format!("/v2/app/manifests/{sha_tag}"),
+                &[],
+                None
+            )
+            .status,
         403
     );
     assert_eq!(
-        send(
-            &server,
-            Method::DELETE,
-            &format!("/v2/app/manifests/{first}"),
-            &[],
-            None
-        )
-        .status,
+        server
+            .request(
+                Method::DELETE,
+                &format!("/v2/app/manifests/{first}"),
+                &[],
+                None
+            )
+            .status,
         403
     );
 
     // Mutable tags move, and delete by tag or by digest.
     let (second, _) = small_image(&server, "app", "latest");
-    let r = send(
-        &server,
-        Method::DELETE,
-        "/v2/app/manifests/latest",
-        &[],
-        None,
-    );
+    let r = server.request(Method::DELETE, "/v2/app/manifests/latest", &[], None);
     assert_eq!(r.status, 202);
     assert_eq!(
-        send(&server, Method::GET, "/v2/app/manifests/latest", &[], None).status,
+        server
+            .request(Method::GET, "/v2/app/manifests/latest", &[], None)
+            .status,
         404
     );
     assert_eq!(
-        send(
-            &server,
-            Method::GET,
-            &format!("/v2/app/manifests/{second}"),
-            &[],
-            None
-        )
-        .status,
+        server
+            .request(
+                Method::GET,
+                &format!("/v2/app/manifests/{second}"),
+                &[],
+                None
+            )
+            .status,
         200
     );
     assert_eq!(
-        send(
-            &server,
-            Method::DELETE,
-            &format!("/v2/app/manifests/{second}"),
-            &[],
-            None
-        )
-        .status,
+        server
+            .request(
+                Method::DELETE,
+                &format!("/v2/app/manifests/{second}"),
+                &[],
+                None
+            )
+            .status,
         202
     );
     assert_eq!(
-        send(
-            &server,
-            Method::GET,
-            &format!("/v2/app/manifests/{second}"),
-            &[],
-            None
-        )
-        .status,
+        server
+            .request(
+                Method::GET,
+                &format!("/v2/app/manifests/{second}"),
+                &[],
+                None
+            )
+            .status,
         404
     );
     // An unreferenced blob can be deleted from a repository.
     let loose = push_blob(&server, "app", b"loose");
     assert_eq!(
-        send(
-            &server,
-            Method::DELETE,
-            &format!("/v2/app/blobs/{loose}"),
-            &[],
-            None
-        )
-        .status,
+        server
+            .request(Method::DELETE, &format!("/v2/app/blobs/{loose}"), &[], None)
+            .status,
         202
     );
     assert_eq!(
-        send(
-            &server,
-            Method::HEAD,
-            &format!("/v2/app/blobs/{loose}"),
-            &[],
-            None
-        )
-        .status,
+        server
+            .request(Method::HEAD, &format!("/v2/app/blobs/{loose}"), &[], None)
+            .status,
         404
     );
-    let r = send(&server, Method::PATCH, "/v2/app/manifests/x", &[], None);
+    let r = server.request(Method::PATCH, "/v2/app/manifests/x", &[], None);
     assert_eq!(r.status, 405);
     assert_eq!(r.json()["errors"][0]["code"], "UNSUPPORTED");
 }
@@ -523,9 +447,9 @@ fn deletes_and_immutable_commit_tags() {
 fn health_and_metrics() {
     let server = TestServer::start();
     small_image(&server, "m", "v1");
-    let r = send(&server, Method::GET, "/readyz", &[], None);
+    let r = server.request(Method::GET, "/readyz", &[], None);
     assert_eq!(r.json(), json!({"database": "ok", "storage": "ok"}));
-    let text = String::from_utf8(send(&server, Method::GET, "/metrics", &[], None).body).unwrap();
+    let text = String::from_utf8(server.request(Method::GET, "/metrics", &[], None).body).unwrap();
     for needle in [
         "slipway_http_requests_total{route=\"/v2/{name}/manifests/{reference}\",method=\"PUT\",status=\"201\"} 1",
         "slipway_http_request_duration_seconds_bucket{",

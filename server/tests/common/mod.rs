@@ -271,6 +271,17 @@ impl TestServer {
         self.wait_ready();
     }
 
+    /// Any request as the admin (see [`request_as`]).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> HttpResponse {
+        request_as(&self.url, &self.admin_auth(), method, path, headers, body)
+    }
+
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> &str {
         &self.url
@@ -624,6 +635,31 @@ fn strip_ansi(s: &str) -> String {
 // ---------------------------------------------------------------------------
 // HTTP helpers
 // ---------------------------------------------------------------------------
+
+/// Any request to `path` (below `base`, or a full URL) with `auth`, headers
+/// and an optional body, read in full.
+pub fn request_as(
+    base: &str,
+    auth: &Auth,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> HttpResponse {
+    let url = if path.starts_with("http") {
+        path.to_owned()
+    } else {
+        format!("{base}{path}")
+    };
+    let mut req = http_client().request(method.clone(), &url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(body) = body {
+        req = req.body(body);
+    }
+    HttpResponse::send(method.as_str(), &url, auth.apply(req))
+}
 
 pub fn http_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
