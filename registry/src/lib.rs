@@ -22,6 +22,9 @@ pub mod tag;
 pub mod upload;
 pub mod upload_file;
 
+#[cfg(test)]
+mod untrusted_input_tests;
+
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

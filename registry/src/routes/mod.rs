@@ -25,6 +25,11 @@ use crate::error::{RegistryError, Result};
 use crate::name::check_name;
 use crate::Registry;
 
+#[cfg(test)]
+pub(crate) use blob::parse_range as blob_range;
+#[cfg(test)]
+pub(crate) use upload::parse_content_range as upload_content_range;
+
 /// The registry's routes under `/v2/`, to be merged into the server's router.
 pub fn router(registry: Registry) -> Router {
     Router::new()
