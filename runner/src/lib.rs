@@ -1,4 +1,9 @@
-//! Slipway's runner: leases jobs, pulls step images into a layer cache, and runs
-//! each step in a runc container. Not built yet: the execution engine is issue 3 and
-//! the runner protocol issue 4. The crate exists now so the workspace layout
-//! in `DESIGN.md` is fixed from the start.
+//! Slipway's runner: the execution engine every step, build `RUN` and deployed
+//! instance goes through.
+//!
+//! Built so far: `layer` — unpacking OCI layer tars into directories that serve
+//! as overlayfs lower dirs, safely against hostile archives. Still to come (issue 3):
+//! the image store and layer cache, rootfs assembly, OCI bundles run with runc,
+//! and the `slipway exec` / `slipway image` commands.
+
+pub mod layer;

@@ -1,0 +1,5 @@
+//! OCI image layers on disk.
+
+mod extract;
+
+pub use extract::{extract_layer, LayerError, LayerStats};
