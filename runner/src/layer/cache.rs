@@ -1,0 +1,339 @@
+//! The content-addressed layer cache: each layer is unpacked once, under
+//! `layers/<sha256 hex>`, and shared by every container that uses it.
+//!
+//! - Concurrent requests for the same layer wait for one extraction.
+//! - The archive is hashed while it is unpacked; a digest mismatch discards the
+//!   result, so a cached directory always matches its name.
+//! - Unpacking happens in `tmp/` and is renamed into place, so a crash never leaves
+//!   a half-unpacked layer under `layers/` (leftovers in `tmp/` are removed at open).
+//! - A size cap evicts the least recently used layers; a layer held by a
+//!   [`LayerLease`] is never evicted.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest as _, Sha256};
+
+use super::extract::{extract_layer, LayerError, LayerStats};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("layer digest {0:?} is not sha256:<64 hex>")]
+    BadDigest(String),
+    #[error("layer {expected}: content has digest {actual}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("layer {digest}: {source}")]
+    Layer {
+        digest: String,
+        #[source]
+        source: LayerError,
+    },
+    #[error("layer cache at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+struct Entry {
+    size: u64,
+    last_used: u64,
+    pins: usize,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    clock: u64,
+    total: u64,
+}
+
+struct Inner {
+    root: PathBuf,
+    cap_bytes: u64,
+    state: Mutex<State>,
+    /// One lock per layer being fetched, so concurrent requests extract once.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+#[derive(Clone)]
+pub struct LayerCache(Arc<Inner>);
+
+/// A layer held in use: its directory stays until the lease is dropped.
+pub struct LayerLease {
+    cache: LayerCache,
+    hex: String,
+    path: PathBuf,
+}
+
+impl LayerLease {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LayerLease {
+    fn drop(&mut self) {
+        let mut state = self.cache.0.state.lock().unwrap();
+        if let Some(entry) = state.entries.get_mut(&self.hex) {
+            entry.pins -= 1;
+        }
+        drop(state);
+        self.cache.evict();
+    }
+}
+
+fn io_error(path: &Path, source: io::Error) -> CacheError {
+    CacheError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn hex_of(digest: &str) -> Result<String, CacheError> {
+    match digest.strip_prefix("sha256:") {
+        Some(hex)
+            if hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(hex.to_owned())
+        }
+        _ => Err(CacheError::BadDigest(digest.to_owned())),
+    }
+}
+
+/// Bytes a directory tree takes (file sizes), for the cap.
+fn tree_size(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if let Ok(meta) = entry.path().symlink_metadata() {
+                total += if meta.is_dir() {
+                    tree_size(&entry.path())
+                } else {
+                    meta.len()
+                };
+            }
+        }
+    }
+    total
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl LayerCache {
+    /// Open (or create) a cache under `root`, indexing layers already there and
+    /// removing unfinished extractions.
+    pub fn open(root: impl Into<PathBuf>, cap_bytes: u64) -> Result<LayerCache, CacheError> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        for dir in [root.join("layers"), tmp] {
+            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        }
+        let mut state = State::default();
+        let layers = root.join("layers");
+        for entry in std::fs::read_dir(&layers)
+            .map_err(|e| io_error(&layers, e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if hex_of(&format!("sha256:{name}")).is_ok() {
+                let size = tree_size(&entry.path());
+                state.clock += 1;
+                state.total += size;
+                state.entries.insert(
+                    name,
+                    Entry {
+                        size,
+                        last_used: state.clock,
+                        pins: 0,
+                    },
+                );
+            }
+        }
+        Ok(LayerCache(Arc::new(Inner {
+            root,
+            cap_bytes,
+            state: Mutex::new(state),
+            fetching: Mutex::default(),
+        })))
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.0.state.lock().unwrap().total
+    }
+
+    pub fn contains(&self, digest: &str) -> bool {
+        hex_of(digest)
+            .map(|hex| self.0.state.lock().unwrap().entries.contains_key(&hex))
+            .unwrap_or(false)
+    }
+
+    fn lease(&self, hex: &str) -> Option<LayerLease> {
+        let mut state = self.0.state.lock().unwrap();
+        state.clock += 1;
+        let now = state.clock;
+        let entry = state.entries.get_mut(hex)?;
+        entry.pins += 1;
+        entry.last_used = now;
+        Some(LayerLease {
+            cache: self.clone(),
+            hex: hex.to_owned(),
+            path: self.0.root.join("layers").join(hex),
+        })
+    }
+
+    /// The unpacked layer `digest`, unpacking it from what `open_blob` returns
+    /// (the compressed or plain layer blob) if it is not cached yet.
+    pub async fn get<R, F>(&self, digest: &str, open_blob: F) -> Result<LayerLease, CacheError>
+    where
+        F: FnOnce() -> io::Result<R> + Send + 'static,
+        R: Read,
+    {
+        let hex = hex_of(digest)?;
+        if let Some(lease) = self.lease(&hex) {
+            return Ok(lease);
+        }
+        let lock = self
+            .0
+            .fetching
+            .lock()
+            .unwrap()
+            .entry(hex.clone())
+            .or_default()
+            .clone();
+        let _fetching = lock.lock().await;
+        if let Some(lease) = self.lease(&hex) {
+            return Ok(lease);
+        }
+        let cache = self.clone();
+        let digest_text = digest.to_owned();
+        let key = hex.clone();
+        let unpacked =
+            tokio::task::spawn_blocking(move || cache.unpack(&key, &digest_text, open_blob))
+                .await
+                .map_err(|e| io_error(&self.0.root, io::Error::other(e)))?;
+        let size = match unpacked {
+            Ok(size) => size,
+            Err(e) => {
+                self.0.fetching.lock().unwrap().remove(&hex);
+                return Err(e);
+            }
+        };
+        let lease = {
+            // Recorded (and leased) before the fetch lock goes, so a request that
+            // arrives in between finds the layer instead of unpacking it again.
+            let mut state = self.0.state.lock().unwrap();
+            state.clock += 1;
+            let now = state.clock;
+            state.total += size;
+            state.entries.insert(
+                hex.clone(),
+                Entry {
+                    size,
+                    last_used: now,
+                    pins: 1,
+                },
+            );
+            LayerLease {
+                cache: self.clone(),
+                hex: hex.clone(),
+                path: self.0.root.join("layers").join(&hex),
+            }
+        };
+        self.0.fetching.lock().unwrap().remove(&hex);
+        self.evict();
+        Ok(lease)
+    }
+
+    fn unpack<R: Read>(
+        &self,
+        hex: &str,
+        digest: &str,
+        open_blob: impl FnOnce() -> io::Result<R>,
+    ) -> Result<u64, CacheError> {
+        let work = self
+            .0
+            .root
+            .join("tmp")
+            .join(format!("{hex}.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir(&work).map_err(|e| io_error(&work, e))?;
+        let result = (|| {
+            let blob = open_blob().map_err(|e| io_error(&work, e))?;
+            let mut reader = HashingReader {
+                inner: blob,
+                hasher: Sha256::new(),
+            };
+            let stats: LayerStats =
+                extract_layer(&mut reader, &work).map_err(|source| CacheError::Layer {
+                    digest: digest.to_owned(),
+                    source,
+                })?;
+            // Hash what the extractor did not read (tar padding, trailing blocks).
+            io::copy(&mut reader, &mut io::sink()).map_err(|e| io_error(&work, e))?;
+            let actual = format!("sha256:{}", hex::encode(reader.hasher.finalize()));
+            if actual != digest {
+                return Err(CacheError::DigestMismatch {
+                    expected: digest.to_owned(),
+                    actual,
+                });
+            }
+            let target = self.0.root.join("layers").join(hex);
+            std::fs::rename(&work, &target).map_err(|e| io_error(&target, e))?;
+            Ok(stats.bytes)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        result
+    }
+
+    /// Remove least recently used, unleased layers until the total fits the cap.
+    fn evict(&self) {
+        loop {
+            let victim = {
+                let mut state = self.0.state.lock().unwrap();
+                if state.total <= self.0.cap_bytes {
+                    return;
+                }
+                let Some(hex) = state
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.pins == 0)
+                    .min_by_key(|(_, e)| e.last_used)
+                    .map(|(h, _)| h.clone())
+                else {
+                    return; // everything left is in use
+                };
+                let entry = state.entries.remove(&hex).expect("present");
+                state.total -= entry.size;
+                hex
+            };
+            // Move it out of `layers/` first so a concurrent reader never sees a
+            // half-deleted layer, then delete.
+            let from = self.0.root.join("layers").join(&victim);
+            let to = self.0.root.join("tmp").join(format!("evict-{victim}"));
+            if std::fs::rename(&from, &to).is_ok() {
+                let _ = std::fs::remove_dir_all(&to);
+            }
+        }
+    }
+}
