@@ -364,6 +364,32 @@ fn an_ordinary_layer_unpacks_with_modes_links_and_gzip() {
     let sb = Sandbox::new();
     let cut = &tar[..tar.len() / 2 + 100];
     assert!(extract_layer(cut, &sb.layer()).is_err());
+    // Empty numeric fields read as 0 (as Go's archive/tar reads them); garbage in
+    // one is an error.
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..5].copy_from_slice(b"empty");
+    header.set_size(0);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, &b""[..]).unwrap();
+    let sb = Sandbox::new();
+    extract_layer(&builder.into_inner().unwrap()[..], &sb.layer()).unwrap();
+    assert!(sb.layer().join("empty").exists());
+    let mut header = tar::Header::new_gnu();
+    header.as_gnu_mut().unwrap().name[..7].copy_from_slice(b"garbage");
+    header
+        .as_gnu_mut()
+        .unwrap()
+        .uid
+        .copy_from_slice(b"zzzzzz\0\0");
+    header.set_size(0);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, &b""[..]).unwrap();
+    let sb = Sandbox::new();
+    assert!(extract_layer(&builder.into_inner().unwrap()[..], &sb.layer()).is_err());
     // zstd is named as unsupported rather than misread.
     let sb = Sandbox::new();
     let err = extract_layer(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0][..], &sb.layer()).unwrap_err();

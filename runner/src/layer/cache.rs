@@ -223,17 +223,76 @@ impl LayerCache {
         if let Some(lease) = self.lease(&hex) {
             return Ok(lease);
         }
-        let cache = self.clone();
-        let digest_text = digest.to_owned();
-        let key = hex.clone();
-        let unpacked =
-            tokio::task::spawn_blocking(move || cache.unpack(&key, &digest_text, open_blob))
-                .await
-                .map_err(|e| io_error(&self.0.root, io::Error::other(e)))?;
+        let unpacked = self.unpack_blocking(&hex, digest, open_blob).await;
+        self.record(&hex, unpacked)
+    }
+
+    /// Like [`get`](Self::get), but when the layer is missing `fetch` first
+    /// downloads the blob into the path it is given. The per-layer lock is held
+    /// across the download, so concurrent pulls of one layer download it once.
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        digest: &str,
+        fetch: F,
+    ) -> Result<LayerLease, CacheError>
+    where
+        F: FnOnce(PathBuf) -> Fut,
+        Fut: std::future::Future<Output = io::Result<()>>,
+    {
+        let hex = hex_of(digest)?;
+        if let Some(lease) = self.lease(&hex) {
+            return Ok(lease);
+        }
+        let lock = self
+            .0
+            .fetching
+            .lock()
+            .unwrap()
+            .entry(hex.clone())
+            .or_default()
+            .clone();
+        let _fetching = lock.lock().await;
+        if let Some(lease) = self.lease(&hex) {
+            return Ok(lease);
+        }
+        let blob = self.0.root.join("tmp").join(format!("{hex}.blob"));
+        let unpacked = match fetch(blob.clone()).await {
+            Ok(()) => {
+                let path = blob.clone();
+                self.unpack_blocking(&hex, digest, move || std::fs::File::open(path))
+                    .await
+            }
+            Err(e) => Err(io_error(&blob, e)),
+        };
+        let _ = std::fs::remove_file(&blob);
+        self.record(&hex, unpacked)
+    }
+
+    async fn unpack_blocking<R: Read, F>(
+        &self,
+        hex: &str,
+        digest: &str,
+        open_blob: F,
+    ) -> Result<u64, CacheError>
+    where
+        F: FnOnce() -> io::Result<R> + Send + 'static,
+    {
+        let (cache, key, digest_text) = (self.clone(), hex.to_owned(), digest.to_owned());
+        tokio::task::spawn_blocking(move || cache.unpack(&key, &digest_text, open_blob))
+            .await
+            .map_err(|e| io_error(&self.0.root, io::Error::other(e)))?
+    }
+
+    /// Record a finished unpack (leased to the caller) and release the fetch lock.
+    fn record(
+        &self,
+        hex: &str,
+        unpacked: Result<u64, CacheError>,
+    ) -> Result<LayerLease, CacheError> {
         let size = match unpacked {
             Ok(size) => size,
             Err(e) => {
-                self.0.fetching.lock().unwrap().remove(&hex);
+                self.0.fetching.lock().unwrap().remove(hex);
                 return Err(e);
             }
         };
@@ -245,7 +304,7 @@ impl LayerCache {
             let now = state.clock;
             state.total += size;
             state.entries.insert(
-                hex.clone(),
+                hex.to_owned(),
                 Entry {
                     size,
                     last_used: now,
@@ -254,11 +313,11 @@ impl LayerCache {
             );
             LayerLease {
                 cache: self.clone(),
-                hex: hex.clone(),
-                path: self.0.root.join("layers").join(&hex),
+                hex: hex.to_owned(),
+                path: self.0.root.join("layers").join(hex),
             }
         };
-        self.0.fetching.lock().unwrap().remove(&hex);
+        self.0.fetching.lock().unwrap().remove(hex);
         self.evict();
         Ok(lease)
     }

@@ -213,8 +213,9 @@ fn unpack<R: Read>(mut archive: tar::Archive<R>, dest: &Path) -> Result<LayerSta
             }
         }
         if privileged {
-            let uid = header.uid().map_err(LayerError::Archive)?;
-            let gid = header.gid().map_err(LayerError::Archive)?;
+            let raw = header.as_old();
+            let uid = numeric(&raw.uid, header.uid())?;
+            let gid = numeric(&raw.gid, header.gid())?;
             let (uid, gid) = (u32::try_from(uid), u32::try_from(gid));
             let (Ok(uid), Ok(gid)) = (uid, gid) else {
                 return Err(LayerError::Invalid {
@@ -249,6 +250,16 @@ fn unpack<R: Read>(mut archive: tar::Archive<R>, dest: &Path) -> Result<LayerSta
         }
     }
     Ok(stats)
+}
+
+/// A numeric header field: as parsed, or 0 when the field is empty (all NUL or
+/// spaces), as Go's archive/tar (and so containerd and podman) reads it.
+fn numeric(field: &[u8], parsed: io::Result<u64>) -> Result<u64, LayerError> {
+    match parsed {
+        Ok(n) => Ok(n),
+        Err(_) if field.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(e) => Err(LayerError::Archive(e)),
+    }
 }
 
 /// Split an archive path into parent components and a final name, dropping
