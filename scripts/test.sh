@@ -11,6 +11,7 @@ declare -A tools=(
   [buildah]=buildah
   [podman]=podman
   [runc]=runc
+  [busybox]=busybox-static
   [python3]=python3
   [pip3]=python3-pip
 )

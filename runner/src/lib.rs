@@ -6,5 +6,6 @@
 //! (issue 3): rootfs assembly, OCI bundles run with runc, and the `slipway exec` /
 //! `slipway image` commands.
 
+pub mod container;
 pub mod image;
 pub mod layer;

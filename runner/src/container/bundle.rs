@@ -1,0 +1,392 @@
+//! The OCI runtime spec (`config.json`) for one container: the image's config
+//! merged with the caller's settings, with defaults like Docker's.
+//!
+//! - Process: args = entrypoint + cmd (the caller's override either), env = the
+//!   image's, then the caller's on top; working dir and numeric user likewise.
+//! - Isolation: pid, mount, ipc, uts and cgroup namespaces always; network per
+//!   [`Network`]; Docker's default capability set; `noNewPrivileges`; Docker's
+//!   masked and read-only paths; no devices beyond runc's standard ones.
+//! - Limits: memory (no swap on top), pids, CPU quota; `RLIMIT_NOFILE` never above
+//!   the host's hard limit (a container cannot start with more than that).
+
+use std::path::PathBuf;
+
+use oci_spec::image::ImageConfiguration;
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// A network namespace of its own with only loopback.
+    None,
+    /// The host's network namespace.
+    Host,
+    /// Join an existing network namespace (a pod shared with service containers).
+    Pod(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    pub memory_bytes: Option<i64>,
+    pub pids: Option<i64>,
+    /// CPUs as a fraction (1.5 = one and a half CPUs).
+    pub cpus: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Replaces the image's Cmd.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's Entrypoint (and then the image's Cmd is not used).
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    /// `uid[:gid]`, numeric, or `root`.
+    pub user: Option<String>,
+    pub hostname: String,
+    pub network: Network,
+    pub mounts: Vec<BindMount>,
+    pub limits: Limits,
+    /// Open files wanted; clamped to the host's hard limit.
+    pub nofile: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            command: None,
+            entrypoint: None,
+            env: Vec::new(),
+            workdir: None,
+            user: None,
+            hostname: "slipway".into(),
+            network: Network::None,
+            mounts: Vec::new(),
+            limits: Limits::default(),
+            nofile: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("nothing to run: the image has no Entrypoint or Cmd and no command was given")]
+    NoCommand,
+    #[error("user {0:?} is not numeric (uid or uid:gid) or root; user names are not resolved yet")]
+    User(String),
+    #[error("mount destination {0:?} must be an absolute path without `..`")]
+    MountDestination(String),
+    #[error("invalid limit: {0}")]
+    Limit(String),
+    #[error("building the runtime spec: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Docker's default capabilities.
+const CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+const MASKED: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READ_ONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn mount(
+    destination: &str,
+    typ: &str,
+    source: &str,
+    options: &[&str],
+) -> Result<Mount, BundleError> {
+    Ok(MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+fn namespace(typ: LinuxNamespaceType) -> Result<LinuxNamespace, BundleError> {
+    Ok(LinuxNamespaceBuilder::default().typ(typ).build()?)
+}
+
+fn parse_user(user: &str) -> Result<(u32, u32), BundleError> {
+    if user == "root" {
+        return Ok((0, 0));
+    }
+    let bad = || BundleError::User(user.to_owned());
+    let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+    Ok((
+        uid.parse().map_err(|_| bad())?,
+        gid.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// The host's hard `RLIMIT_NOFILE`.
+pub fn host_nofile_hard() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX)
+}
+
+/// Build the runtime spec for a container whose root filesystem is `rootfs`
+/// (relative to the bundle, or absolute).
+pub fn runtime_spec(
+    image: &ImageConfiguration,
+    rootfs: &str,
+    opts: &RunOptions,
+    host_nofile_hard: u64,
+) -> Result<Spec, BundleError> {
+    let config = image.config().clone().unwrap_or_default();
+
+    let entrypoint = match &opts.entrypoint {
+        Some(e) => e.clone(),
+        None => config.entrypoint().clone().unwrap_or_default(),
+    };
+    let cmd = match (&opts.command, &opts.entrypoint) {
+        (Some(c), _) => c.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => config.cmd().clone().unwrap_or_default(),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(BundleError::NoCommand);
+    }
+
+    let mut env: Vec<String> = config.env().clone().unwrap_or_default();
+    for (key, value) in &opts.env {
+        let prefix = format!("{key}=");
+        env.retain(|e| !e.starts_with(&prefix));
+        env.push(format!("{key}={value}"));
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_owned());
+    }
+
+    let cwd = opts
+        .workdir
+        .clone()
+        .or_else(|| config.working_dir().clone())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let user_text = opts
+        .user
+        .clone()
+        .or_else(|| config.user().clone())
+        .filter(|u| !u.is_empty());
+    let (uid, gid) = match &user_text {
+        Some(u) => parse_user(u)?,
+        None => (0, 0),
+    };
+
+    let nofile = opts.nofile.min(host_nofile_hard);
+    let caps: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .user(UserBuilder::default().uid(uid).gid(gid).build()?)
+        .no_new_privileges(true)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .inheritable(std::collections::HashSet::new())
+                .ambient(std::collections::HashSet::new())
+                .build()?,
+        )
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(nofile)
+            .soft(nofile)
+            .build()?])
+        .build()?;
+
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?,
+    ];
+    for bind in &opts.mounts {
+        let dest = &bind.destination;
+        if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") {
+            return Err(BundleError::MountDestination(dest.clone()));
+        }
+        let mut options = vec!["rbind", "rprivate", "nosuid", "nodev"];
+        if bind.read_only {
+            options.push("ro");
+        }
+        mounts.push(mount(
+            dest,
+            "bind",
+            &bind.source.to_string_lossy(),
+            &options,
+        )?);
+    }
+
+    let mut namespaces = vec![
+        namespace(LinuxNamespaceType::Pid)?,
+        namespace(LinuxNamespaceType::Mount)?,
+        namespace(LinuxNamespaceType::Ipc)?,
+        namespace(LinuxNamespaceType::Uts)?,
+        namespace(LinuxNamespaceType::Cgroup)?,
+    ];
+    match &opts.network {
+        Network::None => namespaces.push(namespace(LinuxNamespaceType::Network)?),
+        Network::Host => {}
+        Network::Pod(path) => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path.clone())
+                .build()?,
+        ),
+    }
+
+    let mut resources =
+        LinuxResourcesBuilder::default().devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()?]);
+    if let Some(bytes) = opts.limits.memory_bytes {
+        if bytes < 4 << 20 {
+            return Err(BundleError::Limit(format!(
+                "memory limit {bytes} bytes is below the 4 MiB minimum"
+            )));
+        }
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                .swap(bytes)
+                .build()?,
+        );
+    }
+    if let Some(pids) = opts.limits.pids {
+        if pids < 1 {
+            return Err(BundleError::Limit(format!(
+                "pids limit {pids} must be at least 1"
+            )));
+        }
+        resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build()?);
+    }
+    if let Some(cpus) = opts.limits.cpus {
+        if !(cpus > 0.0 && cpus.is_finite()) {
+            return Err(BundleError::Limit(format!(
+                "cpus {cpus} must be a positive number"
+            )));
+        }
+        let period: u64 = 100_000;
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .period(period)
+                .quota((cpus * period as f64) as i64)
+                .build()?,
+        );
+    }
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources.build()?)
+        .masked_paths(MASKED.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        .readonly_paths(READ_ONLY.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        .build()?;
+
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(rootfs)
+                .readonly(false)
+                .build()?,
+        )
+        .hostname(opts.hostname.clone())
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()?)
+}
