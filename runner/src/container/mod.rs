@@ -1,7 +1,11 @@
-//! Containers: the OCI runtime bundle a container runs from (`bundle`). Rootfs
-//! assembly and running with runc come next (issue 3).
+//! Containers: the OCI runtime bundle (`bundle`), the overlay root filesystem
+//! (`rootfs`) and running them with runc (`engine`).
 
 mod bundle;
+mod engine;
+mod rootfs;
+
+pub use engine::{Cancel, Engine, EngineError, Outcome, RunRequest, Stream};
 
 pub use bundle::{
     host_nofile_hard, runtime_spec, BindMount, BundleError, Limits, Network, RunOptions,

@@ -1,0 +1,311 @@
+//! Running containers with runc.
+//!
+//! Each container gets `containers/<id>/` under the engine root: `upper/` and
+//! `work/` (overlay), `bundle/config.json` and `bundle/rootfs` (the overlay mount).
+//! runc keeps its state under the engine's own `runc/` root, so the engine can
+//! list and remove exactly its containers.
+//!
+//! Architecture invariant: every path out of [`Engine::run`] (exit, failure,
+//! timeout, cancel, or the future being dropped) force-deletes the runc container,
+//! unmounts the rootfs and removes the container directory; [`Engine::open`] does
+//! the same for anything a crashed engine left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use oci_spec::image::ImageConfiguration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::bundle::{host_nofile_hard, runtime_spec, BundleError, RunOptions};
+use super::rootfs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("container {id}: {what}: {source}")]
+    Io {
+        id: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("engine root {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub exit_code: i32,
+    /// Why it was stopped, when it did not end by itself.
+    pub stopped: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// Signals a running container to stop; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Cancel(
+    std::sync::Arc<tokio::sync::Notify>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.1.store(true, Ordering::SeqCst);
+        self.0.notify_waiters();
+    }
+
+    async fn cancelled(&self) {
+        loop {
+            let notified = self.0.notified();
+            if self.1.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+pub struct RunRequest<'a> {
+    pub image: &'a ImageConfiguration,
+    /// Unpacked layers, bottom first.
+    pub layers: Vec<&'a Path>,
+    pub options: RunOptions,
+    pub timeout: Option<Duration>,
+    /// Between SIGTERM and SIGKILL when stopping.
+    pub grace: Duration,
+    pub cancel: Cancel,
+    pub output: UnboundedSender<(Stream, Vec<u8>)>,
+}
+
+pub struct Engine {
+    root: PathBuf,
+    runc: PathBuf,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn new_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "slipway-{}-{:x}-{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes everything of one container when dropped.
+struct Cleanup<'a> {
+    engine: &'a Engine,
+    id: String,
+    dir: PathBuf,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        self.engine.remove(&self.id, &self.dir);
+    }
+}
+
+impl Engine {
+    /// Open the engine under `root` (created if missing), reaping containers,
+    /// mounts and directories a previous, crashed engine left there.
+    pub fn open(root: impl Into<PathBuf>, runc: impl Into<PathBuf>) -> Result<Engine, EngineError> {
+        let root = root.into();
+        let containers = root.join("containers");
+        std::fs::create_dir_all(&containers).map_err(|source| EngineError::Root {
+            path: containers.clone(),
+            source,
+        })?;
+        let engine = Engine {
+            root,
+            runc: runc.into(),
+        };
+        let leftovers = std::fs::read_dir(&containers).map_err(|source| EngineError::Root {
+            path: containers.clone(),
+            source,
+        })?;
+        for entry in leftovers.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            tracing::warn!(container = %id, "reaping a container left by an earlier engine");
+            engine.remove(&id, &entry.path());
+        }
+        Ok(engine)
+    }
+
+    fn runc(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.runc);
+        cmd.arg("--root").arg(self.root.join("runc"));
+        cmd
+    }
+
+    /// Force-delete the runc container, unmount everything below its directory,
+    /// remove the directory. Every step tolerates "already gone".
+    fn remove(&self, id: &str, dir: &Path) {
+        let _ = self
+            .runc()
+            .args(["delete", "--force", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        for mount in rootfs::mounts_below(dir) {
+            let _ = rootfs::unmount(&mount);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Ids of runc containers this engine knows about (for tests and reaping).
+    pub fn runc_containers(&self) -> Vec<String> {
+        let out = self.runc().args(["list", "-q"]).output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    pub async fn run(&self, request: RunRequest<'_>) -> Result<Outcome, EngineError> {
+        let id = new_id();
+        let dir = self.root.join("containers").join(&id);
+        let _cleanup = Cleanup {
+            engine: self,
+            id: id.clone(),
+            dir: dir.clone(),
+        };
+        let io = |what: &'static str| {
+            let id = id.clone();
+            move |source: std::io::Error| EngineError::Io { id, what, source }
+        };
+        let bundle = dir.join("bundle");
+        std::fs::create_dir_all(&bundle).map_err(io("creating the container directory"))?;
+        let spec = runtime_spec(
+            request.image,
+            "rootfs",
+            &request.options,
+            host_nofile_hard(),
+        )?;
+        spec.save(bundle.join("config.json"))
+            .map_err(|e| io("writing config.json")(std::io::Error::other(e)))?;
+        rootfs::mount_overlay(
+            &request.layers,
+            &dir.join("empty"),
+            &dir.join("upper"),
+            &dir.join("work"),
+            &bundle.join("rootfs"),
+        )
+        .map_err(io("mounting the root filesystem"))?;
+
+        let started = Instant::now();
+        let mut child = tokio::process::Command::from(self.runc())
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io("starting runc"))?;
+        let readers = [
+            forward(
+                child.stdout.take().expect("piped"),
+                Stream::Stdout,
+                request.output.clone(),
+            ),
+            forward(
+                child.stderr.take().expect("piped"),
+                Stream::Stderr,
+                request.output.clone(),
+            ),
+        ];
+        let deadline = async {
+            match request.timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stopped = tokio::select! {
+            status = child.wait() => {
+                let status = status.map_err(io("waiting for runc"))?;
+                for r in readers { let _ = r.await; }
+                return Ok(Outcome { exit_code: exit_code(status), stopped: None, elapsed: started.elapsed() });
+            }
+            () = deadline => format!("timed out after {:?}", request.timeout.unwrap_or_default()),
+            () = request.cancel.cancelled() => "cancelled".to_owned(),
+        };
+        // Stop: SIGTERM to every process, then SIGKILL after the grace period.
+        let _ = self
+            .runc()
+            .args(["kill", "--all", &id, "TERM"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let status = match tokio::time::timeout(request.grace, child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                let _ = self
+                    .runc()
+                    .args(["kill", "--all", &id, "KILL"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                child.wait().await
+            }
+        }
+        .map_err(io("waiting for runc"))?;
+        for r in readers {
+            let _ = r.await;
+        }
+        Ok(Outcome {
+            exit_code: exit_code(status),
+            stopped: Some(stopped),
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn forward(
+    mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    stream: Stream,
+    out: UnboundedSender<(Stream, Vec<u8>)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 || out.send((stream, buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    })
+}

@@ -1,0 +1,297 @@
+//! The engine with real runc: separate output streams, exit codes, timeout,
+//! cancellation, isolation basics, and no leftovers on any path (including a
+//! crashed engine's, reaped at the next open).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::image::ImageConfiguration;
+use slipway_runner::container::{Cancel, Engine, Outcome, RunOptions, RunRequest, Stream};
+
+struct World {
+    _dir: tempfile::TempDir,
+    layer: PathBuf,
+    root: PathBuf,
+    engine: Engine,
+    image: ImageConfiguration,
+}
+
+fn runc() -> String {
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v runc"])
+        .output()
+        .unwrap();
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    assert!(
+        !path.is_empty(),
+        "runc is needed (scripts/test.sh installs it)"
+    );
+    path
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("layer");
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static is needed");
+    std::fs::create_dir_all(layer.join("bin")).unwrap();
+    std::fs::copy(busybox, layer.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "echo", "sleep", "cat", "ls", "hostname", "nc", "grep", "wc",
+    ] {
+        std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
+    }
+    for d in ["proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(layer.join(d)).unwrap();
+    }
+    let root = dir.path().join("engine");
+    let engine = Engine::open(&root, runc()).unwrap();
+    let image = ImageConfiguration::from_reader(
+        &br#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":[]}}"#[..],
+    )
+    .unwrap();
+    World {
+        _dir: dir,
+        layer,
+        root,
+        engine,
+        image,
+    }
+}
+
+struct Run {
+    outcome: Outcome,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(w: &World, script: &str, timeout: Option<Duration>, cancel: Cancel) -> Run {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let request = RunRequest {
+        image: &w.image,
+        layers: vec![&w.layer],
+        options: RunOptions {
+            command: Some(vec!["-c".into(), script.into()]),
+            entrypoint: Some(vec!["/bin/sh".into()]),
+            ..Default::default()
+        },
+        timeout,
+        grace: Duration::from_millis(500),
+        cancel,
+        output: tx,
+    };
+    let outcome = w.engine.run(request).await.unwrap();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    while let Ok((stream, bytes)) = rx.try_recv() {
+        match stream {
+            Stream::Stdout => stdout.extend(bytes),
+            Stream::Stderr => stderr.extend(bytes),
+        }
+    }
+    assert_clean(w);
+    Run {
+        outcome,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// No container directory, runc container or mount is left.
+fn assert_clean(w: &World) {
+    assert_eq!(
+        std::fs::read_dir(w.engine.containers_dir())
+            .unwrap()
+            .count(),
+        0,
+        "container directories left"
+    );
+    assert!(
+        w.engine.runc_containers().is_empty(),
+        "runc containers left: {:?}",
+        w.engine.runc_containers()
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(w.root.to_str().unwrap()),
+        "mounts left under {}",
+        w.root.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_exit_codes_and_isolation_basics() {
+    let w = world();
+    let r = run(
+        &w,
+        "echo to-out; echo to-err >&2; exit 3",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    assert_eq!((r.outcome.exit_code, r.outcome.stopped.clone()), (3, None));
+    assert_eq!(
+        (r.stdout.as_str(), r.stderr.as_str()),
+        ("to-out\n", "to-err\n")
+    );
+
+    // Its own processes only: PID 1 is its shell, and few processes are visible.
+    let r = run(
+        &w,
+        "echo $$; ls /proc | grep -c '^[0-9]'",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "1");
+    assert!(lines[1].parse::<u32>().unwrap() <= 3, "{}", r.stdout);
+
+    // No host files: a canary next to the layer is not reachable.
+    let canary = w.layer.parent().unwrap().join("canary");
+    std::fs::write(&canary, "secret").unwrap();
+    let r = run(
+        &w,
+        &format!("cat {} 2>/dev/null || echo unreachable", canary.display()),
+        None,
+        Cancel::default(),
+    )
+    .await;
+    assert_eq!(r.stdout, "unreachable\n");
+
+    // --net none: a port listening on the host's loopback cannot be reached.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let r = run(
+        &w,
+        &format!("nc -z -w 1 127.0.0.1 {port} && echo connected || echo refused"),
+        None,
+        Cancel::default(),
+    )
+    .await;
+    assert_eq!(r.stdout, "refused\n");
+    assert!(
+        listener.accept().is_err(),
+        "the host listener saw no connection"
+    );
+
+    // Writes land in the container's upper dir, never in the shared layer.
+    let r = run(
+        &w,
+        "echo x > /bin/new-file && echo written",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    assert_eq!(r.stdout, "written\n");
+    assert!(!w.layer.join("bin/new-file").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_and_cancel_stop_the_container() {
+    let w = world();
+    let r = run(
+        &w,
+        "sleep 1000",
+        Some(Duration::from_secs(2)),
+        Cancel::default(),
+    )
+    .await;
+    assert_eq!(r.outcome.stopped.as_deref(), Some("timed out after 2s"));
+    assert!(
+        r.outcome.elapsed < Duration::from_secs(5),
+        "{:?}",
+        r.outcome.elapsed
+    );
+    assert_ne!(r.outcome.exit_code, 0);
+
+    // Cancel from another task once the container says it is ready.
+    let cancel = Cancel::default();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let trigger = cancel.clone();
+    let request = RunRequest {
+        image: &w.image,
+        layers: vec![&w.layer],
+        options: RunOptions {
+            entrypoint: Some(vec!["/bin/sh".into()]),
+            command: Some(vec!["-c".into(), "echo ready; sleep 1000".into()]),
+            ..Default::default()
+        },
+        timeout: None,
+        grace: Duration::from_millis(500),
+        cancel,
+        output: tx,
+    };
+    let watcher = tokio::spawn(async move {
+        while let Some((_, bytes)) = rx.recv().await {
+            if String::from_utf8_lossy(&bytes).contains("ready") {
+                trigger.cancel();
+                break;
+            }
+        }
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(20), w.engine.run(request))
+        .await
+        .expect("cancel ends the run")
+        .unwrap();
+    watcher.await.unwrap();
+    assert_eq!(outcome.stopped.as_deref(), Some("cancelled"));
+    assert_clean(&w);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_run_and_a_crashed_engine_leave_nothing() {
+    let w = world();
+    // Dropping the future mid-run (a caller that gave up) cleans up too.
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let request = RunRequest {
+        image: &w.image,
+        layers: vec![&w.layer],
+        options: RunOptions {
+            entrypoint: Some(vec!["/bin/sleep".into()]),
+            command: Some(vec!["1000".into()]),
+            ..Default::default()
+        },
+        timeout: None,
+        grace: Duration::from_millis(500),
+        cancel: Cancel::default(),
+        output: tx,
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), w.engine.run(request)).await;
+    assert_clean(&w);
+
+    // A crashed engine: a container directory with a mounted overlay left behind.
+    let leftover = w.engine.containers_dir().join("slipway-crashed");
+    let rootfs = leftover.join("bundle/rootfs");
+    for d in ["upper", "work"] {
+        std::fs::create_dir_all(leftover.join(d)).unwrap();
+    }
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        w.layer.display(),
+        leftover.join("upper").display(),
+        leftover.join("work").display()
+    );
+    let status = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &data])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(rootfs.to_str().unwrap()));
+    let reopened = Engine::open(&w.root, runc()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(reopened.containers_dir())
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(w.root.to_str().unwrap()));
+}
