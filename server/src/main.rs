@@ -5,11 +5,14 @@
 mod api;
 mod app;
 mod auth;
+mod cli_exec;
+mod cli_image;
 mod client;
 mod config;
 mod db;
 mod health;
 mod metrics;
+mod registry_client;
 mod registry_gc;
 mod serve;
 
@@ -58,6 +61,76 @@ enum Command {
     Registry {
         #[command(subcommand)]
         command: RegistryCommand,
+    },
+    /// Make images from local files and push them to Slipway's registry.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Run one command in a container from an image (needs root and runc).
+    Exec {
+        /// Image reference; without a registry host it is Slipway's own.
+        #[arg(long)]
+        image: String,
+        /// Network: none (loopback only) or host.
+        #[arg(long, default_value = "none")]
+        net: String,
+        /// Memory limit, e.g. 256m.
+        #[arg(long)]
+        memory: Option<String>,
+        /// Maximum number of processes.
+        #[arg(long)]
+        pids: Option<i64>,
+        /// CPUs, e.g. 1.5.
+        #[arg(long)]
+        cpus: Option<f64>,
+        /// Wall-clock limit, e.g. 30s.
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Bind mount SRC:DST[:ro]; repeat for several.
+        #[arg(long = "mount")]
+        mounts: Vec<String>,
+        /// Environment variable K=V; repeat for several.
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Where layers are cached and containers are assembled.
+        #[arg(
+            long,
+            env = "SLIPWAY_RUNNER_DIR",
+            default_value = "/var/lib/slipway/runner"
+        )]
+        work_dir: PathBuf,
+        /// The OCI runtime binary.
+        #[arg(long, env = "SLIPWAY_RUNTIME", default_value = "runc")]
+        runtime: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The command and its arguments, after --.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Turn a root filesystem (a directory or a tar) into a one-layer image.
+    Import {
+        #[arg(long, conflicts_with = "tar")]
+        rootfs: Option<PathBuf>,
+        #[arg(long)]
+        tar: Option<PathBuf>,
+        /// REPO:TAG in Slipway's registry.
+        #[arg(long)]
+        tag: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Build a small base image from the host (only `busybox`) and push it as
+    /// library/busybox:latest.
+    Bootstrap {
+        what: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -225,6 +298,60 @@ async fn main() -> anyhow::Result<()> {
             let created: Created = client.client()?.post("/api/v1/tokens", &body).await?;
             println!("{}", created.token);
             Ok(())
+        }
+        Command::Image {
+            command:
+                ImageCommand::Import {
+                    rootfs,
+                    tar,
+                    tag,
+                    client,
+                },
+        } => {
+            cli_image::import(
+                &client.server,
+                client.token.as_deref(),
+                rootfs.as_deref(),
+                tar.as_deref(),
+                &tag,
+            )
+            .await
+        }
+        Command::Image {
+            command: ImageCommand::Bootstrap { what, client },
+        } => cli_image::bootstrap(&client.server, client.token.as_deref(), &what).await,
+        Command::Exec {
+            image,
+            net,
+            memory,
+            pids,
+            cpus,
+            timeout,
+            mounts,
+            env,
+            work_dir,
+            runtime,
+            client,
+            command,
+        } => {
+            init_logging("warn", LogFormat::Human);
+            let code = cli_exec::run(cli_exec::ExecArgs {
+                server: client.server,
+                token: client.token,
+                image,
+                net,
+                memory,
+                pids,
+                cpus,
+                timeout,
+                mounts,
+                env,
+                work_dir,
+                runtime,
+                command,
+            })
+            .await?;
+            std::process::exit(code);
         }
         Command::Registry {
             command: RegistryCommand::Gc { dry_run, client },

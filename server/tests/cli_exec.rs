@@ -1,0 +1,216 @@
+//! `slipway image bootstrap busybox`, `slipway image import` and `slipway exec`
+//! against the real server and runc: the reference without a host resolves to
+//! Slipway's registry, output and exit codes come through, limits and timeouts
+//! apply, and nothing is left behind.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Run the CLI with `--server` placed before any `--` (what follows `--` is the
+/// container's command).
+fn slipway(server: &TestServer, args: &[&str]) -> std::process::Output {
+    let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(&args[..split])
+        .args(["--server", server.url()])
+        .args(&args[split..])
+        .env("SLIPWAY_USER", "admin")
+        .env("SLIPWAY_PASSWORD", server.admin_password())
+        .env_remove("SLIPWAY_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn bootstrap_then_exec_and_import() {
+    let server = TestServer::start();
+    let work = scratch_dir("exec");
+    let work_dir = work.path().join("runner");
+    let work_arg = work_dir.to_str().unwrap();
+
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("/library/busybox:latest@sha256:"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // `busybox` means Slipway's own library/busybox:latest.
+    let out = slipway(
+        &server,
+        &[
+            "exec",
+            "--image",
+            "busybox",
+            "--work-dir",
+            work_arg,
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 4",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"));
+
+    // A read-only mount and an environment variable reach the container.
+    let shared = work.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("input"), "from the host\n").unwrap();
+    let mount = format!("{}:/input:ro", shared.display());
+    let out = slipway(
+        &server,
+        &[
+            "exec",
+            "--image",
+            "busybox",
+            "--work-dir",
+            work_arg,
+            "--mount",
+            &mount,
+            "--env",
+            "GREETING=hi",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING; cat /input/input; touch /input/x 2>/dev/null || echo read-only",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hi\nfrom the host\nread-only\n");
+
+    // The timeout ends the container and says so.
+    let out = slipway(
+        &server,
+        &[
+            "exec",
+            "--image",
+            "busybox",
+            "--work-dir",
+            work_arg,
+            "--timeout",
+            "1s",
+            "--",
+            "sleep",
+            "100",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("timed out after 1s"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A pids limit stops a fork bomb, and the host is fine afterwards.
+    let started = std::time::Instant::now();
+    let out = slipway(
+        &server,
+        &[
+            "exec",
+            "--image",
+            "busybox",
+            "--work-dir",
+            work_arg,
+            "--pids",
+            "20",
+            "--timeout",
+            "3s",
+            "--",
+            "sh",
+            "-c",
+            "while true; do sleep 100 & done",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("fork"),
+        "forks were refused by the pids limit: {}",
+        &stderr[..stderr.len().min(500)]
+    );
+    // busybox sh gives up when a fork fails; either way the container ends.
+    assert!(!out.status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        Command::new("true").status().unwrap().success(),
+        "the host still starts processes"
+    );
+
+    // Bad flags get clear errors before anything runs.
+    let out = slipway(
+        &server,
+        &[
+            "exec",
+            "--image",
+            "busybox",
+            "--work-dir",
+            work_arg,
+            "--memory",
+            "lots",
+            "--",
+            "true",
+        ],
+    );
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("not a number"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = slipway(
+        &server,
+        &[
+            "exec",
+            "--image",
+            "no/such-image",
+            "--work-dir",
+            work_arg,
+            "--",
+            "true",
+        ],
+    );
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("no/such-image"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // image import: a directory becomes a one-layer image.
+    let rootfs = work.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("data")).unwrap();
+    std::fs::write(rootfs.join("data/hello.txt"), "imported").unwrap();
+    let out = slipway(
+        &server,
+        &[
+            "image",
+            "import",
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "--tag",
+            "team/files:v1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = server
+        .get("/v2/team/files/tags/list", &server.admin_auth())
+        .json();
+    assert_eq!(listed["tags"], serde_json::json!(["v1"]));
+
+    // Nothing is left in the engine's container directory.
+    assert_eq!(
+        std::fs::read_dir(work_dir.join("engine/containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(work_arg));
+}
