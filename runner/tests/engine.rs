@@ -295,3 +295,43 @@ async fn a_dropped_run_and_a_crashed_engine_leave_nothing() {
         .unwrap()
         .contains(w.root.to_str().unwrap()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceeding_the_memory_limit_is_reported_as_such() {
+    let w = world();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let request = RunRequest {
+        image: &w.image,
+        layers: vec![&w.layer],
+        options: RunOptions {
+            entrypoint: Some(vec!["/bin/sh".into()]),
+            // The shell buffers 200 MB of output in memory.
+            command: Some(vec![
+                "-c".into(),
+                "a=$(head -c 200000000 /dev/zero | tr '\\0' x); echo survived".into(),
+            ]),
+            limits: slipway_runner::container::Limits {
+                memory_bytes: Some(32 << 20),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        timeout: Some(Duration::from_secs(60)),
+        grace: Duration::from_millis(500),
+        cancel: Cancel::default(),
+        output: tx,
+    };
+    let outcome = w.engine.run(request).await.unwrap();
+    let mut stdout = Vec::new();
+    while let Ok((Stream::Stdout, bytes)) = rx.try_recv() {
+        stdout.extend(bytes);
+    }
+    assert_eq!(
+        outcome.stopped.as_deref(),
+        Some("killed: memory limit 32 MiB exceeded"),
+        "{outcome:?}"
+    );
+    assert_ne!(outcome.exit_code, 0);
+    assert!(!String::from_utf8_lossy(&stdout).contains("survived"));
+    assert_clean(&w);
+}

@@ -145,6 +145,31 @@ fn bootstrap_then_exec_and_import() {
         "the host still starts processes"
     );
 
+    // Over the memory limit: killed, and the message says why.
+    let out = slipway(
+        &server,
+        &[
+            "exec",
+            "--image",
+            "busybox",
+            "--work-dir",
+            work_arg,
+            "--memory",
+            "32m",
+            "--",
+            "sh",
+            "-c",
+            "a=$(head -c 200000000 /dev/zero | tr '\\0' x); echo survived",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137));
+    assert!(
+        text(&out.stderr).contains("killed: memory limit 32 MiB exceeded"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("survived"));
+
     // Bad flags get clear errors before anything runs.
     let out = slipway(
         &server,

@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::bundle::{host_nofile_hard, runtime_spec, BundleError, RunOptions};
-use super::rootfs;
+use super::{cgroup, rootfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -170,6 +170,7 @@ impl Engine {
             let _ = rootfs::unmount(&mount);
         }
         let _ = std::fs::remove_dir_all(dir);
+        cgroup::remove(id);
     }
 
     /// Ids of runc containers this engine knows about (for tests and reaping).
@@ -202,12 +203,23 @@ impl Engine {
         };
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle).map_err(io("creating the container directory"))?;
-        let spec = runtime_spec(
-            request.image,
-            "rootfs",
-            &request.options,
-            host_nofile_hard(),
-        )?;
+        // A memory limit goes on a parent cgroup the engine owns, so an OOM kill
+        // can be reported as such (see `cgroup`).
+        let memory = request
+            .options
+            .limits
+            .memory_bytes
+            .and_then(|limit| cgroup::MemoryCgroup::create(&id, limit));
+        let mut options = request.options.clone();
+        if memory.is_some() {
+            options.limits.memory_bytes = None;
+        }
+        let mut spec = runtime_spec(request.image, "rootfs", &options, host_nofile_hard())?;
+        if memory.is_some() {
+            if let Some(linux) = spec.linux_mut() {
+                linux.set_cgroups_path(Some(cgroup::MemoryCgroup::runc_path(&id).into()));
+            }
+        }
         spec.save(bundle.join("config.json"))
             .map_err(|e| io("writing config.json")(std::io::Error::other(e)))?;
         rootfs::mount_overlay(
@@ -252,7 +264,11 @@ impl Engine {
             status = child.wait() => {
                 let status = status.map_err(io("waiting for runc"))?;
                 for r in readers { let _ = r.await; }
-                return Ok(Outcome { exit_code: exit_code(status), stopped: None, elapsed: started.elapsed() });
+                let stopped = memory
+                    .as_ref()
+                    .filter(|m| m.oom_killed(exit_code(status)))
+                    .map(|m| format!("killed: memory limit {} exceeded", cgroup::human(m.limit)));
+                return Ok(Outcome { exit_code: exit_code(status), stopped, elapsed: started.elapsed() });
             }
             () = deadline => format!("timed out after {:?}", request.timeout.unwrap_or_default()),
             () = request.cancel.cancelled() => "cancelled".to_owned(),

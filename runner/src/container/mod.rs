@@ -2,6 +2,7 @@
 //! (`rootfs`) and running them with runc (`engine`).
 
 mod bundle;
+mod cgroup;
 mod engine;
 mod rootfs;
 
