@@ -359,7 +359,7 @@ async fn two_hundred_runs_leak_nothing() {
     );
     // No cgroup of ours either: runc's own (at the hierarchy root when the
     // engine sets no parent) or the engine's (under slipway/).
-    let prefix = format!("slipway-{}-", std::process::id());
+    let prefix = w.engine.id_prefix().to_owned();
     let left: Vec<String> = [
         "/sys/fs/cgroup/pids",
         "/sys/fs/cgroup/pids/slipway",

@@ -95,22 +95,13 @@ pub struct RunRequest<'a> {
 pub struct Engine {
     root: PathBuf,
     runc: PathBuf,
+    /// `slipway-<pid>-<engine number>-`: every container id of this engine starts
+    /// with it, so ids never collide across engines or processes.
+    id_prefix: String,
 }
 
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-fn new_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "slipway-{}-{:x}-{}",
-        std::process::id(),
-        nanos,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
+static ENGINES: AtomicU64 = AtomicU64::new(0);
+static CONTAINERS: AtomicU64 = AtomicU64::new(0);
 
 /// Removes everything of one container when dropped.
 struct Cleanup<'a> {
@@ -135,9 +126,15 @@ impl Engine {
             path: containers.clone(),
             source,
         })?;
+        let id_prefix = format!(
+            "slipway-{}-{}-",
+            std::process::id(),
+            ENGINES.fetch_add(1, Ordering::Relaxed)
+        );
         let engine = Engine {
             root,
             runc: runc.into(),
+            id_prefix,
         };
         let leftovers = std::fs::read_dir(&containers).map_err(|source| EngineError::Root {
             path: containers.clone(),
@@ -185,12 +182,21 @@ impl Engine {
         .unwrap_or_default()
     }
 
+    /// The prefix of every container id (and cgroup name) of this engine.
+    pub fn id_prefix(&self) -> &str {
+        &self.id_prefix
+    }
+
     pub fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
     }
 
     pub async fn run(&self, request: RunRequest<'_>) -> Result<Outcome, EngineError> {
-        let id = new_id();
+        let id = format!(
+            "{}{}",
+            self.id_prefix,
+            CONTAINERS.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = self.root.join("containers").join(&id);
         let _cleanup = Cleanup {
             engine: self,
