@@ -207,24 +207,10 @@ impl LayerCache {
         F: FnOnce() -> io::Result<R> + Send + 'static,
         R: Read,
     {
-        let hex = hex_of(digest)?;
-        if let Some(lease) = self.lease(&hex) {
-            return Ok(lease);
-        }
-        let lock = self
-            .0
-            .fetching
-            .lock()
-            .unwrap()
-            .entry(hex.clone())
-            .or_default()
-            .clone();
-        let _fetching = lock.lock().await;
-        if let Some(lease) = self.lease(&hex) {
-            return Ok(lease);
-        }
-        let unpacked = self.unpack_blocking(&hex, digest, open_blob).await;
-        self.record(&hex, unpacked)
+        self.obtain(digest, |hex| async move {
+            self.unpack_blocking(&hex, digest, open_blob).await
+        })
+        .await
     }
 
     /// Like [`get`](Self::get), but when the layer is missing `fetch` first
@@ -238,6 +224,30 @@ impl LayerCache {
     where
         F: FnOnce(PathBuf) -> Fut,
         Fut: std::future::Future<Output = io::Result<()>>,
+    {
+        self.obtain(digest, |hex| async move {
+            let blob = self.0.root.join("tmp").join(format!("{hex}.blob"));
+            let unpacked = match fetch(blob.clone()).await {
+                Ok(()) => {
+                    let path = blob.clone();
+                    self.unpack_blocking(&hex, digest, move || std::fs::File::open(path))
+                        .await
+                }
+                Err(e) => Err(io_error(&blob, e)),
+            };
+            let _ = std::fs::remove_file(&blob);
+            unpacked
+        })
+        .await
+    }
+
+    /// The shared path of `get` and `get_or_fetch`: a cached layer is leased at
+    /// once; otherwise, under the layer's fetch lock (so only one caller does it),
+    /// `unpack` produces it and it is recorded.
+    async fn obtain<F, Fut>(&self, digest: &str, unpack: F) -> Result<LayerLease, CacheError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<u64, CacheError>>,
     {
         let hex = hex_of(digest)?;
         if let Some(lease) = self.lease(&hex) {
@@ -255,16 +265,7 @@ impl LayerCache {
         if let Some(lease) = self.lease(&hex) {
             return Ok(lease);
         }
-        let blob = self.0.root.join("tmp").join(format!("{hex}.blob"));
-        let unpacked = match fetch(blob.clone()).await {
-            Ok(()) => {
-                let path = blob.clone();
-                self.unpack_blocking(&hex, digest, move || std::fs::File::open(path))
-                    .await
-            }
-            Err(e) => Err(io_error(&blob, e)),
-        };
-        let _ = std::fs::remove_file(&blob);
+        let unpacked = unpack(hex.clone()).await;
         self.record(&hex, unpacked)
     }
 
