@@ -262,8 +262,14 @@ async fn a_dropped_run_and_a_crashed_engine_leave_nothing() {
     let _ = tokio::time::timeout(Duration::from_secs(1), w.engine.run(request)).await;
     assert_clean(&w);
 
-    // A crashed engine: a container directory with a mounted overlay left behind.
-    let leftover = w.engine.containers_dir().join("slipway-crashed");
+    // A crashed engine: a container directory with a mounted overlay left behind
+    // by a process that is gone.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let leftover = w
+        .engine
+        .containers_dir()
+        .join(format!("slipway-{}-0-0", gone.id()));
     let rootfs = leftover.join("bundle/rootfs");
     for d in ["upper", "work"] {
         std::fs::create_dir_all(leftover.join(d)).unwrap();
@@ -294,6 +300,23 @@ async fn a_dropped_run_and_a_crashed_engine_leave_nothing() {
     assert!(!std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .contains(w.root.to_str().unwrap()));
+}
+
+/// Two processes may share an engine root (two `slipway exec` at once): opening
+/// an engine reaps only what dead processes left, never a running container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_an_engine_leaves_running_containers_of_live_processes_alone() {
+    let w = world();
+    let running = run(&w, "sleep 1; echo survived", None, Cancel::default());
+    let reopen = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let containers = w.engine.containers_dir();
+        assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 1);
+        Engine::open(&w.root, runc()).unwrap()
+    };
+    let (finished, _second) = tokio::join!(running, reopen);
+    assert_eq!(finished.outcome.exit_code, 0, "{}", finished.stderr);
+    assert_eq!(finished.stdout, "survived\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,14 +180,25 @@ async fn reopening_indexes_layers_and_drops_unfinished_ones() {
         let cache = LayerCache::open(dir.path(), 1 << 30).unwrap();
         drop(cache.get(&digest, reader(&blob)).await.unwrap());
     }
-    std::fs::create_dir_all(dir.path().join("tmp/abandoned.123/usr")).unwrap();
+    // Unfinished work of a process that is gone goes; a live one's stays.
+    let dead = dead_pid();
+    std::fs::create_dir_all(dir.path().join(format!("tmp/abandoned.{dead}/usr"))).unwrap();
+    let live = format!("tmp/in-progress.{}", std::process::id());
+    std::fs::create_dir_all(dir.path().join(&live)).unwrap();
+    // The recorded size is what reopening uses (no walk of the tree).
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("meta").join(hex)).unwrap(),
+        "500"
+    );
     let cache = LayerCache::open(dir.path(), 1 << 30).unwrap();
     assert!(cache.contains(&digest));
     assert_eq!(cache.total_bytes(), 500);
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-        0
-    );
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, vec![live.strip_prefix("tmp/").unwrap().to_owned()]);
     let lease = cache
         .get(&digest, || -> std::io::Result<std::io::Cursor<Vec<u8>>> {
             panic!("cached: not read again")
@@ -195,4 +206,44 @@ async fn reopening_indexes_layers_and_drops_unfinished_ones() {
         .await
         .unwrap();
     assert!(lease.path().join("kept").exists());
+}
+
+/// The pid of a process that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Two caches on one directory stand for two processes sharing it (a `flock`
+/// belongs to an open file, so the same holds across processes): one's
+/// eviction never removes a layer the other holds.
+#[tokio::test]
+async fn a_layer_leased_by_another_cache_on_the_directory_is_not_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (held, held_blob) = layer("held", 1000);
+    let (other, other_blob) = layer("other", 1000);
+    let first = LayerCache::open(dir.path(), 1 << 30).unwrap();
+    let lease = first.get(&held, reader(&held_blob)).await.unwrap();
+
+    // The second cache sees the layer, and its cap (1500 bytes) cannot hold both.
+    let second = LayerCache::open(dir.path(), 1500).unwrap();
+    assert!(second.contains(&held));
+    drop(second.get(&other, reader(&other_blob)).await.unwrap());
+    assert!(
+        lease.path().join("held").exists(),
+        "a layer in use by the other cache was evicted"
+    );
+    // `other` was the only layer it could evict.
+    assert!(!second.contains(&other));
+    assert!(second.contains(&held));
+
+    // Once released, the next eviction may take it.
+    drop(lease);
+    drop(second.get(&other, reader(&other_blob)).await.unwrap());
+    assert!(!dir.path().join("layers").join(&held[7..]).exists());
+    // The first cache notices the layer is gone and unpacks it again.
+    let again = first.get(&held, reader(&held_blob)).await.unwrap();
+    assert!(again.path().join("held").exists());
 }

@@ -9,16 +9,17 @@ use anyhow::{bail, Context};
 use slipway_runner::container::{
     BindMount, Cancel, Engine, Limits, Network, RunOptions, RunRequest, Stream,
 };
-use slipway_runner::image::{pull, resolve};
+use slipway_runner::image::{local, obtain, resolve, ImageStore, PullPolicy};
 use slipway_runner::layer::LayerCache;
 
-use crate::registry_client::target;
+use crate::registry_client::{registry_host, target};
 
 pub struct ExecArgs {
     pub server: String,
     pub token: Option<String>,
     pub image: String,
     pub net: String,
+    pub pull: String,
     pub memory: Option<String>,
     pub pids: Option<i64>,
     pub cpus: Option<f64>,
@@ -98,10 +99,34 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let registry = target(&args.server, args.token.as_deref())?;
-    let reference = resolve(&args.image, &registry.host)?;
+    let policy: PullPolicy = args
+        .pull
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--pull: {e}"))?;
+    let reference = resolve(&args.image, &registry_host(&args.server)?)?;
     let cache = LayerCache::open(args.work_dir.join("layers"), 10 << 30)?;
-    let image = pull(&registry.client, &reference, &registry.auth, &cache).await?;
+    let store = ImageStore::open(args.work_dir.join("images"))
+        .with_context(|| format!("image store under {}", args.work_dir.display()))?;
+    // A stored image starts without building a registry client at all.
+    let stored = match policy {
+        PullPolicy::Always => None,
+        _ => local(&reference, &store, &cache),
+    };
+    let image = match stored {
+        Some(image) => image,
+        None => {
+            let registry = target(&args.server, args.token.as_deref())?;
+            obtain(
+                &registry.client,
+                &reference,
+                &registry.auth,
+                &cache,
+                &store,
+                policy,
+            )
+            .await?
+        }
+    };
     let engine = Engine::open(args.work_dir.join("engine"), &args.runtime)?;
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Stream, Vec<u8>)>();

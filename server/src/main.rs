@@ -75,6 +75,10 @@ enum Command {
         /// Network: none (loopback only) or host.
         #[arg(long, default_value = "none")]
         net: String,
+        /// When to contact the registry: always, missing (use the local image
+        /// when it and all its layers are stored), or never.
+        #[arg(long, default_value = "missing")]
+        pull: String,
         /// Memory limit, e.g. 256m.
         #[arg(long)]
         memory: Option<String>,
@@ -323,6 +327,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Exec {
             image,
             net,
+            pull,
             memory,
             pids,
             cpus,
@@ -340,6 +345,7 @@ async fn main() -> anyhow::Result<()> {
                 token: client.token,
                 image,
                 net,
+                pull,
                 memory,
                 pids,
                 cpus,

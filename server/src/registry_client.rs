@@ -12,11 +12,20 @@ pub struct RegistryTarget {
     pub auth: RegistryAuth,
 }
 
-pub fn target(server: &str, token: Option<&str>) -> anyhow::Result<RegistryTarget> {
+fn split_server(server: &str) -> anyhow::Result<(&str, String)> {
     let (scheme, rest) = server
         .split_once("://")
         .context("--server must be a URL such as http://127.0.0.1:8080")?;
-    let host = rest.split('/').next().unwrap_or(rest).to_owned();
+    Ok((scheme, rest.split('/').next().unwrap_or(rest).to_owned()))
+}
+
+/// `host:port` of Slipway's registry, from `--server`.
+pub fn registry_host(server: &str) -> anyhow::Result<String> {
+    split_server(server).map(|(_, host)| host)
+}
+
+pub fn target(server: &str, token: Option<&str>) -> anyhow::Result<RegistryTarget> {
+    let (scheme, host) = split_server(server)?;
     let protocol = match scheme {
         "http" => ClientProtocol::Http,
         "https" => ClientProtocol::Https,

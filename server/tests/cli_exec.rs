@@ -239,3 +239,101 @@ fn bootstrap_then_exec_and_import() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(work_arg));
 }
+
+/// A one-layer image of the host's busybox-static with `/marker` holding
+/// `content`, imported as `team/app:v1`.
+fn import_app(server: &TestServer, root: &std::path::Path, content: &str) {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/cat")).unwrap();
+    std::fs::write(root.join("marker"), content).unwrap();
+    let out = slipway(
+        server,
+        &[
+            "image",
+            "import",
+            "--rootfs",
+            root.to_str().unwrap(),
+            "--tag",
+            "team/app:v1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Docker's and podman's default: an image stored locally (record and layers)
+/// starts without the registry; `--pull always` re-resolves the tag; `--pull
+/// never` refuses an image that is not stored.
+#[test]
+fn stored_images_start_offline_and_the_pull_policy_is_honoured() {
+    let mut server = TestServer::start();
+    let work = scratch_dir("exec-pull");
+    let work_arg = work.path().join("runner");
+    let work_arg = work_arg.to_str().unwrap();
+    let rootfs = work.path().join("rootfs");
+    let marker = |server: &TestServer, pull: &str| {
+        slipway(
+            server,
+            &[
+                "exec",
+                "--image",
+                "team/app:v1",
+                "--pull",
+                pull,
+                "--work-dir",
+                work_arg,
+                "--",
+                "cat",
+                "/marker",
+            ],
+        )
+    };
+
+    import_app(&server, &rootfs, "one");
+    let out = marker(&server, "missing");
+    assert_eq!(text(&out.stdout), "one", "{}", text(&out.stderr));
+
+    // The tag moves; the stored image is still used until a pull is asked for.
+    import_app(&server, &rootfs, "two");
+    assert_eq!(text(&marker(&server, "missing").stdout), "one");
+    assert_eq!(text(&marker(&server, "always").stdout), "two");
+    assert_eq!(text(&marker(&server, "missing").stdout), "two");
+
+    // With the server gone, the stored image still starts; a pull cannot.
+    server.kill_hard();
+    let out = marker(&server, "missing");
+    assert_eq!(text(&out.stdout), "two", "{}", text(&out.stderr));
+    let out = marker(&server, "always");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("team/app:v1"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = slipway(
+        &server,
+        &[
+            "exec",
+            "--image",
+            "team/other:v1",
+            "--pull",
+            "never",
+            "--work-dir",
+            work_arg,
+            "--",
+            "true",
+        ],
+    );
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("is not in the local image store"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = marker(&server, "sometimes");
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("always, missing or never"),
+        "{}",
+        text(&out.stderr)
+    );
+}

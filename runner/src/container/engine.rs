@@ -142,6 +142,11 @@ impl Engine {
         })?;
         for entry in leftovers.flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
+            // A live process may share this root (two `slipway exec` at once):
+            // only containers of processes that are gone are leftovers.
+            if owner_pid(&id).is_some_and(crate::layer::pid_alive) {
+                continue;
+            }
             tracing::warn!(container = %id, "reaping a container left by an earlier engine");
             engine.remove(&id, &entry.path());
         }
@@ -157,12 +162,16 @@ impl Engine {
     /// Force-delete the runc container, unmount everything below its directory,
     /// remove the directory. Every step tolerates "already gone".
     fn remove(&self, id: &str, dir: &Path) {
-        let _ = self
-            .runc()
-            .args(["delete", "--force", id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // `runc run` deletes its own state when the container exits; only a
+        // container that outlived it (killed engine, stop in progress) has some.
+        if self.root.join("runc").join(id).exists() {
+            let _ = self
+                .runc()
+                .args(["delete", "--force", id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         for mount in rootfs::mounts_below(dir) {
             let _ = rootfs::unmount(&mount);
         }
@@ -308,6 +317,11 @@ impl Engine {
             elapsed: started.elapsed(),
         })
     }
+}
+
+/// The pid in a container id `slipway-<pid>-<engine>-<n>`.
+fn owner_pid(id: &str) -> Option<u32> {
+    id.strip_prefix("slipway-")?.split('-').next()?.parse().ok()
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {

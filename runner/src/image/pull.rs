@@ -1,4 +1,5 @@
-//! Pulling an image into the layer cache with `oci-client`.
+//! Pulling an image into the layer cache with `oci-client`, or finding it in the
+//! local store ([`PullPolicy`]).
 //!
 //! The manifest (a platform-specific one is chosen from an index) and config are
 //! fetched; each layer is downloaded only if the cache lacks it, under the
@@ -10,7 +11,36 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use oci_spec::image::ImageConfiguration;
 
+use super::store::{ImageRecord, ImageStore};
 use crate::layer::{CacheError, LayerCache, LayerLease};
+
+/// When to contact the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Always resolve the reference at the registry (layers still come from the
+    /// cache when present).
+    Always,
+    /// Use the local store when it has the image and all its layers (the default,
+    /// as in Docker and podman).
+    #[default]
+    Missing,
+    /// Never contact the registry; fail if the image is not stored locally.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(PullPolicy::Always),
+            "missing" => Ok(PullPolicy::Missing),
+            "never" => Ok(PullPolicy::Never),
+            other => Err(format!(
+                "pull policy {other:?} is not always, missing or never"
+            )),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -26,6 +56,8 @@ pub enum PullError {
         #[source]
         source: oci_spec::OciSpecError,
     },
+    #[error("{reference} is not in the local image store and the pull policy is never")]
+    NotLocal { reference: String },
     #[error("{reference}: {source}")]
     Layer {
         reference: String,
@@ -44,25 +76,81 @@ pub struct PulledImage {
     pub layers: Vec<LayerLease>,
 }
 
+/// The image from the local store, if it is recorded and every layer is cached.
+pub fn local(reference: &Reference, store: &ImageStore, cache: &LayerCache) -> Option<PulledImage> {
+    let record = store.lookup(reference)?;
+    let config = ImageConfiguration::from_reader(record.config.as_bytes()).ok()?;
+    let layers = record
+        .layers
+        .iter()
+        .map(|digest| cache.cached(digest))
+        .collect::<Option<Vec<_>>>()?;
+    Some(PulledImage {
+        reference: reference.clone(),
+        manifest_digest: record.manifest_digest,
+        config,
+        layers,
+    })
+}
+
+/// Get `reference` by `policy`: from the local store, or pulled (and then
+/// recorded in the store).
+pub async fn obtain(
+    client: &Client,
+    reference: &Reference,
+    auth: &RegistryAuth,
+    cache: &LayerCache,
+    store: &ImageStore,
+    policy: PullPolicy,
+) -> Result<PulledImage, PullError> {
+    if policy != PullPolicy::Always {
+        if let Some(image) = local(reference, store, cache) {
+            return Ok(image);
+        }
+        if policy == PullPolicy::Never {
+            return Err(PullError::NotLocal {
+                reference: reference.whole(),
+            });
+        }
+    }
+    let (image, record) = pull_record(client, reference, auth, cache).await?;
+    if let Err(e) = store.record(reference, &record) {
+        tracing::warn!(reference = %reference, error = %e, "could not record the image locally");
+    }
+    Ok(image)
+}
+
 pub async fn pull(
     client: &Client,
     reference: &Reference,
     auth: &RegistryAuth,
     cache: &LayerCache,
 ) -> Result<PulledImage, PullError> {
+    pull_record(client, reference, auth, cache)
+        .await
+        .map(|(image, _)| image)
+}
+
+async fn pull_record(
+    client: &Client,
+    reference: &Reference,
+    auth: &RegistryAuth,
+    cache: &LayerCache,
+) -> Result<(PulledImage, ImageRecord), PullError> {
     let whole = reference.whole();
-    let (manifest, manifest_digest, config) = client
+    let (manifest, manifest_digest, raw_config) = client
         .pull_manifest_and_config(reference, auth)
         .await
         .map_err(|source| PullError::Registry {
             reference: whole.clone(),
             source,
         })?;
-    let config =
-        ImageConfiguration::from_reader(config.as_bytes()).map_err(|source| PullError::Config {
+    let config = ImageConfiguration::from_reader(raw_config.as_bytes()).map_err(|source| {
+        PullError::Config {
             reference: whole.clone(),
             source,
-        })?;
+        }
+    })?;
     let mut layers = Vec::with_capacity(manifest.layers.len());
     for layer in &manifest.layers {
         let lease = cache
@@ -80,10 +168,18 @@ pub async fn pull(
             })?;
         layers.push(lease);
     }
-    Ok(PulledImage {
+    let record = ImageRecord {
+        reference: whole,
+        manifest_digest: manifest_digest.clone(),
+        config_digest: manifest.config.digest.clone(),
+        config: raw_config,
+        layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+    };
+    let image = PulledImage {
         reference: reference.clone(),
         manifest_digest,
         config,
         layers,
-    })
+    };
+    Ok((image, record))
 }

@@ -5,9 +5,14 @@
 //! - The archive is hashed while it is unpacked; a digest mismatch discards the
 //!   result, so a cached directory always matches its name.
 //! - Unpacking happens in `tmp/` and is renamed into place, so a crash never leaves
-//!   a half-unpacked layer under `layers/` (leftovers in `tmp/` are removed at open).
+//!   a half-unpacked layer under `layers/` (leftovers of dead processes in `tmp/`
+//!   are removed at open).
 //! - A size cap evicts the least recently used layers; a layer held by a
-//!   [`LayerLease`] is never evicted.
+//!   [`LayerLease`] is never evicted, not even by another process sharing the
+//!   directory: a lease holds a shared `flock` on `meta/<hex>`, and eviction needs
+//!   the exclusive lock.
+//! - `meta/<hex>` also records the layer's size, so opening a cache reads one small
+//!   file per layer instead of walking every unpacked tree.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -67,6 +72,8 @@ pub struct LayerLease {
     cache: LayerCache,
     hex: String,
     path: PathBuf,
+    /// Shared `flock` on `meta/<hex>`: other processes' eviction keeps off.
+    lock: Option<std::fs::File>,
 }
 
 impl LayerLease {
@@ -77,6 +84,8 @@ impl LayerLease {
 
 impl Drop for LayerLease {
     fn drop(&mut self) {
+        // Unlocked first, or this process's own eviction would see it held.
+        drop(self.lock.take());
         let mut state = self.cache.0.state.lock().unwrap();
         if let Some(entry) = state.entries.get_mut(&self.hex) {
             entry.pins -= 1;
@@ -105,6 +114,29 @@ fn hex_of(digest: &str) -> Result<String, CacheError> {
         }
         _ => Err(CacheError::BadDigest(digest.to_owned())),
     }
+}
+
+/// Is `pid` a live (not zombie) process?
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(true),
+        Err(_) => false,
+    }
+}
+
+/// The pid at the end of a `name.<pid>` temp entry.
+fn owner_pid(name: &str) -> Option<u32> {
+    name.rsplit_once('.').and_then(|(_, pid)| pid.parse().ok())
+}
+
+fn lock_shared(path: &Path) -> Option<std::fs::File> {
+    let file = std::fs::File::open(path).ok()?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared).ok()?;
+    Some(file)
 }
 
 /// Bytes a directory tree takes (file sizes), for the cap.
@@ -143,9 +175,20 @@ impl LayerCache {
     pub fn open(root: impl Into<PathBuf>, cap_bytes: u64) -> Result<LayerCache, CacheError> {
         let root = root.into();
         let tmp = root.join("tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        for dir in [root.join("layers"), tmp] {
+        for dir in [root.join("layers"), root.join("meta"), tmp.clone()] {
             std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        }
+        // Unfinished work of processes that are gone (another live process may
+        // share this cache; its work in progress stays).
+        for entry in std::fs::read_dir(&tmp)
+            .map_err(|e| io_error(&tmp, e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if owner_pid(&name).is_none_or(|pid| !pid_alive(pid)) {
+                let path = entry.path();
+                let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            }
         }
         let mut state = State::default();
         let layers = root.join("layers");
@@ -155,7 +198,18 @@ impl LayerCache {
         {
             let name = entry.file_name().to_string_lossy().into_owned();
             if hex_of(&format!("sha256:{name}")).is_ok() {
-                let size = tree_size(&entry.path());
+                let meta = root.join("meta").join(&name);
+                let size = match std::fs::read_to_string(&meta)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                {
+                    Some(size) => size,
+                    None => {
+                        let size = tree_size(&entry.path());
+                        let _ = std::fs::write(&meta, size.to_string());
+                        size
+                    }
+                };
                 state.clock += 1;
                 state.total += size;
                 state.entries.insert(
@@ -186,6 +240,11 @@ impl LayerCache {
             .unwrap_or(false)
     }
 
+    /// The layer `digest` if it is cached (leased), without fetching anything.
+    pub fn cached(&self, digest: &str) -> Option<LayerLease> {
+        self.lease(&hex_of(digest).ok()?)
+    }
+
     fn lease(&self, hex: &str) -> Option<LayerLease> {
         let mut state = self.0.state.lock().unwrap();
         state.clock += 1;
@@ -193,10 +252,27 @@ impl LayerCache {
         let entry = state.entries.get_mut(hex)?;
         entry.pins += 1;
         entry.last_used = now;
+        drop(state);
+        let lock = lock_shared(&self.0.root.join("meta").join(hex));
+        let path = self.0.root.join("layers").join(hex);
+        if lock.is_none() || !path.is_dir() {
+            // Another process sharing the cache evicted it.
+            let mut state = self.0.state.lock().unwrap();
+            if let Some(entry) = state.entries.get_mut(hex) {
+                entry.pins -= 1;
+                if entry.pins == 0 {
+                    let size = entry.size;
+                    state.entries.remove(hex);
+                    state.total -= size;
+                }
+            }
+            return None;
+        }
         Some(LayerLease {
             cache: self.clone(),
             hex: hex.to_owned(),
-            path: self.0.root.join("layers").join(hex),
+            path,
+            lock,
         })
     }
 
@@ -304,7 +380,7 @@ impl LayerCache {
             state.clock += 1;
             let now = state.clock;
             state.total += size;
-            state.entries.insert(
+            let replaced = state.entries.insert(
                 hex.to_owned(),
                 Entry {
                     size,
@@ -312,10 +388,17 @@ impl LayerCache {
                     pins: 1,
                 },
             );
+            if let Some(old) = replaced {
+                state.total -= old.size;
+                if let Some(entry) = state.entries.get_mut(hex) {
+                    entry.pins += old.pins;
+                }
+            }
             LayerLease {
                 cache: self.clone(),
                 hex: hex.to_owned(),
                 path: self.0.root.join("layers").join(hex),
+                lock: lock_shared(&self.0.root.join("meta").join(hex)),
             }
         };
         self.0.fetching.lock().unwrap().remove(hex);
@@ -356,8 +439,17 @@ impl LayerCache {
                     actual,
                 });
             }
+            let meta = self.0.root.join("meta").join(hex);
+            std::fs::write(&meta, stats.bytes.to_string()).map_err(|e| io_error(&meta, e))?;
             let target = self.0.root.join("layers").join(hex);
-            std::fs::rename(&work, &target).map_err(|e| io_error(&target, e))?;
+            if let Err(e) = std::fs::rename(&work, &target) {
+                // Another process sharing the cache unpacked it first: same
+                // digest, same content.
+                if !target.is_dir() {
+                    return Err(io_error(&target, e));
+                }
+                let _ = std::fs::remove_dir_all(&work);
+            }
             Ok(stats.bytes)
         })();
         if result.is_err() {
@@ -367,7 +459,9 @@ impl LayerCache {
     }
 
     /// Remove least recently used, unleased layers until the total fits the cap.
+    /// A layer another process holds (its shared lock) is skipped this round.
     fn evict(&self) {
+        let mut busy = std::collections::HashSet::new();
         loop {
             let victim = {
                 let mut state = self.0.state.lock().unwrap();
@@ -377,23 +471,38 @@ impl LayerCache {
                 let Some(hex) = state
                     .entries
                     .iter()
-                    .filter(|(_, e)| e.pins == 0)
+                    .filter(|(h, e)| e.pins == 0 && !busy.contains(*h))
                     .min_by_key(|(_, e)| e.last_used)
                     .map(|(h, _)| h.clone())
                 else {
                     return; // everything left is in use
                 };
+                let meta = self.0.root.join("meta").join(&hex);
+                let exclusive = std::fs::File::open(&meta).ok().filter(|f| {
+                    rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                        .is_ok()
+                });
+                let Some(lock) = exclusive else {
+                    busy.insert(hex);
+                    continue;
+                };
                 let entry = state.entries.remove(&hex).expect("present");
                 state.total -= entry.size;
-                hex
+                (hex, meta, lock)
             };
+            let (victim, meta, _lock) = victim;
             // Move it out of `layers/` first so a concurrent reader never sees a
-            // half-deleted layer, then delete.
+            // half-deleted layer, then delete; the size record goes last.
             let from = self.0.root.join("layers").join(&victim);
-            let to = self.0.root.join("tmp").join(format!("evict-{victim}"));
+            let to = self
+                .0
+                .root
+                .join("tmp")
+                .join(format!("evict-{victim}.{}", std::process::id()));
             if std::fs::rename(&from, &to).is_ok() {
                 let _ = std::fs::remove_dir_all(&to);
             }
+            let _ = std::fs::remove_file(&meta);
         }
     }
 }
