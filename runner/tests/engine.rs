@@ -1,12 +1,15 @@
 //! The engine with real runc: separate output streams, exit codes, timeout,
-//! cancellation, isolation basics, and no leftovers on any path (including a
+//! cancellation, isolation basics, user namespaces, and no leftovers on any path (including a
 //! crashed engine's, reaped at the next open).
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use oci_spec::image::ImageConfiguration;
-use slipway_runner::container::{Cancel, Engine, Outcome, RunOptions, RunRequest, Stream};
+use slipway_runner::container::{
+    BindMount, Cancel, Engine, Mapping, Outcome, RunOptions, RunRequest, Stream,
+};
 
 struct World {
     _dir: tempfile::TempDir,
@@ -39,7 +42,8 @@ fn world() -> World {
     std::fs::create_dir_all(layer.join("bin")).unwrap();
     std::fs::copy(busybox, layer.join("bin/busybox")).unwrap();
     for applet in [
-        "sh", "echo", "sleep", "cat", "ls", "hostname", "nc", "grep", "wc",
+        "sh", "echo", "sleep", "cat", "ls", "hostname", "nc", "grep", "wc", "id", "stat", "touch",
+        "true",
     ] {
         std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
     }
@@ -68,6 +72,17 @@ struct Run {
 }
 
 async fn run(w: &World, script: &str, timeout: Option<Duration>, cancel: Cancel) -> Run {
+    run_with(w, RunOptions::default(), script, timeout, cancel).await
+}
+
+/// `script` under `sh -c` with `options` for everything else.
+async fn run_with(
+    w: &World,
+    options: RunOptions,
+    script: &str,
+    timeout: Option<Duration>,
+    cancel: Cancel,
+) -> Run {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let request = RunRequest {
         image: &w.image,
@@ -75,7 +90,7 @@ async fn run(w: &World, script: &str, timeout: Option<Duration>, cancel: Cancel)
         options: RunOptions {
             command: Some(vec!["-c".into(), script.into()]),
             entrypoint: Some(vec!["/bin/sh".into()]),
-            ..Default::default()
+            ..options
         },
         timeout,
         grace: Duration::from_millis(500),
@@ -187,6 +202,98 @@ async fn streams_exit_codes_and_isolation_basics() {
     .await;
     assert_eq!(r.stdout, "written\n");
     assert!(!w.layer.join("bin/new-file").exists());
+}
+
+/// Container root runs as an unprivileged host uid (a user namespace, the
+/// default): the image's files still belong to it, but host files do not, and
+/// what it writes through a bind mount is owned by that uid on the host. The
+/// namespace can be turned off per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_root_is_not_host_root_unless_the_call_says_so() {
+    let w = world();
+    let mapping = Mapping::default();
+    let host = w.layer.parent().unwrap();
+    // A file only host root may read, and a directory only host root may write.
+    let private = host.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::write(private.join("key"), "host secret").unwrap();
+    std::fs::set_permissions(private.join("key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let outbox = host.join("outbox");
+    std::fs::create_dir(&outbox).unwrap();
+    let mounts = vec![
+        BindMount {
+            source: private.clone(),
+            destination: "/private".into(),
+            read_only: true,
+        },
+        BindMount {
+            source: outbox.clone(),
+            destination: "/outbox".into(),
+            read_only: false,
+        },
+    ];
+    let script = "id -u; cat /proc/self/uid_map; stat -c %u /bin/busybox; \
+                  touch /bin/new && echo image-writable; \
+                  cat /private/key 2>/dev/null || echo key-denied; \
+                  touch /outbox/a 2>/dev/null && echo outbox-writable || echo outbox-denied";
+    let options = RunOptions {
+        mounts: mounts.clone(),
+        ..Default::default()
+    };
+    let r = run_with(&w, options.clone(), script, None, Cancel::default()).await;
+    let lines: Vec<&str> = r.stdout.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "0", "root inside: {}", r.stderr);
+    let map: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(map, ["0", "100000", "65536"]);
+    assert_eq!(lines[2], "0", "image files belong to container root");
+    assert_eq!(
+        &lines[3..],
+        ["image-writable", "key-denied", "outbox-denied"],
+        "{}",
+        r.stderr
+    );
+
+    // Given a directory owned by the mapped root, its writes are that uid's.
+    std::os::unix::fs::chown(
+        &outbox,
+        Some(mapping.host_root()),
+        Some(mapping.host_root()),
+    )
+    .unwrap();
+    let r = run_with(
+        &w,
+        options,
+        "touch /outbox/b && echo ok",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    assert_eq!(r.stdout, "ok\n", "{}", r.stderr);
+    let meta = std::fs::metadata(outbox.join("b")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (100_000, 100_000));
+
+    // Switched off for this call: root is host root.
+    let r = run_with(
+        &w,
+        RunOptions {
+            mounts,
+            user_namespace: None,
+            ..Default::default()
+        },
+        "cat /proc/self/uid_map; cat /private/key",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    let map: Vec<&str> = r
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(map, ["0", "0", "4294967295"]);
+    assert!(r.stdout.ends_with("host secret"), "{}", r.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,4 +505,44 @@ async fn two_hundred_runs_leak_nothing() {
     .filter(|name| name.starts_with(&prefix))
     .collect();
     assert!(left.is_empty(), "cgroups left: {left:?}");
+}
+
+/// A user namespace needs an engine root that others can search; a private one
+/// is refused with a message that says what to do, and works without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_engine_root_is_refused_clearly_for_user_namespaces() {
+    let w = world();
+    let parent = w.root.parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let request = RunRequest {
+        image: &w.image,
+        layers: vec![&w.layer],
+        options: RunOptions {
+            entrypoint: Some(vec!["/bin/true".into()]),
+            ..Default::default()
+        },
+        timeout: None,
+        grace: Duration::from_millis(500),
+        cancel: Cancel::default(),
+        output: tx,
+    };
+    let err = w.engine.run(request).await.unwrap_err().to_string();
+    assert!(
+        err.contains(parent.to_str().unwrap()) && err.contains("mode 700") && err.contains("a+x"),
+        "{err}"
+    );
+    assert_clean(&w);
+    let r = run_with(
+        &w,
+        RunOptions {
+            user_namespace: None,
+            ..Default::default()
+        },
+        "echo fine",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    assert_eq!(r.stdout, "fine\n");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use slipway_runner::container::{
-    BindMount, Cancel, Engine, Limits, Network, RunOptions, RunRequest, Stream,
+    BindMount, Cancel, Engine, Limits, Mapping, Network, RunOptions, RunRequest, Stream,
 };
 use slipway_runner::image::{local, obtain, resolve, ImageStore, PullPolicy};
 use slipway_runner::layer::LayerCache;
@@ -20,6 +20,7 @@ pub struct ExecArgs {
     pub image: String,
     pub net: String,
     pub pull: String,
+    pub userns: String,
     pub memory: Option<String>,
     pub pids: Option<i64>,
     pub cpus: Option<f64>,
@@ -72,6 +73,11 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
         "none" => Network::None,
         "host" => Network::Host,
         other => bail!("--net {other:?} is not none or host"),
+    };
+    let user_namespace = match args.userns.as_str() {
+        "private" => Some(Mapping::default()),
+        "host" => None,
+        other => bail!("--userns {other:?} is not private or host"),
     };
     let limits = Limits {
         memory_bytes: args.memory.as_deref().map(parse_size).transpose()?,
@@ -156,6 +162,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
             network,
             mounts,
             limits,
+            user_namespace,
             ..Default::default()
         },
         timeout,

@@ -79,6 +79,10 @@ enum Command {
         /// when it and all its layers are stored), or never.
         #[arg(long, default_value = "missing")]
         pull: String,
+        /// Users: private (a user namespace; container root is host uid 100000)
+        /// or host (container root is host root).
+        #[arg(long, default_value = "private")]
+        userns: String,
         /// Memory limit, e.g. 256m.
         #[arg(long)]
         memory: Option<String>,
@@ -328,6 +332,7 @@ async fn main() -> anyhow::Result<()> {
             image,
             net,
             pull,
+            userns,
             memory,
             pids,
             cpus,
@@ -346,6 +351,7 @@ async fn main() -> anyhow::Result<()> {
                 image,
                 net,
                 pull,
+                userns,
                 memory,
                 pids,
                 cpus,

@@ -330,6 +330,29 @@ fn stored_images_start_offline_and_the_pull_policy_is_honoured() {
         "{}",
         text(&out.stderr)
     );
+    // Container root is host uid 100000 unless --userns host says otherwise.
+    for (userns, map) in [("private", "0 100000 65536"), ("host", "0 0 4294967295")] {
+        let out = slipway(
+            &server,
+            &[
+                "exec",
+                "--image",
+                "team/app:v1",
+                "--userns",
+                userns,
+                "--work-dir",
+                work_arg,
+                "--",
+                "cat",
+                "/proc/self/uid_map",
+            ],
+        );
+        let got: Vec<String> = text(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(got.join(" "), map, "{}", text(&out.stderr));
+    }
     let out = marker(&server, "sometimes");
     assert!(
         !out.status.success() && text(&out.stderr).contains("always, missing or never"),

@@ -4,7 +4,7 @@
 //! - Process: args = entrypoint + cmd (the caller's override either), env = the
 //!   image's, then the caller's on top; working dir and numeric user likewise.
 //! - Isolation: pid, mount, ipc, uts and cgroup namespaces always; network per
-//!   [`Network`]; Docker's default capability set; `noNewPrivileges`; Docker's
+//!   [`Network`]; a user namespace unless the caller turns it off; Docker's default capability set; `noNewPrivileges`; Docker's
 //!   masked and read-only paths; no devices beyond runc's standard ones.
 //! - Limits: memory (no swap on top), pids, CPU quota; `RLIMIT_NOFILE` never above
 //!   the host's hard limit (a container cannot start with more than that).
@@ -12,6 +12,9 @@
 use std::path::PathBuf;
 
 use oci_spec::image::ImageConfiguration;
+use oci_spec::runtime::LinuxIdMappingBuilder;
+
+use super::userns::Mapping;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
@@ -60,6 +63,9 @@ pub struct RunOptions {
     pub limits: Limits,
     /// Open files wanted; clamped to the host's hard limit.
     pub nofile: u64,
+    /// Run in a user namespace with this mapping (the default), so container
+    /// root is an unprivileged host uid; `None` shares the host's users.
+    pub user_namespace: Option<Mapping>,
 }
 
 impl Default for RunOptions {
@@ -75,6 +81,7 @@ impl Default for RunOptions {
             mounts: Vec::new(),
             limits: Limits::default(),
             nofile: 1 << 20,
+            user_namespace: Some(Mapping::default()),
         }
     }
 }
@@ -280,12 +287,23 @@ pub fn runtime_spec(
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
+        // sysfs can only be mounted in a user namespace that owns the network
+        // namespace; with the host's or a pod's network, bind the host's.
+        if opts.user_namespace.is_some() && opts.network != Network::None {
+            mount(
+                "/sys",
+                "bind",
+                "/sys",
+                &["rbind", "nosuid", "noexec", "nodev", "ro"],
+            )?
+        } else {
+            mount(
+                "/sys",
+                "sysfs",
+                "sysfs",
+                &["nosuid", "noexec", "nodev", "ro"],
+            )?
+        },
         mount(
             "/sys/fs/cgroup",
             "cgroup",
@@ -369,7 +387,17 @@ pub fn runtime_spec(
         );
     }
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some(map) = opts.user_namespace {
+        namespaces.push(namespace(LinuxNamespaceType::User)?);
+        let ids = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(map.host_base)
+            .size(map.size)
+            .build()?;
+        linux = linux.uid_mappings(vec![ids]).gid_mappings(vec![ids]);
+    }
+    let linux = linux
         .namespaces(namespaces)
         .resources(resources.build()?)
         .masked_paths(MASKED.iter().map(|p| p.to_string()).collect::<Vec<_>>())

@@ -10,6 +10,8 @@
 //! unmounts the rootfs and removes the container directory; [`Engine::open`] does
 //! the same for anything a crashed engine left behind.
 
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::bundle::{host_nofile_hard, runtime_spec, BundleError, RunOptions};
+use super::userns::{idmapped_mount, Mapping};
 use super::{cgroup, rootfs};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,18 @@ pub enum EngineError {
     Io {
         id: String,
         what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not searchable by other users (mode {mode:o}), so container root in a user \
+         namespace cannot reach its root filesystem under the engine root; make it a+x \
+         (e.g. chmod 711) or run without a user namespace"
+    )]
+    Unreachable { path: PathBuf, mode: u32 },
+    #[error("creating the user namespace for {mapping:?}: {source}")]
+    UserNamespace {
+        mapping: Mapping,
         #[source]
         source: std::io::Error,
     },
@@ -98,6 +113,9 @@ pub struct Engine {
     /// `slipway-<pid>-<engine number>-`: every container id of this engine starts
     /// with it, so ids never collide across engines or processes.
     id_prefix: String,
+    /// One user namespace per mapping in use, made on first use, for idmapping
+    /// layers.
+    namespaces: std::sync::Mutex<std::collections::HashMap<Mapping, std::sync::Arc<OwnedFd>>>,
 }
 
 static ENGINES: AtomicU64 = AtomicU64::new(0);
@@ -135,6 +153,7 @@ impl Engine {
             root,
             runc: runc.into(),
             id_prefix,
+            namespaces: Default::default(),
         };
         let leftovers = std::fs::read_dir(&containers).map_err(|source| EngineError::Root {
             path: containers.clone(),
@@ -200,6 +219,39 @@ impl Engine {
         self.root.join("containers")
     }
 
+    fn namespace(&self, mapping: Mapping) -> Result<std::sync::Arc<OwnedFd>, EngineError> {
+        let mut namespaces = self.namespaces.lock().unwrap();
+        if let Some(fd) = namespaces.get(&mapping) {
+            return Ok(fd.clone());
+        }
+        let fd = std::sync::Arc::new(
+            mapping
+                .namespace()
+                .map_err(|source| EngineError::UserNamespace { mapping, source })?,
+        );
+        namespaces.insert(mapping, fd.clone());
+        Ok(fd)
+    }
+
+    /// Container root in a user namespace is "others" to host-owned directories:
+    /// every directory down to the containers' must let others search it.
+    fn check_reachable(&self) -> Result<(), EngineError> {
+        let containers = self.containers_dir();
+        for dir in containers.ancestors() {
+            let Ok(meta) = std::fs::metadata(dir) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o001 == 0 {
+                return Err(EngineError::Unreachable {
+                    path: dir.to_owned(),
+                    mode,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub async fn run(&self, request: RunRequest<'_>) -> Result<Outcome, EngineError> {
         let id = format!(
             "{}{}",
@@ -237,12 +289,33 @@ impl Engine {
         }
         spec.save(bundle.join("config.json"))
             .map_err(|e| io("writing config.json")(std::io::Error::other(e)))?;
+        // In a user namespace the layers are seen through idmapped mounts, so
+        // their root-owned files belong to container root (see `userns`).
+        let mut mapped = Vec::new();
+        if let Some(mapping) = options.user_namespace {
+            self.check_reachable()?;
+            let userns = self.namespace(mapping)?;
+            for (i, layer) in request.layers.iter().enumerate() {
+                let view = dir.join("lower").join(i.to_string());
+                std::fs::create_dir_all(&view).map_err(io("creating a layer mount point"))?;
+                idmapped_mount(layer, &view, &userns).map_err(io("idmapping a layer"))?;
+                mapped.push(view);
+            }
+        }
+        let lower: Vec<&Path> = match options.user_namespace {
+            Some(_) => mapped.iter().map(PathBuf::as_path).collect(),
+            None => request.layers.clone(),
+        };
+        let root_owner = options
+            .user_namespace
+            .map(|m| (m.host_root(), m.host_root()));
         rootfs::mount_overlay(
-            &request.layers,
+            &lower,
             &dir.join("empty"),
             &dir.join("upper"),
             &dir.join("work"),
             &bundle.join("rootfs"),
+            root_owner,
         )
         .map_err(io("mounting the root filesystem"))?;
 

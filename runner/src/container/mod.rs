@@ -1,12 +1,15 @@
 //! Containers: the OCI runtime bundle (`bundle`), the overlay root filesystem
-//! (`rootfs`) and running them with runc (`engine`).
+//! (`rootfs`), user namespaces with idmapped layers (`userns`) and running them
+//! with runc (`engine`).
 
 mod bundle;
 mod cgroup;
 mod engine;
 mod rootfs;
+mod userns;
 
 pub use engine::{Cancel, Engine, EngineError, Outcome, RunRequest, Stream};
+pub use userns::Mapping;
 
 pub use bundle::{
     host_nofile_hard, runtime_spec, BindMount, BundleError, Limits, Network, RunOptions,

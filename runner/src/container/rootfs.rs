@@ -8,16 +8,22 @@ use std::path::{Path, PathBuf};
 use rustix::mount::{MountFlags, UnmountFlags};
 
 /// Mount `lower` (bottom layer first) under `target` with `upper`/`work` beside it.
-/// An image with no layers gets an empty lower dir at `empty`.
+/// An image with no layers gets an empty lower dir at `empty`. `upper_owner` is
+/// the host uid/gid the root directory belongs to (container root's, in a user
+/// namespace): overlayfs shows the upper dir's owner for `/`.
 pub fn mount_overlay(
     lower: &[&Path],
     empty: &Path,
     upper: &Path,
     work: &Path,
     target: &Path,
+    upper_owner: Option<(u32, u32)>,
 ) -> io::Result<()> {
     for dir in [upper, work, target] {
         std::fs::create_dir_all(dir)?;
+    }
+    if let Some((uid, gid)) = upper_owner {
+        std::os::unix::fs::chown(upper, Some(uid), Some(gid))?;
     }
     let lowers: Vec<PathBuf> = if lower.is_empty() {
         std::fs::create_dir_all(empty)?;
