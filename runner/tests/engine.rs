@@ -72,10 +72,13 @@ struct Run {
 }
 
 async fn run(w: &World, script: &str, timeout: Option<Duration>, cancel: Cancel) -> Run {
-    run_with(w, RunOptions::default(), script, timeout, cancel).await
+    let r = run_with(w, RunOptions::default(), script, timeout, cancel).await;
+    assert_clean(w);
+    r
 }
 
-/// `script` under `sh -c` with `options` for everything else.
+/// `script` under `sh -c` with `options` for everything else (no check for
+/// leftovers: other containers may be running).
 async fn run_with(
     w: &World,
     options: RunOptions,
@@ -105,7 +108,6 @@ async fn run_with(
             Stream::Stderr => stderr.extend(bytes),
         }
     }
-    assert_clean(w);
     Run {
         outcome,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -296,6 +298,73 @@ async fn container_root_is_not_host_root_unless_the_call_says_so() {
     assert!(r.stdout.ends_with("host secret"), "{}", r.stdout);
 }
 
+/// A pod: containers share one network namespace (a service on localhost,
+/// even on a privileged port under a user namespace), which is neither the
+/// host's nor a `none` container's, and goes away with the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_in_a_pod_share_localhost_and_nothing_else() {
+    let w = world();
+    let pod = w.engine.create_pod().unwrap();
+    let in_pod = || RunOptions {
+        network: pod.network(),
+        ..Default::default()
+    };
+    let service = run_with(
+        &w,
+        in_pod(),
+        "echo pong | nc -l -p 80",
+        Some(Duration::from_secs(20)),
+        Cancel::default(),
+    );
+    let client = run_with(
+        &w,
+        in_pod(),
+        "for i in $(seq 100); do nc -w 2 127.0.0.1 80 </dev/null 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+        Some(Duration::from_secs(20)),
+        Cancel::default(),
+    );
+    let (service, client) = tokio::join!(service, client);
+    assert_eq!(service.outcome.exit_code, 0, "service: {}", service.stderr);
+    assert_eq!(client.outcome.exit_code, 0, "client: {}", client.stderr);
+    assert_eq!(client.stdout, "pong\n");
+
+    // The pod's namespace is its own: not the host's, not a `none` container's.
+    let ns = |r: &Run| r.stdout.trim().to_owned();
+    let in_pod_ns = run_with(
+        &w,
+        in_pod(),
+        "readlink /proc/self/ns/net",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    let none_ns = run_with(
+        &w,
+        RunOptions::default(),
+        "readlink /proc/self/ns/net",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(ns(&in_pod_ns).starts_with("net:["), "{}", in_pod_ns.stderr);
+    assert_ne!(ns(&in_pod_ns), host_ns.to_string_lossy());
+    assert_ne!(ns(&in_pod_ns), ns(&none_ns));
+    let second = run_with(
+        &w,
+        in_pod(),
+        "readlink /proc/self/ns/net",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    assert_eq!(ns(&in_pod_ns), ns(&second));
+
+    drop(pod);
+    assert_clean(&w);
+    assert_eq!(std::fs::read_dir(w.root.join("pods")).unwrap().count(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_and_cancel_stop_the_container() {
     let w = world();
@@ -397,7 +466,20 @@ async fn a_dropped_run_and_a_crashed_engine_leave_nothing() {
     assert!(std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .contains(rootfs.to_str().unwrap()));
+    // And a pod of that process, its network namespace still mounted.
+    let pod = w.engine.create_pod().unwrap();
+    let pod_dir = pod.netns_path().parent().unwrap().to_owned();
+    std::mem::forget(pod);
+    let dead_pod = w
+        .root
+        .join("pods")
+        .join(format!("slipway-{}-0-pod0", gone.id()));
+    std::fs::rename(&pod_dir, &dead_pod).unwrap();
+    assert!(std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(dead_pod.to_str().unwrap()));
     let reopened = Engine::open(&w.root, runc()).unwrap();
+    assert_eq!(std::fs::read_dir(w.root.join("pods")).unwrap().count(), 0);
     assert_eq!(
         std::fs::read_dir(reopened.containers_dir())
             .unwrap()

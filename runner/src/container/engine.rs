@@ -3,7 +3,10 @@
 //! Each container gets `containers/<id>/` under the engine root: `upper/` and
 //! `work/` (overlay), `bundle/config.json` and `bundle/rootfs` (the overlay mount).
 //! runc keeps its state under the engine's own `runc/` root, so the engine can
-//! list and remove exactly its containers.
+//! list and remove exactly its containers. Pods (shared network namespaces)
+//! live under `pods/<id>/`. Ids start with `slipway-<pid>-`, so an engine
+//! opening a root another live process shares never touches that process's
+//! containers.
 //!
 //! Architecture invariant: every path out of [`Engine::run`] (exit, failure,
 //! timeout, cancel, or the future being dropped) force-deletes the runc container,
@@ -22,6 +25,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::bundle::{host_nofile_hard, runtime_spec, BundleError, RunOptions};
+use super::pod::{self, Pod};
 use super::userns::{idmapped_mount, Mapping};
 use super::{cgroup, rootfs};
 
@@ -169,6 +173,15 @@ impl Engine {
             tracing::warn!(container = %id, "reaping a container left by an earlier engine");
             engine.remove(&id, &entry.path());
         }
+        // Pods' network namespaces likewise.
+        let pods = engine.root.join("pods");
+        for entry in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !owner_pid(&id).is_some_and(crate::layer::pid_alive) {
+                tracing::warn!(pod = %id, "reaping a pod left by an earlier engine");
+                pod::remove(&entry.path());
+            }
+        }
         Ok(engine)
     }
 
@@ -217,6 +230,21 @@ impl Engine {
 
     pub fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
+    }
+
+    /// A new pod: a network namespace with loopback only, for containers run
+    /// with [`Pod::network`]. It goes away when the `Pod` is dropped.
+    pub fn create_pod(&self) -> Result<Pod, EngineError> {
+        let id = format!(
+            "{}pod{}",
+            self.id_prefix,
+            CONTAINERS.fetch_add(1, Ordering::Relaxed)
+        );
+        Pod::create(self.root.join("pods").join(&id)).map_err(|source| EngineError::Io {
+            id,
+            what: "creating the pod network namespace",
+            source,
+        })
     }
 
     fn namespace(&self, mapping: Mapping) -> Result<std::sync::Arc<OwnedFd>, EngineError> {

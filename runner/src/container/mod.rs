@@ -5,10 +5,12 @@
 mod bundle;
 mod cgroup;
 mod engine;
+mod pod;
 mod rootfs;
 mod userns;
 
 pub use engine::{Cancel, Engine, EngineError, Outcome, RunRequest, Stream};
+pub use pod::Pod;
 pub use userns::Mapping;
 
 pub use bundle::{
