@@ -2,7 +2,8 @@
 # Execution-engine benchmark: `slipway exec` vs podman (runc) vs raw runc on an overlay,
 # measured in one run, on one machine, with both tools' storage on the same filesystem.
 #
-#   1. start-to-exit of `true` from a cached busybox image, `slipway exec`
+#   1. start-to-exit of `true` from a cached busybox image, `slipway exec` (default:
+#      in a user namespace; also measured with --userns host)
 #   2. the same with `podman run --rm` (runc, overlay driver, image already in its store)
 #   3. the floor: mkdir + mount overlay + `runc run` + umount on a prepared bundle
 #      (and `runc run` alone on an already mounted rootfs)
@@ -169,6 +170,15 @@ bench_slipway_exec() {
 		samples+=("$(ms_since "$t")")
 	done
 	record slipway_exec "${samples[@]}"
+	log "   the same with --userns host (no user namespace, as podman's default)..."
+	samples=()
+	for ((i = 0; i < RUNS; i++)); do
+		t=$(now)
+		"$SLIPWAY" exec --server "$URL" --image busybox --userns host --work-dir "$w" -- true >>"$WORK/logs/slipway-exec.log" 2>&1 ||
+			die "slipway exec --userns host --image busybox -- true failed (run $i)"
+		samples+=("$(ms_since "$t")")
+	done
+	record slipway_exec_host "${samples[@]}"
 	BUSYBOX_LAYER=$(find "$w/layers/layers" -mindepth 1 -maxdepth 1 -type d | head -n1)
 	[[ -n $BUSYBOX_LAYER && -e $BUSYBOX_LAYER/bin/busybox ]] || die "no unpacked busybox layer under $w/layers/layers"
 	local n
@@ -322,6 +332,7 @@ summary() {
 		| \`true\` start-to-exit, cached image: slipway exec vs podman run --rm | $(cell slipway_exec) | $(cell podman_run) | ${r_pod}x | ≤ 0.4x | $v_pod |
 		| same, vs floor: mkdir + mount overlay + runc run + umount | $(cell slipway_exec) | $(cell runc_overlay) | ${r_floor}x | ≤ 1.5x | $v_floor |
 		| same, vs runc run alone (rootfs already mounted) | $(cell slipway_exec) | $(cell runc_only) | ${r_runc}x | – | – |
+		| slipway exec --userns host (no user namespace, like podman's default) vs podman run --rm | $(cell slipway_exec_host) | $(cell podman_run) | $(calc "${MED[slipway_exec_host]} / ${MED[podman_run]}")x | – | – |
 		| Cold pull + unpack, 3 × 64 MiB: slipway exec (pull + unpack + failed start) vs podman pull | $(cell slipway_cold) | $(cell podman_cold) | ${r_cold}x | ≤ 1.0x | $v_cold |
 	EOF
 }
@@ -341,11 +352,14 @@ main() {
 	((EUID == 0)) || die "run as root (runc, overlay mounts)"
 	local parent=${BENCH_DIR:-/var/tmp}
 	WORK=$(mktemp -d "$parent/sxb.XXXXXX") # short: podman refuses a runroot path over 50 characters
+	# Container root in slipway's user namespace is "others" on the host: the
+	# directories down to its rootfs must be searchable (mktemp makes 0700).
+	chmod 711 "$WORK"
 	mkdir -p "$WORK/logs"
 	STORE=$WORK/s
 	mkdir -p "$STORE"
 	if [[ $TMPFS == 1 ]]; then
-		mount -t tmpfs -o size=4g,mode=0700 bench-tmpfs "$STORE"
+		mount -t tmpfs -o size=4g,mode=0711 bench-tmpfs "$STORE"
 	fi
 	install_packages
 	build_slipway
