@@ -360,3 +360,99 @@ fn stored_images_start_offline_and_the_pull_policy_is_honoured() {
         text(&out.stderr)
     );
 }
+
+/// Is `pid` a live process (not a zombie)?
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// A `slipway exec` killed with SIGKILL leaves its container running; the next
+/// `slipway exec` on the same work dir reaps it: process, runc state, mounts,
+/// directory and cgroup.
+#[test]
+fn a_killed_exec_is_reaped_by_the_next_one() {
+    let server = TestServer::start();
+    let work = scratch_dir("exec-killed");
+    let work_dir = work.path().join("runner");
+    let work_arg = work_dir.to_str().unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut victim = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args([
+            "exec",
+            "--server",
+            server.url(),
+            "--image",
+            "busybox",
+            "--memory",
+            "64m",
+        ])
+        .args(["--work-dir", work_arg, "--", "sleep", "1000"])
+        .env("SLIPWAY_USER", "admin")
+        .env("SLIPWAY_PASSWORD", server.admin_password())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for runc's state file: the container is running then.
+    let runc_root = work_dir.join("engine/runc");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (id, init_pid) = loop {
+        let state = std::fs::read_dir(&runc_root).ok().and_then(|entries| {
+            entries.flatten().find_map(|e| {
+                let json = std::fs::read_to_string(e.path().join("state.json")).ok()?;
+                let value: serde_json::Value = serde_json::from_str(&json).ok()?;
+                let pid = value["init_process_pid"].as_u64()?;
+                Some((e.file_name().into_string().unwrap(), pid as u32))
+            })
+        });
+        if let Some(found) = state {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory/slipway").join(&id);
+    assert!(cgroup.exists());
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert!(
+        alive(init_pid),
+        "the container should outlive its killed engine"
+    );
+
+    let out = slipway(
+        &server,
+        &[
+            "exec",
+            "--image",
+            "busybox",
+            "--work-dir",
+            work_arg,
+            "--",
+            "true",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !alive(init_pid),
+        "the orphaned container process is still running"
+    );
+    assert!(!runc_root.join(&id).exists(), "runc state left");
+    assert_eq!(
+        std::fs::read_dir(work_dir.join("engine/containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(work_arg));
+    assert!(!cgroup.exists(), "memory cgroup left");
+}
