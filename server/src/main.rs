@@ -12,6 +12,7 @@ mod config;
 mod db;
 mod health;
 mod metrics;
+mod pipeline;
 mod registry_client;
 mod registry_gc;
 mod serve;
@@ -66,6 +67,13 @@ enum Command {
     Image {
         #[command(subcommand)]
         command: ImageCommand,
+    },
+    /// Check a pipeline spec (.slipway.yml) and print every error with its
+    /// line and column.
+    Lint {
+        /// The file to check.
+        #[arg(default_value = ".slipway.yml")]
+        file: PathBuf,
     },
     /// Run one command in a container from an image (needs root and runc).
     Exec {
@@ -241,6 +249,40 @@ fn init_logging(filter: &str, format: LogFormat) {
     }
 }
 
+/// `slipway lint`: 0 when the spec is valid, 1 with every error otherwise.
+fn cli_lint(file: &std::path::Path) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let text = String::from_utf8(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not UTF-8 text (byte {})",
+            file.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    match pipeline::spec::parse(&file.display().to_string(), &text) {
+        Ok(spec) => {
+            let steps: usize = spec.jobs.iter().map(|j| j.steps.len()).sum();
+            println!(
+                "{}: ok ({} jobs, {steps} steps)",
+                file.display(),
+                spec.jobs.len()
+            );
+            Ok(0)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error{}",
+                file.display(),
+                errors.errors.len(),
+                if errors.errors.len() == 1 { "" } else { "s" }
+            );
+            Ok(1)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -328,6 +370,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Image {
             command: ImageCommand::Bootstrap { what, client },
         } => cli_image::bootstrap(&client.server, client.token.as_deref(), &what).await,
+        Command::Lint { file } => {
+            let code = cli_lint(&file)?;
+            std::process::exit(code);
+        }
         Command::Exec {
             image,
             net,
