@@ -6,6 +6,8 @@
 //! (issue 3): rootfs assembly, OCI bundles run with runc, and the `slipway exec` /
 //! `slipway image` commands.
 
+pub mod agent;
+pub mod api;
 pub mod container;
 pub mod image;
 pub mod layer;

@@ -13,6 +13,9 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::pipeline::logs::Logs;
+use crate::pipeline::repo::Repos;
+use crate::pipeline::scheduler::Scheduler;
 use crate::{api, auth, health, metrics};
 
 pub struct App {
@@ -21,6 +24,9 @@ pub struct App {
     pub auth: Arc<Auth>,
     pub registry: Registry,
     pub metrics: Metrics,
+    pub repos: Repos,
+    pub scheduler: Scheduler,
+    pub logs: Logs,
 }
 
 impl App {

@@ -35,16 +35,55 @@ impl Client {
         })
     }
 
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            ClientAuth::Token(t) => request.bearer_auth(t),
+            ClientAuth::Password { user, password } => request.basic_auth(user, Some(password)),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub async fn post<B: Serialize, R: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
     ) -> anyhow::Result<R> {
-        let request = self.http.post(format!("{}{path}", self.base)).json(body);
-        let request = match &self.auth {
-            ClientAuth::Token(t) => request.bearer_auth(t),
-            ClientAuth::Password { user, password } => request.basic_auth(user, Some(password)),
-        };
+        let request = self.authorized(self.http.post(format!("{}{path}", self.base)).json(body));
+        self.finish(path, request).await
+    }
+
+    pub async fn get<R: DeserializeOwned>(&self, path: &str) -> anyhow::Result<R> {
+        let request = self.authorized(self.http.get(format!("{}{path}", self.base)));
+        self.finish(path, request).await
+    }
+
+    /// GET returning the raw body and the response headers.
+    pub async fn get_raw(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(Vec<u8>, reqwest::header::HeaderMap)> {
+        let response = self
+            .authorized(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?.to_vec();
+        if !status.is_success() {
+            bail!("{path}: {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok((body, headers))
+    }
+
+    async fn finish<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<R> {
         let response = request
             .send()
             .await

@@ -7,6 +7,7 @@ mod app;
 mod auth;
 mod cli_exec;
 mod cli_image;
+mod cli_pipeline;
 mod client;
 mod config;
 mod db;
@@ -68,6 +69,61 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Git repositories that run pipelines.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+    /// Start a pipeline for a repository's ref and print its id and URL.
+    Run {
+        /// The repository's name in Slipway.
+        repo: String,
+        /// Branch, tag or commit (default: the repository's default branch).
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// Follow the logs; exit 0 only if the pipeline succeeds.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Registration tokens for runners (admin).
+    RunnerToken {
+        #[command(subcommand)]
+        command: RunnerTokenCommand,
+    },
+    /// Run jobs from a Slipway server (needs root and runc).
+    Runner {
+        /// URL of the Slipway server.
+        #[arg(long, env = "SLIPWAY_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Registration token (from `slipway runner-token create`); needed the
+        /// first time only: the runner keeps its own token in the work dir.
+        #[arg(long, env = "SLIPWAY_REGISTRATION_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Name shown for this runner.
+        #[arg(long, default_value = "local")]
+        name: String,
+        /// Labels jobs can ask for with `runs-on`, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// Jobs at once.
+        #[arg(long, default_value_t = 2)]
+        capacity: u32,
+        /// Layers, images, workspaces and containers.
+        #[arg(
+            long,
+            env = "SLIPWAY_RUNNER_DIR",
+            default_value = "/var/lib/slipway/runner"
+        )]
+        work_dir: PathBuf,
+        /// The OCI runtime binary.
+        #[arg(long, env = "SLIPWAY_RUNTIME", default_value = "runc")]
+        runtime: PathBuf,
+        /// private (steps in a user namespace) or host.
+        #[arg(long, default_value = "private")]
+        userns: String,
+    },
     /// Check a pipeline spec (.slipway.yml) and print every error with its
     /// line and column.
     Lint {
@@ -124,6 +180,32 @@ enum Command {
         /// The command and its arguments, after --.
         #[arg(last = true)]
         command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepoCommand {
+    /// Register a repository (admin) and mirror it.
+    Add {
+        /// Name in Slipway, e.g. team/app.
+        name: String,
+        /// Where to fetch it: https://…, git://…, or a local path.
+        #[arg(long)]
+        url: String,
+        /// Its default branch.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunnerTokenCommand {
+    /// Print a new registration token (valid 7 days, for any number of runners).
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -370,6 +452,69 @@ async fn main() -> anyhow::Result<()> {
         Command::Image {
             command: ImageCommand::Bootstrap { what, client },
         } => cli_image::bootstrap(&client.server, client.token.as_deref(), &what).await,
+        Command::Repo {
+            command:
+                RepoCommand::Add {
+                    name,
+                    url,
+                    branch,
+                    client,
+                },
+        } => cli_pipeline::repo_add(&client.client()?, &name, &url, &branch).await,
+        Command::Run {
+            repo,
+            git_ref,
+            wait,
+            client,
+        } => {
+            let ok = cli_pipeline::run(&client.client()?, &repo, git_ref.as_deref(), wait).await?;
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        Command::RunnerToken {
+            command: RunnerTokenCommand::Create { client },
+        } => cli_pipeline::runner_token_create(&client.client()?).await,
+        Command::Runner {
+            server,
+            token,
+            name,
+            labels,
+            capacity,
+            work_dir,
+            runtime,
+            userns,
+        } => {
+            init_logging(
+                &std::env::var("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()),
+                LogFormat::Human,
+            );
+            let mapping = match userns.as_str() {
+                "private" => Some(slipway_runner::container::Mapping::default()),
+                "host" => None,
+                other => anyhow::bail!("--userns {other:?} is not private or host"),
+            };
+            let config = slipway_runner::agent::AgentConfig {
+                server,
+                registration_token: token,
+                name,
+                labels: labels.into_iter().filter(|l| !l.is_empty()).collect(),
+                capacity,
+                work_dir,
+                runtime,
+                mapping,
+                cache_bytes: 10 << 30,
+            };
+            slipway_runner::agent::run(config, async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("a SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            })
+            .await?;
+            Ok(())
+        }
         Command::Lint { file } => {
             let code = cli_lint(&file)?;
             std::process::exit(code);

@@ -14,7 +14,28 @@ use crate::auth::users::{self, Role};
 use crate::auth::{password, Auth};
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::pipeline::logs::Logs;
+use crate::pipeline::repo::Repos;
+use crate::pipeline::scheduler::{expire_leases, Scheduler};
 use crate::{db, registry_gc};
+
+/// A runner that misses heartbeats this long loses its job.
+const LEASE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Leases a job may lose before it fails.
+const MAX_ATTEMPTS: i64 = 3;
+
+/// Every second, requeue (or fail) jobs whose lease ran out.
+fn spawn_lease_expiry(scheduler: Scheduler) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = expire_leases(&scheduler).await {
+                tracing::error!(error = %e, "expiring leases failed");
+            }
+        }
+    })
+}
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
@@ -48,14 +69,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    let repos = Repos::new(pool.clone(), &settings.data_dir);
+    let logs = Logs::new(&settings.data_dir);
+    let scheduler = Scheduler::new(pool.clone(), LEASE, MAX_ATTEMPTS);
     let app = Arc::new(App {
         settings,
         db: pool.clone(),
         auth,
         registry,
         metrics: Metrics::default(),
+        repos,
+        scheduler,
+        logs,
     });
     let gc = registry_gc::spawn(app.clone());
+    let expiry = spawn_lease_expiry(app.scheduler.clone());
 
     // Printed, not logged: scripts read it whatever the log level.
     println!("slipway listening on http://{addr}");
@@ -81,6 +109,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         () = deadline => tracing::warn!(?grace, "shutdown deadline passed; closing with requests still in flight"),
     }
     gc.abort();
+    expiry.abort();
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

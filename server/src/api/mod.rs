@@ -1,7 +1,10 @@
 //! The REST API under `/api/v1`. Every route authenticates with [`ApiCaller`]
 //! (Basic password, Basic or Bearer API token) and checks its scope.
 
+mod pipelines;
 mod registry_gc;
+mod repos;
+mod runner;
 mod tokens;
 mod users;
 
@@ -22,6 +25,13 @@ pub fn router() -> Router<AppState> {
         .route("/users", post(users::create))
         .route("/tokens", post(tokens::create))
         .route("/registry/gc", post(registry_gc::run))
+        .route("/repos", get(repos::list).post(repos::create))
+        .route("/pipelines", post(pipelines::trigger))
+        .route("/pipelines/{id}", get(pipelines::show))
+        .route("/pipelines/{id}/cancel", post(pipelines::cancel))
+        .route("/jobs/{job}/steps/{position}/log", get(pipelines::log))
+        .route("/runner-tokens", post(runner::create_registration_token))
+        .nest("/runner", runner::router())
 }
 
 /// REST API errors, as `{"error": {"code", "message"}}`.
@@ -35,6 +45,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -63,6 +75,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let message = match &self {
@@ -93,6 +106,18 @@ impl IntoResponse for ApiError {
 pub struct ApiCaller(pub Principal);
 
 impl ApiCaller {
+    /// Starting and cancelling pipelines: a credential that may push.
+    pub fn require_developer(&self) -> Result<(), ApiError> {
+        if self.0.has(crate::auth::Scope::Push) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{} may only read: starting or cancelling pipelines needs the push scope",
+                self.0.user.username
+            )))
+        }
+    }
+
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.0.is_admin() {
             Ok(())

@@ -77,6 +77,12 @@ impl RegistryTokens {
     }
 
     pub fn issue(&self, subject: &str, access: Vec<AccessEntry>) -> IssuedToken {
+        self.issue_for(subject, access, self.ttl)
+    }
+
+    /// Like [`issue`](Self::issue), valid for `ttl` (runners get pull tokens
+    /// that last a whole job).
+    pub fn issue_for(&self, subject: &str, access: Vec<AccessEntry>, ttl: Duration) -> IssuedToken {
         let issued_at = SystemTime::now();
         let now = issued_at
             .duration_since(UNIX_EPOCH)
@@ -86,7 +92,7 @@ impl RegistryTokens {
             iss: SERVICE.into(),
             sub: subject.into(),
             aud: SERVICE.into(),
-            exp: now + self.ttl.as_secs(),
+            exp: now + ttl.as_secs(),
             nbf: now.saturating_sub(1),
             iat: now,
             access,
@@ -95,7 +101,7 @@ impl RegistryTokens {
             .expect("HS256 encoding cannot fail");
         IssuedToken {
             token,
-            expires_in: self.ttl.as_secs(),
+            expires_in: ttl.as_secs(),
             issued_at,
         }
     }

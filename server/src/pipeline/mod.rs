@@ -1,7 +1,13 @@
-//! Pipelines: the `.slipway.yml` spec (more to come: triggers, the scheduler,
-//! the runner protocol).
+//! Pipelines: the `.slipway.yml` spec (`spec/`), git repositories and their
+//! mirrors (`repo.rs`), creating a pipeline from a commit (`create.rs`), the
+//! durable job queue (`scheduler/`) and step logs (`logs.rs`).
 
-// The scheduler (issue 4, in progress) is what reads most of the model; until it
-// lands, `slipway lint` is the only user.
+pub mod create;
+pub mod logs;
+pub mod repo;
+pub mod scheduler;
+
+// Parts of the model (cron, spans, glob texts) wait for the triggers that use
+// them (issue 4, in progress).
 #[allow(dead_code, unused_imports)]
 pub mod spec;

@@ -1,0 +1,268 @@
+//! HTTP calls to the server's runner API, with retries for the ones that must
+//! eventually arrive (reports and logs survive a server restart).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{
+    Heartbeat, HeartbeatResponse, JobReport, Lease, LeaseRequest, LogAck, RegisterRequest,
+    RegisterResponse, StepReport,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{what}: {source}")]
+    Http {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{what}: the server answered {status}: {body}")]
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    /// The server says this attempt is no longer ours.
+    #[error("{what}: the lease is gone (stale attempt)")]
+    Stale { what: String },
+}
+
+impl ClientError {
+    /// Worth trying again (the server is down or restarting).
+    pub fn transient(&self) -> bool {
+        match self {
+            ClientError::Http { .. } => true,
+            ClientError::Status { status, .. } => *status >= 500,
+            ClientError::Stale { .. } => false,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(server: &str) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("an HTTP client"),
+            base: format!("{}/api/v1/runner", server.trim_end_matches('/')),
+            token: None,
+        }
+    }
+
+    pub fn with_token(mut self, token: String) -> Client {
+        self.token = Some(token);
+        self
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = req.send().await.map_err(|source| ClientError::Http {
+            what: what.to_owned(),
+            source,
+        })?;
+        let status = response.status().as_u16();
+        if status == 409 {
+            return Err(ClientError::Stale {
+                what: what.to_owned(),
+            });
+        }
+        if status >= 300 {
+            let body = response.text().await.unwrap_or_default();
+            return Err(ClientError::Status {
+                what: what.to_owned(),
+                status,
+                body: body.chars().take(500).collect(),
+            });
+        }
+        Ok(response)
+    }
+
+    async fn json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<Option<T>, ClientError> {
+        let req = self
+            .request(reqwest::Method::POST, path)
+            .timeout(timeout)
+            .json(body);
+        let response = self.send(what, req).await?;
+        if response.status().as_u16() == 204 {
+            return Ok(None);
+        }
+        let parsed = response.json().await.map_err(|source| ClientError::Http {
+            what: what.to_owned(),
+            source,
+        })?;
+        Ok(Some(parsed))
+    }
+
+    pub async fn register(&self, body: &RegisterRequest) -> Result<RegisterResponse, ClientError> {
+        self.json("registering", "/register", body, Duration::from_secs(30))
+            .await?
+            .ok_or_else(|| ClientError::Status {
+                what: "registering".into(),
+                status: 204,
+                body: String::new(),
+            })
+    }
+
+    pub async fn lease(&self, free: u32, wait: Duration) -> Result<Option<Lease>, ClientError> {
+        let body = LeaseRequest {
+            free,
+            wait_ms: wait.as_millis() as u64,
+        };
+        self.json(
+            "asking for a job",
+            "/lease",
+            &body,
+            wait + Duration::from_secs(10),
+        )
+        .await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        job: i64,
+        attempt: i64,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        self.json(
+            "heartbeat",
+            &format!("/jobs/{job}/heartbeat"),
+            &Heartbeat { attempt },
+            Duration::from_secs(5),
+        )
+        .await?
+        .ok_or_else(|| ClientError::Stale {
+            what: "heartbeat".into(),
+        })
+    }
+
+    pub async fn source(&self, job: i64, attempt: i64) -> Result<bytes::Bytes, ClientError> {
+        let what = "downloading the source";
+        let req = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/jobs/{job}/source?attempt={attempt}"),
+            )
+            .timeout(Duration::from_secs(600));
+        self.send(what, req)
+            .await?
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Http {
+                what: what.into(),
+                source,
+            })
+    }
+
+    pub async fn step(
+        &self,
+        job: i64,
+        position: i64,
+        report: &StepReport,
+    ) -> Result<(), ClientError> {
+        self.json::<_, serde_json::Value>(
+            "reporting a step",
+            &format!("/jobs/{job}/steps/{position}"),
+            report,
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Append log bytes at `offset`; returns the server's length afterwards
+    /// (on a gap, the length to resend from).
+    pub async fn log(
+        &self,
+        job: i64,
+        position: i64,
+        attempt: i64,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        let what = "sending log output";
+        let req = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/jobs/{job}/steps/{position}/log?attempt={attempt}&offset={offset}"),
+            )
+            .timeout(Duration::from_secs(30))
+            .body(bytes);
+        let response = req.send().await.map_err(|source| ClientError::Http {
+            what: what.into(),
+            source,
+        })?;
+        let status = response.status().as_u16();
+        if status == 200 || status == 409 {
+            // 409 with a body is a gap (the length to resend from); without one
+            // it is a stale attempt.
+            return match response.json::<LogAck>().await {
+                Ok(ack) => Ok(ack.length),
+                Err(_) => Err(ClientError::Stale { what: what.into() }),
+            };
+        }
+        Err(ClientError::Status {
+            what: what.into(),
+            status,
+            body: response.text().await.unwrap_or_default(),
+        })
+    }
+
+    pub async fn finish(&self, job: i64, report: &JobReport) -> Result<(), ClientError> {
+        self.json::<_, serde_json::Value>(
+            "reporting the job's end",
+            &format!("/jobs/{job}/finish"),
+            report,
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Retry `f` while it fails transiently, with backoff up to 5 s between tries,
+/// for as long as `give_up` allows.
+pub async fn retry<T, F, Fut>(give_up: Duration, mut f: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Err(e) if e.transient() && start.elapsed() < give_up => {
+                tracing::warn!(error = %e, "server unreachable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `slipway runner`: register with the server once, then lease jobs over HTTP
+//! long-polls and run them with the execution engine, up to `capacity` at a
+//! time. The runner keeps no state the server needs: a job it loses (crash,
+//! network) comes back to the queue when its lease runs out.
+//!
+//! - `client.rs`: the HTTP calls (`crate::api` wire types), with retries.
+//! - `job.rs`: one job: source, services, steps, heartbeat, reports.
+//! - `logship.rs`: a step's output to the server, by offset, buffered while the
+//!   server is unreachable.
+//! - `mask.rs`: secrets hidden in output, even split across chunks.
+
+mod client;
+mod job;
+mod logship;
+mod mask;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use client::{Client, ClientError};
+pub use mask::Masker;
+
+use crate::api::RegisterRequest;
+use crate::container::{Engine, EngineError, Mapping};
+use crate::image::ImageStore;
+use crate::layer::{CacheError, LayerCache};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no runner token in {0} and no --registration-token to register with")]
+    NotRegistered(PathBuf),
+}
+
+pub struct AgentConfig {
+    /// The server's URL, e.g. `http://127.0.0.1:8080`.
+    pub server: String,
+    /// Used once, when `work_dir/runner-token` does not exist yet.
+    pub registration_token: Option<String>,
+    pub name: String,
+    pub labels: Vec<String>,
+    pub capacity: u32,
+    pub work_dir: PathBuf,
+    pub runtime: PathBuf,
+    /// `None` runs steps without a user namespace.
+    pub mapping: Option<Mapping>,
+    pub cache_bytes: u64,
+}
+
+/// What every job of this runner shares.
+pub struct Agent {
+    client: Client,
+    engine: Arc<Engine>,
+    cache: LayerCache,
+    images: ImageStore,
+    oci: oci_client::Client,
+    /// `host:port` of the server's registry (image references without a host).
+    registry_host: String,
+    work_dir: PathBuf,
+    mapping: Option<Mapping>,
+}
+
+fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AgentError {
+    let path = path.to_owned();
+    move |source| AgentError::Io { what, path, source }
+}
+
+/// Register if needed, then run jobs until `stop` resolves; jobs in progress
+/// are finished first.
+pub async fn run(
+    config: AgentConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&config.work_dir).map_err(io("creating", &config.work_dir))?;
+    let token_file = config.work_dir.join("runner-token");
+    let anonymous = Client::new(&config.server);
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(t) => t.trim().to_owned(),
+        Err(_) => {
+            let registration_token = config
+                .registration_token
+                .clone()
+                .ok_or_else(|| AgentError::NotRegistered(token_file.clone()))?;
+            let request = RegisterRequest {
+                registration_token,
+                name: config.name.clone(),
+                labels: config.labels.clone(),
+                capacity: config.capacity,
+            };
+            let registered =
+                client::retry(Duration::from_secs(60), || anonymous.register(&request)).await?;
+            write_private(&token_file, &registered.token).map_err(io("writing", &token_file))?;
+            tracing::info!(runner = registered.runner_id, "registered");
+            registered.token
+        }
+    };
+    let registry_host = config
+        .server
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(&config.server)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let protocol = if config.server.starts_with("https://") {
+        oci_client::client::ClientProtocol::Https
+    } else {
+        oci_client::client::ClientProtocol::HttpsExcept(vec![registry_host.clone()])
+    };
+    let agent = Arc::new(Agent {
+        client: anonymous.with_token(token),
+        engine: Arc::new(Engine::open(
+            config.work_dir.join("engine"),
+            &config.runtime,
+        )?),
+        cache: LayerCache::open(config.work_dir.join("layers"), config.cache_bytes)?,
+        images: ImageStore::open(config.work_dir.join("images"))
+            .map_err(io("opening the image store", &config.work_dir))?,
+        oci: oci_client::Client::new(oci_client::client::ClientConfig {
+            protocol,
+            ..Default::default()
+        }),
+        registry_host,
+        work_dir: config.work_dir.clone(),
+        mapping: config.mapping,
+    });
+    let _ = std::fs::remove_dir_all(config.work_dir.join("jobs"));
+    println!(
+        "slipway runner {:?} ready: labels [{}], capacity {}",
+        config.name,
+        config.labels.join(", "),
+        config.capacity
+    );
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.capacity as usize));
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+            () = &mut stop => break,
+        };
+        let free = slots.available_permits() as u32 + 1;
+        let leased = tokio::select! {
+            l = agent.client.lease(free, Duration::from_secs(25)) => l,
+            () = &mut stop => break,
+        };
+        match leased {
+            Ok(Some(lease)) => {
+                tracing::info!(job = lease.job_id, attempt = lease.attempt, name = %lease.context.job, "running a job");
+                let agent = agent.clone();
+                tokio::spawn(async move {
+                    job::run(agent, lease).await;
+                    drop(permit);
+                });
+            }
+            Ok(None) => drop(permit),
+            Err(e) => {
+                drop(permit);
+                tracing::warn!(error = %e, "asking for work failed; trying again shortly");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    // Let jobs in progress finish.
+    let _ = slots.acquire_many(config.capacity).await;
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}

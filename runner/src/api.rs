@@ -1,0 +1,181 @@
+//! The runner protocol: JSON bodies between the server and `slipway runner`,
+//! kept apart from both sides' domain types so each can change without the
+//! other. All under `/api/v1/runner/`, authenticated with the runner's token
+//! (`Authorization: Bearer slr_…`), except `register`, which takes a one-time
+//! registration token.
+//!
+//! - `POST register` [`RegisterRequest`] → [`RegisterResponse`]
+//! - `POST lease` [`LeaseRequest`] → 200 [`Lease`], or 204 after the long-poll
+//!   wait with nothing to do
+//! - `POST jobs/{job}/heartbeat` [`Heartbeat`] → [`HeartbeatResponse`]
+//! - `GET  jobs/{job}/source?attempt=N` → the commit's files as a tar
+//! - `POST jobs/{job}/steps/{position}` [`StepReport`]
+//! - `POST jobs/{job}/steps/{position}/log?attempt=N&offset=B` raw bytes →
+//!   [`LogAck`]; bytes before the stored length are skipped (a resend), a gap
+//!   is 409 with the length to resend from
+//! - `POST jobs/{job}/finish` [`JobReport`]
+//!
+//! Every report carries the attempt (the lease's fencing token); one from an
+//! older attempt is refused with 409 and changes nothing.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub registration_token: String,
+    pub name: String,
+    pub labels: Vec<String>,
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub runner_id: i64,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// Jobs this runner can start now.
+    pub free: u32,
+    /// How long the server may hold the request open when nothing is queued.
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub job_id: i64,
+    pub attempt: i64,
+    /// Renew (heartbeat) well within this.
+    pub lease_ms: u64,
+    /// A pull-only bearer token for the server's registry, valid for hours.
+    pub registry_token: String,
+    pub context: RunContext,
+    pub job: JobDefinition,
+}
+
+/// What a step's `SLIPWAY_*` variables say.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunContext {
+    pub repo: String,
+    pub pipeline_id: i64,
+    pub pipeline_number: i64,
+    pub commit: String,
+    pub git_ref: String,
+    pub job: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobDefinition {
+    pub name: String,
+    pub steps: Vec<StepDefinition>,
+    pub services: Vec<ServiceDefinition>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Command {
+    /// Shell commands, run in order with `set -e`.
+    Commands(Vec<String>),
+    Exec {
+        entrypoint: Option<Vec<String>>,
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepDefinition {
+    pub position: i64,
+    pub name: String,
+    pub image: String,
+    pub command: Command,
+    /// Pipeline, job and matrix variables, then the step's own.
+    pub env: Vec<(String, String)>,
+    /// Secret values for this step; the runner masks them in logs.
+    pub secrets: Vec<(String, String)>,
+    pub timeout_secs: Option<u64>,
+    pub retry: u32,
+    /// `when` did not match: report it skipped without running it.
+    pub skip: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceDefinition {
+    pub name: String,
+    pub image: String,
+    pub command: Command,
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub attempt: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// Stop the job: kill its containers and report it cancelled.
+    pub cancel: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Running,
+    Success,
+    Failure,
+    Skipped,
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Running => "running",
+            StepStatus::Success => "success",
+            StepStatus::Failure => "failure",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    pub attempt: i64,
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogAck {
+    /// Bytes the server holds for this step attempt.
+    pub length: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Success,
+    Failure,
+    Cancelled,
+    Error,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Success => "success",
+            JobStatus::Failure => "failure",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobReport {
+    pub attempt: i64,
+    pub status: JobStatus,
+    /// Why, when it is not a plain success or failure.
+    pub reason: Option<String>,
+}

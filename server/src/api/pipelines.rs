@@ -1,0 +1,286 @@
+//! Pipelines: start one (`POST /api/v1/pipelines`), read it with its jobs and
+//! steps, cancel it, and read a step's log.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiCaller, ApiError};
+use crate::app::AppState;
+use crate::pipeline::create::{create, Cause};
+use crate::pipeline::scheduler::cancel_pipeline;
+use crate::pipeline::spec::Event;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPipeline {
+    repo: String,
+    /// Branch, tag, full ref or commit; the default branch when absent.
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct StepView {
+    position: i64,
+    name: String,
+    status: String,
+    exit_code: Option<i64>,
+    attempt: Option<i64>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub struct JobView {
+    id: i64,
+    name: String,
+    status: String,
+    needs: Vec<String>,
+    attempt: i64,
+    reason: Option<String>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    steps: Vec<StepView>,
+}
+
+#[derive(Serialize)]
+pub struct PipelineView {
+    id: i64,
+    number: i64,
+    repo: String,
+    commit: String,
+    #[serde(rename = "ref")]
+    git_ref: String,
+    event: String,
+    triggered_by: String,
+    message: Option<String>,
+    author: Option<String>,
+    status: String,
+    error: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    jobs: Vec<JobView>,
+}
+
+/// Start a pipeline for a ref of a repository (fetching it first).
+pub async fn trigger(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    Json(body): Json<NewPipeline>,
+) -> Result<(StatusCode, Json<PipelineView>), ApiError> {
+    caller.require_developer()?;
+    let repo = app.repos.get(&body.repo).await?;
+    app.repos.fetch(&repo, Vec::new()).await?;
+    let wanted = body.git_ref.unwrap_or_else(|| repo.default_branch.clone());
+    let commit = app.repos.resolve(&repo, &wanted).await?;
+    let cause = Cause {
+        event: Event::Manual,
+        triggered_by: format!("manual by {}", caller.0.user.username),
+        changed_files: None,
+    };
+    let id = create(&app.db, &app.repos, &repo, &commit, &cause)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    app.scheduler.wake();
+    Ok((StatusCode::CREATED, Json(load(&app, id).await?)))
+}
+
+pub async fn show(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Result<Json<PipelineView>, ApiError> {
+    Ok(Json(load(&app, id).await?))
+}
+
+pub async fn cancel(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Result<Json<PipelineView>, ApiError> {
+    caller.require_developer()?;
+    load(&app, id).await?;
+    cancel_pipeline(&app.scheduler, id).await?;
+    app.scheduler.wake();
+    Ok(Json(load(&app, id).await?))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    /// Byte offset to read from.
+    #[serde(default)]
+    offset: u64,
+    /// The job attempt; the step's latest when absent.
+    attempt: Option<i64>,
+    /// Lines `from_line..to_line` (0-based) instead of bytes from `offset`.
+    from_line: Option<u64>,
+    to_line: Option<u64>,
+}
+
+/// Raw log bytes from `offset` (at most 1 MiB per call), or a range of lines
+/// (`X-Log-Lines` then says how many the log has). `X-Log-Complete: true` once
+/// the step has finished and everything from the offset was returned.
+pub async fn log(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+    Path((job, position)): Path<(i64, i64)>,
+    Query(q): Query<LogQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let row: Option<(String, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT s.status, s.attempt, j.attempt FROM steps s JOIN jobs j ON j.id = s.job_id
+         WHERE s.job_id = ? AND s.position = ?",
+    )
+    .bind(job)
+    .bind(position)
+    .fetch_optional(&app.db)
+    .await?;
+    let (status, step_attempt, job_attempt) =
+        row.ok_or_else(|| ApiError::NotFound(format!("job {job} has no step {position}")))?;
+    let attempt = q.attempt.or(step_attempt).unwrap_or(job_attempt);
+    let logs = app.logs.clone();
+    let offset = q.offset;
+    const MAX: usize = 1 << 20;
+    let lines = q
+        .from_line
+        .map(|from| (from, q.to_line.unwrap_or(from + 1000).min(from + 10_000)));
+    let (bytes, total_lines) = tokio::task::spawn_blocking(move || match lines {
+        Some((from, to)) => logs
+            .lines(job, position, attempt, from, to)
+            .map(|(bytes, total)| (bytes, Some(total))),
+        None => logs
+            .read_from(job, position, attempt, offset, MAX)
+            .map(|bytes| (bytes, None)),
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let finished = !matches!(status.as_str(), "pending" | "running");
+    let complete = finished && lines.is_none() && bytes.len() < MAX;
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (
+                header::HeaderName::from_static("x-log-complete"),
+                complete.to_string(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response();
+    if let Some(total) = total_lines {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("x-log-lines"), total.into());
+    }
+    Ok(response)
+}
+
+pub async fn load(app: &AppState, id: i64) -> Result<PipelineView, ApiError> {
+    #[allow(clippy::type_complexity)]
+    let row: Option<(
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        Option<String>,
+        i64,
+        Option<i64>,
+        Option<i64>,
+    )> = sqlx::query_as(
+        "SELECT p.number, r.name, p.commit_sha, p.git_ref, p.event, p.triggered_by, p.message,
+             p.author, p.status, p.error, p.created_at, p.started_at, p.finished_at
+         FROM pipelines p JOIN git_repos r ON r.id = p.repo_id WHERE p.id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&app.db)
+    .await?;
+    let p = row.ok_or_else(|| ApiError::NotFound(format!("no pipeline {id}")))?;
+    #[allow(clippy::type_complexity)]
+    let jobs: Vec<(
+        i64,
+        String,
+        String,
+        String,
+        i64,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+    )> = sqlx::query_as(
+        "SELECT id, name, status, needs, attempt, reason, started_at, finished_at
+             FROM jobs WHERE pipeline_id = ? ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&app.db)
+    .await?;
+    #[allow(clippy::type_complexity)]
+    let steps: Vec<(
+        i64,
+        i64,
+        String,
+        String,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    )> = sqlx::query_as(
+        "SELECT s.job_id, s.position, s.name, s.status, s.exit_code, s.attempt, s.started_at,
+                 s.finished_at
+             FROM steps s JOIN jobs j ON j.id = s.job_id WHERE j.pipeline_id = ?
+             ORDER BY s.job_id, s.position",
+    )
+    .bind(id)
+    .fetch_all(&app.db)
+    .await?;
+    let jobs = jobs
+        .into_iter()
+        .map(|j| JobView {
+            id: j.0,
+            name: j.1,
+            status: j.2,
+            needs: serde_json::from_str(&j.3).unwrap_or_default(),
+            attempt: j.4,
+            reason: j.5,
+            started_at: j.6,
+            finished_at: j.7,
+            steps: steps
+                .iter()
+                .filter(|s| s.0 == j.0)
+                .map(|s| StepView {
+                    position: s.1,
+                    name: s.2.clone(),
+                    status: s.3.clone(),
+                    exit_code: s.4,
+                    attempt: s.5,
+                    started_at: s.6,
+                    finished_at: s.7,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(PipelineView {
+        id,
+        number: p.0,
+        repo: p.1,
+        commit: p.2,
+        git_ref: p.3,
+        event: p.4,
+        triggered_by: p.5,
+        message: p.6,
+        author: p.7,
+        status: p.8,
+        error: p.9,
+        created_at: p.10,
+        started_at: p.11,
+        finished_at: p.12,
+        jobs,
+    })
+}

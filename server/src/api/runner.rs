@@ -1,0 +1,388 @@
+//! The runner protocol's server side (wire types in `slipway_runner::api`), and
+//! `POST /api/v1/runner-tokens` (admin) for registration tokens.
+//!
+//! Runner routes authenticate with the runner's own token (`Bearer slr_…`);
+//! user credentials are not accepted there, and runner tokens are not accepted
+//! anywhere else.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use slipway_runner::api::{
+    Heartbeat, HeartbeatResponse, JobReport, Lease, LeaseRequest, LogAck, RegisterRequest,
+    RegisterResponse, RunContext, StepReport,
+};
+
+use super::{ApiCaller, ApiError};
+use crate::app::AppState;
+use crate::auth::registry_token::AccessEntry;
+use crate::db::now_ms;
+use crate::pipeline::logs::LogError;
+use crate::pipeline::scheduler::{self, ReportError, RunnerInfo};
+
+const REGISTRATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/register", post(register))
+        .route("/lease", post(lease))
+        .route("/jobs/{job}/heartbeat", post(heartbeat))
+        .route("/jobs/{job}/source", get(source))
+        .route("/jobs/{job}/steps/{position}", post(step))
+        .route("/jobs/{job}/steps/{position}/log", post(append_log))
+        .route("/jobs/{job}/finish", post(finish))
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::Stale { .. } => ApiError::Conflict(e.to_string()),
+            ReportError::NoStep { .. } => ApiError::NotFound(e.to_string()),
+            ReportError::Db(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct RegistrationToken {
+    token: String,
+    expires_at: i64,
+}
+
+/// Admin: a token runners register with (reusable until it expires, 7 days).
+pub async fn create_registration_token(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+) -> Result<(StatusCode, Json<RegistrationToken>), ApiError> {
+    caller.require_admin()?;
+    let token = format!("srt_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let expires_at = now_ms() + REGISTRATION_TTL_MS;
+    sqlx::query(
+        "INSERT INTO runner_registration_tokens (token_hash, created_by, created_at, expires_at)
+         VALUES (?, ?, ?, ?)",
+    )
+    .bind(hash(&token))
+    .bind(caller.0.user.id)
+    .bind(now_ms())
+    .bind(expires_at)
+    .execute(&app.db)
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RegistrationToken { token, expires_at }),
+    ))
+}
+
+/// The runner making a request.
+pub struct RunnerCaller(RunnerInfo);
+
+impl FromRequestParts<AppState> for RunnerCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .filter(|t| t.starts_with("slr_"))
+            .ok_or_else(|| {
+                ApiError::Unauthenticated("runner routes need `Authorization: Bearer slr_…`".into())
+            })?;
+        let row: Option<(i64, String, i64)> =
+            sqlx::query_as("SELECT id, labels, capacity FROM runners WHERE token_hash = ?")
+                .bind(hash(token))
+                .fetch_optional(&app.db)
+                .await?;
+        let (id, labels, capacity) =
+            row.ok_or_else(|| ApiError::Unauthenticated("unknown runner token".into()))?;
+        Ok(RunnerCaller(RunnerInfo {
+            id,
+            labels: serde_json::from_str(&labels).unwrap_or_default(),
+            capacity,
+        }))
+    }
+}
+
+async fn register(
+    State(app): State<AppState>,
+    Json(body): Json<RegisterRequest>,
+) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    let valid: Option<i64> = sqlx::query_scalar(
+        "SELECT expires_at FROM runner_registration_tokens WHERE token_hash = ? AND expires_at > ?",
+    )
+    .bind(hash(&body.registration_token))
+    .bind(now_ms())
+    .fetch_optional(&app.db)
+    .await?;
+    if valid.is_none() {
+        return Err(ApiError::Unauthenticated(
+            "registration token unknown or expired (slipway runner-token create makes one)".into(),
+        ));
+    }
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "runner name must be 1 to 100 characters".into(),
+        ));
+    }
+    if !(1..=256).contains(&body.capacity) {
+        return Err(ApiError::BadRequest("capacity must be 1 to 256".into()));
+    }
+    if body
+        .labels
+        .iter()
+        .any(|l| l.is_empty() || l.len() > 64 || l.contains(','))
+    {
+        return Err(ApiError::BadRequest(
+            "labels must be 1 to 64 characters, without commas".into(),
+        ));
+    }
+    let token = format!("slr_{}", hex::encode(rand::random::<[u8; 32]>()));
+    let runner_id: i64 = sqlx::query_scalar(
+        "INSERT INTO runners (name, token_hash, labels, capacity, last_seen_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(name)
+    .bind(hash(&token))
+    .bind(serde_json::to_string(&body.labels).expect("serialisable"))
+    .bind(body.capacity as i64)
+    .bind(now_ms())
+    .bind(now_ms())
+    .fetch_one(&app.db)
+    .await?;
+    tracing::info!(runner = runner_id, name, "runner registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse { runner_id, token }),
+    ))
+}
+
+async fn lease(
+    State(app): State<AppState>,
+    RunnerCaller(runner): RunnerCaller,
+    Json(body): Json<LeaseRequest>,
+) -> Result<Response, ApiError> {
+    sqlx::query("UPDATE runners SET last_seen_at = ? WHERE id = ?")
+        .bind(now_ms())
+        .bind(runner.id)
+        .execute(&app.db)
+        .await?;
+    if body.free == 0 {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let wait = std::time::Duration::from_millis(body.wait_ms.min(30_000));
+    let Some(job) = scheduler::lease(&app.scheduler, &runner, wait).await? else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let (repo, number, commit, git_ref, name): (String, i64, String, String, String) =
+        sqlx::query_as(
+            "SELECT r.name, p.number, p.commit_sha, p.git_ref, j.name FROM jobs j
+             JOIN pipelines p ON p.id = j.pipeline_id JOIN git_repos r ON r.id = p.repo_id
+             WHERE j.id = ?",
+        )
+        .bind(job.job_id)
+        .fetch_one(&app.db)
+        .await?;
+    tracing::info!(
+        job = job.job_id,
+        attempt = job.attempt,
+        runner = runner.id,
+        "job leased"
+    );
+    let registry_token = app
+        .auth
+        .registry_tokens
+        .issue_for(
+            &format!("runner:{}", runner.id),
+            vec![AccessEntry {
+                kind: "repository".into(),
+                name: "*".into(),
+                actions: vec!["pull".into()],
+            }],
+            std::time::Duration::from_secs(6 * 3600),
+        )
+        .token;
+    Ok(Json(Lease {
+        job_id: job.job_id,
+        attempt: job.attempt,
+        lease_ms: app.scheduler.lease.as_millis() as u64,
+        registry_token,
+        context: RunContext {
+            repo,
+            pipeline_id: job.pipeline_id,
+            pipeline_number: number,
+            commit,
+            git_ref,
+            job: name,
+        },
+        job: job.definition,
+    })
+    .into_response())
+}
+
+async fn heartbeat(
+    State(app): State<AppState>,
+    RunnerCaller(runner): RunnerCaller,
+    Path(job): Path<i64>,
+    Json(body): Json<Heartbeat>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    match scheduler::renew(&app.scheduler, runner.id, job, body.attempt).await? {
+        Some(cancel) => Ok(Json(HeartbeatResponse { cancel })),
+        None => Err(ReportError::Stale {
+            job,
+            attempt: body.attempt,
+        }
+        .into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AttemptQuery {
+    attempt: i64,
+}
+
+/// The job's commit as a tar, for the runner's workspace.
+async fn source(
+    State(app): State<AppState>,
+    RunnerCaller(runner): RunnerCaller,
+    Path(job): Path<i64>,
+    Query(q): Query<AttemptQuery>,
+) -> Result<Response, ApiError> {
+    let row: Option<(i64, String)> = sqlx::query_as(
+        "SELECT p.repo_id, p.commit_sha FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id
+         WHERE j.id = ? AND j.attempt = ? AND j.runner_id = ? AND j.status = 'leased'",
+    )
+    .bind(job)
+    .bind(q.attempt)
+    .bind(runner.id)
+    .fetch_optional(&app.db)
+    .await?;
+    let (repo_id, sha) = row.ok_or_else(|| {
+        ApiError::from(ReportError::Stale {
+            job,
+            attempt: q.attempt,
+        })
+    })?;
+    let repo = app.repos.by_id(repo_id).await?;
+    let tmp = app.settings.data_dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let path = tmp.join(format!(
+        "source-{job}-{}-{}.tar",
+        q.attempt,
+        rand::random::<u32>()
+    ));
+    app.repos
+        .write_source_tar(&repo, &sha, path.clone())
+        .await?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Open files outlive their name: the archive goes when the response ends.
+    let _ = std::fs::remove_file(&path);
+    let stream = tokio_util::io::ReaderStream::new(file);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn step(
+    State(app): State<AppState>,
+    RunnerCaller(runner): RunnerCaller,
+    Path((job, position)): Path<(i64, i64)>,
+    Json(body): Json<StepReport>,
+) -> Result<StatusCode, ApiError> {
+    scheduler::report_step(
+        &app.scheduler,
+        runner.id,
+        job,
+        position,
+        body.attempt,
+        body.status,
+        body.exit_code,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    attempt: i64,
+    offset: u64,
+}
+
+/// Append log bytes at an offset (see `pipeline::logs`).
+async fn append_log(
+    State(app): State<AppState>,
+    RunnerCaller(runner): RunnerCaller,
+    Path((job, position)): Path<(i64, i64)>,
+    Query(q): Query<LogQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // Only the current lease writes; a stale attempt's bytes are refused.
+    let current: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM jobs j JOIN steps s ON s.job_id = j.id
+         WHERE j.id = ? AND j.attempt = ? AND j.runner_id = ? AND j.status = 'leased' AND s.position = ?",
+    )
+    .bind(job)
+    .bind(q.attempt)
+    .bind(runner.id)
+    .bind(position)
+    .fetch_optional(&app.db)
+    .await?;
+    if current.is_none() {
+        return Err(ReportError::Stale {
+            job,
+            attempt: q.attempt,
+        }
+        .into());
+    }
+    let logs = app.logs.clone();
+    let appended =
+        tokio::task::spawn_blocking(move || logs.append(job, position, q.attempt, q.offset, &body))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match appended {
+        Ok(length) => Ok(Json(LogAck { length }).into_response()),
+        Err(LogError::Gap { length, .. }) => {
+            Ok((StatusCode::CONFLICT, Json(LogAck { length })).into_response())
+        }
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+async fn finish(
+    State(app): State<AppState>,
+    RunnerCaller(runner): RunnerCaller,
+    Path(job): Path<i64>,
+    Json(body): Json<JobReport>,
+) -> Result<StatusCode, ApiError> {
+    scheduler::finish_job(
+        &app.scheduler,
+        runner.id,
+        job,
+        body.attempt,
+        body.status,
+        body.reason.as_deref(),
+    )
+    .await?;
+    tracing::info!(
+        job,
+        attempt = body.attempt,
+        status = body.status.as_str(),
+        "job finished"
+    );
+    Ok(StatusCode::NO_CONTENT)
+}

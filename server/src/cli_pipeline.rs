@@ -1,0 +1,179 @@
+//! The pipeline commands: `slipway repo add`, `slipway run [--wait]`,
+//! `slipway runner-token create` (REST API clients) and `slipway runner` (the
+//! runner agent from `slipway_runner::agent`).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::client::Client;
+
+#[derive(Deserialize)]
+struct Repo {
+    name: String,
+    webhook_secret: Option<String>,
+}
+
+pub async fn repo_add(client: &Client, name: &str, url: &str, branch: &str) -> anyhow::Result<()> {
+    let body = json!({ "name": name, "url": url, "default_branch": branch });
+    let repo: Repo = client.post("/api/v1/repos", &body).await?;
+    println!("added {}", repo.name);
+    if let Some(secret) = repo.webhook_secret {
+        println!("webhook secret: {secret}");
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Step {
+    position: i64,
+    name: String,
+    status: String,
+    exit_code: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Job {
+    id: i64,
+    name: String,
+    status: String,
+    reason: Option<String>,
+    steps: Vec<Step>,
+}
+
+#[derive(Deserialize)]
+struct Pipeline {
+    id: i64,
+    number: i64,
+    repo: String,
+    commit: String,
+    status: String,
+    error: Option<String>,
+    jobs: Vec<Job>,
+}
+
+fn finished(status: &str) -> bool {
+    matches!(status, "success" | "failure" | "cancelled" | "error")
+}
+
+/// Start a pipeline; with `wait`, print its logs as they come and return
+/// whether it succeeded.
+pub async fn run(
+    client: &Client,
+    repo: &str,
+    git_ref: Option<&str>,
+    wait: bool,
+) -> anyhow::Result<bool> {
+    let body = json!({ "repo": repo, "ref": git_ref });
+    let p: Pipeline = client.post("/api/v1/pipelines", &body).await?;
+    println!(
+        "pipeline {} ({} #{} at {}): {}/api/v1/pipelines/{}",
+        p.id,
+        p.repo,
+        p.number,
+        &p.commit[..p.commit.len().min(12)],
+        client.base(),
+        p.id
+    );
+    if !wait {
+        return Ok(true);
+    }
+    follow(client, p.id).await
+}
+
+/// Print each step's log once it starts, following it to its end, until the
+/// pipeline finishes.
+pub async fn follow(client: &Client, id: i64) -> anyhow::Result<bool> {
+    let mut offsets: HashMap<(i64, i64), u64> = HashMap::new();
+    let mut announced: HashMap<(i64, i64), String> = HashMap::new();
+    let mut out = std::io::stdout();
+    loop {
+        let p: Pipeline = client.get(&format!("/api/v1/pipelines/{id}")).await?;
+        let done = finished(&p.status);
+        for job in &p.jobs {
+            for step in &job.steps {
+                let key = (job.id, step.position);
+                if step.status == "pending" {
+                    continue;
+                }
+                if announced.get(&key) != Some(&step.status) {
+                    if !announced.contains_key(&key) {
+                        writeln!(out, "--- {} / {} ---", job.name, step.name)?;
+                    }
+                    announced.insert(key, step.status.clone());
+                }
+                if step.status == "skipped" {
+                    continue;
+                }
+                loop {
+                    let offset = offsets.entry(key).or_default();
+                    let (bytes, _) = client
+                        .get_raw(&format!(
+                            "/api/v1/jobs/{}/steps/{}/log?offset={offset}",
+                            job.id, step.position
+                        ))
+                        .await?;
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    *offset += bytes.len() as u64;
+                    out.write_all(&bytes)?;
+                }
+                out.flush()?;
+            }
+        }
+        if done {
+            writeln!(
+                out,
+                "=== pipeline {} #{}: {} ===",
+                p.repo, p.number, p.status
+            )?;
+            if let Some(e) = &p.error {
+                writeln!(out, "{e}")?;
+            }
+            for job in &p.jobs {
+                let steps: Vec<String> = job
+                    .steps
+                    .iter()
+                    .map(|s| match s.exit_code {
+                        Some(code) if s.status == "failure" => {
+                            format!("{} {} (exit {code})", s.name, s.status)
+                        }
+                        _ => format!("{} {}", s.name, s.status),
+                    })
+                    .collect();
+                writeln!(
+                    out,
+                    "{}: {}{} [{}]",
+                    job.name,
+                    job.status,
+                    job.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default(),
+                    steps.join(", ")
+                )?;
+            }
+            return Ok(p.status == "success");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(Deserialize)]
+struct RegistrationToken {
+    token: String,
+}
+
+pub async fn runner_token_create(client: &Client) -> anyhow::Result<()> {
+    let t: RegistrationToken = client
+        .post("/api/v1/runner-tokens", &json!({}))
+        .await
+        .context("creating a runner registration token")?;
+    println!("{}", t.token);
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Creating a pipeline: read `.slipway.yml` at the commit, expand matrices,
+//! evaluate `when`, and write the pipeline, its jobs and steps in one
+//! transaction. A missing or invalid spec still makes a pipeline, in state
+//! `error` with the reason, so the person who pushed sees why nothing ran.
+
+use slipway_runner::api::{Command, JobDefinition, ServiceDefinition, StepDefinition};
+
+use super::repo::{Commit, GitRepo, Repos, SPEC_FILE};
+use super::spec::{self, Event, JobSpec, PipelineSpec, Run, Trigger};
+use crate::db::now_ms;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Repo(#[from] super::repo::RepoError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// What started a pipeline.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    pub event: Event,
+    /// "manual by admin", "push webhook (github)", "cron nightly".
+    pub triggered_by: String,
+    /// Files changed by the push, when the trigger knows them.
+    pub changed_files: Option<Vec<String>>,
+}
+
+pub fn event_name(e: Event) -> &'static str {
+    match e {
+        Event::Push => "push",
+        Event::Tag => "tag",
+        Event::PullRequest => "pull_request",
+        Event::Manual => "manual",
+        Event::Cron => "cron",
+    }
+}
+
+/// A job as it will be stored: expanded from the spec.
+struct PlannedJob {
+    name: String,
+    needs: Vec<String>,
+    labels: Vec<String>,
+    skip: bool,
+    definition: JobDefinition,
+}
+
+fn command(run: &Run) -> Command {
+    match run {
+        Run::Commands(c) => Command::Commands(c.clone()),
+        Run::Exec { entrypoint, args } => Command::Exec {
+            entrypoint: entrypoint.clone(),
+            args: args.clone(),
+        },
+    }
+}
+
+/// Every combination of a job's matrix, as (suffix, variables).
+fn combinations(matrix: &[(String, Vec<String>)]) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for (key, values) in matrix {
+        out = out
+            .into_iter()
+            .flat_map(|partial| {
+                values.iter().map(move |v| {
+                    let mut next = partial.clone();
+                    next.push((key.clone(), v.clone()));
+                    next
+                })
+            })
+            .collect();
+    }
+    out.into_iter()
+        .map(|vars| {
+            let suffix = if vars.is_empty() {
+                String::new()
+            } else {
+                let parts: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!(" [{}]", parts.join(", "))
+            };
+            (suffix, vars)
+        })
+        .collect()
+}
+
+fn plan(spec: &PipelineSpec, trigger: &Trigger<'_>) -> Vec<PlannedJob> {
+    // A job name in `needs` stands for all of its matrix instances.
+    let instances = |job: &JobSpec| -> Vec<String> {
+        combinations(&job.matrix)
+            .into_iter()
+            .map(|(suffix, _)| format!("{}{suffix}", job.name))
+            .collect()
+    };
+    let mut planned = Vec::new();
+    for job in &spec.jobs {
+        let job_skipped = job.when.as_ref().is_some_and(|w| !w.matches(trigger));
+        let needs: Vec<String> = job
+            .needs
+            .iter()
+            .filter_map(|n| spec.jobs.iter().find(|j| &j.name == n))
+            .flat_map(instances)
+            .collect();
+        for (suffix, vars) in combinations(&job.matrix) {
+            let name = format!("{}{suffix}", job.name);
+            let mut env: Vec<(String, String)> = spec.env.clone();
+            env.extend(job.env.iter().cloned());
+            env.extend(vars.iter().cloned());
+            let steps = job
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let mut step_env = env.clone();
+                    step_env.extend(s.env.iter().cloned());
+                    StepDefinition {
+                        position: i as i64,
+                        name: s.name.clone(),
+                        image: s.image.clone(),
+                        command: command(&s.run),
+                        env: step_env,
+                        // Values are filled in when the job is leased.
+                        secrets: s
+                            .secrets
+                            .iter()
+                            .map(|n| (n.clone(), String::new()))
+                            .collect(),
+                        timeout_secs: s.timeout.map(|d| d.as_secs().max(1)),
+                        retry: s.retry,
+                        skip: s.when.as_ref().is_some_and(|w| !w.matches(trigger)),
+                    }
+                })
+                .collect();
+            let services = job
+                .services
+                .iter()
+                .map(|s| {
+                    let mut service_env = env.clone();
+                    service_env.extend(s.env.iter().cloned());
+                    ServiceDefinition {
+                        name: s.name.clone(),
+                        image: s.image.clone(),
+                        command: command(&s.run),
+                        env: service_env,
+                    }
+                })
+                .collect();
+            planned.push(PlannedJob {
+                name: name.clone(),
+                needs: needs.clone(),
+                labels: job.runs_on.clone(),
+                skip: job_skipped,
+                definition: JobDefinition {
+                    name,
+                    steps,
+                    services,
+                },
+            });
+        }
+    }
+    planned
+}
+
+/// The branch or tag a ref names.
+pub fn split_ref(git_ref: &str) -> (Option<&str>, Option<&str>) {
+    (
+        git_ref.strip_prefix("refs/heads/"),
+        git_ref.strip_prefix("refs/tags/"),
+    )
+}
+
+/// Create the pipeline for `commit` of `repo` (its mirror already fetched).
+/// Returns its id.
+pub async fn create(
+    db: &sqlx::SqlitePool,
+    repos: &Repos,
+    repo: &GitRepo,
+    commit: &Commit,
+    cause: &Cause,
+) -> Result<i64, CreateError> {
+    let text = repos
+        .read_file(repo, &commit.sha, SPEC_FILE, spec::MAX_BYTES)
+        .await;
+    let parsed: Result<PipelineSpec, String> = match text {
+        Ok(Some(bytes)) => match String::from_utf8(bytes) {
+            Ok(text) => spec::parse(SPEC_FILE, &text).map_err(|e| e.to_string()),
+            Err(_) => Err(format!("{SPEC_FILE} is not UTF-8 text")),
+        },
+        Ok(None) => Err(format!("there is no {SPEC_FILE} at commit {}", commit.sha)),
+        Err(e) => Err(e.to_string()),
+    };
+    let (branch, tag) = split_ref(&commit.git_ref);
+    let trigger = Trigger {
+        event: Some(cause.event),
+        branch,
+        tag,
+        changed: cause.changed_files.as_deref(),
+    };
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let number: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM pipelines WHERE repo_id = ?")
+            .bind(repo.id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let (status, error) = match &parsed {
+        Ok(_) => ("pending", None),
+        Err(e) => ("error", Some(e.clone())),
+    };
+    let pipeline_id: i64 = sqlx::query_scalar(
+        "INSERT INTO pipelines (repo_id, number, commit_sha, git_ref, event, triggered_by,
+             message, author, status, error, created_at, finished_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(repo.id)
+    .bind(number)
+    .bind(&commit.sha)
+    .bind(&commit.git_ref)
+    .bind(event_name(cause.event))
+    .bind(&cause.triggered_by)
+    .bind(&commit.message)
+    .bind(&commit.author)
+    .bind(status)
+    .bind(&error)
+    .bind(now)
+    .bind(error.as_ref().map(|_| now))
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Ok(spec) = &parsed {
+        for job in plan(spec, &trigger) {
+            let status = if job.skip {
+                "skipped"
+            } else if job.needs.is_empty() {
+                "queued"
+            } else {
+                "blocked"
+            };
+            let job_id: i64 = sqlx::query_scalar(
+                "INSERT INTO jobs (pipeline_id, name, definition, needs, labels, status,
+                     queued_at, finished_at, reason)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(pipeline_id)
+            .bind(&job.name)
+            .bind(serde_json::to_string(&job.definition).expect("serialisable"))
+            .bind(serde_json::to_string(&job.needs).expect("serialisable"))
+            .bind(serde_json::to_string(&job.labels).expect("serialisable"))
+            .bind(status)
+            .bind((status == "queued").then_some(now))
+            .bind(job.skip.then_some(now))
+            .bind(job.skip.then_some("`when` does not match this trigger"))
+            .fetch_one(&mut *tx)
+            .await?;
+            for step in &job.definition.steps {
+                let step_status = if job.skip || step.skip {
+                    "skipped"
+                } else {
+                    "pending"
+                };
+                sqlx::query(
+                    "INSERT INTO steps (job_id, position, name, status) VALUES (?, ?, ?, ?)",
+                )
+                .bind(job_id)
+                .bind(step.position)
+                .bind(&step.name)
+                .bind(step_status)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(pipeline_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrices_expand_and_needs_cover_every_instance() {
+        let text = "jobs:\n  test:\n    matrix: {A: [1, 2], B: [x]}\n    steps: [{image: i, commands: [echo $A]}]\n  after:\n    needs: [test]\n    steps: [{image: i, when: {branch: nope}}]\n";
+        let spec = spec::parse("f", text).unwrap();
+        let trigger = Trigger {
+            event: Some(Event::Push),
+            branch: Some("main"),
+            ..Default::default()
+        };
+        let jobs = plan(&spec, &trigger);
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["test [A=1, B=x]", "test [A=2, B=x]", "after"]);
+        assert_eq!(jobs[2].needs, ["test [A=1, B=x]", "test [A=2, B=x]"]);
+        assert!(jobs[1].definition.steps[0]
+            .env
+            .contains(&("A".to_owned(), "2".to_owned())));
+        assert!(jobs[2].definition.steps[0].skip);
+        assert!(!jobs[0].definition.steps[0].skip);
+    }
+}

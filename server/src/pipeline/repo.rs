@@ -1,0 +1,423 @@
+//! Git repositories that run pipelines: their rows, and the bare mirror the
+//! server keeps of each (`<data>/git/<id>.git`) with git2.
+//!
+//! Everything git2 does is blocking; callers run it in `spawn_blocking`. Fetches
+//! of one repository are serialised by a per-repository lock.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sqlx::SqlitePool;
+
+use crate::db::now_ms;
+
+pub const SPEC_FILE: &str = ".slipway.yml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(
+        "repository name {0:?} must be 1-100 of a-z 0-9 . _ - with at most one '/' between parts"
+    )]
+    BadName(String),
+    #[error("repository URL {0:?} must be http(s)://, git://, ssh:// or an absolute local path")]
+    BadUrl(String),
+    #[error("repository {0:?} already exists")]
+    Exists(String),
+    #[error("no repository named {0:?}")]
+    NotFound(String),
+    #[error("{repo}: {what}: {message}")]
+    Git {
+        repo: String,
+        what: String,
+        message: String,
+    },
+    #[error("{repo}: no ref or commit {wanted:?}")]
+    UnknownRef { repo: String, wanted: String },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct GitRepo {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub default_branch: String,
+    pub webhook_secret: String,
+}
+
+/// A commit, resolved from a ref.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub sha: String,
+    /// The full ref it was reached from (`refs/heads/main`), or the sha.
+    pub git_ref: String,
+    pub message: String,
+    pub author: String,
+}
+
+pub fn valid_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    (1..=100).contains(&name.len())
+        && parts.len() <= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        })
+}
+
+fn valid_url(url: &str) -> bool {
+    ["http://", "https://", "git://", "ssh://", "file://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+        || url.starts_with('/')
+}
+
+/// Rows and mirrors.
+#[derive(Clone)]
+pub struct Repos {
+    db: SqlitePool,
+    root: PathBuf,
+    locks: Arc<Mutex<HashMap<i64, Arc<Mutex<()>>>>>,
+}
+
+fn row(r: (i64, String, String, String, String)) -> GitRepo {
+    GitRepo {
+        id: r.0,
+        name: r.1,
+        url: r.2,
+        default_branch: r.3,
+        webhook_secret: r.4,
+    }
+}
+
+const COLUMNS: &str = "id, name, url, default_branch, webhook_secret";
+
+impl Repos {
+    pub fn new(db: SqlitePool, data_dir: &Path) -> Repos {
+        Repos {
+            db,
+            root: data_dir.join("git"),
+            locks: Arc::default(),
+        }
+    }
+
+    pub fn mirror_path(&self, id: i64) -> PathBuf {
+        self.root.join(format!("{id}.git"))
+    }
+
+    pub async fn add(
+        &self,
+        name: &str,
+        url: &str,
+        default_branch: &str,
+    ) -> Result<GitRepo, RepoError> {
+        if !valid_name(name) {
+            return Err(RepoError::BadName(name.to_owned()));
+        }
+        if !valid_url(url) || url.chars().any(char::is_whitespace) {
+            return Err(RepoError::BadUrl(url.to_owned()));
+        }
+        let secret = hex::encode(rand::random::<[u8; 24]>());
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO git_repos (name, url, default_branch, webhook_secret, created_at)
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(url)
+        .bind(default_branch)
+        .bind(&secret)
+        .bind(now_ms())
+        .fetch_one(&self.db)
+        .await;
+        let id = match inserted {
+            Ok(id) => id,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(RepoError::Exists(name.to_owned()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(GitRepo {
+            id,
+            name: name.to_owned(),
+            url: url.to_owned(),
+            default_branch: default_branch.to_owned(),
+            webhook_secret: secret,
+        })
+    }
+
+    pub async fn get(&self, name: &str) -> Result<GitRepo, RepoError> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM git_repos WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.db)
+            .await?
+            .map(row)
+            .ok_or_else(|| RepoError::NotFound(name.to_owned()))
+    }
+
+    pub async fn by_id(&self, id: i64) -> Result<GitRepo, RepoError> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM git_repos WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.db)
+            .await?
+            .map(row)
+            .ok_or_else(|| RepoError::NotFound(format!("#{id}")))
+    }
+
+    pub async fn list(&self) -> Result<Vec<GitRepo>, RepoError> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM git_repos ORDER BY name"))
+                .fetch_all(&self.db)
+                .await?
+                .into_iter()
+                .map(row)
+                .collect(),
+        )
+    }
+
+    fn lock(&self, id: i64) -> Arc<Mutex<()>> {
+        self.locks.lock().unwrap().entry(id).or_default().clone()
+    }
+
+    /// Fetch branches and tags (and `extra` refspecs) into the mirror, creating
+    /// it on first use.
+    pub async fn fetch(&self, repo: &GitRepo, extra: Vec<String>) -> Result<(), RepoError> {
+        let path = self.mirror_path(repo.id);
+        let lock = self.lock(repo.id);
+        let repo = repo.clone();
+        tokio::task::spawn_blocking(move || {
+            let _held = lock.lock().unwrap();
+            fetch_blocking(&repo, &path, &extra)
+        })
+        .await
+        .map_err(|e| RepoError::Git {
+            repo: String::new(),
+            what: "fetch task".into(),
+            message: e.to_string(),
+        })?
+    }
+
+    /// Resolve a branch, tag, full ref or commit sha in the mirror.
+    pub async fn resolve(&self, repo: &GitRepo, wanted: &str) -> Result<Commit, RepoError> {
+        let path = self.mirror_path(repo.id);
+        let (name, wanted) = (repo.name.clone(), wanted.to_owned());
+        blocking(&name.clone(), "resolve", move || {
+            let git = open(&name, &path)?;
+            let candidates = [
+                wanted.clone(),
+                format!("refs/heads/{wanted}"),
+                format!("refs/tags/{wanted}"),
+            ];
+            for candidate in &candidates {
+                if let Ok(reference) = git.find_reference(candidate) {
+                    let commit = reference
+                        .peel_to_commit()
+                        .map_err(|e| git_err(&name, "peel", e))?;
+                    return Ok(describe(&commit, candidate));
+                }
+            }
+            let is_sha =
+                (7..=40).contains(&wanted.len()) && wanted.bytes().all(|b| b.is_ascii_hexdigit());
+            if is_sha {
+                if let Ok(object) = git.revparse_single(&wanted) {
+                    if let Ok(commit) = object.peel_to_commit() {
+                        let sha = commit.id().to_string();
+                        return Ok(describe(&commit, &sha));
+                    }
+                }
+            }
+            Err(RepoError::UnknownRef {
+                repo: name.clone(),
+                wanted: wanted.clone(),
+            })
+        })
+        .await
+    }
+
+    /// The contents of `path` at `sha`, or `None` if the commit has no such file.
+    pub async fn read_file(
+        &self,
+        repo: &GitRepo,
+        sha: &str,
+        file: &str,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, RepoError> {
+        let path = self.mirror_path(repo.id);
+        let (name, sha, file) = (repo.name.clone(), sha.to_owned(), file.to_owned());
+        blocking(&name.clone(), "read", move || {
+            let git = open(&name, &path)?;
+            let oid = git2::Oid::from_str(&sha).map_err(|e| git_err(&name, "commit id", e))?;
+            let commit = git
+                .find_commit(oid)
+                .map_err(|e| git_err(&name, "find commit", e))?;
+            let tree = commit.tree().map_err(|e| git_err(&name, "tree", e))?;
+            let Ok(entry) = tree.get_path(Path::new(&file)) else {
+                return Ok(None);
+            };
+            let blob = entry
+                .to_object(&git)
+                .and_then(|o| o.peel_to_blob())
+                .map_err(|e| git_err(&name, &format!("reading {file}"), e))?;
+            if blob.size() > max_bytes {
+                return Err(RepoError::Git {
+                    repo: name.clone(),
+                    what: format!("reading {file}"),
+                    message: format!("{} bytes; at most {max_bytes} are read", blob.size()),
+                });
+            }
+            Ok(Some(blob.content().to_vec()))
+        })
+        .await
+    }
+
+    /// Write the commit's tree as a tar to `out` (file modes kept, symlinks as
+    /// symlinks, submodules left out, every mtime the commit time), so runners
+    /// need no repository credentials.
+    pub async fn write_source_tar(
+        &self,
+        repo: &GitRepo,
+        sha: &str,
+        out: PathBuf,
+    ) -> Result<(), RepoError> {
+        let path = self.mirror_path(repo.id);
+        let (name, sha) = (repo.name.clone(), sha.to_owned());
+        blocking(&name.clone(), "source archive", move || {
+            let git = open(&name, &path)?;
+            let oid = git2::Oid::from_str(&sha).map_err(|e| git_err(&name, "commit id", e))?;
+            let commit = git
+                .find_commit(oid)
+                .map_err(|e| git_err(&name, "find commit", e))?;
+            let tree = commit.tree().map_err(|e| git_err(&name, "tree", e))?;
+            let file = std::fs::File::create(&out).map_err(|e| io_err(&name, &out, e))?;
+            let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+            let mtime = commit.time().seconds().max(0) as u64;
+            let mut failure = None;
+            tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+                let entry_path = format!("{dir}{}", entry.name().unwrap_or(""));
+                let result = (|| -> Result<(), RepoError> {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_mtime(mtime);
+                    header.set_uid(0);
+                    header.set_gid(0);
+                    match entry.filemode() {
+                        0o040000 => {
+                            header.set_entry_type(tar::EntryType::Directory);
+                            header.set_mode(0o755);
+                            header.set_size(0);
+                            tar.append_data(&mut header, format!("{entry_path}/"), std::io::empty())
+                                .map_err(|e| io_err(&name, &out, e))
+                        }
+                        0o120000 => {
+                            let blob = git
+                                .find_blob(entry.id())
+                                .map_err(|e| git_err(&name, "blob", e))?;
+                            let target = String::from_utf8_lossy(blob.content()).into_owned();
+                            header.set_entry_type(tar::EntryType::Symlink);
+                            header.set_mode(0o777);
+                            header.set_size(0);
+                            tar.append_link(&mut header, &entry_path, target)
+                                .map_err(|e| io_err(&name, &out, e))
+                        }
+                        mode @ (0o100644 | 0o100755) => {
+                            let blob = git
+                                .find_blob(entry.id())
+                                .map_err(|e| git_err(&name, "blob", e))?;
+                            header.set_entry_type(tar::EntryType::Regular);
+                            header.set_mode(if mode == 0o100755 { 0o755 } else { 0o644 });
+                            header.set_size(blob.size() as u64);
+                            tar.append_data(&mut header, &entry_path, blob.content())
+                                .map_err(|e| io_err(&name, &out, e))
+                        }
+                        _ => Ok(()), // submodules (commits) are not part of the tree's files
+                    }
+                })();
+                match result {
+                    Ok(()) => git2::TreeWalkResult::Ok,
+                    Err(e) => {
+                        failure = Some(e);
+                        git2::TreeWalkResult::Abort
+                    }
+                }
+            })
+            .map_err(|e| git_err(&name, "walking the tree", e))
+            .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            tar.into_inner()
+                .and_then(|mut w| std::io::Write::flush(&mut w))
+                .map_err(|e| io_err(&name, &out, e))
+        })
+        .await
+    }
+}
+
+fn describe(commit: &git2::Commit<'_>, git_ref: &str) -> Commit {
+    Commit {
+        sha: commit.id().to_string(),
+        git_ref: git_ref.to_owned(),
+        message: commit.message().unwrap_or("").trim_end().to_owned(),
+        author: commit.author().name().unwrap_or("").to_owned(),
+    }
+}
+
+fn git_err(repo: &str, what: &str, e: git2::Error) -> RepoError {
+    RepoError::Git {
+        repo: repo.to_owned(),
+        what: what.to_owned(),
+        message: e.message().to_owned(),
+    }
+}
+
+fn io_err(repo: &str, path: &Path, e: std::io::Error) -> RepoError {
+    RepoError::Git {
+        repo: repo.to_owned(),
+        what: format!("writing {}", path.display()),
+        message: e.to_string(),
+    }
+}
+
+fn open(repo: &str, path: &Path) -> Result<git2::Repository, RepoError> {
+    git2::Repository::open_bare(path).map_err(|e| git_err(repo, "opening the mirror", e))
+}
+
+async fn blocking<T: Send + 'static>(
+    repo: &str,
+    what: &str,
+    f: impl FnOnce() -> Result<T, RepoError> + Send + 'static,
+) -> Result<T, RepoError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RepoError::Git {
+            repo: repo.to_owned(),
+            what: what.to_owned(),
+            message: e.to_string(),
+        })?
+}
+
+fn fetch_blocking(repo: &GitRepo, path: &Path, extra: &[String]) -> Result<(), RepoError> {
+    let git = match git2::Repository::open_bare(path) {
+        Ok(git) => git,
+        Err(_) => {
+            std::fs::create_dir_all(path).map_err(|e| io_err(&repo.name, path, e))?;
+            git2::Repository::init_bare(path)
+                .map_err(|e| git_err(&repo.name, "creating the mirror", e))?
+        }
+    };
+    let mut remote = git
+        .remote_anonymous(&repo.url)
+        .map_err(|e| git_err(&repo.name, "remote", e))?;
+    let mut refspecs = vec![
+        "+refs/heads/*:refs/heads/*".to_owned(),
+        "+refs/tags/*:refs/tags/*".to_owned(),
+    ];
+    refspecs.extend(extra.iter().cloned());
+    let mut options = git2::FetchOptions::new();
+    options.prune(git2::FetchPrune::On);
+    remote
+        .fetch(&refspecs, Some(&mut options), None)
+        .map_err(|e| git_err(&repo.name, &format!("fetching {}", repo.url), e))
+}
