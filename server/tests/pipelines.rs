@@ -1,0 +1,271 @@
+//! Pipelines end to end with the real binary: a git repository, the server, a
+//! `slipway runner` process connected over HTTP running steps in runc
+//! containers, and `slipway run --wait`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use common::*;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The CLI as admin against `server`.
+fn slipway(server: &TestServer, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(args)
+        .env("SLIPWAY_SERVER", server.url())
+        .env("SLIPWAY_USER", "admin")
+        .env("SLIPWAY_PASSWORD", server.admin_password())
+        .env_remove("SLIPWAY_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+        .env("GIT_COMMITTER_NAME", "Dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+}
+
+/// A repository whose one commit has `files`.
+fn repo_with(dir: &Path, files: &[(&str, &str)]) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "the commit"]);
+    let out = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    text(&out.stdout).trim().to_owned()
+}
+
+struct Runner(Child);
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // SIGTERM lets it finish; tests end with nothing running.
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_runner(server: &TestServer, work: &Path) -> Runner {
+    let out = slipway(server, &["runner-token", "create"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("srt_"), "{token}");
+    let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["runner", "--server", server.url(), "--token", &token])
+        .args(["--name", "test-runner", "--capacity", "2", "--work-dir"])
+        .arg(work)
+        .env("SLIPWAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Runner(child)
+}
+
+const README_EXAMPLE: &str = r#"jobs:
+  test:
+    steps:
+      - name: greet
+        image: busybox
+        commands:
+          - echo "hello from $SLIPWAY_COMMIT"
+  after:
+    needs: [test]
+    steps:
+      - name: done
+        image: busybox
+        commands: [echo done]
+"#;
+
+#[test]
+fn the_readme_pipeline_runs_its_jobs_in_order_on_a_runner() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines");
+    // Container root (uid 100000) must be able to reach the runner's dirs.
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let sha = repo_with(
+        &work.path().join("demo"),
+        &[(".slipway.yml", README_EXAMPLE)],
+    );
+    let url = work.path().join("demo");
+    let out = slipway(
+        &server,
+        &["repo", "add", "team/demo", "--url", url.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _runner = start_runner(&server, &work.path().join("runner"));
+
+    let out = slipway(&server, &["run", "team/demo", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let greet = stdout.find(&format!("hello from {sha}")).expect(&stdout);
+    let done = stdout.find("\ndone\n").expect(&stdout);
+    assert!(greet < done, "jobs out of order:\n{stdout}");
+    assert!(
+        stdout.contains("=== pipeline team/demo #1: success ==="),
+        "{stdout}"
+    );
+
+    // The API agrees, step by step.
+    let p = server
+        .get("/api/v1/pipelines/1", &server.admin_auth())
+        .json();
+    assert_eq!(p["status"], "success");
+    assert_eq!(p["commit"], sha.as_str());
+    let jobs = p["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    for job in jobs {
+        assert_eq!(job["status"], "success", "{job}");
+        assert_eq!(job["attempt"], 1);
+        assert_eq!(job["steps"][0]["exit_code"], 0);
+    }
+    let started_after: i64 = jobs[1]["started_at"].as_i64().unwrap();
+    let finished_test: i64 = jobs[0]["finished_at"].as_i64().unwrap();
+    assert!(
+        started_after >= finished_test,
+        "after started before test finished"
+    );
+}
+
+#[test]
+fn services_failures_and_missing_specs() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-more");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spec = r#"jobs:
+  with-db:
+    services:
+      db:
+        image: busybox
+        commands: ["echo pong-from-db | nc -l -p 5432"]
+    steps:
+      - name: query
+        image: busybox
+        commands:
+          - for i in $(seq 100); do nc 127.0.0.1 5432 </dev/null && exit 0; sleep 0.1; done; exit 1
+      - name: workspace
+        image: busybox
+        commands:
+          - cat marker.txt
+          - echo written > out.txt
+          - test -s out.txt
+  broken:
+    steps:
+      - name: fails
+        image: busybox
+        commands: ["echo before", "exit 3", "echo never"]
+      - name: not-reached
+        image: busybox
+        commands: [echo unreachable]
+  after-broken:
+    needs: [broken]
+    steps:
+      - image: busybox
+        commands: [echo should not run]
+"#;
+    let dir = work.path().join("repo");
+    repo_with(
+        &dir,
+        &[(".slipway.yml", spec), ("marker.txt", "from the commit\n")],
+    );
+    let out = slipway(
+        &server,
+        &["repo", "add", "svc", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _runner = start_runner(&server, &work.path().join("runner"));
+
+    let out = slipway(&server, &["run", "svc", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("pong-from-db"),
+        "service not reachable:\n{stdout}"
+    );
+    assert!(stdout.contains("from the commit"), "{stdout}");
+    assert!(
+        stdout.contains("+ exit 3") && !stdout.contains("\nnever"),
+        "{stdout}"
+    );
+    let p = server
+        .get("/api/v1/pipelines/1", &server.admin_auth())
+        .json();
+    assert_eq!(p["status"], "failure");
+    let job = |name: &str| {
+        p["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(job("with-db")["status"], "success");
+    let broken = job("broken");
+    assert_eq!(broken["status"], "failure");
+    assert_eq!(broken["steps"][0]["exit_code"], 3);
+    assert_eq!(broken["steps"][1]["status"], "skipped");
+    let after = job("after-broken");
+    assert_eq!(after["status"], "skipped");
+    assert!(
+        after["reason"].as_str().unwrap().contains("\"broken\""),
+        "{after}"
+    );
+
+    // A ref without a spec: the pipeline exists, in error, saying why.
+    git(&dir, &["rm", "-q", ".slipway.yml"]);
+    git(&dir, &["commit", "-q", "-m", "no spec"]);
+    let out = slipway(&server, &["run", "svc", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("there is no .slipway.yml at commit"),
+        "{stdout}"
+    );
+    // An unknown ref is a clear CLI error, and no pipeline.
+    let out = slipway(&server, &["run", "svc", "--ref", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no ref or commit \"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
