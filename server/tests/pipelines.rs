@@ -269,3 +269,129 @@ fn services_failures_and_missing_specs() {
         text(&out.stderr)
     );
 }
+
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A push to a local repository plus a GitHub-format webhook makes a pipeline
+/// that runs; forged, unsigned and oversized deliveries start nothing.
+#[test]
+fn a_signed_github_push_webhook_starts_a_pipeline_and_forgeries_do_not() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-hook");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = work.path().join("repo");
+    repo_with(&dir, &[(".slipway.yml", README_EXAMPLE)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "team/hooked", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let secret = text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("webhook secret: ").map(str::to_owned))
+        .unwrap();
+    let repos = server.get("/api/v1/repos", &server.admin_auth()).json();
+    let repo_id = repos[0]["id"].as_i64().unwrap();
+    let _runner = start_runner(&server, &work.path().join("runner"));
+
+    // A new commit, pushed (to the local repository) and announced.
+    std::fs::write(dir.join("notes.txt"), "more\n").unwrap();
+    git(&dir, &["add", "notes.txt"]);
+    git(&dir, &["commit", "-q", "-m", "add notes"]);
+    let sha = text(
+        &Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let payload = serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0".repeat(40),
+        "after": sha,
+        "repository": { "full_name": "team/hooked", "clone_url": dir.to_str().unwrap() },
+        "head_commit": { "id": sha, "message": "add notes", "author": { "name": "Dev" },
+                         "added": ["notes.txt"], "modified": [], "removed": [] },
+        "commits": [{ "id": sha, "message": "add notes", "author": { "name": "Dev" },
+                      "added": ["notes.txt"], "modified": [], "removed": [] }],
+        "pusher": { "name": "dev" }
+    });
+    let body = serde_json::to_vec(&payload).unwrap();
+    let url = format!("{}/api/v1/webhooks/{repo_id}", server.url());
+    let send = |signature: Option<String>, body: Vec<u8>| {
+        let mut req = http_client()
+            .post(&url)
+            .header("X-GitHub-Event", "push")
+            .header("Content-Type", "application/json");
+        if let Some(s) = signature {
+            req = req.header("X-Hub-Signature-256", s);
+        }
+        req.body(body).send().unwrap()
+    };
+
+    // Refused: a wrong secret, no signature, a body changed after signing, too big.
+    let forged = send(
+        Some(github_signature("not-the-secret", &body)),
+        body.clone(),
+    );
+    assert_eq!(forged.status(), 401);
+    assert!(forged.text().unwrap().contains("does not match"));
+    assert_eq!(send(None, body.clone()).status(), 401);
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    assert_eq!(
+        send(Some(github_signature(&secret, &body)), tampered).status(),
+        401
+    );
+    let big = vec![b' '; 1_100_000];
+    assert_eq!(
+        send(Some(github_signature(&secret, &big)), big).status(),
+        413
+    );
+    let malformed = b"{\"ref\": ".to_vec();
+    let r = send(Some(github_signature(&secret, &malformed)), malformed);
+    assert_eq!(r.status(), 400);
+    let none = server.get("/api/v1/pipelines/1", &server.admin_auth());
+    assert_eq!(none.status, 404, "a refused delivery started a pipeline");
+    assert!(server.logs().contains("webhook refused"));
+
+    // Signed: a pipeline for exactly that commit, which runs to success.
+    let accepted = send(Some(github_signature(&secret, &body)), body.clone());
+    assert_eq!(accepted.status(), 201);
+    let id = accepted.json::<serde_json::Value>().unwrap()["pipeline"]
+        .as_i64()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let p = loop {
+        let p = server
+            .get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth())
+            .json();
+        if ["success", "failure", "error", "cancelled"].contains(&p["status"].as_str().unwrap()) {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pipeline never finished: {p}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(p["status"], "success", "{p}");
+    assert_eq!(p["commit"], sha.as_str());
+    assert_eq!(p["event"], "push");
+    assert_eq!(p["ref"], "refs/heads/main");
+    assert_eq!(p["triggered_by"], "push webhook (GitHub)");
+}

@@ -7,6 +7,7 @@ mod repos;
 mod runner;
 mod tokens;
 mod users;
+mod webhooks;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -31,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/pipelines/{id}/cancel", post(pipelines::cancel))
         .route("/jobs/{job}/steps/{position}/log", get(pipelines::log))
         .route("/runner-tokens", post(runner::create_registration_token))
+        .route("/webhooks/{repo}", post(webhooks::receive))
         .nest("/runner", runner::router())
 }
 

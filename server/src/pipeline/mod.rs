@@ -1,6 +1,7 @@
 //! Pipelines: the `.slipway.yml` spec (`spec/`), git repositories and their
 //! mirrors (`repo.rs`), creating a pipeline from a commit (`create.rs`), the
-//! durable job queue (`scheduler/`) and step logs (`logs.rs`).
+//! durable job queue (`scheduler/`), step logs (`logs.rs`) and forge webhooks
+//! (`webhook/`).
 
 pub mod create;
 pub mod logs;
@@ -11,3 +12,4 @@ pub mod scheduler;
 // them (issue 4, in progress).
 #[allow(dead_code, unused_imports)]
 pub mod spec;
+pub mod webhook;
