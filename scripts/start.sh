@@ -9,10 +9,14 @@ cd "$(dirname "$0")/.."
 listen=${SLIPWAY_LISTEN:-127.0.0.1:8080}
 data=${SLIPWAY_DATA_DIR:-$PWD/slipway-data}
 
-if ! command -v skopeo >/dev/null 2>&1; then
-  echo "==> installing skopeo (used to push the demo image)"
+missing=()
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)         # pushes the demo image
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config) # building git2's https
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+if ((${#missing[@]})); then
+  echo "==> installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 echo "==> building slipway (release)"
