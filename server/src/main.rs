@@ -124,6 +124,14 @@ enum Command {
         #[arg(long, default_value = "private")]
         userns: String,
     },
+    /// Started by `slipway runner`: removes its containers if it dies.
+    #[command(hide = true)]
+    RunnerGuard {
+        #[arg(long)]
+        work_dir: PathBuf,
+        #[arg(long)]
+        runtime: PathBuf,
+    },
     /// Check a pipeline spec (.slipway.yml) and print every error with its
     /// line and column.
     Lint {
@@ -492,6 +500,17 @@ async fn main() -> anyhow::Result<()> {
                 "host" => None,
                 other => anyhow::bail!("--userns {other:?} is not private or host"),
             };
+            // The guard reaps our containers if this process is killed; it
+            // lives as long as this pipe's write end (this process).
+            let guard = std::process::Command::new(std::env::current_exe()?)
+                .arg("runner-guard")
+                .arg("--work-dir")
+                .arg(&work_dir)
+                .arg("--runtime")
+                .arg(&runtime)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .context("starting the runner guard")?;
             let config = slipway_runner::agent::AgentConfig {
                 server,
                 registration_token: token,
@@ -513,6 +532,17 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
             .await?;
+            drop(guard);
+            Ok(())
+        }
+        Command::RunnerGuard { work_dir, runtime } => {
+            match slipway_runner::agent::guard::run(&work_dir, &runtime) {
+                Ok(0) => {}
+                Ok(n) => eprintln!(
+                    "slipway runner-guard: removed {n} container(s) of a runner that died"
+                ),
+                Err(e) => eprintln!("slipway runner-guard: {e}"),
+            }
             Ok(())
         }
         Command::Lint { file } => {

@@ -395,3 +395,109 @@ fn a_signed_github_push_webhook_starts_a_pipeline_and_forgeries_do_not() {
     assert_eq!(p["ref"], "refs/heads/main");
     assert_eq!(p["triggered_by"], "push webhook (GitHub)");
 }
+
+fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// SIGKILL a runner mid-job: its container is removed (by its guard), the
+/// lease runs out and the job goes back to the queue with the reason, and
+/// another runner runs it to the end as attempt 2.
+#[test]
+fn a_killed_runner_loses_its_job_to_the_queue_and_leaves_no_container() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-loss");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spec = "jobs:\n  slow:\n    steps:\n      - name: wait\n        image: busybox\n        commands: [sleep 4, echo finished]\n";
+    let dir = work.path().join("repo");
+    repo_with(&dir, &[(".slipway.yml", spec)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "loss", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first_dir = work.path().join("runner-a");
+    let mut first = start_runner(&server, &first_dir);
+    let out = slipway(&server, &["run", "loss"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pipeline = || {
+        server
+            .get("/api/v1/pipelines/1", &server.admin_auth())
+            .json()
+    };
+    wait_for(
+        "the step to run",
+        std::time::Duration::from_secs(60),
+        || pipeline()["jobs"][0]["steps"][0]["status"] == "running",
+    );
+    let containers = first_dir.join("engine/containers");
+    wait_for("the container to start", std::time::Duration::from_secs(30), || {
+        std::fs::read_dir(&containers).map(|d| d.count()).unwrap_or(0) == 1
+    });
+
+    let killed_at = std::time::Instant::now();
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    // The guard removes the container at once.
+    wait_for(
+        "the container to be removed",
+        std::time::Duration::from_secs(10),
+        || std::fs::read_dir(&containers).unwrap().count() == 0,
+    );
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(first_dir.to_str().unwrap()));
+    let listed = Command::new("runc")
+        .arg("--root")
+        .arg(first_dir.join("engine/runc"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&listed.stdout).trim(), "", "runc containers left");
+
+    // Within the lease (10 s) plus the expiry pass, the job is queued again.
+    wait_for(
+        "the job to be requeued",
+        std::time::Duration::from_secs(15),
+        || pipeline()["jobs"][0]["status"] == "queued",
+    );
+    assert!(killed_at.elapsed() < std::time::Duration::from_secs(13));
+    let job = pipeline()["jobs"][0].clone();
+    assert!(
+        job["reason"]
+            .as_str()
+            .unwrap()
+            .contains("expired without a heartbeat"),
+        "{job}"
+    );
+    assert_eq!(job["steps"][0]["status"], "pending");
+
+    // Another runner takes it as attempt 2 and finishes it.
+    let _second = start_runner(&server, &work.path().join("runner-b"));
+    wait_for(
+        "the pipeline to finish",
+        std::time::Duration::from_secs(60),
+        || pipeline()["status"] != "running" && pipeline()["status"] != "pending",
+    );
+    let p = pipeline();
+    assert_eq!(p["status"], "success", "{p}");
+    assert_eq!(p["jobs"][0]["attempt"], 2);
+    let log = server.get(
+        &format!("/api/v1/jobs/{}/steps/0/log", p["jobs"][0]["id"]),
+        &server.admin_auth(),
+    );
+    assert!(log.body_text().contains("finished"), "{}", log.body_text());
+}

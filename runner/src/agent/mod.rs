@@ -8,8 +8,10 @@
 //! - `logship.rs`: a step's output to the server, by offset, buffered while the
 //!   server is unreachable.
 //! - `mask.rs`: secrets hidden in output, even split across chunks.
+//! - `guard.rs`: the process that removes a killed runner's containers.
 
 mod client;
+pub mod guard;
 mod job;
 mod logship;
 mod mask;
