@@ -164,6 +164,14 @@ pub async fn follow(client: &Client, id: i64) -> anyhow::Result<bool> {
     }
 }
 
+pub async fn cancel(client: &Client, id: i64) -> anyhow::Result<()> {
+    let p: Pipeline = client
+        .post(&format!("/api/v1/pipelines/{id}/cancel"), &json!({}))
+        .await?;
+    println!("pipeline {} ({} #{}): {}", p.id, p.repo, p.number, p.status);
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct RegistrationToken {
     token: String,

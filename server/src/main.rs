@@ -87,6 +87,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Cancel a pipeline: waiting jobs at once, running ones within seconds.
+    Cancel {
+        /// The pipeline's id.
+        pipeline: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Registration tokens for runners (admin).
     RunnerToken {
         #[command(subcommand)]
@@ -477,6 +484,9 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let ok = cli_pipeline::run(&client.client()?, &repo, git_ref.as_deref(), wait).await?;
             std::process::exit(if ok { 0 } else { 1 });
+        }
+        Command::Cancel { pipeline, client } => {
+            cli_pipeline::cancel(&client.client()?, pipeline).await
         }
         Command::RunnerToken {
             command: RunnerTokenCommand::Create { client },

@@ -444,9 +444,16 @@ fn a_killed_runner_loses_its_job_to_the_queue_and_leaves_no_container() {
         || pipeline()["jobs"][0]["steps"][0]["status"] == "running",
     );
     let containers = first_dir.join("engine/containers");
-    wait_for("the container to start", std::time::Duration::from_secs(30), || {
-        std::fs::read_dir(&containers).map(|d| d.count()).unwrap_or(0) == 1
-    });
+    wait_for(
+        "the container to start",
+        std::time::Duration::from_secs(30),
+        || {
+            std::fs::read_dir(&containers)
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 1
+        },
+    );
 
     let killed_at = std::time::Instant::now();
     first.0.kill().unwrap(); // SIGKILL
@@ -500,4 +507,68 @@ fn a_killed_runner_loses_its_job_to_the_queue_and_leaves_no_container() {
         &server.admin_auth(),
     );
     assert!(log.body_text().contains("finished"), "{}", log.body_text());
+}
+
+/// `slipway cancel` on a running pipeline: the runner hears it at its next
+/// heartbeat (within 2 s), stops the container, and the job and step end
+/// cancelled; a waiting job is cancelled at once.
+#[test]
+fn cancel_reaches_the_runner_and_stops_its_container() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-cancel");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spec = "jobs:\n  long:\n    steps:\n      - name: sleep\n        image: busybox\n        commands: [sleep 1000]\n  later:\n    needs: [long]\n    steps:\n      - image: busybox\n        commands: [true]\n";
+    let dir = work.path().join("repo");
+    repo_with(&dir, &[(".slipway.yml", spec)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "cancel-me", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runner_dir = work.path().join("runner");
+    let _runner = start_runner(&server, &runner_dir);
+    let out = slipway(&server, &["run", "cancel-me"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pipeline = || {
+        server
+            .get("/api/v1/pipelines/1", &server.admin_auth())
+            .json()
+    };
+    let containers = runner_dir.join("engine/containers");
+    wait_for(
+        "the container to start",
+        std::time::Duration::from_secs(60),
+        || {
+            std::fs::read_dir(&containers)
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 1
+        },
+    );
+
+    let asked = std::time::Instant::now();
+    let out = slipway(&server, &["cancel", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(pipeline()["jobs"][1]["status"], "cancelled");
+    wait_for(
+        "the job to end cancelled",
+        std::time::Duration::from_secs(10),
+        || pipeline()["jobs"][0]["status"] == "cancelled",
+    );
+    // Heard within 2 s, then at most the 2 s stop grace (sh as PID 1 ignores TERM).
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0);
+    let p = pipeline();
+    assert_eq!(p["status"], "cancelled", "{p}");
+    assert_eq!(p["jobs"][0]["steps"][0]["status"], "cancelled");
 }

@@ -16,6 +16,11 @@ use crate::api::{Command, JobReport, JobStatus, Lease, StepReport, StepStatus};
 use crate::container::{BindMount, Cancel, Network, RunOptions, RunRequest, Stream};
 use crate::image::{obtain, resolve, PullPolicy};
 
+/// Between SIGTERM and SIGKILL when a step or service is stopped (cancel,
+/// timeout, end of job): CI processes rarely need more, and a cancel should
+/// be quick.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Give up on reporting to the server after this long.
 const REPORT_FOR: Duration = Duration::from_secs(600);
 
@@ -203,7 +208,7 @@ async fn run_steps(
                 layers: image.layers.iter().map(|l| l.path()).collect(),
                 options,
                 timeout: None,
-                grace: Duration::from_secs(5),
+                grace: STOP_GRACE,
                 cancel: stop,
                 output: tx,
             };
@@ -304,7 +309,7 @@ async fn run_steps(
                     ..Default::default()
                 },
                 timeout: step.timeout_secs.map(Duration::from_secs),
-                grace: Duration::from_secs(5),
+                grace: STOP_GRACE,
                 cancel: cancel.clone(),
                 output: out_tx,
             };
