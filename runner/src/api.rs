@@ -92,6 +92,11 @@ pub struct StepDefinition {
     pub env: Vec<(String, String)>,
     /// Secret values for this step; the runner masks them in logs.
     pub secrets: Vec<(String, String)>,
+    /// Secrets the step names that it does not get (not defined for the
+    /// repository, or withheld from a fork's pull request): the step fails
+    /// with a message naming them instead of running without them.
+    #[serde(default)]
+    pub withheld: Vec<String>,
     pub timeout_secs: Option<u64>,
     pub retry: u32,
     /// `when` did not match: report it skipped without running it.

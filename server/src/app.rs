@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::logs::Logs;
 use crate::pipeline::repo::Repos;
 use crate::pipeline::scheduler::Scheduler;
+use crate::pipeline::secrets::Secrets;
 use crate::{api, auth, health, metrics};
 
 pub struct App {
@@ -27,6 +28,7 @@ pub struct App {
     pub repos: Repos,
     pub scheduler: Scheduler,
     pub logs: Logs,
+    pub secrets: Secrets,
 }
 
 impl App {

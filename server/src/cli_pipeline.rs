@@ -172,6 +172,57 @@ pub async fn cancel(client: &Client, id: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn secret_set(
+    client: &Client,
+    repo: &str,
+    name: &str,
+    allow_pr: bool,
+) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut value = String::new();
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .context("reading the secret's value from standard input")?;
+    // A trailing newline from `echo` or a file is almost never part of it.
+    let value = value.strip_suffix('\n').unwrap_or(&value);
+    let body =
+        json!({ "repo": repo, "name": name, "value": value, "allow_pull_requests": allow_pr });
+    client.post_empty("/api/v1/secrets", &body).await?;
+    println!("set {name} for {repo}");
+    Ok(())
+}
+
+pub async fn secret_list(client: &Client, repo: &str) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct Info {
+        name: String,
+        allow_pull_requests: bool,
+    }
+    let list: Vec<Info> = client
+        .get(&format!("/api/v1/secrets?repo={}", urlencode(repo)))
+        .await?;
+    for s in list {
+        let note = if s.allow_pull_requests {
+            " (also for fork pull requests)"
+        } else {
+            ""
+        };
+        println!("{}{note}", s.name);
+    }
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[derive(Deserialize)]
 struct RegistrationToken {
     token: String,

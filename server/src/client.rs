@@ -55,6 +55,25 @@ impl Client {
         self.finish(path, request).await
     }
 
+    /// POST expecting no body back (204).
+    pub async fn post_empty<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<()> {
+        let response = self
+            .authorized(self.http.post(format!("{}{path}", self.base)).json(body))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("{path}: {status}: {message}");
+        }
+        Ok(())
+    }
+
     pub async fn get<R: DeserializeOwned>(&self, path: &str) -> anyhow::Result<R> {
         let request = self.authorized(self.http.get(format!("{}{path}", self.base)));
         self.finish(path, request).await

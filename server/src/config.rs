@@ -49,6 +49,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Password of the first `admin` user, used only when no user exists yet.
     pub admin_password: Option<Secret>,
+    /// Key for pipeline secrets at rest: 64 hex digits (32 bytes). When unset,
+    /// one is generated at first start into `<data_dir>/secrets.key` (mode 0600).
+    pub secrets_key: Option<Secret>,
     /// How long in-flight requests get to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -92,6 +95,7 @@ impl Default for Settings {
             log: "info".into(),
             log_format: LogFormat::Human,
             admin_password: None,
+            secrets_key: None,
             shutdown_grace: Duration::from_secs(10),
             registry: RegistrySettings::default(),
         }

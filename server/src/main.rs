@@ -87,6 +87,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A repository's pipeline secrets (admin).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Cancel a pipeline: waiting jobs at once, running ones within seconds.
     Cancel {
         /// The pipeline's id.
@@ -210,6 +215,27 @@ enum RepoCommand {
         /// Its default branch.
         #[arg(long, default_value = "main")]
         branch: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Set a secret; the value is read from standard input (so it stays out of
+    /// shell history and process lists).
+    Set {
+        repo: String,
+        name: String,
+        /// Also give it to pull requests from forks.
+        #[arg(long)]
+        allow_pull_requests: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a repository's secrets (names only).
+    List {
+        repo: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -485,6 +511,18 @@ async fn main() -> anyhow::Result<()> {
             let ok = cli_pipeline::run(&client.client()?, &repo, git_ref.as_deref(), wait).await?;
             std::process::exit(if ok { 0 } else { 1 });
         }
+        Command::Secret {
+            command:
+                SecretCommand::Set {
+                    repo,
+                    name,
+                    allow_pull_requests,
+                    client,
+                },
+        } => cli_pipeline::secret_set(&client.client()?, &repo, &name, allow_pull_requests).await,
+        Command::Secret {
+            command: SecretCommand::List { repo, client },
+        } => cli_pipeline::secret_list(&client.client()?, &repo).await,
         Command::Cancel { pipeline, client } => {
             cli_pipeline::cancel(&client.client()?, pipeline).await
         }

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::logs::Logs;
 use crate::pipeline::repo::Repos;
 use crate::pipeline::scheduler::{expire_leases, Scheduler};
+use crate::pipeline::secrets::{load_key, Secrets};
 use crate::{db, registry_gc};
 
 /// A runner that misses heartbeats this long loses its job.
@@ -71,6 +72,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let repos = Repos::new(pool.clone(), &settings.data_dir);
     let logs = Logs::new(&settings.data_dir);
+    let secrets_key = load_key(
+        settings.secrets_key.as_ref().map(|k| k.expose()),
+        &settings.data_dir,
+    )?;
+    let secrets = Secrets::new(pool.clone(), secrets_key);
     let scheduler = Scheduler::new(pool.clone(), LEASE, MAX_ATTEMPTS);
     let app = Arc::new(App {
         settings,
@@ -81,6 +87,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         repos,
         scheduler,
         logs,
+        secrets,
     });
     let gc = registry_gc::spawn(app.clone());
     let expiry = spawn_lease_expiry(app.scheduler.clone());

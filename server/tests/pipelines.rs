@@ -572,3 +572,110 @@ fn cancel_reaches_the_runner_and_stops_its_container() {
     assert_eq!(p["status"], "cancelled", "{p}");
     assert_eq!(p["jobs"][0]["steps"][0]["status"], "cancelled");
 }
+
+/// A secret set with `slipway secret set` reaches only the steps naming it, is
+/// masked in the log (whole, base64, line by line), is not stored in the
+/// clear, and a step naming an undefined secret fails saying so.
+#[test]
+fn secrets_are_usable_masked_and_only_where_named() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-secrets");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spec = r#"jobs:
+  use:
+    steps:
+      - name: with
+        image: busybox
+        secrets: [TOKEN, KEY]
+        commands:
+          - printf %s "$TOKEN" | sha256sum
+          - echo "token is $TOKEN"
+          - printf %s "$TOKEN" | base64
+          - echo "$KEY"
+          - echo "length ${#TOKEN}"
+      - name: without
+        image: busybox
+        commands:
+          - echo "token here is ${TOKEN:-unset}"
+  missing:
+    steps:
+      - name: needs-undefined
+        image: busybox
+        secrets: [NOPE]
+        commands: [echo should not run]
+"#;
+    let dir = work.path().join("repo");
+    repo_with(&dir, &[(".slipway.yml", spec)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "secretive", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let set = |name: &str, value: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(["secret", "set", "secretive", name])
+            .env("SLIPWAY_SERVER", server.url())
+            .env("SLIPWAY_USER", "admin")
+            .env("SLIPWAY_PASSWORD", server.admin_password())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    set("TOKEN", "s3cr3t-t0ken-value\n");
+    set("KEY", "first-line-of-key\nsecond-line-of-key");
+    let listed = slipway(&server, &["secret", "list", "secretive"]);
+    assert_eq!(text(&listed.stdout), "KEY\nTOKEN\n");
+
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let out = slipway(&server, &["run", "secretive", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for leak in [
+        "s3cr3t-t0ken-value",
+        "czNjcjN0LXQwa2VuLXZhbHVl",
+        "first-line-of-key",
+        "second-line-of-key",
+    ] {
+        assert!(!stdout.contains(leak), "{leak} leaked:\n{stdout}");
+    }
+    assert!(stdout.contains("token is ********"), "{stdout}");
+    assert!(stdout.contains("length 18"), "{stdout}");
+    // The step had the real value: its digest matches.
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        b"s3cr3t-t0ken-value",
+    ));
+    assert!(stdout.contains(&digest), "{stdout}");
+    assert!(stdout.contains("token here is unset"), "{stdout}");
+    assert!(
+        stdout.contains("secret NOPE is not available to this run"),
+        "{stdout}"
+    );
+    let p = server
+        .get("/api/v1/pipelines/1", &server.admin_auth())
+        .json();
+    assert_eq!(p["jobs"][0]["status"], "success", "{p}");
+    assert_eq!(p["jobs"][1]["status"], "failure", "{p}");
+
+    // Nothing in the clear at rest or in the server's log.
+    let db = std::fs::read(server.data_dir().join("slipway.db")).unwrap_or_default();
+    let wal = std::fs::read(server.data_dir().join("slipway.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(!bytes.windows(18).any(|w| w == b"s3cr3t-t0ken-value"));
+    }
+    assert!(!server.logs().contains("s3cr3t"));
+}

@@ -269,7 +269,25 @@ async fn run_steps(
         let (entrypoint, command) = entry_and_args(&step.command);
         let mut exit = None;
         let mut note = None;
-        for try_number in 0..=step.retry {
+        let tries = if step.withheld.is_empty() {
+            0..=step.retry
+        } else {
+            let _ = tx.send(
+                format!(
+                    "slipway: not run: secret{} {} {} not available to this run (not defined for the repository, or withheld from a fork's pull request)\n",
+                    if step.withheld.len() == 1 { "" } else { "s" },
+                    step.withheld.join(", "),
+                    if step.withheld.len() == 1 { "is" } else { "are" }
+                )
+                .into_bytes(),
+            );
+            exit = Some(1);
+            #[allow(clippy::reversed_empty_ranges)]
+            {
+                1..=0
+            }
+        };
+        for try_number in tries {
             if try_number > 0 {
                 let _ = tx
                     .send(format!("\n--- retry {try_number} of {} ---\n", step.retry).into_bytes());

@@ -5,6 +5,7 @@ mod pipelines;
 mod registry_gc;
 mod repos;
 mod runner;
+mod secrets;
 mod tokens;
 mod users;
 mod webhooks;
@@ -33,6 +34,12 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{job}/steps/{position}/log", get(pipelines::log))
         .route("/runner-tokens", post(runner::create_registration_token))
         .route("/webhooks/{repo}", post(webhooks::receive))
+        .route(
+            "/secrets",
+            get(secrets::list)
+                .post(secrets::set)
+                .delete(secrets::delete),
+        )
         .nest("/runner", runner::router())
 }
 

@@ -81,6 +81,7 @@ pub async fn trigger(
         event: Event::Manual,
         triggered_by: format!("manual by {}", caller.0.user.username),
         changed_files: None,
+        from_fork: false,
     };
     let id = create(&app.db, &app.repos, &repo, &commit, &cause)
         .await

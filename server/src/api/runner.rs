@@ -185,15 +185,39 @@ async fn lease(
     let Some(job) = scheduler::lease(&app.scheduler, &runner, wait).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let (repo, number, commit, git_ref, name): (String, i64, String, String, String) =
-        sqlx::query_as(
-            "SELECT r.name, p.number, p.commit_sha, p.git_ref, j.name FROM jobs j
-             JOIN pipelines p ON p.id = j.pipeline_id JOIN git_repos r ON r.id = p.repo_id
-             WHERE j.id = ?",
-        )
-        .bind(job.job_id)
-        .fetch_one(&app.db)
-        .await?;
+    #[allow(clippy::type_complexity)]
+    let (repo, repo_id, number, commit, git_ref, name, from_fork): (
+        String,
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        bool,
+    ) = sqlx::query_as(
+        "SELECT r.name, r.id, p.number, p.commit_sha, p.git_ref, j.name, p.from_fork FROM jobs j
+         JOIN pipelines p ON p.id = j.pipeline_id JOIN git_repos r ON r.id = p.repo_id
+         WHERE j.id = ?",
+    )
+    .bind(job.job_id)
+    .fetch_one(&app.db)
+    .await?;
+    // Secret values go only into this lease, only for the steps naming them.
+    let mut definition = job.definition;
+    for step in &mut definition.steps {
+        let names: Vec<String> = step.secrets.iter().map(|(n, _)| n.clone()).collect();
+        let values = app
+            .secrets
+            .values(repo_id, &names, from_fork)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        step.withheld = names
+            .iter()
+            .filter(|n| !values.iter().any(|(v, _)| v == *n))
+            .cloned()
+            .collect();
+        step.secrets = values;
+    }
     tracing::info!(
         job = job.job_id,
         attempt = job.attempt,
@@ -226,7 +250,7 @@ async fn lease(
             git_ref,
             job: name,
         },
-        job: job.definition,
+        job: definition,
     })
     .into_response())
 }

@@ -25,6 +25,8 @@ pub struct Cause {
     pub triggered_by: String,
     /// Files changed by the push, when the trigger knows them.
     pub changed_files: Option<Vec<String>>,
+    /// A pull request from a fork: its steps get no secrets unless allowed.
+    pub from_fork: bool,
 }
 
 pub fn event_name(e: Event) -> &'static str {
@@ -125,6 +127,7 @@ fn plan(spec: &PipelineSpec, trigger: &Trigger<'_>) -> Vec<PlannedJob> {
                             .iter()
                             .map(|n| (n.clone(), String::new()))
                             .collect(),
+                        withheld: Vec::new(),
                         timeout_secs: s.timeout.map(|d| d.as_secs().max(1)),
                         retry: s.retry,
                         skip: s.when.as_ref().is_some_and(|w| !w.matches(trigger)),
@@ -209,8 +212,8 @@ pub async fn create(
     };
     let pipeline_id: i64 = sqlx::query_scalar(
         "INSERT INTO pipelines (repo_id, number, commit_sha, git_ref, event, triggered_by,
-             message, author, status, error, created_at, finished_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             message, author, status, error, created_at, finished_at, from_fork)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(repo.id)
     .bind(number)
@@ -224,6 +227,7 @@ pub async fn create(
     .bind(&error)
     .bind(now)
     .bind(error.as_ref().map(|_| now))
+    .bind(cause.from_fork)
     .fetch_one(&mut *tx)
     .await?;
     if let Ok(spec) = &parsed {

@@ -7,6 +7,7 @@ pub mod create;
 pub mod logs;
 pub mod repo;
 pub mod scheduler;
+pub mod secrets;
 
 // Parts of the model (cron, spans, glob texts) wait for the triggers that use
 // them (issue 4, in progress).
