@@ -28,6 +28,38 @@ pub async fn repo_add(client: &Client, name: &str, url: &str, branch: &str) -> a
     Ok(())
 }
 
+pub async fn repo_forge(
+    client: &Client,
+    repo: &str,
+    kind: &str,
+    api: &str,
+    repository: &str,
+) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut token = String::new();
+    std::io::stdin()
+        .read_to_string(&mut token)
+        .context("reading the forge token from standard input")?;
+    let token = token.trim();
+    let body = json!({
+        "repo": repo, "kind": kind, "api_url": api, "repository": repository,
+        "token": (!token.is_empty()).then_some(token),
+    });
+    client.post_empty("/api/v1/repos/forge", &body).await?;
+    println!("{repo}: pipeline states go to {kind} ({api}, {repository})");
+    Ok(())
+}
+
+pub async fn repo_notify(client: &Client, repo: &str, url: Option<String>) -> anyhow::Result<()> {
+    let body = json!({ "repo": repo, "url": url });
+    client.post_empty("/api/v1/repos/notify", &body).await?;
+    match url {
+        Some(url) => println!("{repo}: state changes are POSTed to {url}"),
+        None => println!("{repo}: no outgoing webhook"),
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct Step {
     position: i64,

@@ -205,6 +205,32 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RepoCommand {
+    /// Report pipeline states to a forge's commit-status API (admin); the
+    /// token is read from standard input.
+    Forge {
+        repo: String,
+        /// github, gitea or gitlab.
+        #[arg(long)]
+        kind: String,
+        /// API root, e.g. https://api.github.com.
+        #[arg(long)]
+        api: String,
+        /// The repository there (owner/name).
+        #[arg(long)]
+        repository: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// POST each pipeline state change to URL (admin); --off to stop.
+    Notify {
+        repo: String,
+        #[arg(long, required_unless_present = "off")]
+        url: Option<String>,
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Register a repository (admin) and mirror it.
     Add {
         /// Name in Slipway, e.g. team/app.
@@ -502,6 +528,27 @@ async fn main() -> anyhow::Result<()> {
                     client,
                 },
         } => cli_pipeline::repo_add(&client.client()?, &name, &url, &branch).await,
+        Command::Repo {
+            command:
+                RepoCommand::Forge {
+                    repo,
+                    kind,
+                    api,
+                    repository,
+                    client,
+                },
+        } => cli_pipeline::repo_forge(&client.client()?, &repo, &kind, &api, &repository).await,
+        Command::Repo {
+            command:
+                RepoCommand::Notify {
+                    repo,
+                    url,
+                    off,
+                    client,
+                },
+        } => {
+            cli_pipeline::repo_notify(&client.client()?, &repo, if off { None } else { url }).await
+        }
         Command::Run {
             repo,
             git_ref,

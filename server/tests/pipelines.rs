@@ -679,3 +679,160 @@ fn secrets_are_usable_masked_and_only_where_named() {
     }
     assert!(!server.logs().contains("s3cr3t"));
 }
+
+/// A recorded request to the fake forge.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    authorization: String,
+    signature: String,
+    body: String,
+}
+
+/// A fake forge (and webhook receiver) on loopback: answers 201 to every
+/// POST and records it.
+fn fake_forge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let (mut length, mut authorization, mut signature) = (0, String::new(), String::new());
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                let (name, value) = header.split_once(':').unwrap_or(("", ""));
+                let value = value.trim().to_owned();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.parse().unwrap_or(0),
+                    "authorization" => authorization = value,
+                    "x-slipway-signature-256" => signature = value,
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            record.lock().unwrap().push(Seen {
+                path,
+                authorization,
+                signature,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            let _ = stream.write_all(
+                b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    (url, seen)
+}
+
+/// Pipeline states reach the forge's commit-status API (GitHub format, with
+/// the token) and the signed outgoing webhook, ending with the final state.
+#[test]
+fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-forge");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = work.path().join("repo");
+    let sha = repo_with(&dir, &[(".slipway.yml", README_EXAMPLE)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "reported", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let secret = text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("webhook secret: ").map(str::to_owned))
+        .unwrap();
+    let (forge, seen) = fake_forge();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args([
+            "repo", "forge", "reported", "--kind", "github", "--api", &forge,
+        ])
+        .args(["--repository", "team/reported"])
+        .env("SLIPWAY_SERVER", server.url())
+        .env("SLIPWAY_USER", "admin")
+        .env("SLIPWAY_PASSWORD", server.admin_password())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"forge-token-123\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let hook = format!("{forge}/hook");
+    let out = slipway(&server, &["repo", "notify", "reported", "--url", &hook]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let out = slipway(&server, &["run", "reported", "--wait"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+
+    let statuses_path = format!("/repos/team/reported/statuses/{sha}");
+    wait_for(
+        "the final state at the forge and the webhook",
+        std::time::Duration::from_secs(15),
+        || {
+            let seen = seen.lock().unwrap();
+            let final_at = |path: &str, needle: &str| {
+                seen.iter()
+                    .any(|s| s.path == path && s.body.contains(needle))
+            };
+            final_at(&statuses_path, "\"state\":\"success\"")
+                && final_at("/hook", "\"status\":\"success\"")
+        },
+    );
+    let seen = seen.lock().unwrap().clone();
+    let forge_calls: Vec<&Seen> = seen.iter().filter(|s| s.path == statuses_path).collect();
+    assert!(forge_calls
+        .iter()
+        .all(|s| s.authorization == "Bearer forge-token-123"));
+    let last = forge_calls.last().unwrap();
+    assert!(
+        last.body.contains("\"context\":\"slipway\""),
+        "{}",
+        last.body
+    );
+    assert!(last.body.contains("/api/v1/pipelines/1"), "{}", last.body);
+    // The outgoing webhook: signed with the repository's secret.
+    wait_for(
+        "the outgoing webhook",
+        std::time::Duration::from_secs(15),
+        || true,
+    );
+    let hooks: Vec<&Seen> = seen.iter().filter(|s| s.path == "/hook").collect();
+    let final_hook = hooks
+        .iter()
+        .find(|s| s.body.contains("\"status\":\"success\""))
+        .expect("a webhook with the final state");
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(final_hook.body.as_bytes());
+    assert_eq!(
+        final_hook.signature,
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
+    assert!(final_hook.body.contains(&sha));
+}

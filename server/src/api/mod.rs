@@ -28,6 +28,8 @@ pub fn router() -> Router<AppState> {
         .route("/tokens", post(tokens::create))
         .route("/registry/gc", post(registry_gc::run))
         .route("/repos", get(repos::list).post(repos::create))
+        .route("/repos/forge", post(repos::set_forge))
+        .route("/repos/notify", post(repos::set_notify))
         .route("/pipelines", post(pipelines::trigger))
         .route("/pipelines/{id}", get(pipelines::show))
         .route("/pipelines/{id}/cancel", post(pipelines::cancel))

@@ -93,3 +93,93 @@ pub async fn list(
             .collect(),
     ))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeSettings {
+    repo: String,
+    /// github, gitea or gitlab.
+    kind: String,
+    /// The API root: https://api.github.com, https://gitea.example/api/v1,
+    /// https://gitlab.example/api/v4.
+    api_url: String,
+    /// The repository there: owner/name (GitLab: the project's full path).
+    repository: String,
+    /// A token allowed to set commit statuses (kept encrypted like a secret).
+    token: Option<String>,
+}
+
+fn http_url(what: &str, url: &str) -> Result<(), ApiError> {
+    if (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.chars().any(char::is_whitespace)
+    {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{what} {url:?} must be an http(s):// URL"
+        )))
+    }
+}
+
+/// Admin: report this repository's pipeline states to a forge's commit-status API.
+pub async fn set_forge(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    Json(body): Json<ForgeSettings>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let repo = app.repos.get(&body.repo).await?;
+    if crate::pipeline::notify::ForgeKind::parse(&body.kind).is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "forge kind {:?} is not github, gitea or gitlab",
+            body.kind
+        )));
+    }
+    http_url("api_url", &body.api_url)?;
+    if body.repository.is_empty() || body.repository.chars().any(char::is_whitespace) {
+        return Err(ApiError::BadRequest("repository must be owner/name".into()));
+    }
+    sqlx::query(
+        "UPDATE git_repos SET forge_kind = ?, forge_api = ?, forge_repository = ? WHERE id = ?",
+    )
+    .bind(&body.kind)
+    .bind(&body.api_url)
+    .bind(&body.repository)
+    .bind(repo.id)
+    .execute(&app.db)
+    .await?;
+    if let Some(token) = &body.token {
+        app.secrets
+            .set_internal(repo.id, crate::pipeline::notify::FORGE_TOKEN, token)
+            .await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    repo: String,
+    /// Where to POST each state change; null to stop.
+    url: Option<String>,
+}
+
+/// Admin: a generic outgoing webhook for state changes, signed with the
+/// repository's webhook secret.
+pub async fn set_notify(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    Json(body): Json<NotifySettings>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let repo = app.repos.get(&body.repo).await?;
+    if let Some(url) = &body.url {
+        http_url("url", url)?;
+    }
+    sqlx::query("UPDATE git_repos SET notify_url = ? WHERE id = ?")
+        .bind(&body.url)
+        .bind(repo.id)
+        .execute(&app.db)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -230,6 +230,7 @@ pub async fn create(
     .bind(cause.from_fork)
     .fetch_one(&mut *tx)
     .await?;
+    super::notify::record(&mut tx, pipeline_id, status).await?;
     if let Ok(spec) = &parsed {
         for job in plan(spec, &trigger) {
             let status = if job.skip {

@@ -5,6 +5,7 @@
 
 pub mod create;
 pub mod logs;
+pub mod notify;
 pub mod repo;
 pub mod scheduler;
 pub mod secrets;

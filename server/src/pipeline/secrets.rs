@@ -110,6 +110,27 @@ impl Secrets {
         if !valid_name(name) {
             return Err(SecretError::BadName(name.to_owned()));
         }
+        self.store(repo_id, name, value, allow_pull_requests).await
+    }
+
+    /// Store a value under a name of Slipway's own (like the forge token),
+    /// which no step can ask for.
+    pub async fn set_internal(
+        &self,
+        repo_id: i64,
+        name: &str,
+        value: &str,
+    ) -> Result<(), SecretError> {
+        self.store(repo_id, name, value, false).await
+    }
+
+    async fn store(
+        &self,
+        repo_id: i64,
+        name: &str,
+        value: &str,
+        allow_pull_requests: bool,
+    ) -> Result<(), SecretError> {
         if value.len() > 64 << 10 {
             return Err(SecretError::TooLarge);
         }
@@ -155,7 +176,8 @@ impl Secrets {
 
     pub async fn list(&self, repo_id: i64) -> Result<Vec<SecretInfo>, SecretError> {
         let rows: Vec<(String, bool, i64)> = sqlx::query_as(
-            "SELECT name, allow_pull_requests, updated_at FROM secrets WHERE repo_id = ? ORDER BY name",
+            "SELECT name, allow_pull_requests, updated_at FROM secrets
+             WHERE repo_id = ? AND name NOT LIKE 'slipway:%' ORDER BY name",
         )
         .bind(repo_id)
         .fetch_all(&self.db)

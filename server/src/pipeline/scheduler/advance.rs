@@ -95,7 +95,14 @@ pub async fn advance(conn: &mut SqliteConnection, pipeline_id: i64) -> Result<bo
     } else {
         "pending"
     };
-    let finished = DONE.contains(&pipeline_status) || pipeline_status == "failure";
+    let finished = DONE.contains(&pipeline_status);
+    let before: Option<String> = sqlx::query_scalar("SELECT status FROM pipelines WHERE id = ?")
+        .bind(pipeline_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let changed = before
+        .as_deref()
+        .is_some_and(|b| b != pipeline_status && b != "error");
     sqlx::query(
         "UPDATE pipelines SET status = ?,
              started_at = COALESCE(started_at, CASE WHEN ? != 'pending' THEN ? END),
@@ -110,5 +117,8 @@ pub async fn advance(conn: &mut SqliteConnection, pipeline_id: i64) -> Result<bo
     .bind(pipeline_id)
     .execute(&mut *conn)
     .await?;
+    if changed {
+        crate::pipeline::notify::record(&mut *conn, pipeline_id, pipeline_status).await?;
+    }
     Ok(queued_any)
 }

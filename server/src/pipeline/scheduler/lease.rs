@@ -72,7 +72,7 @@ async fn try_lease(s: &Scheduler, runner: &RunnerInfo) -> Result<Option<LeasedJo
         .bind(job_id)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query(
+        let started = sqlx::query(
             "UPDATE pipelines SET status = 'running', started_at = COALESCE(started_at, ?)
              WHERE id = ? AND status = 'pending'",
         )
@@ -80,6 +80,9 @@ async fn try_lease(s: &Scheduler, runner: &RunnerInfo) -> Result<Option<LeasedJo
         .bind(pipeline_id)
         .execute(&mut *tx)
         .await?;
+        if started.rows_affected() > 0 {
+            crate::pipeline::notify::record(&mut tx, pipeline_id, "running").await?;
+        }
         tx.commit().await?;
         let definition =
             serde_json::from_str(&definition).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
