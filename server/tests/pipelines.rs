@@ -836,3 +836,89 @@ fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
     );
     assert!(final_hook.body.contains(&sha));
 }
+
+/// SIGKILL the server with 20 pipelines in flight and start it again on the
+/// same address: every pipeline reaches a final state, each step's log holds
+/// every line the step printed exactly once, in order, and no job ran twice.
+#[test]
+fn a_server_killed_mid_flight_loses_no_run_and_no_log_line() {
+    let mut server = TestServer::start();
+    let work = scratch_dir("pipelines-restart");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spec = "jobs:\n  count:\n    steps:\n      - name: lines\n        image: busybox\n        commands:\n          - for i in $(seq 1 60); do echo line-$i; sleep 0.03; done\n";
+    let dir = work.path().join("repo");
+    repo_with(&dir, &[(".slipway.yml", spec)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "busy", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    const PIPELINES: i64 = 20;
+    for _ in 0..PIPELINES {
+        let out = slipway(&server, &["run", "busy"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let states = |server: &TestServer| -> Vec<String> {
+        (1..=PIPELINES)
+            .map(|id| {
+                server
+                    .get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth())
+                    .json()["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    wait_for(
+        "some pipelines to run",
+        std::time::Duration::from_secs(60),
+        || states(&server).iter().filter(|s| *s == "running").count() >= 2,
+    );
+    let before = states(&server);
+    server.kill_hard();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    server.restart_same_address();
+
+    wait_for(
+        "every pipeline to finish",
+        std::time::Duration::from_secs(180),
+        || {
+            states(&server)
+                .iter()
+                .all(|s| ["success", "failure", "error", "cancelled"].contains(&s.as_str()))
+        },
+    );
+    let after = states(&server);
+    assert!(
+        after.iter().all(|s| s == "success"),
+        "before the kill: {before:?}\nafter: {after:?}"
+    );
+    let expected: String = (1..=60).map(|i| format!("line-{i}\n")).collect();
+    for id in 1..=PIPELINES {
+        let p = server
+            .get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth())
+            .json();
+        let job = &p["jobs"][0];
+        assert_eq!(job["attempt"], 1, "pipeline {id} ran its job twice: {p}");
+        let log = server
+            .get(
+                &format!("/api/v1/jobs/{}/steps/0/log", job["id"]),
+                &server.admin_auth(),
+            )
+            .body_text();
+        let printed: String = log
+            .lines()
+            .filter(|l| l.starts_with("line-"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(printed, expected, "pipeline {id}'s log:\n{log}");
+    }
+}

@@ -271,6 +271,27 @@ impl TestServer {
         self.wait_ready();
     }
 
+    /// Like [`restart`](Self::restart), on the same address, so clients that
+    /// hold the URL (runners) reconnect. Retries briefly while the port is
+    /// still being released.
+    pub fn restart_same_address(&mut self) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        let (child, url, log) = launch_on(
+            self.data_dir.path(),
+            Some(&self.admin_password),
+            &self.env,
+            &self.host_port,
+        );
+        self.log
+            .lock()
+            .unwrap()
+            .extend(log.lock().unwrap().drain(..));
+        self.log = log;
+        self.child = Some(child);
+        assert_eq!(url, self.url, "the server came back on another address");
+        self.wait_ready();
+    }
+
     /// Any request as the admin (see [`request_as`]).
     pub fn request(
         &self,
@@ -532,10 +553,20 @@ pub fn launch(
     admin_password: Option<&str>,
     env: &[(String, String)],
 ) -> (Child, String, Arc<Mutex<Vec<String>>>) {
+    launch_on(data_dir, admin_password, env, "127.0.0.1:0")
+}
+
+/// [`launch`] on a given address.
+pub fn launch_on(
+    data_dir: &Path,
+    admin_password: Option<&str>,
+    env: &[(String, String)],
+    listen: &str,
+) -> (Child, String, Arc<Mutex<Vec<String>>>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_slipway"));
     cmd.arg("server")
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen)
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("SLIPWAY_ADMIN_PASSWORD")
