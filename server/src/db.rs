@@ -32,3 +32,70 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Executor;
+
+    /// Migration 0005 rebuilds `users` inside sqlx's transaction, with foreign
+    /// keys on: the API tokens and registration tokens referencing users must
+    /// survive it, and the new role must be accepted.
+    #[tokio::test]
+    async fn the_viewer_migration_keeps_what_references_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("db.sqlite"))
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        for sql in [
+            include_str!("../../migrations/0001_users_and_registry.sql"),
+            include_str!("../../migrations/0002_pipelines.sql"),
+            include_str!("../../migrations/0003_secrets.sql"),
+            include_str!("../../migrations/0004_commit_status.sql"),
+        ] {
+            pool.execute(sql).await.unwrap();
+        }
+        pool.execute(
+            "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (1, 'ann', 'h', 'user', 0);
+             INSERT INTO api_tokens (user_id, name, token_hash, scopes, created_at) VALUES (1, 't', 'x', 'pull', 0);
+             INSERT INTO runner_registration_tokens (token_hash, created_by, created_at, expires_at) VALUES ('r', 1, 0, 1);",
+        )
+        .await
+        .unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        tx.execute(include_str!("../../migrations/0005_viewer_role.sql"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let tokens: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(tokens, 1, "the rebuild deleted API tokens");
+        let created_by: Option<i64> =
+            sqlx::query_scalar("SELECT created_by FROM runner_registration_tokens")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(created_by, Some(1));
+        pool.execute("INSERT INTO users (username, password_hash, role, created_at) VALUES ('vic', 'h', 'viewer', 0)")
+            .await
+            .unwrap();
+        // References still point at the new table: deleting a user cascades.
+        pool.execute("DELETE FROM users WHERE id = 1")
+            .await
+            .unwrap();
+        let tokens: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(tokens, 0);
+        let violations: Vec<(String,)> =
+            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+}

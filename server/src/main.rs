@@ -348,6 +348,9 @@ enum UserCommand {
         name: String,
         #[arg(long)]
         admin: bool,
+        /// Read-only: pipelines, logs and image pulls.
+        #[arg(long, conflicts_with = "admin")]
+        viewer: bool,
         #[arg(long)]
         password_stdin: bool,
         #[command(flatten)]
@@ -446,6 +449,7 @@ async fn main() -> anyhow::Result<()> {
                 UserCommand::Add {
                     name,
                     admin,
+                    viewer,
                     password_stdin,
                     local,
                 },
@@ -464,6 +468,8 @@ async fn main() -> anyhow::Result<()> {
                 .context("opening the database")?;
             let role = if admin {
                 auth::users::Role::Admin
+            } else if viewer {
+                auth::users::Role::Viewer
             } else {
                 auth::users::Role::User
             };

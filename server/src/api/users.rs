@@ -51,8 +51,9 @@ pub async fn create(
     caller.require_admin()?;
     let role = match body.role.as_deref() {
         None => Role::User,
-        Some(r) => Role::parse(r)
-            .ok_or_else(|| ApiError::BadRequest(format!("role {r:?} is not one of admin, user")))?,
+        Some(r) => Role::parse(r).ok_or_else(|| {
+            ApiError::BadRequest(format!("role {r:?} is not one of admin, user, viewer"))
+        })?,
     };
     let user = users::create(&app.db, &body.username, &body.password, role)
         .await

@@ -74,7 +74,7 @@ impl Principal {
     fn with_password(user: User) -> Principal {
         let scopes = Scope::ALL
             .into_iter()
-            .filter(|s| *s != Scope::Admin || user.role == Role::Admin)
+            .filter(|s| user.role.allows(*s))
             .collect();
         Principal {
             user,
@@ -185,7 +185,7 @@ impl Auth {
                 let scopes = record
                     .scopes
                     .into_iter()
-                    .filter(|s| *s != Scope::Admin || record.user.role == Role::Admin)
+                    .filter(|s| record.user.role.allows(*s))
                     .collect();
                 Ok(Some(Principal {
                     user: record.user,

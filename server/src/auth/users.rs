@@ -8,6 +8,8 @@ use crate::db::now_ms;
 pub enum Role {
     Admin,
     User,
+    /// Reads pipelines and logs and pulls images; changes nothing.
+    Viewer,
 }
 
 impl Role {
@@ -15,6 +17,16 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::User => "user",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Whether a credential of this role may carry `scope`.
+    pub fn allows(self, scope: super::Scope) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::User => scope != super::Scope::Admin,
+            Role::Viewer => scope == super::Scope::Pull,
         }
     }
 
@@ -22,6 +34,7 @@ impl Role {
         match s {
             "admin" => Some(Role::Admin),
             "user" => Some(Role::User),
+            "viewer" => Some(Role::Viewer),
             _ => None,
         }
     }
