@@ -114,12 +114,39 @@ pub async fn run(
     if !wait {
         return Ok(true);
     }
-    follow(client, p.id).await
+    follow(client, p.id, true).await
 }
 
-/// Print each step's log once it starts, following it to its end, until the
-/// pipeline finishes.
-pub async fn follow(client: &Client, id: i64) -> anyhow::Result<bool> {
+/// `slipway rerun`: a new pipeline at the same commit.
+pub async fn rerun(
+    client: &Client,
+    id: i64,
+    failed_only: bool,
+    wait: bool,
+) -> anyhow::Result<bool> {
+    let p: Pipeline = client
+        .post(
+            &format!("/api/v1/pipelines/{id}/rerun"),
+            &json!({ "failed_only": failed_only }),
+        )
+        .await?;
+    println!(
+        "pipeline {} ({} #{}, re-run of {id}): {}/api/v1/pipelines/{}",
+        p.id,
+        p.repo,
+        p.number,
+        client.base(),
+        p.id
+    );
+    if !wait {
+        return Ok(true);
+    }
+    follow(client, p.id, true).await
+}
+
+/// Print each step's log (once it has started); with `keep_following`, follow
+/// them until the pipeline finishes. Returns whether it succeeded.
+pub async fn follow(client: &Client, id: i64, keep_following: bool) -> anyhow::Result<bool> {
     let mut offsets: HashMap<(i64, i64), u64> = HashMap::new();
     let mut announced: HashMap<(i64, i64), String> = HashMap::new();
     let mut out = std::io::stdout();
@@ -158,7 +185,7 @@ pub async fn follow(client: &Client, id: i64) -> anyhow::Result<bool> {
                 out.flush()?;
             }
         }
-        if done {
+        if done || !keep_following {
             writeln!(
                 out,
                 "=== pipeline {} #{}: {} ===",

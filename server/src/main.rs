@@ -92,6 +92,26 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Print a pipeline's logs; --follow until it finishes (exit 0 if it succeeded).
+    Logs {
+        pipeline: i64,
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a pipeline again at the same commit.
+    Rerun {
+        pipeline: i64,
+        /// Only the jobs that did not succeed (and what needs them).
+        #[arg(long)]
+        failed: bool,
+        /// Follow the logs; exit 0 only if the new pipeline succeeds.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Cancel a pipeline: waiting jobs at once, running ones within seconds.
     Cancel {
         /// The pipeline's id.
@@ -576,6 +596,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Secret {
             command: SecretCommand::List { repo, client },
         } => cli_pipeline::secret_list(&client.client()?, &repo).await,
+        Command::Logs {
+            pipeline,
+            follow,
+            client,
+        } => {
+            let ok = cli_pipeline::follow(&client.client()?, pipeline, follow).await?;
+            std::process::exit(if ok || !follow { 0 } else { 1 });
+        }
+        Command::Rerun {
+            pipeline,
+            failed,
+            wait,
+            client,
+        } => {
+            let ok = cli_pipeline::rerun(&client.client()?, pipeline, failed, wait).await?;
+            std::process::exit(if ok { 0 } else { 1 });
+        }
         Command::Cancel { pipeline, client } => {
             cli_pipeline::cancel(&client.client()?, pipeline).await
         }

@@ -922,3 +922,91 @@ fn a_server_killed_mid_flight_loses_no_run_and_no_log_line() {
         assert_eq!(printed, expected, "pipeline {id}'s log:\n{log}");
     }
 }
+
+/// `slipway rerun --failed` runs only what did not succeed (and what needs it),
+/// recording the rest as reused; a plain re-run runs everything; `slipway logs`
+/// prints a finished pipeline's logs.
+#[test]
+fn rerunning_failed_jobs_reuses_the_ones_that_passed() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-rerun");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // `flaky` fails in pipeline #1 only.
+    let spec = r#"jobs:
+  steady:
+    steps:
+      - image: busybox
+        commands: ['echo "steady ran in $SLIPWAY_PIPELINE"']
+  flaky:
+    steps:
+      - image: busybox
+        commands: ['echo "flaky ran in $SLIPWAY_PIPELINE"', 'test "$SLIPWAY_PIPELINE" -ge 2']
+  after:
+    needs: [steady, flaky]
+    steps:
+      - image: busybox
+        commands: ['echo "after ran in $SLIPWAY_PIPELINE"']
+"#;
+    let dir = work.path().join("repo");
+    repo_with(&dir, &[(".slipway.yml", spec)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "flaky", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let out = slipway(&server, &["run", "flaky", "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+
+    let out = slipway(&server, &["rerun", "1", "--failed", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("flaky ran in 2") && stdout.contains("after ran in 2"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("steady ran in 2"),
+        "steady ran again:\n{stdout}"
+    );
+    let p = server
+        .get("/api/v1/pipelines/2", &server.admin_auth())
+        .json();
+    assert_eq!(p["status"], "success");
+    assert!(
+        p["triggered_by"]
+            .as_str()
+            .unwrap()
+            .contains("re-run (failed jobs) of #1"),
+        "{p}"
+    );
+    let steady = &p["jobs"][0];
+    assert_eq!(steady["status"], "success");
+    assert!(
+        steady["reason"].as_str().unwrap().contains("pipeline #1"),
+        "{steady}"
+    );
+
+    let out = slipway(&server, &["rerun", "1", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("steady ran in 3") && stdout.contains("flaky ran in 3"),
+        "{stdout}"
+    );
+
+    // `slipway logs` on a finished pipeline prints its logs and the summary.
+    let out = slipway(&server, &["logs", "2"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("flaky ran in 2"), "{stdout}");
+    assert!(
+        stdout.contains("=== pipeline flaky #2: success ==="),
+        "{stdout}"
+    );
+}

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/pipelines", post(pipelines::trigger))
         .route("/pipelines/{id}", get(pipelines::show))
         .route("/pipelines/{id}/cancel", post(pipelines::cancel))
+        .route("/pipelines/{id}/rerun", post(pipelines::rerun))
         .route("/jobs/{job}/steps/{position}/log", get(pipelines::log))
         .route("/runner-tokens", post(runner::create_registration_token))
         .route("/webhooks/{repo}", post(webhooks::receive))

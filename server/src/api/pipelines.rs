@@ -82,6 +82,7 @@ pub async fn trigger(
         triggered_by: format!("manual by {}", caller.0.user.username),
         changed_files: None,
         from_fork: false,
+        reuse: None,
     };
     let id = create(&app.db, &app.repos, &repo, &commit, &cause)
         .await
@@ -96,6 +97,37 @@ pub async fn show(
     Path(id): Path<i64>,
 ) -> Result<Json<PipelineView>, ApiError> {
     Ok(Json(load(&app, id).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Rerun {
+    /// Only the jobs that did not succeed (and what needs them).
+    #[serde(default)]
+    failed_only: bool,
+}
+
+/// A new pipeline at the same commit.
+pub async fn rerun(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+    body: Option<Json<Rerun>>,
+) -> Result<(StatusCode, Json<PipelineView>), ApiError> {
+    caller.require_developer()?;
+    let failed_only = body.map(|Json(b)| b.failed_only).unwrap_or(false);
+    let new = crate::pipeline::create::rerun(
+        &app.db,
+        &app.repos,
+        id,
+        failed_only,
+        &caller.0.user.username,
+    )
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .ok_or_else(|| ApiError::NotFound(format!("no pipeline {id}")))?;
+    app.scheduler.wake();
+    Ok((StatusCode::CREATED, Json(load(&app, new).await?)))
 }
 
 pub async fn cancel(

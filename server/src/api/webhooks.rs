@@ -78,6 +78,7 @@ pub async fn receive(
         triggered_by: format!("{} webhook ({})", kind_name(event.kind), event.forge),
         changed_files: event.changed_files.clone(),
         from_fork: event.kind == EventKind::PullRequest && event.from_fork,
+        reuse: None,
     };
     match create(&app.db, &app.repos, &repo, &commit, &cause).await {
         Ok(id) => {

@@ -27,6 +27,9 @@ pub struct Cause {
     pub changed_files: Option<Vec<String>>,
     /// A pull request from a fork: its steps get no secrets unless allowed.
     pub from_fork: bool,
+    /// Jobs that already succeeded at this commit (a re-run of failed jobs):
+    /// recorded as successful without running, with where they ran.
+    pub reuse: Option<(i64, Vec<String>)>,
 }
 
 pub fn event_name(e: Event) -> &'static str {
@@ -233,8 +236,15 @@ pub async fn create(
     super::notify::record(&mut tx, pipeline_id, status).await?;
     if let Ok(spec) = &parsed {
         for job in plan(spec, &trigger) {
+            let reused = cause
+                .reuse
+                .as_ref()
+                .filter(|(_, names)| names.contains(&job.name))
+                .map(|(number, _)| format!("succeeded in pipeline #{number}; not run again"));
             let status = if job.skip {
                 "skipped"
+            } else if reused.is_some() {
+                "success"
             } else if job.needs.is_empty() {
                 "queued"
             } else {
@@ -252,13 +262,19 @@ pub async fn create(
             .bind(serde_json::to_string(&job.labels).expect("serialisable"))
             .bind(status)
             .bind((status == "queued").then_some(now))
-            .bind(job.skip.then_some(now))
-            .bind(job.skip.then_some("`when` does not match this trigger"))
+            .bind((job.skip || reused.is_some()).then_some(now))
+            .bind(if job.skip {
+                Some("`when` does not match this trigger".to_owned())
+            } else {
+                reused.clone()
+            })
             .fetch_one(&mut *tx)
             .await?;
             for step in &job.definition.steps {
                 let step_status = if job.skip || step.skip {
                     "skipped"
+                } else if reused.is_some() {
+                    "success"
                 } else {
                     "pending"
                 };
@@ -274,8 +290,76 @@ pub async fn create(
             }
         }
     }
+    if cause.reuse.is_some() && parsed.is_ok() {
+        // Reused jobs may unblock others, or finish the pipeline outright.
+        crate::pipeline::scheduler::advance(&mut tx, pipeline_id).await?;
+    }
     tx.commit().await?;
     Ok(pipeline_id)
+}
+
+/// Run pipeline `id` again at the same commit, whole or (`failed_only`) only
+/// the jobs that did not succeed (and what needs them). Returns the new id.
+pub async fn rerun(
+    db: &sqlx::SqlitePool,
+    repos: &Repos,
+    id: i64,
+    failed_only: bool,
+    by: &str,
+) -> Result<Option<i64>, CreateError> {
+    #[allow(clippy::type_complexity)]
+    let row: Option<(
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        bool,
+    )> = sqlx::query_as(
+        "SELECT repo_id, number, commit_sha, git_ref, event, message, author, from_fork
+             FROM pipelines WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    let Some((repo_id, number, sha, git_ref, event, message, author, from_fork)) = row else {
+        return Ok(None);
+    };
+    let repo = repos.by_id(repo_id).await?;
+    let succeeded: Vec<String> = if failed_only {
+        sqlx::query_scalar("SELECT name FROM jobs WHERE pipeline_id = ? AND status = 'success'")
+            .bind(id)
+            .fetch_all(db)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let event = match event.as_str() {
+        "push" => Event::Push,
+        "tag" => Event::Tag,
+        "pull_request" => Event::PullRequest,
+        "cron" => Event::Cron,
+        _ => Event::Manual,
+    };
+    let cause = Cause {
+        event,
+        triggered_by: format!(
+            "re-run{} of #{number} by {by}",
+            if failed_only { " (failed jobs)" } else { "" }
+        ),
+        changed_files: None,
+        from_fork,
+        reuse: failed_only.then_some((number, succeeded)),
+    };
+    let commit = Commit {
+        sha,
+        git_ref,
+        message: message.unwrap_or_default(),
+        author: author.unwrap_or_default(),
+    };
+    create(db, repos, &repo, &commit, &cause).await.map(Some)
 }
 
 #[cfg(test)]
