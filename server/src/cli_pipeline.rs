@@ -282,6 +282,94 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+pub async fn queue(client: &Client) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct Candidate {
+        runner: String,
+        why_not: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Waiting {
+        pipeline_id: i64,
+        repo: String,
+        job: String,
+        position: Option<usize>,
+        waiting_ms: i64,
+        blocked_on: Vec<String>,
+        runners: Vec<Candidate>,
+    }
+    let waiting: Vec<Waiting> = client.get("/api/v1/queue").await?;
+    if waiting.is_empty() {
+        println!("nothing is waiting");
+    }
+    for w in waiting {
+        let place = match w.position {
+            Some(p) => format!("#{p}"),
+            None => "blocked".into(),
+        };
+        println!(
+            "{place:>8}  {} pipeline {} / {}  (waiting {} s)",
+            w.repo,
+            w.pipeline_id,
+            w.job,
+            w.waiting_ms / 1000
+        );
+        if !w.blocked_on.is_empty() {
+            println!(
+                "          needs {} to succeed first",
+                w.blocked_on.join(", ")
+            );
+            continue;
+        }
+        let able: Vec<&str> = w
+            .runners
+            .iter()
+            .filter(|c| c.why_not.is_none())
+            .map(|c| c.runner.as_str())
+            .collect();
+        if !able.is_empty() {
+            println!("          can run on: {}", able.join(", "));
+        } else if w.runners.is_empty() {
+            println!("          no runner is registered (slipway runner-token create, then slipway runner)");
+        } else {
+            for c in &w.runners {
+                println!(
+                    "          not {}: {}",
+                    c.runner,
+                    c.why_not.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn runners(client: &Client) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    struct Runner {
+        name: String,
+        labels: Vec<String>,
+        capacity: i64,
+        online: bool,
+        running_jobs: Vec<i64>,
+    }
+    let runners: Vec<Runner> = client.get("/api/v1/runners").await?;
+    if runners.is_empty() {
+        println!("no runners registered");
+    }
+    for r in runners {
+        println!(
+            "{:<20} {:<8} {}/{} busy  labels [{}]",
+            r.name,
+            if r.online { "online" } else { "offline" },
+            r.running_jobs.len(),
+            r.capacity,
+            r.labels.join(", ")
+        );
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct RegistrationToken {
     token: String,

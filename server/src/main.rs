@@ -92,6 +92,16 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Jobs waiting to run: position, and the runners that could take each (or why not).
+    Queue {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Registered runners: online or not, labels, capacity, current jobs.
+    Runners {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a pipeline's logs; --follow until it finishes (exit 0 if it succeeded).
     Logs {
         pipeline: i64,
@@ -596,6 +606,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Secret {
             command: SecretCommand::List { repo, client },
         } => cli_pipeline::secret_list(&client.client()?, &repo).await,
+        Command::Queue { client } => cli_pipeline::queue(&client.client()?).await,
+        Command::Runners { client } => cli_pipeline::runners(&client.client()?).await,
         Command::Logs {
             pipeline,
             follow,

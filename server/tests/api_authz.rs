@@ -164,7 +164,16 @@ fn every_api_route_checks_who_is_calling() {
             403,
             200,
         ),
+        (
+            Method::POST,
+            "/api/v1/pipelines/1/rerun".into(),
+            None,
+            403,
+            201,
+        ),
         (Method::POST, "/api/v1/runner-tokens".into(), None, 403, 201),
+        (Method::GET, "/api/v1/queue".into(), None, 200, 200),
+        (Method::GET, "/api/v1/runners".into(), None, 200, 200),
     ];
     for (method, path, body, as_viewer, as_admin) in &routes {
         assert_eq!(

@@ -1010,3 +1010,50 @@ fn rerunning_failed_jobs_reuses_the_ones_that_passed() {
         "{stdout}"
     );
 }
+
+/// The queue explains itself: a job asking for a label no runner has shows its
+/// position and why the runner cannot take it; a job waiting on another shows
+/// what it needs.
+#[test]
+fn the_queue_says_why_a_job_waits() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-queue");
+    let spec = "jobs:\n  gpu:\n    runs-on: [gpu]\n    steps:\n      - image: busybox\n        commands: [true]\n  after:\n    needs: [gpu]\n    steps:\n      - image: busybox\n        commands: [true]\n";
+    let dir = work.path().join("repo");
+    repo_with(&dir, &[(".slipway.yml", spec)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "waits", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    wait_for(
+        "the runner to register",
+        std::time::Duration::from_secs(30),
+        || server.get("/api/v1/runners", &server.admin_auth()).json()[0]["online"] == true,
+    );
+    let out = slipway(&server, &["run", "waits"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let queue = server.get("/api/v1/queue", &server.admin_auth()).json();
+    assert_eq!(queue[0]["job"], "gpu");
+    assert_eq!(queue[0]["position"], 1);
+    assert_eq!(queue[0]["runners"][0]["runner"], "test-runner");
+    assert_eq!(queue[0]["runners"][0]["can_take"], false);
+    assert_eq!(queue[0]["runners"][0]["why_not"], "lacks label gpu");
+    assert_eq!(queue[1]["job"], "after");
+    assert_eq!(queue[1]["position"], serde_json::Value::Null);
+    assert_eq!(queue[1]["blocked_on"], serde_json::json!(["gpu"]));
+    let out = slipway(&server, &["queue"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("#1") && stdout.contains("not test-runner: lacks label gpu"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("needs gpu to succeed first"), "{stdout}");
+    let out = slipway(&server, &["runners"]);
+    assert!(
+        text(&out.stdout).contains("test-runner"),
+        "{}",
+        text(&out.stdout)
+    );
+}

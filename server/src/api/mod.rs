@@ -2,6 +2,7 @@
 //! (Basic password, Basic or Bearer API token) and checks its scope.
 
 mod pipelines;
+mod queue;
 mod registry_gc;
 mod repos;
 mod runner;
@@ -36,6 +37,8 @@ pub fn router() -> Router<AppState> {
         .route("/pipelines/{id}/rerun", post(pipelines::rerun))
         .route("/jobs/{job}/steps/{position}/log", get(pipelines::log))
         .route("/runner-tokens", post(runner::create_registration_token))
+        .route("/queue", get(queue::list))
+        .route("/runners", get(queue::runners))
         .route("/webhooks/{repo}", post(webhooks::receive))
         .route(
             "/secrets",

@@ -112,10 +112,17 @@ pub async fn rerun(
     State(app): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
-    body: Option<Json<Rerun>>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<PipelineView>), ApiError> {
     caller.require_developer()?;
-    let failed_only = body.map(|Json(b)| b.failed_only).unwrap_or(false);
+    // The body is optional, and read only once the caller may re-run.
+    let failed_only = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        serde_json::from_slice::<Rerun>(&body)
+            .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
+            .failed_only
+    };
     let new = crate::pipeline::create::rerun(
         &app.db,
         &app.repos,

@@ -10,10 +10,13 @@
 //!   attempt number.
 //! - `expire.rs`: leases that were not renewed go back to the queue, or fail
 //!   the job after too many attempts.
+//! - `queue.rs`: what waits, in which position, and which runners could take it
+//!   (or why none can).
 
 mod advance;
 mod expire;
 mod lease;
+pub mod queue;
 mod report;
 
 use std::sync::Arc;

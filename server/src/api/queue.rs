@@ -1,0 +1,93 @@
+//! `GET /api/v1/queue` (each waiting job: position, and the runners that could
+//! take it or why not) and `GET /api/v1/runners`.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use super::{ApiCaller, ApiError};
+use crate::app::AppState;
+use crate::pipeline::scheduler::queue;
+
+#[derive(Serialize)]
+pub struct CandidateView {
+    runner: String,
+    can_take: bool,
+    why_not: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct WaitingView {
+    job_id: i64,
+    pipeline_id: i64,
+    repo: String,
+    job: String,
+    position: Option<usize>,
+    waiting_ms: i64,
+    labels: Vec<String>,
+    blocked_on: Vec<String>,
+    runners: Vec<CandidateView>,
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+) -> Result<Json<Vec<WaitingView>>, ApiError> {
+    Ok(Json(
+        queue::explain(&app.db)
+            .await?
+            .into_iter()
+            .map(|w| WaitingView {
+                job_id: w.job_id,
+                pipeline_id: w.pipeline_id,
+                repo: w.repo,
+                job: w.job,
+                position: w.position,
+                waiting_ms: w.waiting_ms,
+                labels: w.labels,
+                blocked_on: w.blocked_on,
+                runners: w
+                    .runners
+                    .into_iter()
+                    .map(|c| CandidateView {
+                        runner: c.runner,
+                        can_take: c.why_not.is_none(),
+                        why_not: c.why_not,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Serialize)]
+pub struct RunnerView {
+    id: i64,
+    name: String,
+    labels: Vec<String>,
+    capacity: i64,
+    online: bool,
+    running_jobs: Vec<i64>,
+    last_seen_at: Option<i64>,
+}
+
+pub async fn runners(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+) -> Result<Json<Vec<RunnerView>>, ApiError> {
+    Ok(Json(
+        queue::runners(&app.db)
+            .await?
+            .into_iter()
+            .map(|r| RunnerView {
+                id: r.id,
+                name: r.name,
+                labels: r.labels,
+                capacity: r.capacity,
+                online: r.online,
+                running_jobs: r.running,
+                last_seen_at: r.last_seen_at,
+            })
+            .collect(),
+    ))
+}
