@@ -18,8 +18,14 @@ struct Repo {
     webhook_secret: Option<String>,
 }
 
-pub async fn repo_add(client: &Client, name: &str, url: &str, branch: &str) -> anyhow::Result<()> {
-    let body = json!({ "name": name, "url": url, "default_branch": branch });
+pub async fn repo_add(
+    client: &Client,
+    name: &str,
+    url: &str,
+    branch: &str,
+    poll: Option<&str>,
+) -> anyhow::Result<()> {
+    let body = json!({ "name": name, "url": url, "default_branch": branch, "poll_interval": poll });
     let repo: Repo = client.post("/api/v1/repos", &body).await?;
     println!("added {}", repo.name);
     if let Some(secret) = repo.webhook_secret {

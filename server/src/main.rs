@@ -271,6 +271,10 @@ enum RepoCommand {
         /// Its default branch.
         #[arg(long, default_value = "main")]
         branch: String,
+        /// Fetch this often (e.g. 1m) and run new commits of the default
+        /// branch, for repositories that cannot send webhooks.
+        #[arg(long)]
+        poll: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -561,9 +565,10 @@ async fn main() -> anyhow::Result<()> {
                     name,
                     url,
                     branch,
+                    poll,
                     client,
                 },
-        } => cli_pipeline::repo_add(&client.client()?, &name, &url, &branch).await,
+        } => cli_pipeline::repo_add(&client.client()?, &name, &url, &branch, poll.as_deref()).await,
         Command::Repo {
             command:
                 RepoCommand::Forge {

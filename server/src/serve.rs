@@ -92,6 +92,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let gc = registry_gc::spawn(app.clone());
     let expiry = spawn_lease_expiry(app.scheduler.clone());
     let notifier = crate::pipeline::notify::spawn(app.clone());
+    let triggers = crate::pipeline::triggers::spawn(app.clone());
 
     // Printed, not logged: scripts read it whatever the log level.
     println!("slipway listening on http://{addr}");
@@ -119,6 +120,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     gc.abort();
     expiry.abort();
     notifier.abort();
+    triggers.abort();
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

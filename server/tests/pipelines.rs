@@ -1057,3 +1057,74 @@ fn the_queue_says_why_a_job_waits() {
         text(&out.stdout)
     );
 }
+
+/// Polling starts a pipeline when the default branch moves (not for the head
+/// it first sees), and a cron schedule in the spec starts pipelines by itself.
+#[test]
+fn polling_and_cron_start_pipelines() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-timed");
+    let dir = work.path().join("polled");
+    repo_with(&dir, &[(".slipway.yml", README_EXAMPLE)]);
+    let out = slipway(
+        &server,
+        &[
+            "repo",
+            "add",
+            "polled",
+            "--url",
+            dir.to_str().unwrap(),
+            "--poll",
+            "1s",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pipelines_of = |repo: &str| -> Vec<serde_json::Value> {
+        (1..=50)
+            .map(|id| server.get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth()))
+            .take_while(|r| r.status == 200)
+            .map(|r| r.json())
+            .filter(|p| p["repo"] == repo)
+            .collect()
+    };
+    // Give the first poll time to record the head; it starts nothing.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(pipelines_of("polled").is_empty());
+    std::fs::write(dir.join("new.txt"), "x").unwrap();
+    git(&dir, &["add", "new.txt"]);
+    git(&dir, &["commit", "-q", "-m", "second"]);
+    wait_for(
+        "a pipeline from polling",
+        std::time::Duration::from_secs(15),
+        || !pipelines_of("polled").is_empty(),
+    );
+    let p = &pipelines_of("polled")[0];
+    assert_eq!(p["triggered_by"], "git poll");
+    assert_eq!(p["event"], "push");
+    assert_eq!(p["message"], "second");
+
+    let cron_dir = work.path().join("cron");
+    let spec =
+        format!("cron:\n  - name: every-second\n    schedule: \"* * * * * *\"\n{README_EXAMPLE}");
+    repo_with(&cron_dir, &[(".slipway.yml", spec.as_str())]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "timed", "--url", cron_dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "a cron pipeline",
+        std::time::Duration::from_secs(15),
+        || !pipelines_of("timed").is_empty(),
+    );
+    let p = &pipelines_of("timed")[0];
+    assert_eq!(p["event"], "cron");
+    assert_eq!(p["ref"], "refs/heads/main");
+    assert!(
+        p["triggered_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("cron every-second"),
+        "{p}"
+    );
+}

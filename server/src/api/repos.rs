@@ -16,6 +16,8 @@ pub struct NewRepo {
     url: String,
     #[serde(default = "main")]
     default_branch: String,
+    /// Fetch this often (e.g. "1m") and run new commits of the default branch.
+    poll_interval: Option<String>,
 }
 
 fn main() -> String {
@@ -64,6 +66,20 @@ pub async fn create(
     Json(body): Json<NewRepo>,
 ) -> Result<(StatusCode, Json<RepoView>), ApiError> {
     caller.require_admin()?;
+    let poll_ms = match &body.poll_interval {
+        None => None,
+        Some(text) => {
+            let d = humantime::parse_duration(text).map_err(|e| {
+                ApiError::BadRequest(format!("poll_interval {text:?}: {e} (e.g. 30s, 5m)"))
+            })?;
+            if d < std::time::Duration::from_secs(1) {
+                return Err(ApiError::BadRequest(
+                    "poll_interval must be at least 1s".into(),
+                ));
+            }
+            Some(d.as_millis() as i64)
+        }
+    };
     let repo = app
         .repos
         .add(&body.name, &body.url, &body.default_branch)
@@ -75,6 +91,13 @@ pub async fn create(
             .await;
         let _ = std::fs::remove_dir_all(app.repos.mirror_path(repo.id));
         return Err(e.into());
+    }
+    if let Some(ms) = poll_ms {
+        sqlx::query("UPDATE git_repos SET poll_interval_ms = ? WHERE id = ?")
+            .bind(ms)
+            .bind(repo.id)
+            .execute(&app.db)
+            .await?;
     }
     Ok((StatusCode::CREATED, Json(view(repo, true))))
 }

@@ -1,7 +1,8 @@
 //! Pipelines: the `.slipway.yml` spec (`spec/`), git repositories and their
 //! mirrors (`repo.rs`), creating a pipeline from a commit (`create.rs`), the
-//! durable job queue (`scheduler/`), step logs (`logs.rs`) and forge webhooks
-//! (`webhook/`).
+//! durable job queue (`scheduler/`), step logs (`logs.rs`), forge webhooks
+//! (`webhook/`), polling and cron (`triggers.rs`), secrets (`secrets.rs`) and
+//! commit status (`notify.rs`).
 
 pub mod create;
 pub mod logs;
@@ -9,6 +10,7 @@ pub mod notify;
 pub mod repo;
 pub mod scheduler;
 pub mod secrets;
+pub mod triggers;
 
 // Parts of the model (cron, spans, glob texts) wait for the triggers that use
 // them (issue 4, in progress).
