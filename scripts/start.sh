@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds Slipway and starts it on the embedded default (SQLite and local files
-# under ./slipway-data, listening on 127.0.0.1:8080), then shows it working:
-# pushes a small demo image with skopeo and lists what the registry holds.
-# The server keeps running in the foreground; Ctrl-C stops it gracefully.
+# under ./slipway-data, listening on 127.0.0.1:8080) with a local runner, then
+# shows it working: pushes a demo image with skopeo, builds a busybox base image,
+# creates a demo git repository with a .slipway.yml, runs its pipeline and prints
+# where to look. The server keeps running in the foreground; Ctrl-C stops it and
+# the runner gracefully. Needs root (the runner runs steps in runc containers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,9 @@ missing=()
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)         # pushes the demo image
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config) # building git2's https
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+command -v runc >/dev/null 2>&1 || missing+=(runc)             # the runner's containers
+command -v busybox >/dev/null 2>&1 || missing+=(busybox-static) # the demo's base image
+command -v git >/dev/null 2>&1 || missing+=(git)               # the demo repository
 if ((${#missing[@]})); then
   echo "==> installing Debian packages: ${missing[*]}"
   apt-get update -qq
@@ -56,11 +61,62 @@ rm -rf "$demo"
 echo "==> the registry now holds:"
 curl -fs -u "admin:$SLIPWAY_ADMIN_PASSWORD" "$url/v2/_catalog"; echo
 curl -fs -u "admin:$SLIPWAY_ADMIN_PASSWORD" "$url/v2/demo/hello/tags/list"; echo
+
+export SLIPWAY_SERVER=$url SLIPWAY_USER=admin SLIPWAY_PASSWORD=$SLIPWAY_ADMIN_PASSWORD
+slipway=target/release/slipway
+echo "==> building library/busybox:latest from the host's busybox-static"
+$slipway image bootstrap busybox
+
+# A runner on this machine. Its work dir must be reachable by container root
+# (uid 100000 in the user namespace), so it lives under /var/lib, not here.
+# One per data directory, so its runner token matches this server's database.
+runner_dir=${SLIPWAY_RUNNER_DIR:-/var/lib/slipway/runner-$(printf %s "$data" | sha256sum | cut -c1-12)}
+mkdir -p "$runner_dir" && chmod 711 "$(dirname "$runner_dir")" "$runner_dir"
+runner_log="$data/runner.log"
+if [ -s "$runner_dir/runner-token" ]; then
+  token=""
+else
+  token=$($slipway runner-token create)
+fi
+SLIPWAY_LOG=info $slipway runner --token "$token" --name local --capacity 2 \
+  --work-dir "$runner_dir" >"$runner_log" 2>&1 &
+runner=$!
+trap 'kill -TERM $runner $server 2>/dev/null; wait $runner $server 2>/dev/null' INT TERM EXIT
+
+demo_repo="$data/demo-repo"
+if [ ! -d "$demo_repo/.git" ]; then
+  echo "==> creating the demo repository $demo_repo"
+  mkdir -p "$demo_repo"
+  git -C "$demo_repo" init -q -b main
+  cat >"$demo_repo/.slipway.yml" <<'YAML'
+jobs:
+  test:
+    steps:
+      - name: greet
+        image: busybox
+        commands:
+          - echo "hello from $SLIPWAY_COMMIT"
+  after:
+    needs: [test]
+    steps:
+      - name: done
+        image: busybox
+        commands: [echo done]
+YAML
+  git -C "$demo_repo" add .slipway.yml
+  git -C "$demo_repo" -c user.name=Slipway -c user.email=demo@slipway.invalid commit -q -m "demo pipeline"
+  $slipway repo add demo --url "$demo_repo"
+fi
+echo "==> running the demo pipeline (slipway run demo --wait)"
+$slipway run demo --wait || echo "(the demo pipeline did not succeed: see $runner_log)"
 cat <<MSG
 
-Slipway is running. Try:
-  skopeo inspect --tls-verify=false --creds admin:\$(cat $password_file) docker://$host/demo/hello:latest
-  SLIPWAY_USER=admin SLIPWAY_PASSWORD=\$(cat $password_file) target/release/slipway token create --server $url --scope pull
+Slipway is running at $url with a local runner ($runner_log). Try:
+  export SLIPWAY_SERVER=$url SLIPWAY_USER=admin SLIPWAY_PASSWORD=\$(cat $password_file)
+  $slipway run demo --wait        # again
+  $slipway queue; $slipway runners
+  curl -u admin:\$SLIPWAY_PASSWORD $url/api/v1/pipelines/1
+  skopeo inspect --tls-verify=false --creds admin:\$SLIPWAY_PASSWORD docker://$host/demo/hello:latest
 Press Ctrl-C to stop.
 MSG
 wait $server
