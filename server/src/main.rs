@@ -251,6 +251,16 @@ enum RepoCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Run at most N of the repository's jobs at once (admin); --off for no limit.
+    Limit {
+        repo: String,
+        #[arg(long, required_unless_present = "off")]
+        max: Option<i64>,
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// POST each pipeline state change to URL (admin); --off to stop.
     Notify {
         repo: String,
@@ -589,6 +599,29 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => {
             cli_pipeline::repo_notify(&client.client()?, &repo, if off { None } else { url }).await
+        }
+        Command::Repo {
+            command:
+                RepoCommand::Limit {
+                    repo,
+                    max,
+                    off,
+                    client,
+                },
+        } => {
+            let max = if off { None } else { max };
+            client
+                .client()?
+                .post_empty(
+                    "/api/v1/repos/limits",
+                    &json!({ "repo": repo, "max_concurrent": max }),
+                )
+                .await?;
+            match max {
+                Some(n) => println!("{repo}: at most {n} job(s) at once"),
+                None => println!("{repo}: no limit on jobs at once"),
+            }
+            Ok(())
         }
         Command::Run {
             repo,

@@ -1128,3 +1128,56 @@ fn polling_and_cron_start_pipelines() {
         "{p}"
     );
 }
+
+/// A repository limited to one job at a time runs its pipelines one after the
+/// other even on a runner with room for more.
+#[test]
+fn a_concurrency_limit_serialises_a_repositorys_jobs() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-limit");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spec = "jobs:\n  one:\n    steps:\n      - image: busybox\n        commands: [sleep 0.5]\n";
+    let dir = work.path().join("repo");
+    repo_with(&dir, &[(".slipway.yml", spec)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "limited", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = slipway(&server, &["repo", "limit", "limited", "--max", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _runner = start_runner(&server, &work.path().join("runner")); // capacity 2
+    for _ in 0..3 {
+        let out = slipway(&server, &["run", "limited"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let pipeline = |id: i64| {
+        server
+            .get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth())
+            .json()
+    };
+    wait_for(
+        "three pipelines",
+        std::time::Duration::from_secs(60),
+        || (1..=3).all(|id| pipeline(id)["status"] == "success"),
+    );
+    let mut spans: Vec<(i64, i64)> = (1..=3)
+        .map(|id| {
+            let job = &pipeline(id)["jobs"][0];
+            (
+                job["started_at"].as_i64().unwrap(),
+                job["finished_at"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "jobs overlapped: {spans:?}");
+    }
+}

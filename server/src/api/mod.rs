@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/repos", get(repos::list).post(repos::create))
         .route("/repos/forge", post(repos::set_forge))
         .route("/repos/notify", post(repos::set_notify))
+        .route("/repos/limits", post(repos::set_limits))
         .route("/pipelines", post(pipelines::trigger))
         .route("/pipelines/{id}", get(pipelines::show))
         .route("/pipelines/{id}/cancel", post(pipelines::cancel))

@@ -206,3 +206,37 @@ pub async fn set_notify(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    repo: String,
+    /// Jobs of this repository running at once; null for no limit.
+    max_concurrent: Option<i64>,
+}
+
+/// Admin: cap how many of a repository's jobs run at once.
+pub async fn set_limits(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    Json(body): Json<Limits>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let repo = app.repos.get(&body.repo).await?;
+    if body
+        .max_concurrent
+        .is_some_and(|n| !(1..=10_000).contains(&n))
+    {
+        return Err(ApiError::BadRequest(
+            "max_concurrent must be 1 to 10000, or null".into(),
+        ));
+    }
+    sqlx::query("UPDATE git_repos SET max_concurrent = ? WHERE id = ?")
+        .bind(body.max_concurrent)
+        .bind(repo.id)
+        .execute(&app.db)
+        .await?;
+    // A raised limit may let queued jobs start.
+    app.scheduler.wake();
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -203,7 +203,9 @@ pub async fn create(
         changed: cause.changed_files.as_deref(),
     };
     let now = now_ms();
-    let mut tx = db.begin().await?;
+    // Immediate: this transaction reads (the next number) then writes, and a
+    // deferred one could not upgrade while a runner's lease is writing.
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let number: i64 =
         sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM pipelines WHERE repo_id = ?")
             .bind(repo.id)
