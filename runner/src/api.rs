@@ -13,6 +13,8 @@
 //! - `POST jobs/{job}/steps/{position}/log?attempt=N&offset=B` raw bytes →
 //!   [`LogAck`]; bytes before the stored length are skipped (a resend), a gap
 //!   is 409 with the length to resend from
+//! - `POST jobs/{job}/artifacts?attempt=N` a tar of the job's artifacts
+//! - `GET  jobs/{job}/artifacts/{from}?attempt=N` the artifacts of a needed job
 //! - `POST jobs/{job}/finish` [`JobReport`]
 //!
 //! Every report carries the attempt (the lease's fencing token); one from an
@@ -52,6 +54,10 @@ pub struct Lease {
     pub registry_token: String,
     pub context: RunContext,
     pub job: JobDefinition,
+    /// Jobs (that this one needs) whose artifacts go into the workspace
+    /// before the first step: `GET jobs/{job}/artifacts/{from}?attempt=N`.
+    #[serde(default)]
+    pub artifacts_from: Vec<i64>,
 }
 
 /// What a step's `SLIPWAY_*` variables say.
@@ -70,6 +76,10 @@ pub struct JobDefinition {
     pub name: String,
     pub steps: Vec<StepDefinition>,
     pub services: Vec<ServiceDefinition>,
+    /// Workspace paths (files or directories) handed to the jobs that need
+    /// this one, uploaded as a tar when the job succeeds.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::pipeline::artifacts::Artifacts;
 use crate::pipeline::logs::Logs;
 use crate::pipeline::repo::Repos;
 use crate::pipeline::scheduler::Scheduler;
@@ -29,6 +30,7 @@ pub struct App {
     pub scheduler: Scheduler,
     pub logs: Logs,
     pub secrets: Secrets,
+    pub artifacts: Artifacts,
 }
 
 impl App {

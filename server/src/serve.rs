@@ -14,6 +14,7 @@ use crate::auth::users::{self, Role};
 use crate::auth::{password, Auth};
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::pipeline::artifacts::Artifacts;
 use crate::pipeline::logs::Logs;
 use crate::pipeline::repo::Repos;
 use crate::pipeline::scheduler::{expire_leases, Scheduler};
@@ -71,6 +72,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let repos = Repos::new(pool.clone(), &settings.data_dir);
+    let settings_data_dir = settings.data_dir.clone();
     let logs = Logs::new(&settings.data_dir);
     let secrets_key = load_key(
         settings.secrets_key.as_ref().map(|k| k.expose()),
@@ -86,6 +88,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics: Metrics::default(),
         repos,
         scheduler,
+        artifacts: Artifacts::new(&settings_data_dir),
         logs,
         secrets,
     });

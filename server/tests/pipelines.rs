@@ -1181,3 +1181,93 @@ fn a_concurrency_limit_serialises_a_repositorys_jobs() {
         assert!(pair[1].0 >= pair[0].1, "jobs overlapped: {spans:?}");
     }
 }
+
+/// Artifacts go from a job to the jobs that need it; symlinks travel as links
+/// (the runner never follows one to a host file), and an artifact path that
+/// leaves the workspace through a symlinked directory fails its job.
+#[test]
+fn artifacts_are_handed_to_the_jobs_that_need_them() {
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-artifacts");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spec = r#"jobs:
+  build:
+    artifacts: [dist]
+    steps:
+      - image: busybox
+        commands:
+          - mkdir -p dist/sub
+          - echo built-by-build > dist/sub/app.txt
+          - ln -s /etc/hostname dist/host-link
+  use:
+    needs: [build]
+    steps:
+      - image: busybox
+        commands:
+          - cat dist/sub/app.txt
+          - test -L dist/host-link && echo "link kept as a link"
+  escape:
+    artifacts: [evil/hostname]
+    steps:
+      - image: busybox
+        commands: [ln -s /etc evil]
+"#;
+    let dir = work.path().join("repo");
+    repo_with(&dir, &[(".slipway.yml", spec)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "arts", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let out = slipway(&server, &["run", "arts", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("built-by-build"), "{stdout}");
+    assert!(stdout.contains("link kept as a link"), "{stdout}");
+    let p = server
+        .get("/api/v1/pipelines/1", &server.admin_auth())
+        .json();
+    let job = |name: &str| {
+        p["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(job("use")["status"], "success", "{p}");
+    let escape = job("escape");
+    assert_eq!(escape["status"], "error", "{escape}");
+    assert!(
+        escape["reason"]
+            .as_str()
+            .unwrap()
+            .contains("leaves it through a symlink"),
+        "{escape}"
+    );
+    // The tar, as users download it: the link is a link, nothing of the host.
+    let build = job("build");
+    assert!(build["artifacts_bytes"].as_i64().unwrap() > 0);
+    let tar = server.get(
+        &format!("/api/v1/jobs/{}/artifacts", build["id"]),
+        &server.admin_auth(),
+    );
+    assert_eq!(tar.status, 200);
+    let files = tar_files(&tar.body);
+    assert_eq!(files["dist/sub/app.txt"], b"built-by-build\n");
+    let hostname = std::fs::read("/etc/hostname").unwrap_or_default();
+    assert!(
+        !tar.body
+            .windows(hostname.len().max(1))
+            .any(|w| w == hostname.as_slice())
+            || hostname.is_empty(),
+        "the host's /etc/hostname is in the artifacts"
+    );
+}

@@ -180,6 +180,46 @@ impl Client {
             })
     }
 
+    /// The artifacts `from` left, for `job`.
+    pub async fn artifacts(
+        &self,
+        job: i64,
+        attempt: i64,
+        from: i64,
+    ) -> Result<bytes::Bytes, ClientError> {
+        let what = "downloading artifacts";
+        let req = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/jobs/{job}/artifacts/{from}?attempt={attempt}"),
+            )
+            .timeout(Duration::from_secs(600));
+        self.send(what, req)
+            .await?
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Http {
+                what: what.into(),
+                source,
+            })
+    }
+
+    pub async fn upload_artifacts(
+        &self,
+        job: i64,
+        attempt: i64,
+        tar: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let req = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/jobs/{job}/artifacts?attempt={attempt}"),
+            )
+            .timeout(Duration::from_secs(600))
+            .body(tar);
+        self.send("uploading artifacts", req).await.map(|_| ())
+    }
+
     pub async fn step(
         &self,
         job: i64,

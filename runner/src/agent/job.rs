@@ -159,6 +159,27 @@ async fn run_steps(
         .map_err(|e| format!("unpacking the source: {e}"))?;
     }
 
+    // Artifacts of the jobs this one needs.
+    for from in &lease.artifacts_from {
+        let tar = retry(REPORT_FOR, || agent.client.artifacts(job, attempt, *from))
+            .await
+            .map_err(|e| format!("getting the artifacts of job {from}: {e}"))?;
+        let workspace = workspace.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut archive = tar::Archive::new(std::io::Cursor::new(tar));
+            archive.set_preserve_permissions(true);
+            archive.set_overwrite(true);
+            archive.unpack(&workspace)?;
+            if let Some(m) = mapping {
+                chown_tree(&workspace, m.host_root())?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("unpacking the artifacts of job {from}: {e}"))?;
+    }
+
     let context = &lease.context;
     let base_env = vec![
         ("CI".to_owned(), "true".to_owned()),
@@ -385,7 +406,52 @@ async fn run_steps(
         let _ = s.await;
     }
     drop(pod);
+    if status == JobStatus::Success && !lease.job.artifacts.is_empty() {
+        let paths = lease.job.artifacts.clone();
+        let root = workspace.clone();
+        let tar = tokio::task::spawn_blocking(move || pack_artifacts(&root, &paths))
+            .await
+            .map_err(|e| e.to_string())??;
+        retry(REPORT_FOR, || {
+            agent.client.upload_artifacts(job, attempt, tar.clone())
+        })
+        .await
+        .map_err(|e| format!("uploading the artifacts: {e}"))?;
+    }
     Ok(status)
+}
+
+/// A tar of `paths` (relative to `workspace`). A path must stay inside the
+/// workspace through any symlinked directory; symlinks are stored as links,
+/// never followed, so a step cannot make the runner read host files.
+fn pack_artifacts(workspace: &Path, paths: &[String]) -> Result<Vec<u8>, String> {
+    let root = workspace
+        .canonicalize()
+        .map_err(|e| format!("the workspace: {e}"))?;
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    for path in paths {
+        let full = workspace.join(path);
+        let parent = full.parent().unwrap_or(workspace);
+        let inside = parent
+            .canonicalize()
+            .map(|p| p.starts_with(&root))
+            .unwrap_or(false);
+        let meta = full.symlink_metadata();
+        if !inside || meta.is_err() {
+            return Err(format!(
+                "artifact {path:?} does not exist in the workspace (or leaves it through a symlink)"
+            ));
+        }
+        let result = if meta.map(|m| m.is_dir()).unwrap_or(false) {
+            tar.append_dir_all(path, &full)
+        } else {
+            tar.append_path_with_name(&full, path)
+        };
+        result.map_err(|e| format!("packing artifact {path:?}: {e}"))?;
+    }
+    tar.into_inner()
+        .map_err(|e| format!("packing artifacts: {e}"))
 }
 
 /// An image by the pull policy, from the server's registry unless the

@@ -43,6 +43,8 @@ pub struct JobView {
     reason: Option<String>,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    /// Size of the job's artifacts tar (`GET /api/v1/jobs/{id}/artifacts`).
+    artifacts_bytes: Option<i64>,
     steps: Vec<StepView>,
 }
 
@@ -219,6 +221,24 @@ pub async fn log(
     Ok(response)
 }
 
+/// A job's artifacts, as the tar it uploaded.
+pub async fn artifacts(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+    Path(job): Path<i64>,
+) -> Result<axum::response::Response, ApiError> {
+    let bytes: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT artifacts_bytes FROM jobs WHERE id = ?")
+            .bind(job)
+            .fetch_optional(&app.db)
+            .await?;
+    match bytes {
+        Some(Some(_)) => super::runner::stream_file(&app.artifacts.path(job)).await,
+        Some(None) => Err(ApiError::NotFound(format!("job {job} has no artifacts"))),
+        None => Err(ApiError::NotFound(format!("no job {job}"))),
+    }
+}
+
 pub async fn load(app: &AppState, id: i64) -> Result<PipelineView, ApiError> {
     #[allow(clippy::type_complexity)]
     let row: Option<(
@@ -254,8 +274,9 @@ pub async fn load(app: &AppState, id: i64) -> Result<PipelineView, ApiError> {
         Option<String>,
         Option<i64>,
         Option<i64>,
+        Option<i64>,
     )> = sqlx::query_as(
-        "SELECT id, name, status, needs, attempt, reason, started_at, finished_at
+        "SELECT id, name, status, needs, attempt, reason, started_at, finished_at, artifacts_bytes
              FROM jobs WHERE pipeline_id = ? ORDER BY id",
     )
     .bind(id)
@@ -291,6 +312,7 @@ pub async fn load(app: &AppState, id: i64) -> Result<PipelineView, ApiError> {
             reason: j.5,
             started_at: j.6,
             finished_at: j.7,
+            artifacts_bytes: j.8,
             steps: steps
                 .iter()
                 .filter(|s| s.0 == j.0)

@@ -36,6 +36,11 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{job}/source", get(source))
         .route("/jobs/{job}/steps/{position}", post(step))
         .route("/jobs/{job}/steps/{position}/log", post(append_log))
+        .route(
+            "/jobs/{job}/artifacts",
+            post(upload_artifacts).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/jobs/{job}/artifacts/{from}", get(download_artifacts))
         .route("/jobs/{job}/finish", post(finish))
 }
 
@@ -237,7 +242,25 @@ async fn lease(
             std::time::Duration::from_secs(6 * 3600),
         )
         .token;
+    // Artifacts of the jobs this one needs, where they left some.
+    let needs: String = sqlx::query_scalar("SELECT needs FROM jobs WHERE id = ?")
+        .bind(job.job_id)
+        .fetch_one(&app.db)
+        .await?;
+    let needs: Vec<String> = serde_json::from_str(&needs).unwrap_or_default();
+    let mut artifacts_from = Vec::new();
+    for need in needs {
+        let from: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE pipeline_id = ? AND name = ? AND artifacts_bytes IS NOT NULL",
+        )
+        .bind(job.pipeline_id)
+        .bind(&need)
+        .fetch_optional(&app.db)
+        .await?;
+        artifacts_from.extend(from);
+    }
     Ok(Json(Lease {
+        artifacts_from,
         job_id: job.job_id,
         attempt: job.attempt,
         lease_ms: app.scheduler.lease.as_millis() as u64,
@@ -385,6 +408,86 @@ async fn append_log(
         }
         Err(e) => Err(ApiError::Internal(e.to_string())),
     }
+}
+
+/// The current lease of `job` by `runner`, or a stale-attempt error.
+async fn leased_pipeline(
+    app: &AppState,
+    runner: i64,
+    job: i64,
+    attempt: i64,
+) -> Result<i64, ApiError> {
+    sqlx::query_scalar(
+        "SELECT pipeline_id FROM jobs WHERE id = ? AND attempt = ? AND runner_id = ? AND status = 'leased'",
+    )
+    .bind(job)
+    .bind(attempt)
+    .bind(runner)
+    .fetch_optional(&app.db)
+    .await?
+    .ok_or_else(|| ReportError::Stale { job, attempt }.into())
+}
+
+async fn upload_artifacts(
+    State(app): State<AppState>,
+    RunnerCaller(runner): RunnerCaller,
+    Path(job): Path<i64>,
+    Query(q): Query<AttemptQuery>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    leased_pipeline(&app, runner.id, job, q.attempt).await?;
+    let size = app.artifacts.store(job, body).await.map_err(|e| match e {
+        crate::pipeline::artifacts::ArtifactError::TooLarge => ApiError::BadRequest(e.to_string()),
+        other => ApiError::Internal(other.to_string()),
+    })?;
+    sqlx::query("UPDATE jobs SET artifacts_bytes = ? WHERE id = ?")
+        .bind(size as i64)
+        .bind(job)
+        .execute(&app.db)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The artifacts of `from`, for `job`, which must need it.
+async fn download_artifacts(
+    State(app): State<AppState>,
+    RunnerCaller(runner): RunnerCaller,
+    Path((job, from)): Path<(i64, i64)>,
+    Query(q): Query<AttemptQuery>,
+) -> Result<Response, ApiError> {
+    let pipeline = leased_pipeline(&app, runner.id, job, q.attempt).await?;
+    let needs: String = sqlx::query_scalar("SELECT needs FROM jobs WHERE id = ?")
+        .bind(job)
+        .fetch_one(&app.db)
+        .await?;
+    let needs: Vec<String> = serde_json::from_str(&needs).unwrap_or_default();
+    let source: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM jobs WHERE id = ? AND pipeline_id = ? AND artifacts_bytes IS NOT NULL",
+    )
+    .bind(from)
+    .bind(pipeline)
+    .fetch_optional(&app.db)
+    .await?;
+    match source {
+        Some(name) if needs.contains(&name) => {}
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "job {job} does not need artifacts from job {from}"
+            )))
+        }
+    }
+    stream_file(&app.artifacts.path(from)).await
+}
+
+pub async fn stream_file(path: &std::path::Path) -> Result<Response, ApiError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response())
 }
 
 async fn finish(

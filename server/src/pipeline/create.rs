@@ -160,6 +160,7 @@ fn plan(spec: &PipelineSpec, trigger: &Trigger<'_>) -> Vec<PlannedJob> {
                     name,
                     steps,
                     services,
+                    artifacts: job.artifacts.clone(),
                 },
             });
         }

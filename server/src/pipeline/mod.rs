@@ -4,6 +4,7 @@
 //! (`webhook/`), polling and cron (`triggers.rs`), secrets (`secrets.rs`) and
 //! commit status (`notify.rs`).
 
+pub mod artifacts;
 pub mod create;
 pub mod logs;
 pub mod notify;
