@@ -1271,3 +1271,101 @@ fn artifacts_are_handed_to_the_jobs_that_need_them() {
         "the host's /etc/hostname is in the artifacts"
     );
 }
+
+/// A step's log over Server-Sent Events: lines arrive while the step runs,
+/// then an `end` event; a reconnect with `Last-Event-ID` resumes after what was
+/// received.
+#[test]
+fn step_logs_stream_live_over_server_sent_events() {
+    use std::io::{BufRead, BufReader};
+    let server = TestServer::start();
+    let work = scratch_dir("pipelines-sse");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spec = "jobs:\n  talk:\n    steps:\n      - image: busybox\n        commands:\n          - for i in 1 2 3 4 5 6; do echo tick-$i; sleep 0.3; done\n";
+    let dir = work.path().join("repo");
+    repo_with(&dir, &[(".slipway.yml", spec)]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "talky", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let out = slipway(&server, &["run", "talky"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let job = server
+        .get("/api/v1/pipelines/1", &server.admin_auth())
+        .json()["jobs"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let url = format!("{}/api/v1/jobs/{job}/steps/0/log/stream", server.url());
+    let response = http_client()
+        .get(&url)
+        .basic_auth("admin", Some(server.admin_password()))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut reader = BufReader::new(response);
+    let (mut text_seen, mut event, mut last_id) = (String::new(), String::new(), String::new());
+    let mut first_tick_while_running = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let line = line.trim_end_matches('\n');
+        if let Some(e) = line.strip_prefix("event: ") {
+            event = e.to_owned();
+        } else if let Some(id) = line.strip_prefix("id: ") {
+            last_id = id.to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            let v: serde_json::Value = serde_json::from_str(data).unwrap();
+            if event == "log" {
+                text_seen.push_str(v["text"].as_str().unwrap());
+                if first_tick_while_running.is_none() && text_seen.contains("tick-1") {
+                    let p = server
+                        .get("/api/v1/pipelines/1", &server.admin_auth())
+                        .json();
+                    first_tick_while_running = Some(p["status"] == "running");
+                }
+            } else if event == "end" {
+                assert_eq!(v["status"], "success");
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        first_tick_while_running,
+        Some(true),
+        "the first line came only at the end"
+    );
+    for i in 1..=6 {
+        assert_eq!(
+            text_seen.matches(&format!("tick-{i}\n")).count(),
+            1,
+            "{text_seen}"
+        );
+    }
+    // Resuming from the last id sends nothing again, just the end.
+    let mut resumed = String::new();
+    use std::io::Read;
+    http_client()
+        .get(&url)
+        .basic_auth("admin", Some(server.admin_password()))
+        .header("Last-Event-ID", &last_id)
+        .send()
+        .unwrap()
+        .read_to_string(&mut resumed)
+        .unwrap();
+    assert!(!resumed.contains("event: log"), "{resumed}");
+    assert!(resumed.contains("event: end"), "{resumed}");
+}

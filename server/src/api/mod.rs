@@ -37,6 +37,10 @@ pub fn router() -> Router<AppState> {
         .route("/pipelines/{id}/cancel", post(pipelines::cancel))
         .route("/pipelines/{id}/rerun", post(pipelines::rerun))
         .route("/jobs/{job}/steps/{position}/log", get(pipelines::log))
+        .route(
+            "/jobs/{job}/steps/{position}/log/stream",
+            get(pipelines::log_stream),
+        )
         .route("/jobs/{job}/artifacts", get(pipelines::artifacts))
         .route("/runner-tokens", post(runner::create_registration_token))
         .route("/queue", get(queue::list))

@@ -221,6 +221,109 @@ pub async fn log(
     Ok(response)
 }
 
+/// A step's log live, as Server-Sent Events: `log` events carry
+/// `{"offset", "text"}` with the event id being the offset after them (a
+/// reconnect with `Last-Event-ID` resumes there), and one `end` event once the
+/// step has finished and everything was sent.
+pub async fn log_stream(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+    Path((job, position)): Path<(i64, i64)>,
+    Query(q): Query<LogQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM steps WHERE job_id = ? AND position = ?")
+            .bind(job)
+            .bind(position)
+            .fetch_optional(&app.db)
+            .await?;
+    if exists.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "job {job} has no step {position}"
+        )));
+    }
+    struct State {
+        app: AppState,
+        offset: u64,
+        fixed_attempt: Option<i64>,
+        done: bool,
+    }
+    let start = State {
+        app: app.clone(),
+        offset: resume.unwrap_or(q.offset),
+        fixed_attempt: q.attempt,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(start, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            // Registered before reading, so an append in between is not missed.
+            let notify = st.app.logs.appended.clone();
+            let woken = notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let row: Option<(String, Option<i64>, i64)> = sqlx::query_as(
+                "SELECT s.status, s.attempt, j.attempt FROM steps s JOIN jobs j ON j.id = s.job_id
+                 WHERE s.job_id = ? AND s.position = ?",
+            )
+            .bind(job)
+            .bind(position)
+            .fetch_optional(&st.app.db)
+            .await
+            .ok()
+            .flatten();
+            let Some((status, step_attempt, job_attempt)) = row else {
+                return None;
+            };
+            let attempt = st.fixed_attempt.or(step_attempt).unwrap_or(job_attempt);
+            let finished = !matches!(status.as_str(), "pending" | "running");
+            let logs = st.app.logs.clone();
+            let offset = st.offset;
+            let bytes = tokio::task::spawn_blocking(move || {
+                logs.read_from(job, position, attempt, offset, 64 << 10)
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+            // Whole characters only; a split one waits for its other bytes.
+            let valid = match std::str::from_utf8(&bytes) {
+                Ok(_) => bytes.len(),
+                Err(e) if e.error_len().is_none() && !finished => e.valid_up_to(),
+                Err(_) => bytes.len(),
+            };
+            if valid > 0 {
+                let text = String::from_utf8_lossy(&bytes[..valid]).into_owned();
+                let event = Event::default()
+                    .event("log")
+                    .id((st.offset + valid as u64).to_string())
+                    .json_data(serde_json::json!({ "offset": st.offset, "text": text }))
+                    .expect("serialisable");
+                st.offset += valid as u64;
+                return Some((Ok::<_, std::convert::Infallible>(event), st));
+            }
+            if finished {
+                st.done = true;
+                let event = Event::default()
+                    .event("end")
+                    .json_data(serde_json::json!({ "status": status, "offset": st.offset }))
+                    .expect("serialisable");
+                return Some((Ok(event), st));
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), woken).await;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
 /// A job's artifacts, as the tar it uploaded.
 pub async fn artifacts(
     State(app): State<AppState>,

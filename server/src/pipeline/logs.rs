@@ -33,6 +33,8 @@ pub struct Logs {
     root: PathBuf,
     /// One lock per log file being appended to.
     locks: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
+    /// Woken after every append, for live readers.
+    pub appended: Arc<tokio::sync::Notify>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -47,6 +49,7 @@ impl Logs {
         Logs {
             root: data_dir.join("logs"),
             locks: Arc::default(),
+            appended: Arc::default(),
         }
     }
 
@@ -115,6 +118,7 @@ impl Logs {
             idx.write_all(&starts).map_err(io(&index))?;
         }
         file.write_all(new).map_err(io(&path))?;
+        self.appended.notify_waiters();
         Ok(length + new.len() as u64)
     }
 
