@@ -22,8 +22,17 @@ use serde::Serialize;
 use crate::app::AppState;
 use crate::auth::{credentials, AuthError, Principal};
 
+/// The API described (hand-written; `tests/api_authz.rs` checks every route
+/// it tests is in it, and that every documented path exists).
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/openapi.json", get(openapi))
         .route("/whoami", get(users::whoami))
         .route("/users", post(users::create))
         .route("/tokens", post(tokens::create))
