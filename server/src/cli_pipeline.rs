@@ -264,7 +264,10 @@ pub async fn secret_list(client: &Client, repo: &str) -> anyhow::Result<()> {
         allow_pull_requests: bool,
     }
     let list: Vec<Info> = client
-        .get(&format!("/api/v1/secrets?repo={}", urlencode(repo)))
+        .get(&format!(
+            "/api/v1/secrets?repo={}",
+            crate::pipeline::notify::percent(repo)
+        ))
         .await?;
     for s in list {
         let note = if s.allow_pull_requests {
@@ -275,17 +278,6 @@ pub async fn secret_list(client: &Client, repo: &str) -> anyhow::Result<()> {
         println!("{}{note}", s.name);
     }
     Ok(())
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub async fn queue(client: &Client) -> anyhow::Result<()> {

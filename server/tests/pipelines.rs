@@ -55,6 +55,45 @@ fn repo_with(dir: &Path, files: &[(&str, &str)]) -> String {
     text(&out.stdout).trim().to_owned()
 }
 
+/// A server with `library/busybox` in its registry, and a scratch directory
+/// container root can reach (steps run as uid 100000, so it must be a+x).
+fn with_busybox(prefix: &str) -> (TestServer, tempfile::TempDir) {
+    let server = TestServer::start();
+    let work = scratch_dir(prefix);
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (server, work)
+}
+
+/// The webhook secret of the (only) repository, as an admin sees it.
+fn webhook_secret(server: &TestServer) -> String {
+    let repos = server.get("/api/v1/repos", &server.admin_auth()).json();
+    repos[0]["webhook_secret"].as_str().unwrap().to_owned()
+}
+
+/// A git repository under `work` with one commit of `files`, added to the
+/// server as `name`; returns its directory and the commit.
+fn add_repo(
+    server: &TestServer,
+    work: &Path,
+    name: &str,
+    files: &[(&str, &str)],
+) -> (std::path::PathBuf, String) {
+    let dir = work.join("repo");
+    let sha = repo_with(&dir, files);
+    let out = slipway(
+        server,
+        &["repo", "add", name, "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (dir, sha)
+}
+
 struct Runner(Child);
 
 impl Drop for Runner {
@@ -156,15 +195,7 @@ fn the_readme_pipeline_runs_its_jobs_in_order_on_a_runner() {
 
 #[test]
 fn services_failures_and_missing_specs() {
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-more");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (server, work) = with_busybox("pipelines-more");
     let spec = r#"jobs:
   with-db:
     services:
@@ -281,26 +312,14 @@ fn github_signature(secret: &str, body: &[u8]) -> String {
 /// that runs; forged, unsigned and oversized deliveries start nothing.
 #[test]
 fn a_signed_github_push_webhook_starts_a_pipeline_and_forgeries_do_not() {
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-hook");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let dir = work.path().join("repo");
-    repo_with(&dir, &[(".slipway.yml", README_EXAMPLE)]);
-    let out = slipway(
+    let (server, work) = with_busybox("pipelines-hook");
+    let (dir, _) = add_repo(
         &server,
-        &["repo", "add", "team/hooked", "--url", dir.to_str().unwrap()],
+        work.path(),
+        "team/hooked",
+        &[(".slipway.yml", README_EXAMPLE)],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let secret = text(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("webhook secret: ").map(str::to_owned))
-        .unwrap();
+    let secret = webhook_secret(&server);
     let repos = server.get("/api/v1/repos", &server.admin_auth()).json();
     let repo_id = repos[0]["id"].as_i64().unwrap();
     let _runner = start_runner(&server, &work.path().join("runner"));
@@ -412,23 +431,9 @@ fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool)
 /// another runner runs it to the end as attempt 2.
 #[test]
 fn a_killed_runner_loses_its_job_to_the_queue_and_leaves_no_container() {
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-loss");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (server, work) = with_busybox("pipelines-loss");
     let spec = "jobs:\n  slow:\n    steps:\n      - name: wait\n        image: busybox\n        commands: [sleep 4, echo finished]\n";
-    let dir = work.path().join("repo");
-    repo_with(&dir, &[(".slipway.yml", spec)]);
-    let out = slipway(
-        &server,
-        &["repo", "add", "loss", "--url", dir.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    add_repo(&server, work.path(), "loss", &[(".slipway.yml", spec)]);
     let first_dir = work.path().join("runner-a");
     let mut first = start_runner(&server, &first_dir);
     let out = slipway(&server, &["run", "loss"]);
@@ -514,23 +519,9 @@ fn a_killed_runner_loses_its_job_to_the_queue_and_leaves_no_container() {
 /// cancelled; a waiting job is cancelled at once.
 #[test]
 fn cancel_reaches_the_runner_and_stops_its_container() {
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-cancel");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (server, work) = with_busybox("pipelines-cancel");
     let spec = "jobs:\n  long:\n    steps:\n      - name: sleep\n        image: busybox\n        commands: [sleep 1000]\n  later:\n    needs: [long]\n    steps:\n      - image: busybox\n        commands: [true]\n";
-    let dir = work.path().join("repo");
-    repo_with(&dir, &[(".slipway.yml", spec)]);
-    let out = slipway(
-        &server,
-        &["repo", "add", "cancel-me", "--url", dir.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    add_repo(&server, work.path(), "cancel-me", &[(".slipway.yml", spec)]);
     let runner_dir = work.path().join("runner");
     let _runner = start_runner(&server, &runner_dir);
     let out = slipway(&server, &["run", "cancel-me"]);
@@ -578,15 +569,7 @@ fn cancel_reaches_the_runner_and_stops_its_container() {
 /// clear, and a step naming an undefined secret fails saying so.
 #[test]
 fn secrets_are_usable_masked_and_only_where_named() {
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-secrets");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (server, work) = with_busybox("pipelines-secrets");
     let spec = r#"jobs:
   use:
     steps:
@@ -610,13 +593,7 @@ fn secrets_are_usable_masked_and_only_where_named() {
         secrets: [NOPE]
         commands: [echo should not run]
 "#;
-    let dir = work.path().join("repo");
-    repo_with(&dir, &[(".slipway.yml", spec)]);
-    let out = slipway(
-        &server,
-        &["repo", "add", "secretive", "--url", dir.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    add_repo(&server, work.path(), "secretive", &[(".slipway.yml", spec)]);
     let set = |name: &str, value: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
             .args(["secret", "set", "secretive", name])
@@ -741,26 +718,14 @@ fn fake_forge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
 /// the token) and the signed outgoing webhook, ending with the final state.
 #[test]
 fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-forge");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let dir = work.path().join("repo");
-    let sha = repo_with(&dir, &[(".slipway.yml", README_EXAMPLE)]);
-    let out = slipway(
+    let (server, work) = with_busybox("pipelines-forge");
+    let (_, sha) = add_repo(
         &server,
-        &["repo", "add", "reported", "--url", dir.to_str().unwrap()],
+        work.path(),
+        "reported",
+        &[(".slipway.yml", README_EXAMPLE)],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let secret = text(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("webhook secret: ").map(str::to_owned))
-        .unwrap();
+    let secret = webhook_secret(&server);
     let (forge, seen) = fake_forge();
     let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args([
@@ -842,23 +807,9 @@ fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
 /// every line the step printed exactly once, in order, and no job ran twice.
 #[test]
 fn a_server_killed_mid_flight_loses_no_run_and_no_log_line() {
-    let mut server = TestServer::start();
-    let work = scratch_dir("pipelines-restart");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (mut server, work) = with_busybox("pipelines-restart");
     let spec = "jobs:\n  count:\n    steps:\n      - name: lines\n        image: busybox\n        commands:\n          - for i in $(seq 1 60); do echo line-$i; sleep 0.03; done\n";
-    let dir = work.path().join("repo");
-    repo_with(&dir, &[(".slipway.yml", spec)]);
-    let out = slipway(
-        &server,
-        &["repo", "add", "busy", "--url", dir.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    add_repo(&server, work.path(), "busy", &[(".slipway.yml", spec)]);
     let _runner = start_runner(&server, &work.path().join("runner"));
     const PIPELINES: i64 = 20;
     for _ in 0..PIPELINES {
@@ -928,15 +879,7 @@ fn a_server_killed_mid_flight_loses_no_run_and_no_log_line() {
 /// prints a finished pipeline's logs.
 #[test]
 fn rerunning_failed_jobs_reuses_the_ones_that_passed() {
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-rerun");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (server, work) = with_busybox("pipelines-rerun");
     // `flaky` fails in pipeline #1 only.
     let spec = r#"jobs:
   steady:
@@ -953,13 +896,7 @@ fn rerunning_failed_jobs_reuses_the_ones_that_passed() {
       - image: busybox
         commands: ['echo "after ran in $SLIPWAY_PIPELINE"']
 "#;
-    let dir = work.path().join("repo");
-    repo_with(&dir, &[(".slipway.yml", spec)]);
-    let out = slipway(
-        &server,
-        &["repo", "add", "flaky", "--url", dir.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    add_repo(&server, work.path(), "flaky", &[(".slipway.yml", spec)]);
     let _runner = start_runner(&server, &work.path().join("runner"));
     let out = slipway(&server, &["run", "flaky", "--wait"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
@@ -1019,13 +956,7 @@ fn the_queue_says_why_a_job_waits() {
     let server = TestServer::start();
     let work = scratch_dir("pipelines-queue");
     let spec = "jobs:\n  gpu:\n    runs-on: [gpu]\n    steps:\n      - image: busybox\n        commands: [true]\n  after:\n    needs: [gpu]\n    steps:\n      - image: busybox\n        commands: [true]\n";
-    let dir = work.path().join("repo");
-    repo_with(&dir, &[(".slipway.yml", spec)]);
-    let out = slipway(
-        &server,
-        &["repo", "add", "waits", "--url", dir.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    add_repo(&server, work.path(), "waits", &[(".slipway.yml", spec)]);
     let _runner = start_runner(&server, &work.path().join("runner"));
     wait_for(
         "the runner to register",
@@ -1133,23 +1064,9 @@ fn polling_and_cron_start_pipelines() {
 /// other even on a runner with room for more.
 #[test]
 fn a_concurrency_limit_serialises_a_repositorys_jobs() {
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-limit");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (server, work) = with_busybox("pipelines-limit");
     let spec = "jobs:\n  one:\n    steps:\n      - image: busybox\n        commands: [sleep 0.5]\n";
-    let dir = work.path().join("repo");
-    repo_with(&dir, &[(".slipway.yml", spec)]);
-    let out = slipway(
-        &server,
-        &["repo", "add", "limited", "--url", dir.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    add_repo(&server, work.path(), "limited", &[(".slipway.yml", spec)]);
     let out = slipway(&server, &["repo", "limit", "limited", "--max", "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _runner = start_runner(&server, &work.path().join("runner")); // capacity 2
@@ -1187,15 +1104,7 @@ fn a_concurrency_limit_serialises_a_repositorys_jobs() {
 /// leaves the workspace through a symlinked directory fails its job.
 #[test]
 fn artifacts_are_handed_to_the_jobs_that_need_them() {
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-artifacts");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (server, work) = with_busybox("pipelines-artifacts");
     let spec = r#"jobs:
   build:
     artifacts: [dist]
@@ -1218,13 +1127,7 @@ fn artifacts_are_handed_to_the_jobs_that_need_them() {
       - image: busybox
         commands: [ln -s /etc evil]
 "#;
-    let dir = work.path().join("repo");
-    repo_with(&dir, &[(".slipway.yml", spec)]);
-    let out = slipway(
-        &server,
-        &["repo", "add", "arts", "--url", dir.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    add_repo(&server, work.path(), "arts", &[(".slipway.yml", spec)]);
     let _runner = start_runner(&server, &work.path().join("runner"));
     let out = slipway(&server, &["run", "arts", "--wait"]);
     let stdout = text(&out.stdout);
@@ -1278,23 +1181,9 @@ fn artifacts_are_handed_to_the_jobs_that_need_them() {
 #[test]
 fn step_logs_stream_live_over_server_sent_events() {
     use std::io::{BufRead, BufReader};
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-sse");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (server, work) = with_busybox("pipelines-sse");
     let spec = "jobs:\n  talk:\n    steps:\n      - image: busybox\n        commands:\n          - for i in 1 2 3 4 5 6; do echo tick-$i; sleep 0.3; done\n";
-    let dir = work.path().join("repo");
-    repo_with(&dir, &[(".slipway.yml", spec)]);
-    let out = slipway(
-        &server,
-        &["repo", "add", "talky", "--url", dir.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    add_repo(&server, work.path(), "talky", &[(".slipway.yml", spec)]);
     let _runner = start_runner(&server, &work.path().join("runner"));
     let out = slipway(&server, &["run", "talky"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -162,13 +162,10 @@ impl Client {
         })
     }
 
-    pub async fn source(&self, job: i64, attempt: i64) -> Result<bytes::Bytes, ClientError> {
-        let what = "downloading the source";
+    /// A GET whose whole body is wanted (a tar).
+    async fn download(&self, what: &str, path: &str) -> Result<bytes::Bytes, ClientError> {
         let req = self
-            .request(
-                reqwest::Method::GET,
-                &format!("/jobs/{job}/source?attempt={attempt}"),
-            )
+            .request(reqwest::Method::GET, path)
             .timeout(Duration::from_secs(600));
         self.send(what, req)
             .await?
@@ -180,6 +177,14 @@ impl Client {
             })
     }
 
+    pub async fn source(&self, job: i64, attempt: i64) -> Result<bytes::Bytes, ClientError> {
+        self.download(
+            "downloading the source",
+            &format!("/jobs/{job}/source?attempt={attempt}"),
+        )
+        .await
+    }
+
     /// The artifacts `from` left, for `job`.
     pub async fn artifacts(
         &self,
@@ -187,21 +192,11 @@ impl Client {
         attempt: i64,
         from: i64,
     ) -> Result<bytes::Bytes, ClientError> {
-        let what = "downloading artifacts";
-        let req = self
-            .request(
-                reqwest::Method::GET,
-                &format!("/jobs/{job}/artifacts/{from}?attempt={attempt}"),
-            )
-            .timeout(Duration::from_secs(600));
-        self.send(what, req)
-            .await?
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Http {
-                what: what.into(),
-                source,
-            })
+        self.download(
+            "downloading artifacts",
+            &format!("/jobs/{job}/artifacts/{from}?attempt={attempt}"),
+        )
+        .await
     }
 
     pub async fn upload_artifacts(

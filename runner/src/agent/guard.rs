@@ -24,6 +24,7 @@ pub fn run(work_dir: &Path, runtime: &Path) -> Result<usize, String> {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
     }
+    let runner = std::os::unix::process::parent_id();
     let mut sink = [0u8; 64];
     let mut stdin = std::io::stdin();
     loop {
@@ -33,6 +34,12 @@ pub fn run(work_dir: &Path, runtime: &Path) -> Result<usize, String> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
+    }
+    // A dying process closes its files before it is a zombie: until the runner
+    // is really gone, reaping would take its containers for a live process's.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while crate::layer::pid_alive(runner) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let containers = work_dir.join("engine").join("containers");
     let before = std::fs::read_dir(&containers)

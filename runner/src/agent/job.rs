@@ -63,6 +63,30 @@ fn chown_tree(root: &Path, uid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Unpack a tar from the server into the workspace (the tar crate keeps every
+/// entry inside it), owned by container root.
+async fn unpack_into(
+    workspace: &Path,
+    tar: bytes::Bytes,
+    mapping: Option<crate::container::Mapping>,
+    what: &str,
+) -> Result<(), String> {
+    let workspace = workspace.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut archive = tar::Archive::new(std::io::Cursor::new(tar));
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        archive.unpack(&workspace)?;
+        if let Some(m) = mapping {
+            chown_tree(&workspace, m.host_root())?;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("unpacking {what}: {e}"))
+}
+
 /// Run the leased job to its end and report it. Never panics on a bad job; a
 /// lost lease ends it quietly (the server has given it to someone else).
 pub async fn run(agent: Arc<Agent>, lease: Lease) {
@@ -142,42 +166,19 @@ async fn run_steps(
     let tar = retry(REPORT_FOR, || agent.client.source(job, attempt))
         .await
         .map_err(|e| format!("getting the source: {e}"))?;
-    {
-        let workspace = workspace.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut archive = tar::Archive::new(std::io::Cursor::new(tar));
-            archive.set_preserve_permissions(true);
-            archive.set_overwrite(true);
-            archive.unpack(&workspace)?;
-            if let Some(m) = mapping {
-                chown_tree(&workspace, m.host_root())?;
-            }
-            Ok::<_, std::io::Error>(())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("unpacking the source: {e}"))?;
-    }
-
+    unpack_into(&workspace, tar, mapping, "the source").await?;
     // Artifacts of the jobs this one needs.
     for from in &lease.artifacts_from {
         let tar = retry(REPORT_FOR, || agent.client.artifacts(job, attempt, *from))
             .await
             .map_err(|e| format!("getting the artifacts of job {from}: {e}"))?;
-        let workspace = workspace.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut archive = tar::Archive::new(std::io::Cursor::new(tar));
-            archive.set_preserve_permissions(true);
-            archive.set_overwrite(true);
-            archive.unpack(&workspace)?;
-            if let Some(m) = mapping {
-                chown_tree(&workspace, m.host_root())?;
-            }
-            Ok::<_, std::io::Error>(())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("unpacking the artifacts of job {from}: {e}"))?;
+        unpack_into(
+            &workspace,
+            tar,
+            mapping,
+            &format!("the artifacts of job {from}"),
+        )
+        .await?;
     }
 
     let context = &lease.context;

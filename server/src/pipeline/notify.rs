@@ -76,7 +76,8 @@ struct Target {
     notify_url: Option<String>,
 }
 
-fn percent(s: &str) -> String {
+/// Percent-encoding for a URL path segment or query value.
+pub fn percent(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
