@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use slipway_registry::{Registry, RegistryConfig};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::app::{self, App};
@@ -39,7 +40,20 @@ fn spawn_lease_expiry(scheduler: Scheduler) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// glibc keeps freed heap memory for reuse; after a burst of large buffers (a
+/// registry push) that is tens of MiB of resident memory doing nothing. Large
+/// allocations from their own mappings go back to the system when freed.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
+}
+
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    return_freed_memory();
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let pool = db::open(&settings.database_path())
@@ -104,7 +118,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = app.settings.shutdown_grace;
     let server =
-        axum::serve(listener, app::router(app.clone())).with_graceful_shutdown(async move {
+        // No Nagle: a response written as headers then body would otherwise wait
+        // for the client's delayed ACK (~40 ms) before the body leaves.
+        axum::serve(
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app::router(app.clone()),
+        )
+        .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new connections, waiting for requests in flight");
             let _ = stopping_tx.send(());
