@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use slipway_registry::{Registry, RegistryConfig};
 use axum::serve::ListenerExt;
+use slipway_registry::{Registry, RegistryConfig};
 use tokio::net::TcpListener;
 
 use crate::app::{self, App};

@@ -872,6 +872,26 @@ fn a_server_killed_mid_flight_loses_no_run_and_no_log_line() {
             .collect();
         assert_eq!(printed, expected, "pipeline {id}'s log:\n{log}");
     }
+    // Line ranges and the tail come from the line index.
+    let job = server
+        .get("/api/v1/pipelines/1", &server.admin_auth())
+        .json()["jobs"][0]["id"]
+        .clone();
+    let tail = server.get(
+        &format!("/api/v1/jobs/{job}/steps/0/log?tail=2"),
+        &server.admin_auth(),
+    );
+    assert_eq!(tail.body_text(), "line-59\nline-60\n");
+    let total: u64 = tail.header("x-log-lines").unwrap().parse().unwrap();
+    let range = server.get(
+        &format!(
+            "/api/v1/jobs/{job}/steps/0/log?from_line={}&to_line={}",
+            total - 60,
+            total - 58
+        ),
+        &server.admin_auth(),
+    );
+    assert_eq!(range.body_text(), "line-1\nline-2\n");
 }
 
 /// `slipway rerun --failed` runs only what did not succeed (and what needs it),

@@ -161,6 +161,8 @@ pub struct LogQuery {
     /// Lines `from_line..to_line` (0-based) instead of bytes from `offset`.
     from_line: Option<u64>,
     to_line: Option<u64>,
+    /// The last `tail` lines (at most 10,000).
+    tail: Option<u64>,
 }
 
 /// Raw log bytes from `offset` (at most 1 MiB per call), or a range of lines
@@ -189,11 +191,18 @@ pub async fn log(
     let lines = q
         .from_line
         .map(|from| (from, q.to_line.unwrap_or(from + 1000).min(from + 10_000)));
-    let (bytes, total_lines) = tokio::task::spawn_blocking(move || match lines {
-        Some((from, to)) => logs
+    let tail = q.tail.map(|n| n.min(10_000));
+    let (bytes, total_lines) = tokio::task::spawn_blocking(move || match (tail, lines) {
+        (Some(n), _) => {
+            // Counting the lines is cheap (the index); then read the last n.
+            let (_, total) = logs.lines(job, position, attempt, 0, 0)?;
+            logs.lines(job, position, attempt, total.saturating_sub(n), total)
+                .map(|(bytes, total)| (bytes, Some(total)))
+        }
+        (None, Some((from, to))) => logs
             .lines(job, position, attempt, from, to)
             .map(|(bytes, total)| (bytes, Some(total))),
-        None => logs
+        (None, None) => logs
             .read_from(job, position, attempt, offset, MAX)
             .map(|bytes| (bytes, None)),
     })
@@ -201,7 +210,7 @@ pub async fn log(
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let finished = !matches!(status.as_str(), "pending" | "running");
-    let complete = finished && lines.is_none() && bytes.len() < MAX;
+    let complete = finished && lines.is_none() && tail.is_none() && bytes.len() < MAX;
     let mut response = (
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
