@@ -13,11 +13,9 @@ data=${SLIPWAY_DATA_DIR:-$PWD/slipway-data}
 
 missing=()
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)         # pushes the demo image
-command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config) # building git2's https
-dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 command -v runc >/dev/null 2>&1 || missing+=(runc)             # the runner's containers
 command -v busybox >/dev/null 2>&1 || missing+=(busybox-static) # the demo's base image
-command -v git >/dev/null 2>&1 || missing+=(git)               # the demo repository
+command -v git >/dev/null 2>&1 || missing+=(git)               # fetching repositories, the demo
 if ((${#missing[@]})); then
   echo "==> installing Debian packages: ${missing[*]}"
   apt-get update -qq

@@ -15,14 +15,11 @@ declare -A tools=(
   [python3]=python3
   [pip3]=python3-pip
   [git]=git
-  [pkg-config]=pkg-config
 )
 missing=()
 for tool in "${!tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${tools[$tool]}")
 done
-# Build dependency of git2's https transport (openssl-sys).
-dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 if ((${#missing[@]})); then
   echo "==> installing Debian packages: ${missing[*]}"
   apt-get update -qq

@@ -1,5 +1,10 @@
 //! Git repositories that run pipelines: their rows, and the bare mirror the
-//! server keeps of each (`<data>/git/<id>.git`) with git2.
+//! server keeps of each (`<data>/git/<id>.git`), read with git2.
+//!
+//! Fetching runs `git fetch` (the Debian `git` package): git's transports bring
+//! https with the system's certificates, credential helpers and ssh, while
+//! git2's https would link OpenSSL into a server that otherwise uses rustls,
+//! and initialising it costs ~4 MiB of resident memory on first use.
 //!
 //! Everything git2 does is blocking; callers run it in `spawn_blocking`. Fetches
 //! of one repository are serialised by a per-repository lock.
@@ -399,25 +404,64 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn fetch_blocking(repo: &GitRepo, path: &Path, extra: &[String]) -> Result<(), RepoError> {
-    let git = match git2::Repository::open_bare(path) {
-        Ok(git) => git,
-        Err(_) => {
-            std::fs::create_dir_all(path).map_err(|e| io_err(&repo.name, path, e))?;
-            git2::Repository::init_bare(path)
-                .map_err(|e| git_err(&repo.name, "creating the mirror", e))?
-        }
-    };
-    let mut remote = git
-        .remote_anonymous(&repo.url)
-        .map_err(|e| git_err(&repo.name, "remote", e))?;
+    if git2::Repository::open_bare(path).is_err() {
+        std::fs::create_dir_all(path).map_err(|e| io_err(&repo.name, path, e))?;
+        git2::Repository::init_bare(path)
+            .map_err(|e| git_err(&repo.name, "creating the mirror", e))?;
+    }
     let mut refspecs = vec![
         "+refs/heads/*:refs/heads/*".to_owned(),
         "+refs/tags/*:refs/tags/*".to_owned(),
     ];
     refspecs.extend(extra.iter().cloned());
-    let mut options = git2::FetchOptions::new();
-    options.prune(git2::FetchPrune::On);
-    remote
-        .fetch(&refspecs, Some(&mut options), None)
-        .map_err(|e| git_err(&repo.name, &format!("fetching {}", repo.url), e))
+    // The transport is git's own (https with the system's certificates and
+    // credential helpers, ssh, local paths); never a prompt, bounded in time.
+    let mut child = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(path)
+        .args(["fetch", "--prune", "--quiet", "--no-write-fetch-head", "--"])
+        .arg(&repo.url)
+        .args(&refspecs)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| RepoError::Git {
+            repo: repo.name.clone(),
+            what: "running git fetch (is git installed?)".into(),
+            message: e.to_string(),
+        })?;
+    let deadline = std::time::Instant::now() + FETCH_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| io_err(&repo.name, path, e))? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RepoError::Git {
+                repo: repo.name.clone(),
+                what: format!("fetching {}", repo.url),
+                message: format!("no answer within {FETCH_TIMEOUT:?}"),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    Err(RepoError::Git {
+        repo: repo.name.clone(),
+        what: format!("fetching {}", repo.url),
+        message: stderr.trim().chars().take(500).collect(),
+    })
 }
+
+/// A fetch that takes longer is stopped.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
