@@ -13,8 +13,8 @@ pub mod scheduler;
 pub mod secrets;
 pub mod triggers;
 
-// Parts of the model (cron, spans, glob texts) wait for the triggers that use
-// them (issue 4, in progress).
+// Parts of the model (spans, the glob patterns' source text) are kept for the
+// web UI (issue 6), which will show them; nothing reads them yet.
 #[allow(dead_code, unused_imports)]
 pub mod spec;
 pub mod webhook;
