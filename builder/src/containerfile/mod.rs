@@ -1,0 +1,108 @@
+//! Containerfiles (Dockerfiles): the subset Slipway builds, parsed into stages
+//! of instructions, each with the line it came from.
+//!
+//! - `lines.rs`: physical lines to logical ones: the `# escape=` directive,
+//!   line continuations, comments and blank lines.
+//! - `parse.rs`: logical lines to instructions. Anything outside the subset is
+//!   an error with line and column (an unknown instruction names the nearest
+//!   known one), never silently ignored.
+//!
+//! Variables (`ARG`, `ENV`) are kept as written; the build expands them, since
+//! their values depend on build arguments and on the stage.
+
+mod lines;
+mod parse;
+
+pub use parse::parse;
+
+/// A parse error at a 1-based line and column of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Every error of one file, shown as `file:line:col: message` lines.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ParseErrors {
+    pub file: String,
+    pub errors: Vec<ParseError>,
+}
+
+impl std::fmt::Display for ParseErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file, e.line, e.col, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// `RUN`, `CMD` and `ENTRYPOINT` take either form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run by the stage's shell (`SHELL`, default `/bin/sh -c`).
+    Shell(String),
+    /// A JSON array: run as is.
+    Exec(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copy {
+    /// `--from=stage|image` (COPY only).
+    pub from: Option<String>,
+    /// `--chown=user[:group]`.
+    pub chown: Option<String>,
+    pub sources: Vec<String>,
+    pub destination: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Instruction {
+    Run(Command),
+    Copy(Copy),
+    /// Local files only; a local tar archive is extracted.
+    Add(Copy),
+    Env(Vec<(String, String)>),
+    /// A name and its default, if any.
+    Arg(String, Option<String>),
+    Workdir(String),
+    User(String),
+    Label(Vec<(String, String)>),
+    Expose(Vec<String>),
+    Cmd(Command),
+    Entrypoint(Command),
+    Shell(Vec<String>),
+}
+
+/// An instruction and the line it starts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub line: usize,
+    pub instruction: Instruction,
+    /// The instruction as written (one line), for history and progress.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    pub line: usize,
+    /// An image reference (may contain `$VARS`) or `scratch`.
+    pub base: String,
+    /// `--platform=`: accepted for the host's platform only.
+    pub platform: Option<String>,
+    /// `AS name`.
+    pub name: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Containerfile {
+    /// `ARG`s before the first `FROM`: usable in `FROM` lines.
+    pub global_args: Vec<(String, Option<String>)>,
+    pub stages: Vec<Stage>,
+}
