@@ -7,12 +7,16 @@
 //!   an error with line and column (an unknown instruction names the nearest
 //!   known one), never silently ignored.
 //!
-//! Variables (`ARG`, `ENV`) are kept as written; the build expands them, since
-//! their values depend on build arguments and on the stage.
+//! Variables (`ARG`, `ENV`) are kept as written; the build expands them with
+//! `expand.rs` (Docker's `$NAME`, `${NAME}`, `${NAME:-default}`,
+//! `${NAME:+alternative}`), since their values depend on build arguments and
+//! on the stage.
 
+mod expand;
 mod lines;
 mod parse;
 
+pub use expand::expand;
 pub use parse::parse;
 
 /// A parse error at a 1-based line and column of the file.
