@@ -86,21 +86,10 @@ if [ ! -d "$demo_repo/.git" ]; then
   echo "==> creating the demo repository $demo_repo"
   mkdir -p "$demo_repo"
   git -C "$demo_repo" init -q -b main
-  cat >"$demo_repo/.slipway.yml" <<'YAML'
-jobs:
-  test:
-    steps:
-      - name: greet
-        image: busybox
-        commands:
-          - echo "hello from $SLIPWAY_COMMIT"
-  after:
-    needs: [test]
-    steps:
-      - name: done
-        image: busybox
-        commands: [echo done]
-YAML
+  # The README's pipeline example (its first yaml block), as written there.
+  awk '/^```yaml$/ { inside = 1; next } inside && /^```$/ { exit } inside' README.md \
+    >"$demo_repo/.slipway.yml"
+  [ -s "$demo_repo/.slipway.yml" ] || { echo "no yaml example found in README.md"; exit 1; }
   git -C "$demo_repo" add .slipway.yml
   git -C "$demo_repo" -c user.name=Slipway -c user.email=demo@slipway.invalid commit -q -m "demo pipeline"
   $slipway repo add demo --url "$demo_repo"

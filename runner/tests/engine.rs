@@ -498,8 +498,16 @@ async fn opening_an_engine_leaves_running_containers_of_live_processes_alone() {
     let w = world();
     let running = run(&w, "sleep 1; echo survived", None, Cancel::default());
     let reopen = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Wait until the container exists (bounded), then open a second engine.
         let containers = w.engine.containers_dir();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_dir(&containers).unwrap().count() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the container never started"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 1);
         Engine::open(&w.root, runc()).unwrap()
     };

@@ -121,20 +121,17 @@ fn start_runner(server: &TestServer, work: &Path) -> Runner {
     Runner(child)
 }
 
-const README_EXAMPLE: &str = r#"jobs:
-  test:
-    steps:
-      - name: greet
-        image: busybox
-        commands:
-          - echo "hello from $SLIPWAY_COMMIT"
-  after:
-    needs: [test]
-    steps:
-      - name: done
-        image: busybox
-        commands: [echo done]
-"#;
+/// The pipeline example in the README (its first yaml block), which must work
+/// exactly as written.
+static README_EXAMPLE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("```yaml\n")
+        .expect("a yaml block in the README")
+        + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    readme[start..end].to_owned()
+});
 
 #[test]
 fn the_readme_pipeline_runs_its_jobs_in_order_on_a_runner() {
@@ -151,7 +148,7 @@ fn the_readme_pipeline_runs_its_jobs_in_order_on_a_runner() {
 
     let sha = repo_with(
         &work.path().join("demo"),
-        &[(".slipway.yml", README_EXAMPLE)],
+        &[(".slipway.yml", README_EXAMPLE.as_str())],
     );
     let url = work.path().join("demo");
     let out = slipway(
@@ -317,7 +314,7 @@ fn a_signed_github_push_webhook_starts_a_pipeline_and_forgeries_do_not() {
         &server,
         work.path(),
         "team/hooked",
-        &[(".slipway.yml", README_EXAMPLE)],
+        &[(".slipway.yml", README_EXAMPLE.as_str())],
     );
     let secret = webhook_secret(&server);
     let repos = server.get("/api/v1/repos", &server.admin_auth()).json();
@@ -723,7 +720,7 @@ fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
         &server,
         work.path(),
         "reported",
-        &[(".slipway.yml", README_EXAMPLE)],
+        &[(".slipway.yml", README_EXAMPLE.as_str())],
     );
     let secret = webhook_secret(&server);
     let (forge, seen) = fake_forge();
@@ -1016,7 +1013,7 @@ fn polling_and_cron_start_pipelines() {
     let server = TestServer::start();
     let work = scratch_dir("pipelines-timed");
     let dir = work.path().join("polled");
-    repo_with(&dir, &[(".slipway.yml", README_EXAMPLE)]);
+    repo_with(&dir, &[(".slipway.yml", README_EXAMPLE.as_str())]);
     let out = slipway(
         &server,
         &[
@@ -1055,8 +1052,10 @@ fn polling_and_cron_start_pipelines() {
     assert_eq!(p["message"], "second");
 
     let cron_dir = work.path().join("cron");
-    let spec =
-        format!("cron:\n  - name: every-second\n    schedule: \"* * * * * *\"\n{README_EXAMPLE}");
+    let spec = format!(
+        "cron:\n  - name: every-second\n    schedule: \"* * * * * *\"\n{}",
+        README_EXAMPLE.as_str()
+    );
     repo_with(&cron_dir, &[(".slipway.yml", spec.as_str())]);
     let out = slipway(
         &server,

@@ -193,16 +193,11 @@ impl Repos {
         let path = self.mirror_path(repo.id);
         let lock = self.lock(repo.id);
         let repo = repo.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(&repo.name.clone(), "fetch", move || {
             let _held = lock.lock().unwrap();
             fetch_blocking(&repo, &path, &extra)
         })
         .await
-        .map_err(|e| RepoError::Git {
-            repo: String::new(),
-            what: "fetch task".into(),
-            message: e.to_string(),
-        })?
     }
 
     /// Resolve a branch, tag, full ref or commit sha in the mirror.

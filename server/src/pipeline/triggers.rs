@@ -24,11 +24,16 @@ use super::spec::{self, Event};
 use crate::app::App;
 use crate::db::now_ms;
 
-/// Schedules per repository, from the commit they were read at.
+/// Schedules per repository, from the commit they were read at, and when the
+/// default branch was last looked at.
 #[derive(Default)]
 struct CronCache {
-    by_repo: HashMap<i64, (String, Vec<spec::CronSpec>)>,
+    by_repo: HashMap<i64, (String, Vec<spec::CronSpec>, std::time::Instant)>,
 }
+
+/// How often the default branch is looked at again for changed schedules (the
+/// cron loop itself runs every second).
+const RECHECK_SCHEDULES: Duration = Duration::from_secs(10);
 
 async fn start(app: &App, repo: &GitRepo, wanted: &str, cause: Cause) -> Result<i64, String> {
     let commit = app
@@ -103,11 +108,17 @@ async fn poll(app: &App, now: i64) -> Result<(), String> {
 }
 
 async fn schedules(app: &App, cache: &mut CronCache, repo: &GitRepo) -> Vec<spec::CronSpec> {
+    if let Some((_, specs, checked)) = cache.by_repo.get(&repo.id) {
+        if checked.elapsed() < RECHECK_SCHEDULES {
+            return specs.clone();
+        }
+    }
     let Ok(head) = app.repos.resolve(repo, &repo.default_branch).await else {
         return Vec::new();
     };
-    if let Some((sha, specs)) = cache.by_repo.get(&repo.id) {
+    if let Some((sha, specs, checked)) = cache.by_repo.get_mut(&repo.id) {
         if *sha == head.sha {
+            *checked = std::time::Instant::now();
             return specs.clone();
         }
     }
@@ -123,7 +134,10 @@ async fn schedules(app: &App, cache: &mut CronCache, repo: &GitRepo) -> Vec<spec
             .unwrap_or_default(),
         _ => Vec::new(),
     };
-    cache.by_repo.insert(repo.id, (head.sha, specs.clone()));
+    cache.by_repo.insert(
+        repo.id,
+        (head.sha, specs.clone(), std::time::Instant::now()),
+    );
     specs
 }
 

@@ -88,25 +88,20 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineSpec, SpecErrors> {
 mod tests {
     use super::*;
 
-    /// The README's example, exactly as written there.
-    const README_EXAMPLE: &str = r#"jobs:
-  test:
-    steps:
-      - name: greet
-        image: busybox
-        commands:
-          - echo "hello from $SLIPWAY_COMMIT"
-  after:
-    needs: [test]
-    steps:
-      - name: done
-        image: busybox
-        commands: [echo done]
-"#;
+    /// The README's example (its first yaml block), exactly as written there.
+    fn readme_example() -> &'static str {
+        let readme = include_str!("../../../../README.md");
+        let start = readme
+            .find("```yaml\n")
+            .expect("a yaml block in the README")
+            + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        &readme[start..end]
+    }
 
     #[test]
     fn the_readme_example_parses() {
-        let spec = parse(".slipway.yml", README_EXAMPLE).unwrap();
+        let spec = parse(".slipway.yml", readme_example()).unwrap();
         let names: Vec<&str> = spec.jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(names, ["test", "after"]);
         assert_eq!(spec.jobs[1].needs, ["test"]);
@@ -152,7 +147,7 @@ mod tests {
     #[test]
     fn damaged_specs_never_panic() {
         let seeds = [
-            README_EXAMPLE,
+            readme_example(),
             "x: &a {k: [1, *a]}\njobs: {a: {steps: [{image: x, when: {event: push}}], matrix: {A: [1]}}}\ncron: [{schedule: '0 3 * * *'}]\n",
         ];
         let alphabet = b"{}[]:,-&*<>|'\"#\n \t!%@`?abc0";
