@@ -289,9 +289,7 @@ pub async fn log_stream(
             .await
             .ok()
             .flatten();
-            let Some((status, step_attempt, job_attempt)) = row else {
-                return None;
-            };
+            let (status, step_attempt, job_attempt) = row?;
             let attempt = st.fixed_attempt.or(step_attempt).unwrap_or(job_attempt);
             let finished = !matches!(status.as_str(), "pending" | "running");
             let logs = st.app.logs.clone();
