@@ -1,5 +1,5 @@
-//! A directory tree (the overlay upper dir of a `RUN`, or the files of a
-//! `COPY`) as a reproducible OCI layer.
+//! A directory tree (the overlay upper dir of a `RUN`), or entries a `COPY`
+//! names one by one, as a reproducible OCI layer.
 //!
 //! - Entries are sorted by path bytes; every mtime is the build's
 //!   `SOURCE_DATE_EPOCH`; owners are numeric, shifted back by the user
@@ -11,13 +11,15 @@
 //!   directory as `trusted.overlay.opaque=y`: they become the OCI whiteouts
 //!   `.wh.<name>` and `.wh..wh..opq`. Other device nodes are refused.
 //! - Hard links within the tree stay hard links.
-//! - The tar is gzip-compressed; the layer's digest is of the compressed bytes
-//!   and its diff id of the tar.
+//! - The tar is written on the calling thread (hashed there for the diff id)
+//!   and compressed on a second one (gzip or zstd), straight into the blob
+//!   file; the layer's digest is of the compressed bytes.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
@@ -33,23 +35,75 @@ pub enum LayerError {
     Device { path: PathBuf },
 }
 
+/// How layer tars are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// flate2 (zlib-rs) at this level, 0-9.
+    Gzip(u32),
+    /// zstd at this level, 1-19.
+    Zstd(i32),
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip(1)
+    }
+}
+
+impl Compression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip(_) => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd(_) => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// `gzip`, `gzip:6`, `zstd`, `zstd:3`.
+    pub fn parse(text: &str) -> Result<Compression, String> {
+        let (name, level) = match text.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (text, None),
+        };
+        let level = |default: i64, max: i64| -> Result<i64, String> {
+            match level {
+                None => Ok(default),
+                Some(l) => match l.parse::<i64>() {
+                    Ok(n) if (0..=max).contains(&n) => Ok(n),
+                    _ => Err(format!(
+                        "{text}: the level must be a number from 0 to {max}"
+                    )),
+                },
+            }
+        };
+        match name {
+            "gzip" => Ok(Compression::Gzip(level(1, 9)? as u32)),
+            "zstd" => Ok(Compression::Zstd(level(3, 19)? as i32)),
+            _ => Err(format!("{text}: compression must be gzip or zstd")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LayerOptions {
     /// Every entry's mtime (seconds since the epoch).
     pub mtime: u64,
     /// Subtracted from owners (the user namespace's host base; 0 for none).
     pub id_shift: u32,
-    pub compression: flate2::Compression,
+    pub compression: Compression,
 }
 
-/// A finished layer blob.
-#[derive(Debug, Clone)]
+/// A finished layer blob, written to the file the writer was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layer {
-    pub blob: Vec<u8>,
-    /// `sha256:` of `blob`.
+    /// `sha256:` of the blob.
     pub digest: String,
     /// `sha256:` of the uncompressed tar.
     pub diff_id: String,
+    /// Bytes of the blob.
+    pub size: u64,
+    /// Bytes of the tar.
+    pub tar_size: u64,
+    pub media_type: &'static str,
     /// Entries written (whiteouts included).
     pub entries: usize,
 }
@@ -61,29 +115,240 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LayerError + '_ {
     }
 }
 
-/// Writes into the tar while hashing it.
-struct Hashing<W> {
-    inner: W,
+const CHUNK: usize = 1 << 20;
+
+/// The tar side: hashes the tar and hands it to the compressing thread in
+/// 1 MiB chunks.
+struct TarSink {
     hasher: Sha256,
+    buf: Vec<u8>,
+    size: u64,
+    to_compressor: mpsc::SyncSender<Vec<u8>>,
 }
 
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+impl TarSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.to_compressor
+            .send(chunk)
+            .map_err(|_| std::io::Error::other("the compressing thread stopped"))
+    }
+}
+
+impl Write for TarSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The blob side: hashes and counts what the compressor writes to the file.
+struct BlobSink {
+    file: BufWriter<std::fs::File>,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Write for BlobSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(data)?;
+        self.hasher.update(&data[..n]);
+        self.size += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+        self.file.flush()
     }
 }
 
-struct Writer<W: Write> {
-    tar: tar::Builder<Hashing<W>>,
+fn compress(
+    chunks: mpsc::Receiver<Vec<u8>>,
+    file: std::fs::File,
+    compression: Compression,
+) -> std::io::Result<(String, u64)> {
+    let sink = BlobSink {
+        file: BufWriter::with_capacity(CHUNK, file),
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    let mut sink = match compression {
+        Compression::Gzip(level) => {
+            let mut gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(sink, flate2::Compression::new(level));
+            for chunk in chunks {
+                gz.write_all(&chunk)?;
+            }
+            gz.finish()?
+        }
+        Compression::Zstd(level) => {
+            let mut z = zstd::stream::write::Encoder::new(sink, level)?;
+            for chunk in chunks {
+                z.write_all(&chunk)?;
+            }
+            z.finish()?
+        }
+    };
+    sink.flush()?;
+    sink.file.get_ref().sync_data()?;
+    Ok((
+        format!("sha256:{}", hex::encode(sink.hasher.finalize())),
+        sink.size,
+    ))
+}
+
+/// Writes a layer entry by entry. The caller adds entries in sorted order
+/// (`layer_from_dir` does; `COPY` sorts its plan first).
+pub struct LayerWriter {
+    tar: tar::Builder<TarSink>,
     opts: LayerOptions,
-    /// (device, inode) of regular files already written, for hard links.
-    seen: HashMap<(u64, u64), String>,
+    blob: PathBuf,
+    compressor: std::thread::JoinHandle<std::io::Result<(String, u64)>>,
     entries: usize,
+}
+
+/// Owner and permission bits of an entry, as they go into the tar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub uid: u64,
+    pub gid: u64,
+    pub mode: u32,
+}
+
+impl LayerWriter {
+    /// Start a layer whose blob goes to `blob` (created or truncated).
+    pub fn create(blob: &Path, opts: LayerOptions) -> Result<LayerWriter, LayerError> {
+        let file = std::fs::File::create(blob).map_err(io(blob))?;
+        let (tx, rx) = mpsc::sync_channel(4);
+        let compression = opts.compression;
+        let compressor = std::thread::Builder::new()
+            .name("layer-compress".into())
+            .spawn(move || compress(rx, file, compression))
+            .map_err(io(blob))?;
+        Ok(LayerWriter {
+            tar: tar::Builder::new(TarSink {
+                hasher: Sha256::new(),
+                buf: Vec::with_capacity(CHUNK),
+                size: 0,
+                to_compressor: tx,
+            }),
+            opts,
+            blob: blob.to_owned(),
+            compressor,
+            entries: 0,
+        })
+    }
+
+    fn header(&self, kind: tar::EntryType, meta: Meta) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mtime(self.opts.mtime);
+        h.set_uid(meta.uid);
+        h.set_gid(meta.gid);
+        h.set_mode(meta.mode & 0o7777);
+        h.set_size(0);
+        h
+    }
+
+    fn failed(&self, path: &str) -> impl FnOnce(std::io::Error) -> LayerError {
+        let path = PathBuf::from(path);
+        move |source| LayerError::Io { path, source }
+    }
+
+    /// A directory at `path` (no trailing `/` needed).
+    pub fn dir(&mut self, path: &str, meta: Meta) -> Result<(), LayerError> {
+        let mut h = self.header(tar::EntryType::Directory, meta);
+        let name = format!("{}/", path.trim_end_matches('/'));
+        self.tar
+            .append_data(&mut h, &name, std::io::empty())
+            .map_err(self.failed(path))?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// A regular file of `size` bytes read from `data`.
+    pub fn file(
+        &mut self,
+        path: &str,
+        meta: Meta,
+        size: u64,
+        data: impl std::io::Read,
+    ) -> Result<(), LayerError> {
+        let mut h = self.header(tar::EntryType::Regular, meta);
+        h.set_size(size);
+        self.tar
+            .append_data(&mut h, path, data)
+            .map_err(self.failed(path))?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    pub fn symlink(&mut self, path: &str, meta: Meta, target: &Path) -> Result<(), LayerError> {
+        let mut h = self.header(tar::EntryType::Symlink, meta);
+        self.tar
+            .append_link(&mut h, path, target)
+            .map_err(self.failed(path))?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// A hard link to `target`, an earlier entry of this layer.
+    pub fn hardlink(&mut self, path: &str, meta: Meta, target: &str) -> Result<(), LayerError> {
+        let mut h = self.header(tar::EntryType::Link, meta);
+        self.tar
+            .append_link(&mut h, path, target)
+            .map_err(self.failed(path))?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// `.wh.<name>` (or `.wh..wh..opq`) at `path`.
+    pub fn whiteout(&mut self, path: &str) -> Result<(), LayerError> {
+        self.file(
+            path,
+            Meta {
+                uid: 0,
+                gid: 0,
+                mode: 0o644,
+            },
+            0,
+            std::io::empty(),
+        )
+    }
+
+    pub fn finish(self) -> Result<Layer, LayerError> {
+        let blob = self.blob.clone();
+        let mut sink = self.tar.into_inner().map_err(io(&blob))?;
+        let sent = sink.send();
+        let diff_id = format!("sha256:{}", hex::encode(sink.hasher.clone().finalize()));
+        let tar_size = sink.size;
+        drop(sink); // closes the channel: the compressor finishes
+        let compressed = self
+            .compressor
+            .join()
+            .map_err(|_| io(&blob)(std::io::Error::other("the compressing thread panicked")))?;
+        let (digest, size) = compressed.map_err(io(&blob))?;
+        sent.map_err(io(&blob))?;
+        Ok(Layer {
+            digest,
+            diff_id,
+            size,
+            tar_size,
+            media_type: self.opts.compression.media_type(),
+            entries: self.entries,
+        })
+    }
 }
 
 fn is_opaque(path: &Path) -> bool {
@@ -94,31 +359,20 @@ fn is_opaque(path: &Path) -> bool {
     )
 }
 
-impl<W: Write> Writer<W> {
-    fn header(&self, meta: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mtime(self.opts.mtime);
-        h.set_uid(u64::from(meta.uid().saturating_sub(self.opts.id_shift)));
-        h.set_gid(u64::from(meta.gid().saturating_sub(self.opts.id_shift)));
-        h.set_mode(meta.mode() & 0o7777);
-        h.set_size(0);
-        h
-    }
+struct DirWalk {
+    writer: LayerWriter,
+    id_shift: u32,
+    /// (device, inode) of regular files already written, for hard links.
+    seen: HashMap<(u64, u64), String>,
+}
 
-    fn whiteout(&mut self, name: &str) -> Result<(), LayerError> {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mtime(self.opts.mtime);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mode(0o644);
-        h.set_size(0);
-        self.tar
-            .append_data(&mut h, name, std::io::empty())
-            .map_err(io(Path::new(name)))?;
-        self.entries += 1;
-        Ok(())
+impl DirWalk {
+    fn meta(&self, meta: &std::fs::Metadata) -> Meta {
+        Meta {
+            uid: u64::from(meta.uid().saturating_sub(self.id_shift)),
+            gid: u64::from(meta.gid().saturating_sub(self.id_shift)),
+            mode: meta.mode(),
+        }
     }
 
     /// `dir` (a directory of the tree) at archive path `prefix` ("" for the root).
@@ -136,44 +390,28 @@ impl<W: Write> Writer<W> {
             let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
             let kind = meta.file_type();
             if kind.is_char_device() && meta.rdev() == 0 {
-                self.whiteout(&format!("{prefix}.wh.{name}"))?;
+                self.writer.whiteout(&format!("{prefix}.wh.{name}"))?;
             } else if kind.is_dir() {
-                let mut h = self.header(&meta, tar::EntryType::Directory);
-                self.tar
-                    .append_data(&mut h, format!("{archived}/"), std::io::empty())
-                    .map_err(io(&path))?;
-                self.entries += 1;
+                self.writer.dir(&archived, self.meta(&meta))?;
                 if is_opaque(&path) {
-                    self.whiteout(&format!("{archived}/.wh..wh..opq"))?;
+                    self.writer.whiteout(&format!("{archived}/.wh..wh..opq"))?;
                 }
                 self.walk(&path, &format!("{archived}/"))?;
             } else if kind.is_symlink() {
                 let target = std::fs::read_link(&path).map_err(io(&path))?;
-                let mut h = self.header(&meta, tar::EntryType::Symlink);
-                self.tar
-                    .append_link(&mut h, &archived, target)
-                    .map_err(io(&path))?;
-                self.entries += 1;
+                self.writer.symlink(&archived, self.meta(&meta), &target)?;
             } else if kind.is_file() {
                 let key = (meta.dev(), meta.ino());
                 if meta.nlink() > 1 {
                     if let Some(first) = self.seen.get(&key).cloned() {
-                        let mut h = self.header(&meta, tar::EntryType::Link);
-                        self.tar
-                            .append_link(&mut h, &archived, first)
-                            .map_err(io(&path))?;
-                        self.entries += 1;
+                        self.writer.hardlink(&archived, self.meta(&meta), &first)?;
                         continue;
                     }
                     self.seen.insert(key, archived.clone());
                 }
-                let mut h = self.header(&meta, tar::EntryType::Regular);
-                h.set_size(meta.len());
                 let file = std::fs::File::open(&path).map_err(io(&path))?;
-                self.tar
-                    .append_data(&mut h, &archived, file)
-                    .map_err(io(&path))?;
-                self.entries += 1;
+                self.writer
+                    .file(&archived, self.meta(&meta), meta.len(), file)?;
             } else {
                 return Err(LayerError::Device { path });
             }
@@ -182,32 +420,15 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// The tree under `root` as a layer.
-pub fn layer_from_dir(root: &Path, opts: LayerOptions) -> Result<Layer, LayerError> {
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), opts.compression);
-    let mut writer = Writer {
-        tar: tar::Builder::new(Hashing {
-            inner: gz,
-            hasher: Sha256::new(),
-        }),
-        opts,
+/// The tree under `root` as a layer whose blob is written to `blob`.
+pub fn layer_from_dir(root: &Path, blob: &Path, opts: LayerOptions) -> Result<Layer, LayerError> {
+    let mut walk = DirWalk {
+        writer: LayerWriter::create(blob, opts)?,
+        id_shift: opts.id_shift,
         seen: HashMap::new(),
-        entries: 0,
     };
-    writer.walk(root, "")?;
-    let entries = writer.entries;
-    let hashing = writer.tar.into_inner().map_err(io(root))?;
-    let diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
-    let blob = hashing.inner.finish().map_err(io(root))?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&blob)));
-    Ok(Layer {
-        blob,
-        digest,
-        diff_id,
-        entries,
-    })
+    walk.walk(root, "")?;
+    walk.writer.finish()
 }
 
 #[cfg(test)]
@@ -215,9 +436,15 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn entries(layer: &Layer) -> Vec<(String, u64, u64, u32, char)> {
+    fn entries(blob: &Path, layer: &Layer) -> Vec<(String, u64, u64, u32, char)> {
+        let bytes = std::fs::read(blob).unwrap();
+        assert_eq!(bytes.len() as u64, layer.size);
+        assert_eq!(
+            format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+            layer.digest
+        );
         let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(&layer.blob[..])
+        flate2::read::GzDecoder::new(&bytes[..])
             .read_to_end(&mut tar)
             .unwrap();
         assert_eq!(
@@ -280,8 +507,12 @@ mod tests {
             id_shift: 100_000,
             ..Default::default()
         };
-        let layer = layer_from_dir(&upper, opts).unwrap();
-        let got: Vec<(String, char)> = entries(&layer).into_iter().map(|e| (e.0, e.4)).collect();
+        let blob = dir.path().join("blob");
+        let layer = layer_from_dir(&upper, &blob, opts).unwrap();
+        let got: Vec<(String, char)> = entries(&blob, &layer)
+            .into_iter()
+            .map(|e| (e.0, e.4))
+            .collect();
         let names: Vec<(&str, char)> = got.iter().map(|(n, k)| (n.as_str(), *k)).collect();
         assert_eq!(
             names,
@@ -295,7 +526,7 @@ mod tests {
                 ("etc/same.conf", 'h'),
             ]
         );
-        let all = entries(&layer);
+        let all = entries(&blob, &layer);
         assert!(all.iter().all(|e| e.1 == 1_700_000_000), "{all:?}");
         let conf = all.iter().find(|e| e.0 == "etc/new.conf").unwrap();
         assert_eq!(
@@ -311,11 +542,16 @@ mod tests {
         later
             .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
             .unwrap();
-        let again = layer_from_dir(&upper, opts).unwrap();
+        let again = layer_from_dir(&upper, &dir.path().join("again"), opts).unwrap();
         assert_eq!(again.digest, layer.digest);
         // A changed byte changes it.
         std::fs::write(upper.join("etc/new.conf"), "x=2\n").unwrap();
-        assert_ne!(layer_from_dir(&upper, opts).unwrap().digest, layer.digest);
+        assert_ne!(
+            layer_from_dir(&upper, &dir.path().join("changed"), opts)
+                .unwrap()
+                .digest,
+            layer.digest
+        );
     }
 
     #[test]
@@ -329,7 +565,8 @@ mod tests {
             rustix::fs::makedev(1, 3),
         )
         .unwrap();
-        let err = layer_from_dir(dir.path(), LayerOptions::default()).unwrap_err();
+        let blob = tempfile::NamedTempFile::new().unwrap();
+        let err = layer_from_dir(dir.path(), blob.path(), LayerOptions::default()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("device nodes cannot go into a layer"),

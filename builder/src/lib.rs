@@ -1,10 +1,26 @@
-//! Slipway's builder: Containerfile parser, build graph, layer diffs to OCI layers,
-//! build cache, image assembly (issue 5, in progress).
+//! Slipway's builder: Containerfile builds without a daemon, reproducible
+//! layer for layer.
 //!
-//! Built so far: `containerfile` (parsing the subset Slipway builds, with every
-//! error at line and column) and `layer` (a directory tree, such as an overlay
-//! upper dir, as a reproducible OCI layer with whiteouts). The builder never depends on the runner: `RUN`
-//! will go through a trait the runner implements.
+//! - `containerfile`: parsing the subset Slipway builds, every error at line
+//!   and column.
+//! - `context`: the build context: `.dockerignore`, what a `COPY` source names
+//!   (inside the context only), and its content digest for the cache.
+//! - `build`: the build itself: stages in parallel where they can be, each
+//!   instruction from the cache or run; the image config and manifest.
+//! - `exec`: the trait through which `RUN` executes; the runner implements it
+//!   (the builder never depends on the runner).
+//! - `copy`: `COPY`/`ADD` layers written directly, tar archives unpacked.
+//! - `layer`: reproducible OCI layers from entries or an overlay upper dir.
+//! - `cache`: instruction keys to layers, and the layer blobs.
+//! - `image`: config, manifest and provenance documents.
 
+pub mod build;
+pub mod cache;
 pub mod containerfile;
+pub mod context;
+pub mod copy;
+pub mod exec;
+pub mod image;
 pub mod layer;
+
+pub use build::{build, BuildError, BuildOptions, Built, Event};

@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod build;
 pub mod container;
 pub mod image;
 pub mod layer;

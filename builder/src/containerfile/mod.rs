@@ -106,6 +106,8 @@ pub struct Stage {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Containerfile {
+    /// The escape character (`\\`, or `` ` `` by the `# escape=` directive).
+    pub escape: char,
     /// `ARG`s before the first `FROM`: usable in `FROM` lines.
     pub global_args: Vec<(String, Option<String>)>,
     pub stages: Vec<Stage>,

@@ -368,6 +368,7 @@ pub fn parse(file: &str, text: &str) -> Result<Containerfile, ParseErrors> {
         errors: Vec::new(),
     };
     let mut file_out = Containerfile {
+        escape,
         global_args: Vec::new(),
         stages: Vec::new(),
     };

@@ -241,7 +241,7 @@ pub fn range_header(len: u64) -> HeaderValue {
         .expect("digits are a valid header")
 }
 
-pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

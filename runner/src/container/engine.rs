@@ -281,6 +281,25 @@ impl Engine {
     }
 
     pub async fn run(&self, request: RunRequest<'_>) -> Result<Outcome, EngineError> {
+        self.run_inner(request, None).await
+    }
+
+    /// `run`, then move the container's upper dir (what the command changed,
+    /// in overlayfs's format) to `keep_upper`, which must be on the same
+    /// filesystem as the engine root and must not exist. For image builds.
+    pub async fn run_keeping_upper(
+        &self,
+        request: RunRequest<'_>,
+        keep_upper: &Path,
+    ) -> Result<Outcome, EngineError> {
+        self.run_inner(request, Some(keep_upper)).await
+    }
+
+    async fn run_inner(
+        &self,
+        request: RunRequest<'_>,
+        keep_upper: Option<&Path>,
+    ) -> Result<Outcome, EngineError> {
         let id = format!(
             "{}{}",
             self.id_prefix,
@@ -384,7 +403,11 @@ impl Engine {
                     .as_ref()
                     .filter(|m| m.oom_killed(exit_code(status)))
                     .map(|m| format!("killed: memory limit {} exceeded", cgroup::human(m.limit)));
-                return Ok(Outcome { exit_code: exit_code(status), stopped, elapsed: started.elapsed() });
+                let outcome = Outcome { exit_code: exit_code(status), stopped, elapsed: started.elapsed() };
+                if let Some(to) = keep_upper {
+                    self.keep_upper(&dir, to).map_err(io("keeping the upper dir"))?;
+                }
+                return Ok(outcome);
             }
             () = deadline => format!("timed out after {:?}", request.timeout.unwrap_or_default()),
             () = request.cancel.cancelled() => "cancelled".to_owned(),
@@ -417,6 +440,15 @@ impl Engine {
             stopped: Some(stopped),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Unmount a finished container's root filesystem and move its upper dir
+    /// out of the container directory before that is removed.
+    fn keep_upper(&self, dir: &Path, to: &Path) -> std::io::Result<()> {
+        for mount in rootfs::mounts_below(dir) {
+            rootfs::unmount(&mount)?;
+        }
+        std::fs::rename(dir.join("upper"), to)
     }
 }
 

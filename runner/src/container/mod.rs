@@ -6,7 +6,7 @@ mod bundle;
 mod cgroup;
 mod engine;
 mod pod;
-mod rootfs;
+pub mod rootfs;
 mod userns;
 
 pub use engine::{Cancel, Engine, EngineError, Outcome, RunRequest, Stream};

@@ -50,7 +50,10 @@ pub fn mount_overlay(
         .collect::<Vec<_>>()
         .join(":");
     let data = format!(
-        "lowerdir={lowerdir},upperdir={},workdir={}",
+        // Renamed directories and metadata-only changes are then written out
+        // in full, so an upper dir is always a plain layer diff (builds turn
+        // it into a layer) whatever the kernel's defaults.
+        "lowerdir={lowerdir},upperdir={},workdir={},redirect_dir=off,metacopy=off",
         upper.display(),
         work.display()
     );
@@ -60,6 +63,36 @@ pub fn mount_overlay(
         target,
         "overlay",
         MountFlags::empty(),
+        data.as_c_str(),
+    )?;
+    Ok(())
+}
+
+/// Mount `lower` (bottom layer first) merged and read-only at `target`, with no
+/// upper dir (overlayfs then needs two lower dirs: an empty one goes at the
+/// bottom).
+pub fn mount_read_only(lower: &[&Path], empty: &Path, target: &Path) -> io::Result<()> {
+    for dir in [empty, target] {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut lowers: Vec<String> = lower
+        .iter()
+        .rev()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    lowers.push(empty.to_string_lossy().into_owned());
+    if let Some(bad) = lowers.iter().find(|p| p.contains([',', ':'])) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{bad} cannot be an overlay directory (contains , or :)"),
+        ));
+    }
+    let data = CString::new(format!("lowerdir={}", lowers.join(":"))).map_err(io::Error::other)?;
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::RDONLY,
         data.as_c_str(),
     )?;
     Ok(())

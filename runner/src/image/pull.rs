@@ -74,6 +74,8 @@ pub struct PulledImage {
     pub config: ImageConfiguration,
     /// Bottom layer first.
     pub layers: Vec<LayerLease>,
+    /// What the local store has on it (raw config, layer sizes and types).
+    pub record: ImageRecord,
 }
 
 /// The image from the local store, if it is recorded and every layer is cached.
@@ -87,9 +89,10 @@ pub fn local(reference: &Reference, store: &ImageStore, cache: &LayerCache) -> O
         .collect::<Option<Vec<_>>>()?;
     Some(PulledImage {
         reference: reference.clone(),
-        manifest_digest: record.manifest_digest,
+        manifest_digest: record.manifest_digest.clone(),
         config,
         layers,
+        record,
     })
 }
 
@@ -174,12 +177,23 @@ async fn pull_record(
         config_digest: manifest.config.digest.clone(),
         config: raw_config,
         layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+        layer_sizes: manifest
+            .layers
+            .iter()
+            .map(|l| l.size.max(0) as u64)
+            .collect(),
+        layer_media_types: manifest
+            .layers
+            .iter()
+            .map(|l| l.media_type.clone())
+            .collect(),
     };
     let image = PulledImage {
         reference: reference.clone(),
         manifest_digest,
         config,
         layers,
+        record: record.clone(),
     };
     Ok((image, record))
 }

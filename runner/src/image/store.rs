@@ -24,6 +24,12 @@ pub struct ImageRecord {
     pub config: String,
     /// Bottom layer first.
     pub layers: Vec<String>,
+    /// Compressed sizes and media types of `layers` (records written before
+    /// these were kept have none; images are pulled again for builds then).
+    #[serde(default)]
+    pub layer_sizes: Vec<u64>,
+    #[serde(default)]
+    pub layer_media_types: Vec<String>,
 }
 
 impl ImageRecord {
@@ -104,6 +110,8 @@ mod tests {
             config_digest: format!("sha256:{}", hex::encode(Sha256::digest(config))),
             config: config.to_owned(),
             layers: vec![format!("sha256:{}", "b".repeat(64))],
+            layer_sizes: vec![10],
+            layer_media_types: vec!["application/vnd.oci.image.layer.v1.tar+gzip".into()],
         }
     }
 

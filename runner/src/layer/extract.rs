@@ -1,4 +1,4 @@
-//! Unpacking one OCI layer (a tar, optionally gzip-compressed) into a directory
+//! Unpacking one OCI layer (a tar, optionally gzip- or zstd-compressed) into a directory
 //! that becomes an overlayfs lower dir.
 //!
 //! Layers are untrusted. Every filesystem operation is relative to a directory
@@ -57,8 +57,6 @@ pub enum LayerError {
         #[source]
         source: io::Error,
     },
-    #[error("layer is zstd-compressed, which is not supported yet")]
-    Zstd,
     #[error("reading the layer archive: {0}")]
     Archive(#[source] io::Error),
 }
@@ -68,9 +66,9 @@ pub fn extract_layer(reader: impl Read, dest: &Path) -> Result<LayerStats, Layer
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let magic = reader.fill_buf().map_err(LayerError::Archive)?;
     if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(LayerError::Zstd);
-    }
-    if magic.starts_with(&[0x1f, 0x8b]) {
+        let zstd = zstd::stream::read::Decoder::with_buffer(reader).map_err(LayerError::Archive)?;
+        unpack(tar::Archive::new(zstd), dest)
+    } else if magic.starts_with(&[0x1f, 0x8b]) {
         unpack(
             tar::Archive::new(flate2::bufread::GzDecoder::new(reader)),
             dest,

@@ -1,0 +1,348 @@
+//! `COPY` and `ADD` as layers written directly, without a container: the
+//! files go from the context (or another stage's root filesystem, or a local
+//! tar archive) into a sorted tar, with the destination's parent directories
+//! carrying the metadata they already have in the image.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::layer::{Layer, LayerError, LayerOptions, LayerWriter, Meta};
+
+/// Where an entry's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Dir,
+    File(PathBuf),
+    Bytes(Vec<u8>),
+    Symlink(PathBuf),
+    /// A hard link to another entry of the same layer (its archive path).
+    Hardlink(String),
+}
+
+/// One entry of a `COPY` layer; `path` is absolute in the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub path: String,
+    pub meta: Meta,
+    pub content: Content,
+}
+
+/// Clean an absolute image path: no `.`, `..` resolved lexically (never above
+/// `/`), no doubled or trailing `/`.
+pub fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Follow `path` (absolute in the image) through symlinks inside `root`,
+/// never leaving it; the result is absolute in the image. Parts that do not
+/// exist are kept as written.
+pub fn resolve_in(root: &Path, path: &str) -> String {
+    let mut todo: Vec<String> = clean(path)
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_owned)
+        .collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        if c == "." {
+            continue;
+        }
+        done.push(c);
+        let here = root.join(done.join("/"));
+        let Ok(meta) = std::fs::symlink_metadata(&here) else {
+            continue;
+        };
+        if !meta.file_type().is_symlink() || links >= 40 {
+            continue;
+        }
+        links += 1;
+        let Ok(target) = std::fs::read_link(&here) else {
+            continue;
+        };
+        done.pop();
+        let target = target.to_string_lossy().into_owned();
+        if target.starts_with('/') {
+            done.clear();
+        }
+        for t in target.split('/').filter(|t| !t.is_empty()).rev() {
+            todo.push(t.to_owned());
+        }
+    }
+    format!("/{}", done.join("/"))
+}
+
+/// `--chown=user[:group]`: numbers, or names looked up in the image's
+/// `/etc/passwd` and `/etc/group` (under `root`, if there is one). A user
+/// alone sets the group to the same number, as Docker does.
+pub fn owner(root: Option<&Path>, spec: &str) -> Result<(u64, u64), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let lookup = |file: &str, name: &str| -> Result<u64, String> {
+        if let Ok(n) = name.parse::<u64>() {
+            return Ok(n);
+        }
+        let text = root
+            .and_then(|r| std::fs::read_to_string(r.join(file)).ok())
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|line| {
+                let mut f = line.split(':');
+                (f.next() == Some(name)).then(|| f.nth(1)?.parse::<u64>().ok())?
+            })
+            .ok_or_else(|| format!("--chown={spec}: no {name} in the image's /{file}"))
+    };
+    let uid = lookup("etc/passwd", user)?;
+    let gid = match group {
+        Some(g) => lookup("etc/group", g)?,
+        None => uid,
+    };
+    Ok((uid, gid))
+}
+
+/// Metadata of `path` (absolute in the image) if it is a directory there.
+pub fn existing_dir(root: Option<&Path>, path: &str) -> Option<Meta> {
+    let meta = std::fs::symlink_metadata(root?.join(path.trim_start_matches('/'))).ok()?;
+    meta.is_dir().then(|| Meta {
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+        mode: meta.mode() & 0o7777,
+    })
+}
+
+/// Write `items` as a layer, with an entry for every parent directory they
+/// need: the image's own metadata where it has the directory, root 0755
+/// where it does not. Later items win over earlier ones at the same path.
+pub fn write_layer(
+    items: Vec<Item>,
+    root: Option<&Path>,
+    blob: &Path,
+    opts: LayerOptions,
+) -> Result<Layer, LayerError> {
+    let mut by_path: std::collections::BTreeMap<String, Item> = std::collections::BTreeMap::new();
+    for item in items {
+        let mut parent = item.path.as_str();
+        while let Some((p, _)) = parent.rsplit_once('/') {
+            if p.is_empty() {
+                break;
+            }
+            by_path.entry(p.to_owned()).or_insert_with(|| Item {
+                path: p.to_owned(),
+                meta: existing_dir(root, p).unwrap_or(Meta {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o755,
+                }),
+                content: Content::Dir,
+            });
+            parent = p;
+        }
+        by_path.insert(item.path.clone(), item);
+    }
+    let mut writer = LayerWriter::create(blob, opts)?;
+    for (path, item) in by_path {
+        let name = path.trim_start_matches('/');
+        match item.content {
+            Content::Dir => writer.dir(name, item.meta)?,
+            Content::File(src) => {
+                let file = std::fs::File::open(&src).map_err(|source| LayerError::Io {
+                    path: src.clone(),
+                    source,
+                })?;
+                let size = file
+                    .metadata()
+                    .map_err(|source| LayerError::Io {
+                        path: src.clone(),
+                        source,
+                    })?
+                    .len();
+                writer.file(name, item.meta, size, file)?
+            }
+            Content::Bytes(bytes) => {
+                writer.file(name, item.meta, bytes.len() as u64, &bytes[..])?
+            }
+            Content::Symlink(target) => writer.symlink(name, item.meta, &target)?,
+            Content::Hardlink(target) => {
+                writer.hardlink(name, item.meta, target.trim_start_matches('/'))?
+            }
+        }
+    }
+    writer.finish()
+}
+
+/// Is this file a tar archive (plain, gzip or zstd) that `ADD` unpacks?
+pub fn is_archive(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 512];
+    let n = file.read(&mut head).unwrap_or(0);
+    if head[..n].starts_with(&[0x1f, 0x8b]) || head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return true;
+    }
+    n >= 262 && &head[257..262] == b"ustar"
+}
+
+/// The entries of a local tar archive as items under `dest`. Paths that would
+/// leave `dest` (`..`), device nodes and links out of the archive are refused.
+pub fn archive_items(path: &Path, dest: &str) -> Result<Vec<Item>, String> {
+    use std::io::{BufRead, Read};
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let mut reader = std::io::BufReader::new(file);
+    let magic = reader
+        .fill_buf()
+        .map_err(|e| format!("{shown}: {e}"))?
+        .to_vec();
+    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::GzDecoder::new(reader))
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(reader)
+                .map_err(|e| format!("{shown}: {e}"))?,
+        )
+    } else {
+        Box::new(reader)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut items = Vec::new();
+    let inside = |name: &str| -> Result<String, String> {
+        let mut parts = Vec::new();
+        for c in name.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    return Err(format!(
+                        "{shown}: entry {name} points outside the directory it is unpacked into"
+                    ))
+                }
+                c => parts.push(c),
+            }
+        }
+        Ok(clean(&format!("{dest}/{}", parts.join("/"))))
+    };
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("{shown}: not a readable tar archive: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("{shown}: not a readable tar archive: {e}"))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let target = inside(&name)?;
+        let h = entry.header();
+        let meta = Meta {
+            uid: h.uid().unwrap_or(0),
+            gid: h.gid().unwrap_or(0),
+            mode: h.mode().unwrap_or(0o644) & 0o7777,
+        };
+        let content = match h.entry_type() {
+            tar::EntryType::Directory => Content::Dir,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut bytes = Vec::new();
+                entry
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| format!("{shown}: {name}: {e}"))?;
+                Content::Bytes(bytes)
+            }
+            tar::EntryType::Symlink => {
+                let link = entry
+                    .link_name()
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| format!("{shown}: {name}: a symlink without a target"))?;
+                Content::Symlink(link.into_owned())
+            }
+            tar::EntryType::Link => {
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| format!("{shown}: {name}: a hard link without a target"))?;
+                Content::Hardlink(inside(&String::from_utf8_lossy(&link))?)
+            }
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+            other => {
+                return Err(format!(
+                    "{shown}: {name}: {other:?} entries cannot be added (only files, directories and links)"
+                ))
+            }
+        };
+        if target == clean(dest) && content == Content::Dir {
+            continue;
+        }
+        items.push(Item {
+            path: target,
+            meta,
+            content,
+        });
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_through_symlinks_without_leaving_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        std::os::unix::fs::symlink("/../../../etc", root.join("up")).unwrap();
+        assert_eq!(resolve_in(root, "/bin/tool"), "/usr/bin/tool");
+        assert_eq!(resolve_in(root, "/up/passwd"), "/etc/passwd");
+        assert_eq!(resolve_in(root, "/a/../../b"), "/b");
+        assert_eq!(clean("/a/./b//c/../"), "/a/b");
+    }
+
+    #[test]
+    fn owners_are_numbers_or_names_from_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(owner(Some(dir.path()), "10").unwrap(), (10, 10));
+        assert_eq!(owner(Some(dir.path()), "app:staff").unwrap(), (1000, 50));
+        assert_eq!(owner(None, "7:8").unwrap(), (7, 8));
+        let err = owner(Some(dir.path()), "bob").unwrap_err();
+        assert!(err.contains("no bob in the image's /etc/passwd"), "{err}");
+    }
+
+    #[test]
+    fn archives_with_escaping_entries_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        // tar's own API refuses `..` names, so write the name bytes directly.
+        h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let path = dir.path().join("bad.tar");
+        std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+        assert!(is_archive(&path));
+        let err = archive_items(&path, "/opt").unwrap_err();
+        assert!(err.contains("entry ../escape points outside"), "{err}");
+    }
+}

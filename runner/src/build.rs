@@ -1,0 +1,403 @@
+//! The builder's [`Executor`] on this crate's engine and layer cache, and the
+//! push of a built image (with its provenance referrer) to a registry.
+//!
+//! The builder runs on blocking threads (its stages in parallel); every
+//! async call here goes through the runtime handle the executor was made
+//! with.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use slipway_builder::exec::{BaseImage, Executor, LayerRef, RunResult, RunSpec, View};
+use slipway_builder::image;
+use slipway_builder::Built;
+
+use crate::container::{rootfs, Cancel, Engine, RunOptions, RunRequest};
+use crate::image::{self as pull, ImageStore, PullPolicy};
+use crate::layer::{LayerCache, LayerLease};
+
+pub struct EngineExecutor {
+    pub engine: Arc<Engine>,
+    pub cache: LayerCache,
+    pub store: ImageStore,
+    pub client: Client,
+    pub auth: RegistryAuth,
+    /// host:port of Slipway's registry, for references without a host.
+    pub registry: String,
+    pub policy: PullPolicy,
+    pub handle: tokio::runtime::Handle,
+    /// Network, user namespace and limits of every `RUN`.
+    pub options: RunOptions,
+    pub cancel: Cancel,
+    /// Where read-only views are mounted (the builder's temp dir).
+    pub views: PathBuf,
+}
+
+static VIEWS: AtomicU64 = AtomicU64::new(0);
+
+struct MountedView {
+    dir: PathBuf,
+    root: PathBuf,
+    _leases: Vec<LayerLease>,
+}
+
+impl View for MountedView {
+    fn path(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for MountedView {
+    fn drop(&mut self) {
+        let _ = rootfs::unmount(&self.root);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl EngineExecutor {
+    /// Leases on `layers` (unpacking the builder's own from their blobs).
+    fn leases(&self, layers: &[LayerRef]) -> Result<Vec<LayerLease>, String> {
+        let mut leases = Vec::with_capacity(layers.len());
+        for layer in layers {
+            let lease = match &layer.blob {
+                Some(blob) => {
+                    let blob = blob.clone();
+                    self.handle
+                        .block_on(
+                            self.cache
+                                .get(&layer.digest, move || std::fs::File::open(blob)),
+                        )
+                        .map_err(|e| e.to_string())?
+                }
+                None => self.cache.cached(&layer.digest).ok_or_else(|| {
+                    format!("layer {} is no longer in the layer cache", layer.digest)
+                })?,
+            };
+            leases.push(lease);
+        }
+        Ok(leases)
+    }
+}
+
+impl Executor for EngineExecutor {
+    fn base(&self, input: &str) -> Result<BaseImage, String> {
+        let r = pull::resolve(input, &self.registry).map_err(|e| e.to_string())?;
+        let mut image = self
+            .handle
+            .block_on(pull::obtain(
+                &self.client,
+                &r,
+                &self.auth,
+                &self.cache,
+                &self.store,
+                self.policy,
+            ))
+            .map_err(|e| e.to_string())?;
+        // A record from before sizes were kept: pull it again, once.
+        if image.record.layer_sizes.len() != image.record.layers.len() {
+            image = self
+                .handle
+                .block_on(pull::obtain(
+                    &self.client,
+                    &r,
+                    &self.auth,
+                    &self.cache,
+                    &self.store,
+                    PullPolicy::Always,
+                ))
+                .map_err(|e| e.to_string())?;
+        }
+        let config: serde_json::Value = serde_json::from_str(&image.record.config)
+            .map_err(|e| format!("{input}: the image config is not JSON: {e}"))?;
+        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let record = &image.record;
+        if diff_ids.len() != record.layers.len() {
+            return Err(format!(
+                "{input}: the image config lists {} layers, its manifest {}",
+                diff_ids.len(),
+                record.layers.len()
+            ));
+        }
+        let repository = format!("{}/{}", r.resolve_registry(), r.repository());
+        let layers = (0..record.layers.len())
+            .map(|i| LayerRef {
+                digest: record.layers[i].clone(),
+                diff_id: diff_ids[i].clone(),
+                size: record.layer_sizes.get(i).copied().unwrap_or(0),
+                media_type: record
+                    .layer_media_types
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| "application/vnd.oci.image.layer.v1.tar+gzip".into()),
+                blob: None,
+                from_repository: Some(repository.clone()),
+            })
+            .collect();
+        Ok(BaseImage {
+            reference: r.whole(),
+            repository,
+            digest: image.manifest_digest.clone(),
+            config,
+            layers,
+            hold: Box::new(image.layers),
+        })
+    }
+
+    fn run(&self, spec: RunSpec<'_>) -> Result<RunResult, String> {
+        let leases = self.leases(spec.layers)?;
+        let paths: Vec<&Path> = leases.iter().map(|l| l.path()).collect();
+        let config = oci_spec::image::ImageConfiguration::default();
+        let mut options = self.options.clone();
+        options.entrypoint = Some(Vec::new());
+        options.command = Some(spec.argv);
+        options.env = spec.env;
+        options.workdir = Some(spec.workdir);
+        options.user = spec.user;
+        options.hostname = "build".into();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let request = RunRequest {
+            image: &config,
+            layers: paths,
+            options,
+            timeout: None,
+            grace: std::time::Duration::from_secs(5),
+            cancel: self.cancel.clone(),
+            output: tx,
+        };
+        let output = spec.output;
+        let upper = spec.upper;
+        let outcome = self.handle.block_on(async {
+            let run = self.engine.run_keeping_upper(request, &upper);
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    outcome = &mut run => {
+                        while let Ok((_, data)) = rx.try_recv() {
+                            output(&data);
+                        }
+                        break outcome;
+                    }
+                    Some((_, data)) = rx.recv() => output(&data),
+                }
+            }
+        });
+        let outcome = outcome.map_err(|e| e.to_string())?;
+        Ok(RunResult {
+            exit_code: outcome.exit_code,
+            stopped: outcome.stopped,
+        })
+    }
+
+    fn view(&self, layers: &[LayerRef]) -> Result<Box<dyn View>, String> {
+        let leases = self.leases(layers)?;
+        let dir = self.views.join(format!(
+            "{}-view-{}",
+            std::process::id(),
+            VIEWS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let lowers: Vec<&Path> = leases.iter().map(|l| l.path()).collect();
+        let root = dir.join("root");
+        if let Err(e) = rootfs::mount_read_only(&lowers, &dir.join("empty"), &root) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!("mounting a view of the image: {e}"));
+        }
+        Ok(Box::new(MountedView {
+            dir,
+            root,
+            _leases: leases,
+        }))
+    }
+
+    fn id_shift(&self) -> u32 {
+        self.options
+            .user_namespace
+            .map(|m| m.host_root())
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("pushing {reference}: {what}: {source}")]
+    Registry {
+        reference: String,
+        what: String,
+        #[source]
+        source: oci_client::errors::OciDistributionError,
+    },
+    #[error("pushing {reference}: {message}")]
+    Other { reference: String, message: String },
+}
+
+/// A cross-repository mount of `digest` from `from` (`host/repo`) into
+/// `target`'s repository, with the caller's own credentials (oci-client's
+/// token for the push would not cover reading `from`).
+async fn mount(
+    scheme: &str,
+    auth: &RegistryAuth,
+    target: &Reference,
+    from: &str,
+    digest: &str,
+) -> Result<(), String> {
+    let (_, from_repo) = from.split_once('/').ok_or("no repository")?;
+    let url = format!(
+        "{scheme}://{}/v2/{}/blobs/uploads/?mount={digest}&from={from_repo}",
+        target.resolve_registry(),
+        target.repository()
+    );
+    let request = reqwest::Client::new().post(&url);
+    let request = match auth {
+        RegistryAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
+        RegistryAuth::Bearer(token) => request.bearer_auth(token),
+        RegistryAuth::Anonymous => request,
+    };
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    match response.status().as_u16() {
+        201 => Ok(()),
+        202 => {
+            // The registry started an upload instead: cancel it.
+            if let Some(location) = response
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+            {
+                let url = if location.starts_with('/') {
+                    format!("{scheme}://{}{location}", target.resolve_registry())
+                } else {
+                    location.to_owned()
+                };
+                let cancel = reqwest::Client::new().delete(url);
+                let cancel = match auth {
+                    RegistryAuth::Basic(user, password) => cancel.basic_auth(user, Some(password)),
+                    RegistryAuth::Bearer(token) => cancel.bearer_auth(token),
+                    RegistryAuth::Anonymous => cancel,
+                };
+                let _ = cancel.send().await;
+            }
+            Err(format!(
+                "the registry has no {digest} in {from_repo} for these credentials"
+            ))
+        }
+        status => Err(format!("mount answered {status}")),
+    }
+}
+
+/// Push `built` as every reference in `targets` (the first one gets the
+/// blobs), then its provenance as a referrer. Blobs the registry has are not
+/// sent again; base layers are mounted from their repository when they are
+/// on the same registry.
+pub async fn push(
+    client: &Client,
+    auth: &RegistryAuth,
+    scheme: &str,
+    built: &Built,
+    targets: &[Reference],
+) -> Result<(), PushError> {
+    let Some(first) = targets.first() else {
+        return Ok(());
+    };
+    let name = first.whole();
+    let failed = |what: String| {
+        let reference = name.clone();
+        move |source| PushError::Registry {
+            reference,
+            what,
+            source,
+        }
+    };
+    client
+        .store_auth_if_needed(first.resolve_registry(), auth)
+        .await;
+    let upload = |digest: String, bytes: Vec<u8>| {
+        let failed = &failed;
+        async move {
+            if client
+                .blob_exists(first, &digest)
+                .await
+                .map_err(failed(format!("checking blob {digest}")))?
+            {
+                return Ok(());
+            }
+            client
+                .push_blob(first, bytes, &digest)
+                .await
+                .map_err(failed(format!("uploading blob {digest}")))?;
+            Ok::<(), PushError>(())
+        }
+    };
+    for layer in &built.layers {
+        if client
+            .blob_exists(first, &layer.digest)
+            .await
+            .map_err(failed(format!("checking layer {}", layer.digest)))?
+        {
+            continue;
+        }
+        let mut mount_error = None;
+        if let Some(from) = &layer.from_repository {
+            let same_registry = from
+                .split_once('/')
+                .is_some_and(|(host, _)| host == first.resolve_registry());
+            if same_registry {
+                match mount(scheme, auth, first, from, &layer.digest).await {
+                    Ok(()) => continue,
+                    Err(e) => mount_error = Some(e),
+                }
+            }
+        }
+        let Some(blob) = &layer.blob else {
+            return Err(PushError::Other {
+                reference: name.clone(),
+                message: format!(
+                    "base layer {} is not in the target registry and could not be mounted from {}{}",
+                    layer.digest,
+                    layer.from_repository.as_deref().unwrap_or("its repository"),
+                    mount_error.map(|e| format!(": {e}")).unwrap_or_default()
+                ),
+            });
+        };
+        let bytes = tokio::fs::read(blob).await.map_err(|e| PushError::Other {
+            reference: name.clone(),
+            message: format!("{}: {e}", blob.display()),
+        })?;
+        client
+            .push_blob(first, bytes, &layer.digest)
+            .await
+            .map_err(failed(format!("uploading layer {}", layer.digest)))?;
+    }
+    upload(image::sha256(&built.config), built.config.clone()).await?;
+    let manifest_type: reqwest::header::HeaderValue = image::MANIFEST.parse().expect("header");
+    for target in targets {
+        client
+            .push_manifest_raw(target, built.manifest.clone(), manifest_type.clone())
+            .await
+            .map_err(|source| PushError::Registry {
+                reference: target.whole(),
+                what: "the manifest".into(),
+                source,
+            })?;
+    }
+    let (statement, referrer) = built.provenance_artifact(&name);
+    upload(image::sha256(b"{}"), b"{}".to_vec()).await?;
+    upload(image::sha256(&statement), statement).await?;
+    let by_digest = Reference::with_digest(
+        first.registry().to_owned(),
+        first.repository().to_owned(),
+        image::sha256(&referrer),
+    );
+    client
+        .push_manifest_raw(&by_digest, referrer, manifest_type)
+        .await
+        .map_err(failed("the provenance referrer".into()))?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! `slipway build`: build a Containerfile with the builder on this machine's
+//! engine, push the image (and its provenance) to Slipway's registry, and
+//! print its digest. Progress goes to stderr, one line per instruction.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use slipway_builder::image::Provenance;
+use slipway_builder::layer::Compression;
+use slipway_builder::{BuildOptions, Event};
+use slipway_runner::build::EngineExecutor;
+use slipway_runner::container::{Cancel, Engine, Mapping, Network, RunOptions};
+use slipway_runner::image::{resolve, ImageStore, PullPolicy};
+use slipway_runner::layer::LayerCache;
+
+use crate::registry_client::target;
+
+pub struct BuildArgs {
+    pub server: String,
+    pub token: Option<String>,
+    pub file: Option<PathBuf>,
+    pub tags: Vec<String>,
+    pub build_args: Vec<String>,
+    pub labels: Vec<String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub compression: String,
+    pub net: String,
+    pub pull: String,
+    pub work_dir: PathBuf,
+    pub runtime: PathBuf,
+    pub context: PathBuf,
+}
+
+fn pairs(what: &str, items: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+            // `--build-arg NAME` takes NAME's value from the environment, as
+            // Docker does.
+            None if what == "--build-arg" => std::env::var(item)
+                .map(|v| (item.clone(), v))
+                .with_context(|| format!("--build-arg {item}: not K=V and ${item} is not set")),
+            None => bail!("{what} {item:?} is not K=V"),
+        })
+        .collect()
+}
+
+pub fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// One progress line, as `slipway build` and pipeline logs show it.
+pub fn progress_line(event: &Event) -> Option<String> {
+    match event {
+        Event::Step {
+            stage,
+            number,
+            total,
+            text,
+            cached,
+            seconds,
+            layer_size,
+        } => {
+            let how = if *cached { "cached" } else { "run" };
+            let layer = match layer_size {
+                Some(s) => format!("  layer {}", human_size(*s)),
+                None => String::new(),
+            };
+            Some(format!(
+                "[{stage} {number}/{total}] {text}  {how} {seconds:.2}s{layer}"
+            ))
+        }
+        Event::Warning(w) => Some(format!("warning: {w}")),
+        Event::Output { .. } => None,
+    }
+}
+
+pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
+    if args.tags.is_empty() {
+        bail!("give the image to build with -t, e.g. -t myapp:latest");
+    }
+    let context = std::fs::canonicalize(&args.context)
+        .with_context(|| format!("build context {}", args.context.display()))?;
+    let file = match &args.file {
+        Some(f) => f.clone(),
+        None => ["Containerfile", "Dockerfile"]
+            .iter()
+            .map(|n| context.join(n))
+            .find(|p| p.exists())
+            .with_context(|| {
+                format!(
+                    "no Containerfile or Dockerfile in {}; name one with -f",
+                    context.display()
+                )
+            })?,
+    };
+    let containerfile =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let compression =
+        Compression::parse(&args.compression).map_err(|e| anyhow::anyhow!("--compression {e}"))?;
+    let network = match args.net.as_str() {
+        "none" => Network::None,
+        "host" => Network::Host,
+        other => bail!("--net {other:?} is not none or host"),
+    };
+    let policy: PullPolicy = args
+        .pull
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--pull: {e}"))?;
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<u64>()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v} is not a number of seconds"))?,
+        _ => 0,
+    };
+    let registry = target(&args.server, args.token.as_deref())?;
+    let targets = args
+        .tags
+        .iter()
+        .map(|t| resolve(t, &registry.host))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let work = args.work_dir.clone();
+    let cache = LayerCache::open(work.join("layers"), 10 << 30)?;
+    let store = ImageStore::open(work.join("images"))
+        .with_context(|| format!("image store under {}", work.display()))?;
+    let engine = Arc::new(Engine::open(work.join("engine"), &args.runtime)?);
+    let build_dir = work.join("build");
+    let cancel = Cancel::default();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    let executor = EngineExecutor {
+        engine,
+        cache,
+        store,
+        client: registry.client.clone(),
+        auth: registry.auth.clone(),
+        registry: registry.host.clone(),
+        policy,
+        handle: tokio::runtime::Handle::current(),
+        options: RunOptions {
+            network,
+            user_namespace: Some(Mapping::default()),
+            ..Default::default()
+        },
+        cancel,
+        views: build_dir.join("tmp"),
+    };
+    let options = BuildOptions {
+        file_name: file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.display().to_string()),
+        containerfile,
+        context,
+        build_args: pairs("--build-arg", &args.build_args)?,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        source_date_epoch,
+        compression,
+        labels: pairs("--label", &args.labels)?,
+        provenance: Provenance::default(),
+    };
+    let started = std::time::Instant::now();
+    let built = tokio::task::spawn_blocking(move || {
+        let events = |event: Event| {
+            if let Event::Output { data, .. } = &event {
+                let _ = std::io::stderr().write_all(data);
+            } else if let Some(line) = progress_line(&event) {
+                eprintln!("{line}");
+            }
+        };
+        let built = slipway_builder::build(&options, &build_dir, &executor, &events);
+        (built, executor)
+    })
+    .await
+    .context("the build thread")?;
+    let (built, _executor) = built;
+    let built = built?;
+    let push_started = std::time::Instant::now();
+    let scheme = args.server.split("://").next().unwrap_or("http");
+    slipway_runner::build::push(&registry.client, &registry.auth, scheme, &built, &targets).await?;
+    eprintln!(
+        "built in {:.2}s ({} run, {} cached), pushed in {:.2}s: {}",
+        push_started.duration_since(started).as_secs_f64(),
+        built.runs,
+        built.cached,
+        push_started.elapsed().as_secs_f64(),
+        targets
+            .iter()
+            .map(|t| t.whole())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("{}", built.digest);
+    Ok(())
+}
