@@ -547,8 +547,8 @@ impl Build<'_> {
                 } else {
                     copy::clean(&format!("{base}/{dir}"))
                 };
-                done.key = chain(&done.key, &["WORKDIR", &done.run.workdir]);
-                self.history(done, step.text.clone(), true);
+                let key = chain(&done.key, &["WORKDIR", &done.run.workdir]);
+                return self.workdir(step, done, key);
             }
             Instruction::User(user) => {
                 done.run.user = x(user)?;
@@ -608,6 +608,58 @@ impl Build<'_> {
             Instruction::Add(c) => return self.copy(stage, step, done, c, true, &x),
         }
         Ok((true, None))
+    }
+
+    /// `WORKDIR` creates its directory (root's, 0755) when the image does
+    /// not have it, in a layer of its own, as Docker and buildah do.
+    fn workdir(
+        &self,
+        step: &Step,
+        done: &mut StageDone,
+        key: String,
+    ) -> Result<(bool, Option<u64>), BuildError> {
+        let created_by = step.text.clone();
+        if let Some(hit) = self.hit(&key, done, &created_by) {
+            return Ok(hit);
+        }
+        let view = self.view(step.line, &done.layers)?;
+        let root = view.as_ref().map(|v| v.path());
+        let path = match root {
+            Some(r) => copy::resolve_in(r, &done.run.workdir),
+            None => done.run.workdir.clone(),
+        };
+        let layer = if path == "/" || copy::existing_dir(root, &path).is_some() {
+            None
+        } else {
+            let item = Item {
+                path,
+                meta: Meta {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o755,
+                },
+                content: Content::Dir,
+            };
+            let blob = self.cache.temp("blob");
+            let made = copy::write_layer(vec![item], root, &blob, self.layer_opts(0))
+                .map_err(|e| self.at(step.line, format!("WORKDIR: {e}")))?;
+            Some(
+                self.cache
+                    .adopt(&blob, &made)
+                    .map_err(|e| self.at(step.line, format!("storing a layer: {e}")))?,
+            )
+        };
+        drop(view);
+        self.cache
+            .store(&key, layer.as_ref())
+            .map_err(|e| self.at(step.line, format!("recording the cache: {e}")))?;
+        self.history(done, created_by, layer.is_none());
+        let size = layer.as_ref().map(|l| l.size);
+        if let Some(l) = layer {
+            done.layers.push(l);
+        }
+        done.key = key;
+        Ok((false, size))
     }
 
     fn layer_opts(&self, id_shift: u32) -> LayerOptions {
@@ -872,8 +924,9 @@ impl Build<'_> {
             None => {
                 let mut all = Vec::new();
                 for s in &sources {
+                    // The error names the source itself.
                     let found = context::resolve(&self.opts.context, &self.ignore, s)
-                        .map_err(|e| self.at(line, format!("{what} {s}: {e}")))?;
+                        .map_err(|e| self.at(line, format!("{what} {e}")))?;
                     all.extend(found);
                 }
                 let digest =
@@ -889,7 +942,16 @@ impl Build<'_> {
                         format!("stage:{}", other.key),
                     )
                 } else {
-                    let image = Arc::new(self.base_image(line, "COPY --from", &name)?);
+                    let image = self.exec.base(&name).map(Arc::new).map_err(|e| {
+                        self.at(
+                            line,
+                            format!("COPY --from={name}: no stage named {name} before this one, and as an image: {e}"),
+                        )
+                    })?;
+                    self.bases
+                        .lock()
+                        .expect("bases")
+                        .insert(image.reference.clone(), image.digest.clone());
                     let digest = image.digest.clone();
                     (
                         From::Image(image.layers.clone(), Some(image)),

@@ -82,6 +82,17 @@ impl EngineExecutor {
     }
 }
 
+/// "not found" for an image the registry does not have, instead of the
+/// registry client's whole error envelope.
+fn missing_or(reference: &Reference, e: pull::PullError) -> String {
+    let text = e.to_string();
+    if text.contains("manifest unknown") || text.contains("name unknown") {
+        format!("image {} not found in the registry", reference.whole())
+    } else {
+        text
+    }
+}
+
 impl Executor for EngineExecutor {
     fn base(&self, input: &str) -> Result<BaseImage, String> {
         let r = pull::resolve(input, &self.registry).map_err(|e| e.to_string())?;
@@ -95,7 +106,7 @@ impl Executor for EngineExecutor {
                 &self.store,
                 self.policy,
             ))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| missing_or(&r, e))?;
         // A record from before sizes were kept: pull it again, once.
         if image.record.layer_sizes.len() != image.record.layers.len() {
             image = self

@@ -43,28 +43,35 @@ pub struct Layer {
     pub diff_id: String,
 }
 
-fn add_tree(builder: &mut tar::Builder<Vec<u8>>, root: &Path, dir: &Path) -> io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let name = path.strip_prefix(root).expect("below root");
-        builder.append_path_with_name(&path, name)?;
-        if entry.file_type()?.is_dir() {
-            add_tree(builder, root, &path)?;
-        }
-    }
-    Ok(())
+/// A directory tree as a reproducible layer (the builder's writer: sorted,
+/// owners and permission bits as on disk, every mtime 0).
+pub fn layer_from_dir(dir: &Path) -> Result<Layer, ImportError> {
+    let blob = temp_blob_path();
+    let opts = slipway_builder::layer::LayerOptions {
+        mtime: 0,
+        id_shift: 0,
+        compression: slipway_builder::layer::Compression::Gzip(6),
+    };
+    let made = slipway_builder::layer::layer_from_dir(dir, &blob, opts);
+    let gzip = std::fs::read(&blob);
+    let _ = std::fs::remove_file(&blob);
+    let made = made.map_err(|e| ImportError::Io {
+        path: dir.display().to_string(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    Ok(Layer {
+        gzip: gzip.map_err(io_error(dir))?,
+        diff_id: made.diff_id,
+    })
 }
 
-/// Tar (sorted, owners 0, times fixed) and gzip a directory tree.
-pub fn layer_from_dir(dir: &Path) -> Result<Layer, ImportError> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
-    builder.follow_symlinks(false);
-    add_tree(&mut builder, dir, dir).map_err(io_error(dir))?;
-    let tar = builder.into_inner().map_err(io_error(dir))?;
-    Ok(layer_from_tar_bytes(tar))
+fn temp_blob_path() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "slipway-import-{}-{}.blob",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
 }
 
 /// Use an existing (uncompressed) tar as the layer.
