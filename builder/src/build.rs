@@ -82,6 +82,46 @@ pub enum Event {
     Warning(String),
 }
 
+/// Bytes as people read them: `1.5 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+impl Event {
+    /// The progress line `slipway build` and pipeline logs show, e.g.
+    /// `[build 4/7] COPY src/ /app/src/  run 0.84s  layer 48.2 MiB`; none for
+    /// command output.
+    pub fn line(&self) -> Option<String> {
+        match self {
+            Event::Step {
+                stage,
+                number,
+                total,
+                text,
+                cached,
+                seconds,
+                layer_size,
+            } => {
+                let how = if *cached { "cached" } else { "run" };
+                let layer = match layer_size {
+                    Some(s) => format!("  layer {}", human_size(*s)),
+                    None => String::new(),
+                };
+                Some(format!(
+                    "[{stage} {number}/{total}] {text}  {how} {seconds:.2}s{layer}"
+                ))
+            }
+            Event::Warning(w) => Some(format!("warning: {w}")),
+            Event::Output { .. } => None,
+        }
+    }
+}
+
 /// The finished image, ready to push.
 pub struct Built {
     pub manifest: Vec<u8>,

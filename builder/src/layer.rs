@@ -200,8 +200,9 @@ fn compress(
             z.finish()?
         }
     };
+    // Not synced: a blob torn by a crash fails its digest check at the
+    // registry (or when unpacked), and the cache only keys it after this.
     sink.flush()?;
-    sink.file.get_ref().sync_data()?;
     Ok((
         format!("sha256:{}", hex::encode(sink.hasher.finalize())),
         sink.size,

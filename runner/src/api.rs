@@ -15,6 +15,7 @@
 //!   is 409 with the length to resend from
 //! - `POST jobs/{job}/artifacts?attempt=N` a tar of the job's artifacts
 //! - `GET  jobs/{job}/artifacts/{from}?attempt=N` the artifacts of a needed job
+//! - `POST jobs/{job}/images` [`ImageReport`]: an image a build step pushed
 //! - `POST jobs/{job}/finish` [`JobReport`]
 //!
 //! Every report carries the attempt (the lease's fencing token); one from an
@@ -52,6 +53,10 @@ pub struct Lease {
     pub lease_ms: u64,
     /// A pull-only bearer token for the server's registry, valid for hours.
     pub registry_token: String,
+    /// For jobs with build steps: a token that may also push to the
+    /// repositories those steps name (none for a fork's pull request).
+    #[serde(default)]
+    pub push_token: Option<String>,
     pub context: RunContext,
     pub job: JobDefinition,
     /// Jobs (that this one needs) whose artifacts go into the workspace
@@ -69,6 +74,9 @@ pub struct RunContext {
     pub commit: String,
     pub git_ref: String,
     pub job: String,
+    /// The commit's time (seconds since the epoch): builds' SOURCE_DATE_EPOCH.
+    #[serde(default)]
+    pub commit_time: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +119,40 @@ pub struct StepDefinition {
     pub retry: u32,
     /// `when` did not match: report it skipped without running it.
     pub skip: bool,
+    /// A build step: `image` and `command` are unused.
+    #[serde(default)]
+    pub build: Option<BuildDefinition>,
+    /// The step fails with this message instead of running (e.g. a build
+    /// that may not push where it names).
+    #[serde(default)]
+    pub refused: Option<String>,
+}
+
+/// A `build` step: a Containerfile built in the workspace and pushed to the
+/// server's registry as `repository:<commit sha>` plus `tags`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuildDefinition {
+    /// Relative to the workspace.
+    pub context: String,
+    /// Relative to the workspace; `None`: the context's Containerfile or
+    /// Dockerfile.
+    pub file: Option<String>,
+    /// A repository of the server's registry, e.g. `demo/app`.
+    pub repository: String,
+    pub tags: Vec<String>,
+    pub args: Vec<(String, String)>,
+    pub target: Option<String>,
+}
+
+/// An image a build step pushed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageReport {
+    pub attempt: i64,
+    pub step: i64,
+    pub repository: String,
+    /// The commit sha first.
+    pub tags: Vec<String>,
+    pub digest: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -49,41 +49,6 @@ fn pairs(what: &str, items: &[String]) -> anyhow::Result<Vec<(String, String)>> 
         .collect()
 }
 
-pub fn human_size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
-
-/// One progress line, as `slipway build` and pipeline logs show it.
-pub fn progress_line(event: &Event) -> Option<String> {
-    match event {
-        Event::Step {
-            stage,
-            number,
-            total,
-            text,
-            cached,
-            seconds,
-            layer_size,
-        } => {
-            let how = if *cached { "cached" } else { "run" };
-            let layer = match layer_size {
-                Some(s) => format!("  layer {}", human_size(*s)),
-                None => String::new(),
-            };
-            Some(format!(
-                "[{stage} {number}/{total}] {text}  {how} {seconds:.2}s{layer}"
-            ))
-        }
-        Event::Warning(w) => Some(format!("warning: {w}")),
-        Event::Output { .. } => None,
-    }
-}
-
 pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     if args.tags.is_empty() {
         bail!("give the image to build with -t, e.g. -t myapp:latest");
@@ -179,7 +144,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
         let events = |event: Event| {
             if let Event::Output { data, .. } = &event {
                 let _ = std::io::stderr().write_all(data);
-            } else if let Some(line) = progress_line(&event) {
+            } else if let Some(line) = event.line() {
                 eprintln!("{line}");
             }
         };

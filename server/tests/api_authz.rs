@@ -250,6 +250,13 @@ fn every_api_route_checks_who_is_calling() {
         ),
         (
             Method::POST,
+            "/api/v1/runner/jobs/1/images",
+            Some(
+                json!({"attempt": 1, "step": 0, "repository": "demo", "tags": [], "digest": format!("sha256:{}", "a".repeat(64))}),
+            ),
+        ),
+        (
+            Method::POST,
             "/api/v1/runner/jobs/1/finish",
             Some(json!({"attempt": 1, "status": "success", "reason": null})),
         ),

@@ -1277,3 +1277,161 @@ fn step_logs_stream_live_over_server_sent_events() {
     assert!(!resumed.contains("event: log"), "{resumed}");
     assert!(resumed.contains("event: end"), "{resumed}");
 }
+
+/// Issue 5, acceptance 6: a pipeline with a test job and a build job, pushed
+/// as a commit, yields an image tagged with the commit sha (plus its extra
+/// tag) with the provenance referrer attached; that tag cannot be moved.
+#[test]
+fn a_build_job_pushes_the_commit_image_with_its_provenance() {
+    let (server, work) = with_busybox("pipelines-build");
+    let spec = "jobs:
+  test:
+    steps:
+      - name: unit
+        image: busybox
+        commands: [sh app.sh | grep -q 'hello from the app']
+  image:
+    needs: [test]
+    steps:
+      - name: build
+        build:
+          image: shop/app
+          tags: [latest]
+          args: {GREETING: hello}
+";
+    let containerfile = "FROM busybox\nARG GREETING\nCOPY app.sh /app.sh\nRUN echo \"$GREETING\" > /greeting\nCMD [\"sh\", \"/app.sh\"]\n";
+    let (_, sha) = add_repo(
+        &server,
+        work.path(),
+        "shop",
+        &[
+            (".slipway.yml", spec),
+            ("Containerfile", containerfile),
+            ("app.sh", "echo hello from the app\n"),
+        ],
+    );
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let out = slipway(&server, &["run", "shop", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("[stage-0 4/5] RUN echo \"$GREETING\" > /greeting  run"),
+        "{stdout}"
+    );
+
+    // The pipeline lists the image it produced.
+    let p = server
+        .get("/api/v1/pipelines/1", &server.admin_auth())
+        .json();
+    let images = p["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1, "{p}");
+    let image = &images[0];
+    assert_eq!(image["repository"], "shop/app");
+    assert_eq!(image["tags"], serde_json::json!([sha, "latest"]));
+    let digest = image["digest"].as_str().unwrap().to_owned();
+    assert_eq!(image["pull"], format!("shop/app@{digest}"));
+
+    // The registry has it under the commit sha.
+    let admin = server.admin_auth();
+    let head = server.head_manifest("shop/app", &sha, &admin);
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.headers["docker-content-digest"].to_str().unwrap(),
+        digest
+    );
+    let manifest = server.get_manifest("shop/app", &digest, &admin).json();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&server.get_blob("shop/app", config_digest, &admin)).unwrap();
+    let labels = &config["config"]["Labels"];
+    assert_eq!(labels["org.opencontainers.image.revision"], sha.as_str());
+    assert_eq!(labels["dev.slipway.pipeline"], "shop#1");
+    // SOURCE_DATE_EPOCH is the commit's time, not 1970.
+    assert!(
+        config["created"].as_str().unwrap().starts_with("20"),
+        "{config}"
+    );
+
+    // The provenance referrer names the commit and the base image.
+    let referrers = server
+        .get(&format!("/v2/shop/app/referrers/{digest}"), &admin)
+        .json();
+    let found = referrers["manifests"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{referrers}");
+    assert_eq!(found[0]["artifactType"], "application/vnd.in-toto+json");
+    let referrer = server
+        .get_manifest("shop/app", found[0]["digest"].as_str().unwrap(), &admin)
+        .json();
+    assert_eq!(referrer["subject"]["digest"], digest.as_str());
+    let statement: serde_json::Value = serde_json::from_slice(&server.get_blob(
+        "shop/app",
+        referrer["layers"][0]["digest"].as_str().unwrap(),
+        &admin,
+    ))
+    .unwrap();
+    let params = &statement["predicate"]["buildDefinition"]["externalParameters"];
+    assert_eq!(params["source"]["commit"], sha.as_str());
+    assert_eq!(params["source"]["repository"], "shop");
+    assert_eq!(params["buildArgs"]["GREETING"], "hello");
+    assert!(params["containerfile"]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let deps = &statement["predicate"]["buildDefinition"]["resolvedDependencies"];
+    assert!(
+        deps[0]["uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("/library/busybox:latest"),
+        "{deps}"
+    );
+    assert_eq!(statement["subject"][0]["digest"]["sha256"], &digest[7..]);
+
+    // The commit tag is immutable: another image under it is refused, while
+    // `latest` may move.
+    let other = serde_json::to_vec(&referrer).unwrap();
+    let put = |tag: &str| {
+        let url = format!("{}/v2/shop/app/manifests/{tag}", server.url());
+        let req = http_client()
+            .put(&url)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(other.clone());
+        HttpResponse::send("PUT", &url, admin.apply(req))
+    };
+    let refused = put(&sha);
+    assert!(
+        (400..500).contains(&refused.status),
+        "moving the commit tag: {} {}",
+        refused.status,
+        refused.body_text()
+    );
+    assert!(
+        refused.body_text().contains("immutable"),
+        "{}",
+        refused.body_text()
+    );
+    let head = server.head_manifest("shop/app", &sha, &admin);
+    assert_eq!(
+        head.headers["docker-content-digest"].to_str().unwrap(),
+        digest
+    );
+    assert_eq!(put("latest").status, 201);
+
+    // The image runs what was built.
+    let out = slipway(
+        &server,
+        &[
+            "exec",
+            "--image",
+            &format!("shop/app:{sha}"),
+            "--work-dir",
+            work.path().join("exec").to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "cat /greeting; sh /app.sh",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\nhello from the app\n");
+}

@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    Heartbeat, HeartbeatResponse, JobReport, Lease, LeaseRequest, LogAck, RegisterRequest,
-    RegisterResponse, StepReport,
+    Heartbeat, HeartbeatResponse, ImageReport, JobReport, Lease, LeaseRequest, LogAck,
+    RegisterRequest, RegisterResponse, StepReport,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +267,17 @@ impl Client {
             status,
             body: response.text().await.unwrap_or_default(),
         })
+    }
+
+    pub async fn report_image(&self, job: i64, report: &ImageReport) -> Result<(), ClientError> {
+        self.json::<_, serde_json::Value>(
+            "reporting an image",
+            &format!("/jobs/{job}/images"),
+            report,
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn finish(&self, job: i64, report: &JobReport) -> Result<(), ClientError> {

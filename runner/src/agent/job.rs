@@ -291,7 +291,24 @@ async fn run_steps(
         let (entrypoint, command) = entry_and_args(&step.command);
         let mut exit = None;
         let mut note = None;
-        let tries = if step.withheld.is_empty() {
+        let tries = if let Some(why) = &step.refused {
+            let _ = tx.send(format!("slipway: not run: {why}\n").into_bytes());
+            exit = Some(1);
+            #[allow(clippy::reversed_empty_ranges)]
+            {
+                1..=0
+            }
+        } else if let Some(build) = &step.build {
+            let (code, stopped) =
+                super::build::run(agent, lease, step.position, build, &workspace, cancel, &tx)
+                    .await;
+            exit = Some(code);
+            note = stopped;
+            #[allow(clippy::reversed_empty_ranges)]
+            {
+                1..=0
+            }
+        } else if step.withheld.is_empty() {
             0..=step.retry
         } else {
             let _ = tx.send(
@@ -468,8 +485,12 @@ async fn pull(
     } else {
         RegistryAuth::Anonymous
     };
+    // A stored image starts without a registry client.
+    if let Some(image) = crate::image::local(&reference, &agent.images, &agent.cache) {
+        return Ok(image);
+    }
     obtain(
-        &agent.oci,
+        &agent.registry_client(),
         &reference,
         &auth,
         &agent.cache,

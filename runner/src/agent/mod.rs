@@ -10,6 +10,7 @@
 //! - `mask.rs`: secrets hidden in output, even split across chunks.
 //! - `guard.rs`: the process that removes a killed runner's containers.
 
+mod build;
 mod client;
 pub mod guard;
 mod job;
@@ -68,11 +69,29 @@ pub struct Agent {
     engine: Arc<Engine>,
     cache: LayerCache,
     images: ImageStore,
-    oci: oci_client::Client,
     /// `host:port` of the server's registry (image references without a host).
     registry_host: String,
+    /// `http` or `https`: how the server (and its registry) is reached.
+    scheme: String,
     work_dir: PathBuf,
     mapping: Option<Mapping>,
+}
+
+impl Agent {
+    /// A registry client for one job's credentials. oci-client keeps the
+    /// first credentials it is given per registry, so one shared client
+    /// would go on using the first lease's token after it expires.
+    fn registry_client(&self) -> oci_client::Client {
+        let protocol = if self.scheme == "https" {
+            oci_client::client::ClientProtocol::Https
+        } else {
+            oci_client::client::ClientProtocol::HttpsExcept(vec![self.registry_host.clone()])
+        };
+        oci_client::Client::new(oci_client::client::ClientConfig {
+            protocol,
+            ..Default::default()
+        })
+    }
 }
 
 fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AgentError {
@@ -118,11 +137,6 @@ pub async fn run(
         .next()
         .unwrap_or_default()
         .to_owned();
-    let protocol = if config.server.starts_with("https://") {
-        oci_client::client::ClientProtocol::Https
-    } else {
-        oci_client::client::ClientProtocol::HttpsExcept(vec![registry_host.clone()])
-    };
     let agent = Arc::new(Agent {
         client: anonymous.with_token(token),
         engine: Arc::new(Engine::open(
@@ -132,11 +146,13 @@ pub async fn run(
         cache: LayerCache::open(config.work_dir.join("layers"), config.cache_bytes)?,
         images: ImageStore::open(config.work_dir.join("images"))
             .map_err(io("opening the image store", &config.work_dir))?,
-        oci: oci_client::Client::new(oci_client::client::ClientConfig {
-            protocol,
-            ..Default::default()
-        }),
         registry_host,
+        scheme: config
+            .server
+            .split("://")
+            .next()
+            .unwrap_or("http")
+            .to_owned(),
         work_dir: config.work_dir.clone(),
         mapping: config.mapping,
     });

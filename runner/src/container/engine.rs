@@ -88,6 +88,10 @@ impl Cancel {
         self.0.notify_waiters();
     }
 
+    pub fn is_cancelled(&self) -> bool {
+        self.1.load(Ordering::SeqCst)
+    }
+
     async fn cancelled(&self) {
         loop {
             let notified = self.0.notified();

@@ -66,6 +66,20 @@ pub struct PipelineView {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     jobs: Vec<JobView>,
+    /// Images the run's build steps pushed.
+    images: Vec<ImageView>,
+}
+
+#[derive(Serialize)]
+pub struct ImageView {
+    job: String,
+    step: String,
+    repository: String,
+    /// The commit sha first.
+    tags: Vec<String>,
+    digest: String,
+    /// `repository@digest`, to pull exactly this image.
+    pull: String,
 }
 
 /// Start a pipeline for a ref of a repository (fetching it first).
@@ -411,6 +425,26 @@ pub async fn load(app: &AppState, id: i64) -> Result<PipelineView, ApiError> {
     .bind(id)
     .fetch_all(&app.db)
     .await?;
+    let images: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT j.name, COALESCE(s.name, ''), i.repository, i.tags, i.digest
+             FROM pipeline_images i JOIN jobs j ON j.id = i.job_id
+             LEFT JOIN steps s ON s.job_id = i.job_id AND s.position = i.step
+             WHERE i.pipeline_id = ? ORDER BY i.id",
+    )
+    .bind(id)
+    .fetch_all(&app.db)
+    .await?;
+    let images = images
+        .into_iter()
+        .map(|(job, step, repository, tags, digest)| ImageView {
+            pull: format!("{repository}@{digest}"),
+            job,
+            step,
+            tags: serde_json::from_str(&tags).unwrap_or_default(),
+            repository,
+            digest,
+        })
+        .collect();
     let jobs = jobs
         .into_iter()
         .map(|j| JobView {
@@ -454,5 +488,6 @@ pub async fn load(app: &AppState, id: i64) -> Result<PipelineView, ApiError> {
         started_at: p.11,
         finished_at: p.12,
         jobs,
+        images,
     })
 }

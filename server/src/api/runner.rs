@@ -15,8 +15,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use slipway_runner::api::{
-    Heartbeat, HeartbeatResponse, JobReport, Lease, LeaseRequest, LogAck, RegisterRequest,
-    RegisterResponse, RunContext, StepReport,
+    Heartbeat, HeartbeatResponse, ImageReport, JobReport, Lease, LeaseRequest, LogAck,
+    RegisterRequest, RegisterResponse, RunContext, StepReport,
 };
 
 use super::{ApiCaller, ApiError};
@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
             post(upload_artifacts).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/jobs/{job}/artifacts/{from}", get(download_artifacts))
+        .route("/jobs/{job}/images", post(report_image))
         .route("/jobs/{job}/finish", post(finish))
 }
 
@@ -191,7 +192,7 @@ async fn lease(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     #[allow(clippy::type_complexity)]
-    let (repo, repo_id, number, commit, git_ref, name, from_fork): (
+    let (repo, repo_id, number, commit, git_ref, name, from_fork, commit_time): (
         String,
         i64,
         i64,
@@ -199,8 +200,10 @@ async fn lease(
         String,
         String,
         bool,
+        Option<i64>,
     ) = sqlx::query_as(
-        "SELECT r.name, r.id, p.number, p.commit_sha, p.git_ref, j.name, p.from_fork FROM jobs j
+        "SELECT r.name, r.id, p.number, p.commit_sha, p.git_ref, j.name, p.from_fork,
+             p.commit_time FROM jobs j
          JOIN pipelines p ON p.id = j.pipeline_id JOIN git_repos r ON r.id = p.repo_id
          WHERE j.id = ?",
     )
@@ -223,6 +226,26 @@ async fn lease(
             .collect();
         step.secrets = values;
     }
+    // Build steps push only under the repository's own name, and never
+    // from a fork's pull request.
+    let own = repo.to_ascii_lowercase();
+    let mut pushes = Vec::new();
+    for step in &mut definition.steps {
+        let Some(build) = &step.build else { continue };
+        let r = &build.repository;
+        step.refused = if from_fork {
+            Some("builds of pull requests from forks do not push images".into())
+        } else if !(*r == own || r.starts_with(&format!("{own}/"))) {
+            Some(format!(
+                "a pipeline of {repo} may push images to {own} and {own}/..., not to {r}"
+            ))
+        } else if !crate::pipeline::spec::valid_repository(r) {
+            Some(format!("{r} is not a valid registry repository name"))
+        } else {
+            pushes.push(r.clone());
+            None
+        };
+    }
     tracing::info!(
         job = job.job_id,
         attempt = job.attempt,
@@ -242,6 +265,28 @@ async fn lease(
             std::time::Duration::from_secs(6 * 3600),
         )
         .token;
+    let push_token = (!pushes.is_empty()).then(|| {
+        let mut access = vec![AccessEntry {
+            kind: "repository".into(),
+            name: "*".into(),
+            actions: vec!["pull".into()],
+        }];
+        for r in &pushes {
+            access.push(AccessEntry {
+                kind: "repository".into(),
+                name: r.clone(),
+                actions: vec!["pull".into(), "push".into()],
+            });
+        }
+        app.auth
+            .registry_tokens
+            .issue_for(
+                &format!("runner:{}", runner.id),
+                access,
+                std::time::Duration::from_secs(6 * 3600),
+            )
+            .token
+    });
     // Artifacts of the jobs this one needs, where they left some.
     let needs: String = sqlx::query_scalar("SELECT needs FROM jobs WHERE id = ?")
         .bind(job.job_id)
@@ -265,6 +310,7 @@ async fn lease(
         attempt: job.attempt,
         lease_ms: app.scheduler.lease.as_millis() as u64,
         registry_token,
+        push_token,
         context: RunContext {
             repo,
             pipeline_id: job.pipeline_id,
@@ -272,6 +318,7 @@ async fn lease(
             commit,
             git_ref,
             job: name,
+            commit_time: commit_time.unwrap_or(0),
         },
         job: definition,
     })
@@ -488,6 +535,43 @@ pub async fn stream_file(path: &std::path::Path) -> Result<Response, ApiError> {
         Body::from_stream(tokio_util::io::ReaderStream::new(file)),
     )
         .into_response())
+}
+
+/// An image a build step of the current lease pushed.
+async fn report_image(
+    State(app): State<AppState>,
+    RunnerCaller(runner): RunnerCaller,
+    Path(job): Path<i64>,
+    Json(body): Json<ImageReport>,
+) -> Result<StatusCode, ApiError> {
+    let pipeline = leased_pipeline(&app, runner.id, job, body.attempt).await?;
+    let valid_digest = body
+        .digest
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !valid_digest || !crate::pipeline::spec::valid_repository(&body.repository) {
+        return Err(ApiError::BadRequest(format!(
+            "{}@{} is not a repository and sha256 digest",
+            body.repository, body.digest
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO pipeline_images (pipeline_id, job_id, step, repository, tags, digest, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (job_id, step, repository) DO UPDATE
+             SET tags = excluded.tags, digest = excluded.digest, created_at = excluded.created_at",
+    )
+    .bind(pipeline)
+    .bind(job)
+    .bind(body.step)
+    .bind(&body.repository)
+    .bind(serde_json::to_string(&body.tags).expect("json"))
+    .bind(&body.digest)
+    .bind(now_ms())
+    .execute(&app.db)
+    .await?;
+    tracing::info!(job, repository = %body.repository, digest = %body.digest, "image reported");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn finish(

@@ -3,7 +3,9 @@
 //! transaction. A missing or invalid spec still makes a pipeline, in state
 //! `error` with the reason, so the person who pushed sees why nothing ran.
 
-use slipway_runner::api::{Command, JobDefinition, ServiceDefinition, StepDefinition};
+use slipway_runner::api::{
+    BuildDefinition, Command, JobDefinition, ServiceDefinition, StepDefinition,
+};
 
 use super::repo::{Commit, GitRepo, Repos, SPEC_FILE};
 use super::spec::{self, Event, JobSpec, PipelineSpec, Run, Trigger};
@@ -89,7 +91,8 @@ fn combinations(matrix: &[(String, Vec<String>)]) -> Vec<(String, Vec<(String, S
         .collect()
 }
 
-fn plan(spec: &PipelineSpec, trigger: &Trigger<'_>) -> Vec<PlannedJob> {
+/// The jobs of a run; `repo_name` is the default repository of build steps.
+fn plan(spec: &PipelineSpec, trigger: &Trigger<'_>, repo_name: &str) -> Vec<PlannedJob> {
     // A job name in `needs` stands for all of its matrix instances.
     let instances = |job: &JobSpec| -> Vec<String> {
         combinations(&job.matrix)
@@ -134,6 +137,18 @@ fn plan(spec: &PipelineSpec, trigger: &Trigger<'_>) -> Vec<PlannedJob> {
                         timeout_secs: s.timeout.map(|d| d.as_secs().max(1)),
                         retry: s.retry,
                         skip: s.when.as_ref().is_some_and(|w| !w.matches(trigger)),
+                        build: s.build.as_ref().map(|b| BuildDefinition {
+                            context: b.context.clone(),
+                            file: b.file.clone(),
+                            repository: b
+                                .image
+                                .clone()
+                                .unwrap_or_else(|| repo_name.to_ascii_lowercase()),
+                            tags: b.tags.clone(),
+                            args: b.args.clone(),
+                            target: b.target.clone(),
+                        }),
+                        refused: None,
                     }
                 })
                 .collect();
@@ -218,8 +233,8 @@ pub async fn create(
     };
     let pipeline_id: i64 = sqlx::query_scalar(
         "INSERT INTO pipelines (repo_id, number, commit_sha, git_ref, event, triggered_by,
-             message, author, status, error, created_at, finished_at, from_fork)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             message, author, status, error, created_at, finished_at, from_fork, commit_time)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(repo.id)
     .bind(number)
@@ -234,11 +249,12 @@ pub async fn create(
     .bind(now)
     .bind(error.as_ref().map(|_| now))
     .bind(cause.from_fork)
+    .bind(commit.time)
     .fetch_one(&mut *tx)
     .await?;
     super::notify::record(&mut tx, pipeline_id, status).await?;
     if let Ok(spec) = &parsed {
-        for job in plan(spec, &trigger) {
+        for job in plan(spec, &trigger, &repo.name) {
             let reused = cause
                 .reuse
                 .as_ref()
@@ -320,14 +336,15 @@ pub async fn rerun(
         Option<String>,
         Option<String>,
         bool,
+        Option<i64>,
     )> = sqlx::query_as(
-        "SELECT repo_id, number, commit_sha, git_ref, event, message, author, from_fork
-             FROM pipelines WHERE id = ?",
+        "SELECT repo_id, number, commit_sha, git_ref, event, message, author, from_fork,
+             commit_time FROM pipelines WHERE id = ?",
     )
     .bind(id)
     .fetch_optional(db)
     .await?;
-    let Some((repo_id, number, sha, git_ref, event, message, author, from_fork)) = row else {
+    let Some((repo_id, number, sha, git_ref, event, message, author, from_fork, time)) = row else {
         return Ok(None);
     };
     let repo = repos.by_id(repo_id).await?;
@@ -361,6 +378,7 @@ pub async fn rerun(
         git_ref,
         message: message.unwrap_or_default(),
         author: author.unwrap_or_default(),
+        time: time.unwrap_or(0),
     };
     create(db, repos, &repo, &commit, &cause).await.map(Some)
 }
@@ -378,7 +396,7 @@ mod tests {
             branch: Some("main"),
             ..Default::default()
         };
-        let jobs = plan(&spec, &trigger);
+        let jobs = plan(&spec, &trigger, "demo");
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(names, ["test [A=1, B=x]", "test [A=2, B=x]", "after"]);
         assert_eq!(jobs[2].needs, ["test [A=1, B=x]", "test [A=2, B=x]"]);

@@ -60,6 +60,8 @@ pub struct Commit {
     pub git_ref: String,
     pub message: String,
     pub author: String,
+    /// Committer time, seconds since the epoch (builds' SOURCE_DATE_EPOCH).
+    pub time: i64,
 }
 
 pub fn valid_name(name: &str) -> bool {
@@ -361,6 +363,7 @@ fn describe(commit: &git2::Commit<'_>, git_ref: &str) -> Commit {
         git_ref: git_ref.to_owned(),
         message: commit.message().unwrap_or("").trim_end().to_owned(),
         author: commit.author().name().unwrap_or("").to_owned(),
+        time: commit.time().seconds(),
     }
 }
 

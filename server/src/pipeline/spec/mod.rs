@@ -14,6 +14,7 @@ mod yaml;
 pub use model::{
     CronSpec, Event, JobSpec, Pattern, PipelineSpec, Run, ServiceSpec, StepSpec, Trigger, When,
 };
+pub use read::valid_repository;
 pub use yaml::Span;
 
 /// Largest `.slipway.yml` accepted.

@@ -47,6 +47,22 @@ pub struct StepSpec {
     pub timeout: Option<Duration>,
     /// Extra attempts after a failure.
     pub retry: u32,
+    /// A build step (then `image` is empty and `run` unused).
+    pub build: Option<BuildSpec>,
+}
+
+/// `build:` of a step: a Containerfile built and pushed to the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// Relative to the workspace, `.` by default.
+    pub context: String,
+    pub file: Option<String>,
+    /// The registry repository; the pipeline's repository name by default.
+    pub image: Option<String>,
+    /// Tags besides the commit sha, which is always pushed.
+    pub tags: Vec<String>,
+    pub args: Vec<(String, String)>,
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::model::{
-    CronSpec, Event, JobSpec, Pattern, PipelineSpec, Run, ServiceSpec, StepSpec, When,
+    BuildSpec, CronSpec, Event, JobSpec, Pattern, PipelineSpec, Run, ServiceSpec, StepSpec, When,
 };
 use super::yaml::{Key, Node, Span};
 use super::SpecError;
@@ -31,7 +31,9 @@ const STEP_KEYS: &[&str] = &[
     "when",
     "timeout",
     "retry",
+    "build",
 ];
+const BUILD_KEYS: &[&str] = &["context", "file", "image", "tags", "args", "target"];
 const SERVICE_KEYS: &[&str] = &["image", "commands", "entrypoint", "args", "env"];
 const WHEN_KEYS: &[&str] = &["branch", "tag", "event", "paths"];
 const CRON_KEYS: &[&str] = &["name", "schedule", "branch"];
@@ -81,6 +83,38 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// A registry repository name: path components of lowercase letters and
+/// digits joined by `.`, `_`, `__` or `-`.
+pub fn valid_repository(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && part
+                    .bytes()
+                    .last()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        })
+}
+
+fn valid_tag(tag: &str) -> bool {
+    (1..=128).contains(&tag.len())
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -413,8 +447,26 @@ impl Reader {
             None => format!("step-{}", index + 1),
         };
         let span = start_of(node);
-        let image = self.image(&fields, &what, span);
-        let run = self.run(&fields, &what, span);
+        let build = fields
+            .get("build")
+            .and_then(|n| self.build(n, &format!("{what}: build")));
+        let (image, run) = if let Some(node) = fields.get("build") {
+            for key in ["image", "commands", "entrypoint", "args"] {
+                if let Some(other) = fields.get(key) {
+                    self.error(
+                        other.span(),
+                        format!("{what} is a build step: it takes no {key} (the Containerfile says what to run)"),
+                    );
+                }
+            }
+            let _ = node;
+            (String::new(), Run::Commands(Vec::new()))
+        } else {
+            (
+                self.image(&fields, &what, span),
+                self.run(&fields, &what, span),
+            )
+        };
         let env = fields
             .get("env")
             .map(|n| self.env(n, &format!("{what}: env")))
@@ -446,6 +498,87 @@ impl Reader {
             when,
             timeout,
             retry,
+            build,
+        })
+    }
+
+    /// A path inside the workspace: relative, never leaving it.
+    fn workspace_path(&mut self, node: &Node, what: &str) -> Option<String> {
+        let path = self.string(node, what)?;
+        let escapes = path.starts_with('/')
+            || path
+                .split('/')
+                .try_fold(0i32, |depth, part| match part {
+                    ".." if depth == 0 => None,
+                    ".." => Some(depth - 1),
+                    "" | "." => Some(depth),
+                    _ => Some(depth + 1),
+                })
+                .is_none();
+        if escapes {
+            self.error(
+                node.span(),
+                format!("{what}: {path:?} must be a path inside the repository"),
+            );
+            return None;
+        }
+        Some(path)
+    }
+
+    fn build(&mut self, node: &Node, what: &str) -> Option<BuildSpec> {
+        let fields = self.fields(node, what, BUILD_KEYS)?;
+        // Every field is checked before giving up on the step, so each error
+        // is reported.
+        let context = match fields.get("context") {
+            Some(n) => self.workspace_path(n, &format!("{what}: context")),
+            None => Some(".".to_owned()),
+        };
+        let file = fields
+            .get("file")
+            .map(|n| self.workspace_path(n, &format!("{what}: file")));
+        let image = match fields.get("image") {
+            Some(n) => {
+                let image = self.string(n, &format!("{what}: image"))?;
+                if !valid_repository(&image) {
+                    self.error(
+                        n.span(),
+                        format!("{what}: image {image:?} is not a repository name (lowercase letters, digits and . _ - separated by /, no tag)"),
+                    );
+                }
+                Some(image)
+            }
+            None => None,
+        };
+        let tags = fields
+            .get("tags")
+            .map(|n| {
+                let tags = self.strings(n, &format!("{what}: tags"));
+                for t in &tags {
+                    if !valid_tag(t) {
+                        self.error(
+                            n.span(),
+                            format!("{what}: tag {t:?} is not a tag ([A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128)"),
+                        );
+                    }
+                }
+                tags
+            })
+            .unwrap_or_default();
+        let args = fields
+            .get("args")
+            .map(|n| self.env(n, &format!("{what}: args")))
+            .unwrap_or_default();
+        let target = match fields.get("target") {
+            Some(n) => Some(self.string(n, &format!("{what}: target"))?),
+            None => None,
+        };
+        Some(BuildSpec {
+            context: context?,
+            file: file.map(|f| f.ok_or(())).transpose().ok()?,
+            image,
+            tags,
+            args,
+            target,
         })
     }
 
