@@ -681,7 +681,8 @@ impl Build<'_> {
                 content: Content::Dir,
             };
             let blob = self.cache.temp("blob");
-            let made = copy::write_layer(vec![item], root, &blob, self.layer_opts(0))
+            let planned = copy::plan(vec![item], root);
+            let made = copy::write_layer(&planned, &blob, self.layer_opts(0))
                 .map_err(|e| self.at(step.line, format!("WORKDIR: {e}")))?;
             Some(
                 self.cache
@@ -700,6 +701,39 @@ impl Build<'_> {
         }
         done.key = key;
         Ok((false, size))
+    }
+
+    /// Have the executor unpack a COPY layer from its files (best effort:
+    /// on failure the layer is extracted from its blob when used).
+    fn unpack_copied(
+        &self,
+        identity: &str,
+        layer: &LayerRef,
+        planned: &[Item],
+        hashes: &HashMap<PathBuf, [u8; 32]>,
+    ) {
+        let previous = self.cache.unpacked(identity);
+        let made = Mutex::new(None);
+        let populate = |dir: &Path, prev: Option<&Path>| -> Result<(), String> {
+            let before = prev.zip(previous.as_ref().map(|(_, files)| files));
+            let files = copy::unpack(dir, planned, hashes, before, self.opts.source_date_epoch)
+                .map_err(|e| e.to_string())?;
+            *made.lock().expect("made") = Some(files);
+            Ok(())
+        };
+        let result = self.exec.unpack_with(
+            layer,
+            previous.as_ref().map(|(digest, _)| digest.as_str()),
+            &populate,
+        );
+        match (result, made.into_inner().expect("made")) {
+            (Ok(()), Some(files)) => self.cache.record_unpacked(identity, &layer.digest, &files),
+            (Ok(()), None) => {}
+            (Err(e), _) => (self.events)(Event::Warning(format!(
+                "unpacking {} from its files failed ({e}); it will be extracted instead",
+                layer.digest
+            ))),
+        }
     }
 
     fn layer_opts(&self, id_shift: u32) -> LayerOptions {
@@ -960,6 +994,7 @@ impl Build<'_> {
             Context(Vec<context::Source>),
             Image(Vec<LayerRef>, Option<Arc<BaseImage>>),
         }
+        let mut hashes = HashMap::new();
         let (from, content) = match &c.from {
             None => {
                 let mut all = Vec::new();
@@ -969,8 +1004,9 @@ impl Build<'_> {
                         .map_err(|e| self.at(line, format!("{what} {e}")))?;
                     all.extend(found);
                 }
-                let digest =
-                    context::digest(&all).map_err(|e| self.at(line, format!("{what}: {e}")))?;
+                let (digest, by_path) = context::digest_files(&all)
+                    .map_err(|e| self.at(line, format!("{what}: {e}")))?;
+                hashes = by_path;
                 (From::Context(all), digest)
             }
             Some(name) => {
@@ -1009,6 +1045,9 @@ impl Build<'_> {
                 format!("{what} with more than one source needs a directory destination ending in /, not {}", c.destination),
             ));
         }
+        // The same instruction at the same place, whatever its files hold:
+        // its last unpacking is where unchanged files can be linked from.
+        let identity = chain(&done.key, &[what, &sources.join("\0"), &dest]);
         let key = chain(
             &done.key,
             &[
@@ -1143,7 +1182,8 @@ impl Build<'_> {
             }
         }
         let blob = self.cache.temp("blob");
-        let made = copy::write_layer(items, root, &blob, self.layer_opts(0))
+        let planned = copy::plan(items, root);
+        let made = copy::write_layer(&planned, &blob, self.layer_opts(0))
             .map_err(|e| self.at(line, format!("{what}: {e}")));
         let made = match made {
             Ok(m) => m,
@@ -1152,12 +1192,23 @@ impl Build<'_> {
                 return Err(e);
             }
         };
-        drop(view);
-        drop(other_view);
         let layer = self
             .cache
             .adopt(&blob, &made)
             .map_err(|e| self.at(line, format!("storing a layer: {e}")))?;
+        // A RUN later in this stage will need the layer unpacked: do it from
+        // the files at hand, linking what an earlier build unpacked already.
+        let stage_steps = &self.cf.stages[stage].steps;
+        let later_run = stage_steps
+            .iter()
+            .skip_while(|s| !std::ptr::eq(*s, step))
+            .skip(1)
+            .any(|s| matches!(s.instruction, Instruction::Run(_)));
+        if later_run && matches!(from, From::Context(_)) {
+            self.unpack_copied(&identity, &layer, &planned, &hashes);
+        }
+        drop(view);
+        drop(other_view);
         self.cache
             .store(&key, Some(&layer))
             .map_err(|e| self.at(line, format!("recording the cache: {e}")))?;

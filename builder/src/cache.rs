@@ -117,6 +117,24 @@ impl Cache {
         })
     }
 
+    /// The last unpacking recorded for an instruction identity: the layer's
+    /// digest and what it holds.
+    pub fn unpacked(&self, identity: &str) -> Option<(String, crate::copy::Unpacked)> {
+        let bytes = std::fs::read(self.root.join("unpacked").join(identity)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Best effort: losing it only costs the next rebuild some linking.
+    pub fn record_unpacked(&self, identity: &str, digest: &str, files: &crate::copy::Unpacked) {
+        let dir = self.root.join("unpacked");
+        let _ = std::fs::create_dir_all(&dir);
+        let tmp = self.temp("unpacked");
+        let bytes = serde_json::to_vec(&(digest, files)).expect("json");
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, dir.join(identity));
+        }
+    }
+
     pub fn store(&self, key: &str, layer: Option<&LayerRef>) -> std::io::Result<()> {
         let rec = match layer {
             None => Record {

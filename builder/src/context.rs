@@ -861,6 +861,14 @@ fn link_escapes(rel: &str, target: &Path) -> bool {
 /// `sha256:` over every source's name and every entry's name, kind,
 /// permission bits, size, link target and file contents, in order.
 pub fn digest(sources: &[Source]) -> Result<String, ContextError> {
+    digest_files(sources).map(|(digest, _)| digest)
+}
+
+/// [`digest`], and the sha256 of every file's content by its path on disk
+/// (so a layer made from the same files can reuse what is unchanged).
+pub fn digest_files(
+    sources: &[Source],
+) -> Result<(String, std::collections::HashMap<PathBuf, [u8; 32]>), ContextError> {
     let files: Vec<(&Path, u64)> = sources
         .iter()
         .flat_map(|s| &s.entries)
@@ -869,8 +877,13 @@ pub fn digest(sources: &[Source]) -> Result<String, ContextError> {
             _ => None,
         })
         .collect();
-    let contents = hash_files(&files)?;
-    let mut contents = contents.iter();
+    let hashes = hash_files(&files)?;
+    let by_path = files
+        .iter()
+        .zip(&hashes)
+        .map(|((path, _), hash)| (path.to_path_buf(), *hash))
+        .collect();
+    let mut contents = hashes.iter();
 
     let mut h = Sha256::new();
     h.update(b"slipway-context-v1\0");
@@ -902,7 +915,7 @@ pub fn digest(sources: &[Source]) -> Result<String, ContextError> {
             }
         }
     }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    Ok((format!("sha256:{}", hex::encode(h.finalize())), by_path))
 }
 
 /// The SHA-256 of each file's contents, in order, on up to `HASH_THREADS`

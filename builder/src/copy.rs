@@ -3,6 +3,7 @@
 //! tar archive) into a sorted tar, with the destination's parent directories
 //! carrying the metadata they already have in the image.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -127,15 +128,10 @@ pub fn existing_dir(root: Option<&Path>, path: &str) -> Option<Meta> {
     })
 }
 
-/// Write `items` as a layer, with an entry for every parent directory they
+/// `items` sorted by path, with an entry for every parent directory they
 /// need: the image's own metadata where it has the directory, root 0755
 /// where it does not. Later items win over earlier ones at the same path.
-pub fn write_layer(
-    items: Vec<Item>,
-    root: Option<&Path>,
-    blob: &Path,
-    opts: LayerOptions,
-) -> Result<Layer, LayerError> {
+pub fn plan(items: Vec<Item>, root: Option<&Path>) -> Vec<Item> {
     let mut by_path: std::collections::BTreeMap<String, Item> = std::collections::BTreeMap::new();
     for item in items {
         let mut parent = item.path.as_str();
@@ -156,13 +152,18 @@ pub fn write_layer(
         }
         by_path.insert(item.path.clone(), item);
     }
+    by_path.into_values().collect()
+}
+
+/// Write planned items (see [`plan`]) as a layer.
+pub fn write_layer(planned: &[Item], blob: &Path, opts: LayerOptions) -> Result<Layer, LayerError> {
     let mut writer = LayerWriter::create(blob, opts)?;
-    for (path, item) in by_path {
-        let name = path.trim_start_matches('/');
-        match item.content {
+    for item in planned {
+        let name = item.path.trim_start_matches('/');
+        match &item.content {
             Content::Dir => writer.dir(name, item.meta)?,
             Content::File(src) => {
-                let file = std::fs::File::open(&src).map_err(|source| LayerError::Io {
+                let file = std::fs::File::open(src).map_err(|source| LayerError::Io {
                     path: src.clone(),
                     source,
                 })?;
@@ -178,13 +179,136 @@ pub fn write_layer(
             Content::Bytes(bytes) => {
                 writer.file(name, item.meta, bytes.len() as u64, &bytes[..])?
             }
-            Content::Symlink(target) => writer.symlink(name, item.meta, &target)?,
+            Content::Symlink(target) => writer.symlink(name, item.meta, target)?,
             Content::Hardlink(target) => {
                 writer.hardlink(name, item.meta, target.trim_start_matches('/'))?
             }
         }
     }
     writer.finish()
+}
+
+/// What an unpacked entry is, for deciding whether an earlier unpacking of
+/// the same instruction has it already: kind, content hash or link target,
+/// mode and owner.
+fn signature(item: &Item, hashes: &HashMap<PathBuf, [u8; 32]>) -> Option<String> {
+    let m = item.meta;
+    let meta = format!("{:o}:{}:{}", m.mode, m.uid, m.gid);
+    match &item.content {
+        Content::File(src) => hashes
+            .get(src)
+            .map(|h| format!("f:{}:{meta}", hex::encode(h))),
+        Content::Symlink(t) => Some(format!("l:{}:{meta}", t.display())),
+        Content::Dir => Some(format!("d:{meta}")),
+        Content::Bytes(_) | Content::Hardlink(_) => None,
+    }
+}
+
+/// What [`unpack`] made: every entry's signature by path.
+pub type Unpacked = std::collections::BTreeMap<String, String>;
+
+/// Unpack planned items into the empty directory `dir` exactly as
+/// extracting their layer would (owners, permission bits, `mtime`), without
+/// the layer: files come from the context, and files an earlier unpacking
+/// (`previous`, with what it made) has identically are hard-linked from it,
+/// so a rebuild after editing one file writes one file.
+pub fn unpack(
+    dir: &Path,
+    planned: &[Item],
+    hashes: &HashMap<PathBuf, [u8; 32]>,
+    previous: Option<(&Path, &Unpacked)>,
+    mtime: u64,
+) -> std::io::Result<Unpacked> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut made = Unpacked::new();
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: mtime as i64,
+            tv_nsec: 0,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: mtime as i64,
+            tv_nsec: 0,
+        },
+    };
+    let mut dirs = Vec::new();
+    for item in planned {
+        let rel = item.path.trim_start_matches('/');
+        if rel.is_empty() {
+            continue;
+        }
+        let path = dir.join(rel);
+        let sig = signature(item, hashes);
+        let reusable = match (&sig, previous) {
+            (Some(s), Some((_, before))) if !s.starts_with("d:") => {
+                before.get(&item.path) == Some(s)
+            }
+            _ => false,
+        };
+        if reusable {
+            let (from, _) = previous.expect("checked");
+            std::fs::hard_link(from.join(rel), &path)?;
+        } else {
+            let owner = |p: &Path| {
+                rustix::fs::chownat(
+                    rustix::fs::CWD,
+                    p,
+                    Some(rustix::fs::Uid::from_raw(item.meta.uid as u32)),
+                    Some(rustix::fs::Gid::from_raw(item.meta.gid as u32)),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+            };
+            match &item.content {
+                Content::Dir => {
+                    std::fs::create_dir(&path)?;
+                    std::fs::set_permissions(
+                        &path,
+                        std::fs::Permissions::from_mode(item.meta.mode),
+                    )?;
+                    owner(&path)?;
+                    dirs.push(path.clone());
+                }
+                Content::File(src) => {
+                    std::fs::copy(src, &path)?;
+                    std::fs::set_permissions(
+                        &path,
+                        std::fs::Permissions::from_mode(item.meta.mode),
+                    )?;
+                    owner(&path)?;
+                }
+                Content::Bytes(bytes) => {
+                    std::fs::write(&path, bytes)?;
+                    std::fs::set_permissions(
+                        &path,
+                        std::fs::Permissions::from_mode(item.meta.mode),
+                    )?;
+                    owner(&path)?;
+                }
+                Content::Symlink(target) => {
+                    std::os::unix::fs::symlink(target, &path)?;
+                    owner(&path)?;
+                }
+                Content::Hardlink(target) => {
+                    std::fs::hard_link(dir.join(target.trim_start_matches('/')), &path)?;
+                    continue; // shares its target's owner, mode and times
+                }
+            }
+            let _ = rustix::fs::utimensat(
+                rustix::fs::CWD,
+                &path,
+                &times,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            );
+        }
+        if let Some(s) = sig {
+            made.insert(item.path.clone(), s);
+        }
+    }
+    // Directory times last: creating their entries changed them.
+    for d in dirs.iter().rev() {
+        let _ = rustix::fs::utimensat(rustix::fs::CWD, d, &times, rustix::fs::AtFlags::empty());
+    }
+    Ok(made)
 }
 
 /// Is this file a tar archive (plain, gzip or zstd) that `ADD` unpacks?
@@ -326,6 +450,104 @@ mod tests {
         assert_eq!(owner(None, "7:8").unwrap(), (7, 8));
         let err = owner(Some(dir.path()), "bob").unwrap_err();
         assert!(err.contains("no bob in the image's /etc/passwd"), "{err}");
+    }
+
+    /// Unpacking from files gives what extracting the layer gives (owners,
+    /// modes, times), and links what an earlier unpacking has unchanged.
+    #[test]
+    fn unpacking_links_unchanged_files_from_the_previous_unpacking() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("same"), "same\n").unwrap();
+        std::fs::write(ctx.join("edited"), "v1\n").unwrap();
+        let meta = Meta {
+            uid: 7,
+            gid: 8,
+            mode: 0o640,
+        };
+        let items = |ctx: &Path| {
+            vec![
+                Item {
+                    path: "/app/same".into(),
+                    meta,
+                    content: Content::File(ctx.join("same")),
+                },
+                Item {
+                    path: "/app/edited".into(),
+                    meta,
+                    content: Content::File(ctx.join("edited")),
+                },
+                Item {
+                    path: "/app/link".into(),
+                    meta,
+                    content: Content::Symlink("same".into()),
+                },
+            ]
+        };
+        let hash = |p: &Path| {
+            use sha2::Digest as _;
+            let bytes: [u8; 32] = sha2::Sha256::digest(std::fs::read(p).unwrap()).into();
+            bytes
+        };
+        let hashes = |ctx: &Path| {
+            ["same", "edited"]
+                .iter()
+                .map(|n| (ctx.join(n), hash(&ctx.join(n))))
+                .collect::<HashMap<_, _>>()
+        };
+        let planned = plan(items(&ctx), None);
+        let first = dir.path().join("first");
+        std::fs::create_dir(&first).unwrap();
+        let made = unpack(&first, &planned, &hashes(&ctx), None, 1_700_000_000).unwrap();
+        let same = std::fs::metadata(first.join("app/same")).unwrap();
+        assert_eq!(
+            (same.uid(), same.gid(), same.mode() & 0o7777),
+            (7, 8, 0o640)
+        );
+        assert_eq!(same.mtime(), 1_700_000_000);
+        assert_eq!(
+            std::fs::read_link(first.join("app/link")).unwrap(),
+            Path::new("same")
+        );
+        assert_eq!(
+            std::fs::metadata(first.join("app")).unwrap().mode() & 0o7777,
+            0o755
+        );
+
+        std::fs::write(ctx.join("edited"), "v2\n").unwrap();
+        let second = dir.path().join("second");
+        std::fs::create_dir(&second).unwrap();
+        unpack(
+            &second,
+            &plan(items(&ctx), None),
+            &hashes(&ctx),
+            Some((&first, &made)),
+            1_700_000_000,
+        )
+        .unwrap();
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(
+            ino(&first.join("app/same")),
+            ino(&second.join("app/same")),
+            "linked"
+        );
+        assert_ne!(
+            ino(&first.join("app/edited")),
+            ino(&second.join("app/edited"))
+        );
+        assert_eq!(std::fs::read(second.join("app/edited")).unwrap(), b"v2\n");
+        assert_eq!(
+            std::fs::read(first.join("app/edited")).unwrap(),
+            b"v1\n",
+            "the earlier tree is untouched"
+        );
+        let edited = std::fs::metadata(second.join("app/edited")).unwrap();
+        assert_eq!(
+            (edited.uid(), edited.mode() & 0o7777, edited.mtime()),
+            (7, 0o640, 1_700_000_000)
+        );
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub trait View: Send + Sync {
     fn path(&self) -> &Path;
 }
 
+/// Fills an empty directory with a layer's files; the second argument is an
+/// earlier unpacking to hard-link unchanged files from.
+pub type Populate<'a> = dyn Fn(&Path, Option<&Path>) -> Result<(), String> + Sync + 'a;
+
 pub trait Executor: Send + Sync {
     /// Resolve (pulling if needed) a base image reference as written after
     /// `FROM` or `COPY --from`.
@@ -78,6 +82,21 @@ pub trait Executor: Send + Sync {
     /// Mount `layers` (bottom first) read-only, merged, for `COPY --from` and
     /// for looking up users and existing directories.
     fn view(&self, layers: &[LayerRef]) -> Result<Box<dyn View>, String>;
+
+    /// Unpack `layer` for later runs by calling `populate` on an empty
+    /// directory (instead of extracting its blob), unless it is unpacked
+    /// already. `previous` names an unpacked layer `populate` may hard-link
+    /// unchanged files from (it gets that layer's directory, if still there).
+    /// The default does nothing: the layer is then extracted when used.
+    fn unpack_with(
+        &self,
+        layer: &LayerRef,
+        previous: Option<&str>,
+        populate: &Populate<'_>,
+    ) -> Result<(), String> {
+        let _ = (layer, previous, populate);
+        Ok(())
+    }
 
     /// What container root's files are owned by in an upper dir on the host
     /// (the user namespace's base; 0 without one).

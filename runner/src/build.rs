@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use slipway_builder::exec::{BaseImage, Executor, LayerRef, RunResult, RunSpec, View};
+use slipway_builder::exec::{BaseImage, Executor, LayerRef, Populate, RunResult, RunSpec, View};
 use slipway_builder::image;
 use slipway_builder::Built;
 
@@ -227,6 +227,26 @@ impl Executor for EngineExecutor {
             root,
             _leases: leases,
         }))
+    }
+
+    fn unpack_with(
+        &self,
+        layer: &LayerRef,
+        previous: Option<&str>,
+        populate: &Populate<'_>,
+    ) -> Result<(), String> {
+        if self.cache.contains(&layer.digest) {
+            return Ok(());
+        }
+        // Leased while it is linked from, so it cannot be evicted meanwhile.
+        let before = previous.and_then(|d| self.cache.cached(d));
+        let from = before.as_ref().map(|l| l.path().to_owned());
+        self.handle
+            .block_on(self.cache.populate(&layer.digest, |dir| {
+                populate(dir, from.as_deref()).map_err(std::io::Error::other)
+            }))
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     fn id_shift(&self) -> u32 {

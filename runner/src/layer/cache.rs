@@ -439,23 +439,60 @@ impl LayerCache {
                     actual,
                 });
             }
-            let meta = self.0.root.join("meta").join(hex);
-            std::fs::write(&meta, stats.bytes.to_string()).map_err(|e| io_error(&meta, e))?;
-            let target = self.0.root.join("layers").join(hex);
-            if let Err(e) = std::fs::rename(&work, &target) {
-                // Another process sharing the cache unpacked it first: same
-                // digest, same content.
-                if !target.is_dir() {
-                    return Err(io_error(&target, e));
-                }
-                let _ = std::fs::remove_dir_all(&work);
-            }
+            self.install(hex, &work, stats.bytes)?;
             Ok(stats.bytes)
         })();
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&work);
         }
         result
+    }
+
+    /// Record an unpacked tree's size and move it into place.
+    fn install(&self, hex: &str, work: &Path, bytes: u64) -> Result<(), CacheError> {
+        let meta = self.0.root.join("meta").join(hex);
+        std::fs::write(&meta, bytes.to_string()).map_err(|e| io_error(&meta, e))?;
+        let target = self.0.root.join("layers").join(hex);
+        if let Err(e) = std::fs::rename(work, &target) {
+            // Another process sharing the cache unpacked it first: same
+            // digest, same content.
+            if !target.is_dir() {
+                return Err(io_error(&target, e));
+            }
+            let _ = std::fs::remove_dir_all(work);
+        }
+        Ok(())
+    }
+
+    /// The layer `digest`, made by `populate` in an empty directory when it
+    /// is not cached (instead of unpacking a blob). Only for layers the
+    /// caller made itself from the same entries as their blob (the builder's
+    /// COPY layers): the tree is trusted to match the digest, not checked.
+    /// `populate` runs on the calling thread.
+    pub async fn populate<F>(&self, digest: &str, populate: F) -> Result<LayerLease, CacheError>
+    where
+        F: FnOnce(&Path) -> io::Result<()>,
+    {
+        self.obtain(digest, |hex| async move {
+            let work = self
+                .0
+                .root
+                .join("tmp")
+                .join(format!("{hex}.{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&work);
+            std::fs::create_dir(&work).map_err(|e| io_error(&work, e))?;
+            let result = populate(&work)
+                .map_err(|e| io_error(&work, e))
+                .and_then(|()| {
+                    let bytes = tree_size(&work);
+                    self.install(&hex, &work, bytes).map(|()| bytes)
+                });
+            if result.is_err() {
+                let _ = std::fs::remove_dir_all(&work);
+            }
+            result
+        })
+        .await
     }
 
     /// Remove least recently used, unleased layers until the total fits the cap.

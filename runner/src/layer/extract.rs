@@ -87,6 +87,10 @@ fn unpack<R: Read>(mut archive: tar::Archive<R>, dest: &Path) -> Result<LayerSta
     .map_err(|e| io_error(&dest.display().to_string(), e))?;
     let privileged = rustix::process::geteuid().is_root();
     let mut stats = LayerStats::default();
+    // The directory of the previous entry, opened: siblings come one after
+    // another in a layer, and walking the path from the root again for each
+    // was most of the time unpacking a large tree took.
+    let mut last_dir: Option<(Vec<Vec<u8>>, OwnedFd)> = None;
     for entry in archive.entries().map_err(LayerError::Archive)? {
         let mut entry = entry.map_err(LayerError::Archive)?;
         let raw = entry.path_bytes().into_owned();
@@ -94,36 +98,51 @@ fn unpack<R: Read>(mut archive: tar::Archive<R>, dest: &Path) -> Result<LayerSta
         let Some((parents, name)) = split(&raw, &shown)? else {
             continue;
         };
-        let parent = open_dir(&root, &parents, true, &shown)?;
+        let key: Vec<Vec<u8>> = parents.iter().map(|p| p.as_bytes().to_vec()).collect();
+        // An entry at (or above) the cached directory may replace it: the
+        // cached descriptor would then point at a directory no longer in the
+        // tree.
+        if let Some((cached, _)) = &last_dir {
+            let full = key.len() + 1;
+            if cached.len() >= full
+                && cached[..key.len()] == key[..]
+                && cached[key.len()] == name.as_bytes()
+            {
+                last_dir = None;
+            }
+        }
+        if !matches!(&last_dir, Some((cached, _)) if *cached == key) {
+            last_dir = Some((key, open_dir(&root, &parents, true, &shown)?));
+        }
+        let parent = &last_dir.as_ref().expect("just set").1;
         let header = entry.header().clone();
         let kind = header.entry_type();
         stats.entries += 1;
 
         if name.as_bytes().starts_with(WHITEOUT_PREFIX) {
             stats.whiteouts += 1;
-            whiteout(&parent, dest, &parents, name, &shown)?;
+            whiteout(parent, dest, &parents, name, &shown)?;
             continue;
         }
         let mode = Mode::from_raw_mode(header.mode().map_err(LayerError::Archive)? & 0o7777);
         match kind {
             tar::EntryType::Directory => {
-                match rustix::fs::mkdirat(&parent, name, mode) {
+                match rustix::fs::mkdirat(parent, name, mode) {
                     Ok(()) => {}
-                    Err(Errno::EXIST) if is_dir(&parent, name) => {}
+                    Err(Errno::EXIST) if is_dir(parent, name) => {}
                     Err(Errno::EXIST) => {
-                        remove(&parent, dest, &parents, name, &shown)?;
-                        rustix::fs::mkdirat(&parent, name, mode)
-                            .map_err(|e| io_error(&shown, e))?;
+                        remove(parent, dest, &parents, name, &shown)?;
+                        rustix::fs::mkdirat(parent, name, mode).map_err(|e| io_error(&shown, e))?;
                     }
                     Err(e) => return Err(io_error(&shown, e)),
                 }
-                rustix::fs::chmodat(&parent, name, mode, AtFlags::empty())
+                rustix::fs::chmodat(parent, name, mode, AtFlags::empty())
                     .map_err(|e| io_error(&shown, e))?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                remove(&parent, dest, &parents, name, &shown)?;
+                remove(parent, dest, &parents, name, &shown)?;
                 let fd = rustix::fs::openat(
-                    &parent,
+                    parent,
                     name,
                     OFlags::CREATE
                         | OFlags::EXCL
@@ -148,10 +167,10 @@ fn unpack<R: Read>(mut archive: tar::Archive<R>, dest: &Path) -> Result<LayerSta
                         why: "symlink without a target",
                     })?
                     .into_owned();
-                remove(&parent, dest, &parents, name, &shown)?;
+                remove(parent, dest, &parents, name, &shown)?;
                 // The target is only ever resolved inside the container; it is
                 // stored as it is.
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &parent, name)
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), parent, name)
                     .map_err(|e| io_error(&shown, e))?;
             }
             tar::EntryType::Link => {
@@ -179,11 +198,10 @@ fn unpack<R: Read>(mut archive: tar::Archive<R>, dest: &Path) -> Result<LayerSta
                     }
                     Err(other) => return Err(other),
                 };
-                remove(&parent, dest, &parents, name, &shown)?;
+                remove(parent, dest, &parents, name, &shown)?;
                 // Without AT_SYMLINK_FOLLOW a symlink target is linked itself,
                 // never followed.
-                match rustix::fs::linkat(&target_dir, target_name, &parent, name, AtFlags::empty())
-                {
+                match rustix::fs::linkat(&target_dir, target_name, parent, name, AtFlags::empty()) {
                     Ok(()) => {}
                     Err(Errno::NOENT) => {
                         return Err(LayerError::HardLinkTarget {
@@ -196,8 +214,8 @@ fn unpack<R: Read>(mut archive: tar::Archive<R>, dest: &Path) -> Result<LayerSta
                 continue; // a hard link shares the target's owner, mode and times
             }
             tar::EntryType::Fifo => {
-                remove(&parent, dest, &parents, name, &shown)?;
-                rustix::fs::mknodat(&parent, name, FileType::Fifo, mode, 0)
+                remove(parent, dest, &parents, name, &shown)?;
+                rustix::fs::mknodat(parent, name, FileType::Fifo, mode, 0)
                     .map_err(|e| io_error(&shown, e))?;
             }
             tar::EntryType::Char | tar::EntryType::Block => {
@@ -226,7 +244,7 @@ fn unpack<R: Read>(mut archive: tar::Archive<R>, dest: &Path) -> Result<LayerSta
                 rustix::fs::Gid::from_raw(gid),
             );
             rustix::fs::chownat(
-                &parent,
+                parent,
                 name,
                 Some(uid),
                 Some(gid),
@@ -244,7 +262,7 @@ fn unpack<R: Read>(mut archive: tar::Archive<R>, dest: &Path) -> Result<LayerSta
                 last_modification: at,
             };
             // Best effort: some filesystems refuse times on symlinks.
-            let _ = rustix::fs::utimensat(&parent, name, &times, AtFlags::SYMLINK_NOFOLLOW);
+            let _ = rustix::fs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW);
         }
     }
     Ok(stats)
