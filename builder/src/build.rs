@@ -73,6 +73,9 @@ pub enum Event {
         cached: bool,
         seconds: f64,
         layer_size: Option<u64>,
+        /// Of `seconds`, the time writing the layer took (tar, compression,
+        /// digest), for a layer made by this instruction.
+        layer_seconds: Option<f64>,
     },
     /// Output of a `RUN`.
     Output {
@@ -106,11 +109,13 @@ impl Event {
                 cached,
                 seconds,
                 layer_size,
+                layer_seconds,
             } => {
                 let how = if *cached { "cached" } else { "run" };
-                let layer = match layer_size {
-                    Some(s) => format!("  layer {}", human_size(*s)),
-                    None => String::new(),
+                let layer = match (layer_size, layer_seconds) {
+                    (Some(s), Some(t)) => format!("  layer {} written in {t:.2}s", human_size(*s)),
+                    (Some(s), None) => format!("  layer {}", human_size(*s)),
+                    (None, _) => String::new(),
                 };
                 Some(format!(
                     "[{stage} {number}/{total}] {text}  {how} {seconds:.2}s{layer}"
@@ -169,6 +174,12 @@ struct Build<'a> {
     used_args: Mutex<std::collections::BTreeSet<String>>,
     bases: Mutex<BTreeMap<String, String>>,
     counts: Mutex<(usize, usize)>,
+}
+
+thread_local! {
+    /// How long writing the layer of the instruction in progress on this
+    /// thread (each stage has its own) took, for its progress line.
+    static LAYER_SECONDS: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
 }
 
 fn chain(parent: &str, parts: &[&str]) -> String {
@@ -481,6 +492,7 @@ impl Build<'_> {
             cached: true,
             seconds: started.elapsed().as_secs_f64(),
             layer_size: None,
+            layer_seconds: None,
         });
         let mut args: Vec<(String, Option<String>)> = Vec::new();
         let mut cmd_set = false;
@@ -496,6 +508,7 @@ impl Build<'_> {
                 cached,
                 seconds: started.elapsed().as_secs_f64(),
                 layer_size,
+                layer_seconds: LAYER_SECONDS.take(),
             });
         }
         Ok(done)
@@ -869,6 +882,7 @@ impl Build<'_> {
             None
         } else {
             let blob = self.cache.temp("blob");
+            let writing = Instant::now();
             let made =
                 crate::layer::layer_from_dir(&upper, &blob, self.layer_opts(self.exec.id_shift()))
                     .map_err(|e| {
@@ -877,6 +891,7 @@ impl Build<'_> {
                             format!("RUN {}: making its layer: {e}", shown(command)),
                         )
                     });
+            LAYER_SECONDS.set(Some(writing.elapsed().as_secs_f64()));
             remove_upper();
             let made = made?;
             Some(
@@ -1183,8 +1198,10 @@ impl Build<'_> {
         }
         let blob = self.cache.temp("blob");
         let planned = copy::plan(items, root);
+        let writing = Instant::now();
         let made = copy::write_layer(&planned, &blob, self.layer_opts(0))
             .map_err(|e| self.at(line, format!("{what}: {e}")));
+        LAYER_SECONDS.set(Some(writing.elapsed().as_secs_f64()));
         let made = match made {
             Ok(m) => m,
             Err(e) => {
