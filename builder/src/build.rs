@@ -58,6 +58,9 @@ pub struct BuildOptions {
     /// What the provenance says about the source (repository, commit,
     /// pipeline); the rest is filled in by the build.
     pub provenance: Provenance,
+    /// Environment variables every `RUN` gets that are recorded nowhere: not
+    /// in the image, its history, its provenance or the cache keys.
+    pub secrets: Vec<(String, String)>,
 }
 
 /// How one instruction went, for progress.
@@ -814,6 +817,13 @@ impl Build<'_> {
                     env.push((k.clone(), v.clone()));
                 }
             }
+        }
+        // Build secrets: in every RUN's environment, never in the history,
+        // the config, the provenance or the cache key (only their names).
+        for (k, v) in &self.opts.secrets {
+            env.retain(|(e, _)| e != k);
+            env.push((k.clone(), v.clone()));
+            arg_key.push(format!("secret {k}"));
         }
         let key = chain(
             &done.key,

@@ -23,6 +23,7 @@ pub struct BuildArgs {
     pub file: Option<PathBuf>,
     pub tags: Vec<String>,
     pub build_args: Vec<String>,
+    pub secrets: Vec<String>,
     pub labels: Vec<String>,
     pub target: Option<String>,
     pub no_cache: bool,
@@ -138,6 +139,15 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
         compression,
         labels: pairs("--label", &args.labels)?,
         provenance: Provenance::default(),
+        secrets: args
+            .secrets
+            .iter()
+            .map(|name| {
+                std::env::var(name)
+                    .map(|v| (name.clone(), v))
+                    .with_context(|| format!("--secret {name}: ${name} is not set"))
+            })
+            .collect::<anyhow::Result<_>>()?,
     };
     let started = std::time::Instant::now();
     let built = tokio::task::spawn_blocking(move || {

@@ -197,6 +197,10 @@ enum Command {
         /// Label K=V added to the image; repeat.
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Give RUN the environment variable NAME (its value from this
+        /// environment) without recording it anywhere in the image; repeat.
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
         /// Build this stage (name or index) instead of the last.
         #[arg(long)]
         target: Option<String>,
@@ -787,6 +791,7 @@ async fn main() -> anyhow::Result<()> {
             file,
             tags,
             build_args,
+            secrets,
             labels,
             target,
             no_cache,
@@ -805,6 +810,7 @@ async fn main() -> anyhow::Result<()> {
                 file,
                 tags,
                 build_args,
+                secrets,
                 labels,
                 target,
                 no_cache,

@@ -596,3 +596,92 @@ fn bad_input_is_refused_with_line_and_reason() {
         insta::assert_snapshot!(format!("build_{name}"), error);
     }
 }
+
+/// A build secret reaches RUN and is recorded nowhere: not in any layer, the
+/// config, the history or the provenance; changing it does not rebuild.
+#[test]
+fn build_secrets_reach_run_and_are_recorded_nowhere() {
+    let env = Env::new("build-secret-");
+    let ctx = env.path().join("ctx");
+    let secret = format!("tok-{}", random_hex(12));
+    // RUN checks the value against its hash, so the value itself is in no
+    // instruction.
+    let expected = hex::encode(sha2::Sha256::digest(format!("{secret}\n")));
+    write(
+        &ctx,
+        &[(
+            "Containerfile",
+            &format!("FROM busybox\nRUN echo \"$API_TOKEN\" | sha256sum | grep -q {expected} && echo checked > /checked\n"),
+        )],
+    );
+    let build = |value: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(["build", "--secret", "API_TOKEN"])
+            .args(["-t", "demo/secret:v1", ctx.to_str().unwrap()])
+            .env("SLIPWAY_SERVER", env.server.url())
+            .env("SLIPWAY_USER", "admin")
+            .env("SLIPWAY_PASSWORD", env.server.admin_password())
+            .env("SLIPWAY_RUNNER_DIR", env.path().join("work"))
+            .env("API_TOKEN", value)
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    // A wrong value fails the RUN: the secret really is what RUN sees.
+    let (ok, _, stderr) = build("wrong");
+    assert!(!ok, "{stderr}");
+    let (ok, stdout, stderr) = build(&secret);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains(&secret), "{stderr}");
+    let digest = stdout.trim().lines().last().unwrap().to_owned();
+    assert_eq!(env.exec("demo/secret:v1", "cat /checked"), "checked\n");
+
+    // Every blob of the image and of its referrers, searched for the value.
+    let admin = env.server.admin_auth();
+    let manifest = env.manifest("demo/secret", &digest);
+    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_owned()];
+    for l in manifest["layers"].as_array().unwrap() {
+        blobs.push(l["digest"].as_str().unwrap().to_owned());
+    }
+    let referrers = env
+        .server
+        .get(&format!("/v2/demo/secret/referrers/{digest}"), &admin)
+        .json();
+    for r in referrers["manifests"].as_array().unwrap() {
+        let m = env.manifest("demo/secret", r["digest"].as_str().unwrap());
+        for l in m["layers"].as_array().unwrap() {
+            blobs.push(l["digest"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(blobs.len() >= 4, "{blobs:?}");
+    for blob in &blobs {
+        let bytes = env.server.get_blob("demo/secret", blob, &admin);
+        let plain = if bytes.starts_with(&[0x1f, 0x8b]) {
+            gunzip(&bytes)
+        } else {
+            bytes
+        };
+        assert!(
+            !plain.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret is in blob {blob}"
+        );
+    }
+    // The cache keys on the secret's name only: a new value reuses the layer.
+    let other = format!("tok-{}", random_hex(12));
+    let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["build", "--secret", "API_TOKEN"])
+        .args(["-t", "demo/secret:v2", ctx.to_str().unwrap()])
+        .env("SLIPWAY_SERVER", env.server.url())
+        .env("SLIPWAY_USER", "admin")
+        .env("SLIPWAY_PASSWORD", env.server.admin_password())
+        .env("SLIPWAY_RUNNER_DIR", env.path().join("work"))
+        .env("API_TOKEN", &other)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("(0 run, 1 cached)"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::client::retry;
 use super::Agent;
-use crate::api::{BuildDefinition, ImageReport, Lease};
+use crate::api::{BuildDefinition, ImageReport, Lease, StepDefinition};
 use crate::build::EngineExecutor;
 use crate::container::{Cancel, Network, RunOptions};
 use crate::image::{resolve, PullPolicy};
@@ -37,13 +37,18 @@ fn inside(workspace: &Path, rel: &str, what: &str) -> Result<std::path::PathBuf,
 pub(super) async fn run(
     agent: &Agent,
     lease: &Lease,
-    position: i64,
+    step: &StepDefinition,
     build: &BuildDefinition,
     workspace: &Path,
     cancel: &Cancel,
     log: &UnboundedSender<Vec<u8>>,
 ) -> (i32, Option<String>) {
-    match build_and_push(agent, lease, position, build, workspace, cancel, log).await {
+    let target = Target {
+        position: step.position,
+        build,
+        secrets: &step.secrets,
+    };
+    match build_and_push(agent, lease, target, workspace, cancel, log).await {
         Ok(()) => (0, None),
         Err(e) if cancel.is_cancelled() => {
             let _ = log.send(format!("slipway: build stopped: {e}\n").into_bytes());
@@ -56,15 +61,27 @@ pub(super) async fn run(
     }
 }
 
+/// The step being built.
+struct Target<'a> {
+    position: i64,
+    build: &'a BuildDefinition,
+    /// Given to RUN as environment variables, recorded nowhere.
+    secrets: &'a [(String, String)],
+}
+
 async fn build_and_push(
     agent: &Agent,
     lease: &Lease,
-    position: i64,
-    build: &BuildDefinition,
+    target: Target<'_>,
     workspace: &Path,
     cancel: &Cancel,
     log: &UnboundedSender<Vec<u8>>,
 ) -> Result<(), String> {
+    let Target {
+        position,
+        build,
+        secrets,
+    } = target;
     let token = lease
         .push_token
         .clone()
@@ -120,6 +137,7 @@ async fn build_and_push(
             pipeline: Some(pipeline),
             ..Default::default()
         },
+        secrets: secrets.to_vec(),
     };
     let client = agent.registry_client();
     let executor = EngineExecutor {

@@ -291,26 +291,13 @@ async fn run_steps(
         let (entrypoint, command) = entry_and_args(&step.command);
         let mut exit = None;
         let mut note = None;
+        #[allow(clippy::reversed_empty_ranges)]
+        let not_again = 1..=0;
         let tries = if let Some(why) = &step.refused {
             let _ = tx.send(format!("slipway: not run: {why}\n").into_bytes());
             exit = Some(1);
-            #[allow(clippy::reversed_empty_ranges)]
-            {
-                1..=0
-            }
-        } else if let Some(build) = &step.build {
-            let (code, stopped) =
-                super::build::run(agent, lease, step.position, build, &workspace, cancel, &tx)
-                    .await;
-            exit = Some(code);
-            note = stopped;
-            #[allow(clippy::reversed_empty_ranges)]
-            {
-                1..=0
-            }
-        } else if step.withheld.is_empty() {
-            0..=step.retry
-        } else {
+            not_again
+        } else if !step.withheld.is_empty() {
             let _ = tx.send(
                 format!(
                     "slipway: not run: secret{} {} {} not available to this run (not defined for the repository, or withheld from a fork's pull request)\n",
@@ -321,10 +308,15 @@ async fn run_steps(
                 .into_bytes(),
             );
             exit = Some(1);
-            #[allow(clippy::reversed_empty_ranges)]
-            {
-                1..=0
-            }
+            not_again
+        } else if let Some(build) = &step.build {
+            let (code, stopped) =
+                super::build::run(agent, lease, step, build, &workspace, cancel, &tx).await;
+            exit = Some(code);
+            note = stopped;
+            not_again
+        } else {
+            0..=step.retry
         };
         for try_number in tries {
             if try_number > 0 {
