@@ -22,7 +22,7 @@ use crate::cache::Cache;
 use crate::containerfile::{self, Command, Containerfile, Instruction, Stage, Step};
 use crate::context::{self, Ignore};
 use crate::copy::{self, Content, Item};
-use crate::exec::{BaseImage, Executor, LayerRef, RunSpec, View};
+use crate::exec::{BaseImage, Executor, LayerRef, RemoteCache, RunSpec, View};
 use crate::image::{self, Provenance, RunConfig};
 use crate::layer::{Compression, LayerOptions, Meta};
 
@@ -61,6 +61,8 @@ pub struct BuildOptions {
     /// Environment variables every `RUN` gets that are recorded nowhere: not
     /// in the image, its history, its provenance or the cache keys.
     pub secrets: Vec<(String, String)>,
+    /// Consulted on a local cache miss (`--cache-from`).
+    pub remote_cache: Option<Arc<dyn RemoteCache>>,
 }
 
 /// How one instruction went, for progress.
@@ -141,6 +143,9 @@ pub struct Built {
     pub cached: usize,
     /// Keeps base layers leased until the image is pushed.
     pub holds: Vec<Arc<BaseImage>>,
+    /// Every instruction key this build used and its layer (none for no
+    /// layer), for exporting the cache (`--cache-to`).
+    pub cache_entries: BTreeMap<String, Option<LayerRef>>,
 }
 
 impl Built {
@@ -177,6 +182,7 @@ struct Build<'a> {
     used_args: Mutex<std::collections::BTreeSet<String>>,
     bases: Mutex<BTreeMap<String, String>>,
     counts: Mutex<(usize, usize)>,
+    used: Mutex<BTreeMap<String, Option<LayerRef>>>,
 }
 
 thread_local! {
@@ -231,6 +237,7 @@ pub fn build(
         used_args: Mutex::new(Default::default()),
         bases: Mutex::new(BTreeMap::new()),
         counts: Mutex::new((0, 0)),
+        used: Mutex::new(BTreeMap::new()),
     };
     let needed = b.needed(target)?;
     std::thread::scope(|s| {
@@ -302,6 +309,7 @@ pub fn build(
     provenance.source_date_epoch = opts.source_date_epoch;
     provenance.bases = b.bases.into_inner().expect("bases").into_iter().collect();
     let (runs, cached) = b.counts.into_inner().expect("counts");
+    let cache_entries = b.used.into_inner().expect("used");
     Ok(Built {
         manifest,
         digest,
@@ -311,6 +319,7 @@ pub fn build(
         runs,
         cached,
         holds: last.holds.clone(),
+        cache_entries,
     })
 }
 
@@ -707,8 +716,7 @@ impl Build<'_> {
             )
         };
         drop(view);
-        self.cache
-            .store(&key, layer.as_ref())
+        self.record(&key, layer.as_ref())
             .map_err(|e| self.at(step.line, format!("recording the cache: {e}")))?;
         self.history(done, created_by, layer.is_none());
         let size = layer.as_ref().map(|l| l.size);
@@ -717,6 +725,66 @@ impl Build<'_> {
         }
         done.key = key;
         Ok((false, size))
+    }
+
+    /// Store a key's outcome in the local cache and note it for export.
+    fn record(&self, key: &str, layer: Option<&LayerRef>) -> std::io::Result<()> {
+        self.used
+            .lock()
+            .expect("used")
+            .insert(key.to_owned(), layer.cloned());
+        self.cache.store(key, layer)
+    }
+
+    /// A key the remote cache has: its blob downloaded (and checked) into the
+    /// local cache. Any failure is a miss, with a warning.
+    fn remote_hit(&self, key: &str) -> Option<Option<LayerRef>> {
+        let remote = self.opts.remote_cache.as_ref()?;
+        let found = remote.lookup(key)?;
+        let fetched = match found {
+            None => Ok(None),
+            Some(layer) => {
+                let tmp = self.cache.temp("fetch");
+                let result = remote.fetch(&layer, &tmp).and_then(|()| {
+                    let bytes = std::fs::read(&tmp).map_err(|e| e.to_string())?;
+                    let actual = image::sha256(&bytes);
+                    if actual != layer.digest || bytes.len() as u64 != layer.size {
+                        return Err(format!("got {actual} ({} bytes)", bytes.len()));
+                    }
+                    let made = crate::layer::Layer {
+                        digest: layer.digest.clone(),
+                        diff_id: layer.diff_id.clone(),
+                        size: layer.size,
+                        tar_size: 0,
+                        media_type: if layer.media_type.ends_with("zstd") {
+                            Compression::Zstd(3).media_type()
+                        } else {
+                            Compression::Gzip(1).media_type()
+                        },
+                        entries: 0,
+                    };
+                    self.cache.adopt(&tmp, &made).map_err(|e| e.to_string())
+                });
+                if result.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                result.map(Some)
+            }
+        };
+        match fetched {
+            Ok(layer) => {
+                if let Err(e) = self.cache.store(key, layer.as_ref()) {
+                    (self.events)(Event::Warning(format!("recording the cache: {e}")));
+                }
+                Some(layer)
+            }
+            Err(e) => {
+                (self.events)(Event::Warning(format!(
+                    "the remote cache's layer for this step could not be used: {e}"
+                )));
+                None
+            }
+        }
     }
 
     /// Have the executor unpack a COPY layer from its files (best effort:
@@ -779,7 +847,14 @@ impl Build<'_> {
         if self.opts.no_cache {
             return None;
         }
-        let layer = self.cache.lookup(key)?;
+        let layer = match self.cache.lookup(key) {
+            Some(layer) => layer,
+            None => self.remote_hit(key)?,
+        };
+        self.used
+            .lock()
+            .expect("used")
+            .insert(key.to_owned(), layer.clone());
         self.history(done, created_by.to_owned(), layer.is_none());
         let size = layer.as_ref().map(|l| l.size);
         if let Some(l) = layer {
@@ -911,8 +986,7 @@ impl Build<'_> {
             )
         };
         remove_upper();
-        self.cache
-            .store(&key, layer.as_ref())
+        self.record(&key, layer.as_ref())
             .map_err(|e| self.at(step.line, format!("recording the cache: {e}")))?;
         self.history(done, created_by, layer.is_none());
         let size = layer.as_ref().map(|l| l.size);
@@ -1236,8 +1310,7 @@ impl Build<'_> {
         }
         drop(view);
         drop(other_view);
-        self.cache
-            .store(&key, Some(&layer))
+        self.record(&key, Some(&layer))
             .map_err(|e| self.at(line, format!("recording the cache: {e}")))?;
         self.history(done, created_by, false);
         let size = layer.size;

@@ -102,3 +102,14 @@ pub trait Executor: Send + Sync {
     /// (the user namespace's base; 0 without one).
     fn id_shift(&self) -> u32;
 }
+
+/// A build cache kept somewhere else (a registry), so builds on other
+/// machines can reuse layers: instruction keys to layers, and their blobs.
+pub trait RemoteCache: Send + Sync {
+    /// What the remote cache has for `key`: `None` if nothing, `Some(None)`
+    /// for an instruction that made no layer.
+    fn lookup(&self, key: &str) -> Option<Option<LayerRef>>;
+
+    /// Download `layer`'s blob to the file `to`.
+    fn fetch(&self, layer: &LayerRef, to: &Path) -> Result<(), String>;
+}

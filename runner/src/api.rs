@@ -142,6 +142,9 @@ pub struct BuildDefinition {
     pub tags: Vec<String>,
     pub args: Vec<(String, String)>,
     pub target: Option<String>,
+    /// Share the build cache through the registry as `repository:buildcache`.
+    #[serde(default)]
+    pub registry_cache: bool,
 }
 
 /// An image a build step pushed.

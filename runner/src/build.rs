@@ -270,6 +270,66 @@ pub enum PushError {
     Other { reference: String, message: String },
 }
 
+/// Make `layer` present in `target`'s repository: already there, mounted
+/// from the repository it came from (same registry), or uploaded from its
+/// blob file.
+async fn ensure_layer(
+    client: &Client,
+    auth: &RegistryAuth,
+    scheme: &str,
+    target: &Reference,
+    layer: &LayerRef,
+) -> Result<(), PushError> {
+    let name = target.whole();
+    let failed = |what: String| {
+        let reference = name.clone();
+        move |source| PushError::Registry {
+            reference,
+            what,
+            source,
+        }
+    };
+    if client
+        .blob_exists(target, &layer.digest)
+        .await
+        .map_err(failed(format!("checking layer {}", layer.digest)))?
+    {
+        return Ok(());
+    }
+    let mut mount_error = None;
+    if let Some(from) = &layer.from_repository {
+        let same_registry = from
+            .split_once('/')
+            .is_some_and(|(host, _)| host == target.resolve_registry());
+        if same_registry {
+            match mount(scheme, auth, target, from, &layer.digest).await {
+                Ok(()) => return Ok(()),
+                Err(e) => mount_error = Some(e),
+            }
+        }
+    }
+    let Some(blob) = &layer.blob else {
+        return Err(PushError::Other {
+            reference: name.clone(),
+            message: format!(
+                "base layer {} is not in the target registry and could not be mounted from {}{}",
+                layer.digest,
+                layer.from_repository.as_deref().unwrap_or("its repository"),
+                mount_error.map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+        });
+    };
+    let bytes = tokio::fs::read(blob).await.map_err(|e| PushError::Other {
+        reference: name.clone(),
+        message: format!("{}: {e}", blob.display()),
+    })?;
+    client
+        .push_blob(target, bytes, &layer.digest)
+        .await
+        .map_err(failed(format!("uploading layer {}", layer.digest)))?;
+    Ok(())
+}
+
 /// A cross-repository mount of `digest` from `from` (`host/repo`) into
 /// `target`'s repository, with the caller's own credentials (oci-client's
 /// token for the push would not cover reading `from`).
@@ -367,44 +427,7 @@ pub async fn push(
         }
     };
     for layer in &built.layers {
-        if client
-            .blob_exists(first, &layer.digest)
-            .await
-            .map_err(failed(format!("checking layer {}", layer.digest)))?
-        {
-            continue;
-        }
-        let mut mount_error = None;
-        if let Some(from) = &layer.from_repository {
-            let same_registry = from
-                .split_once('/')
-                .is_some_and(|(host, _)| host == first.resolve_registry());
-            if same_registry {
-                match mount(scheme, auth, first, from, &layer.digest).await {
-                    Ok(()) => continue,
-                    Err(e) => mount_error = Some(e),
-                }
-            }
-        }
-        let Some(blob) = &layer.blob else {
-            return Err(PushError::Other {
-                reference: name.clone(),
-                message: format!(
-                    "base layer {} is not in the target registry and could not be mounted from {}{}",
-                    layer.digest,
-                    layer.from_repository.as_deref().unwrap_or("its repository"),
-                    mount_error.map(|e| format!(": {e}")).unwrap_or_default()
-                ),
-            });
-        };
-        let bytes = tokio::fs::read(blob).await.map_err(|e| PushError::Other {
-            reference: name.clone(),
-            message: format!("{}: {e}", blob.display()),
-        })?;
-        client
-            .push_blob(first, bytes, &layer.digest)
-            .await
-            .map_err(failed(format!("uploading layer {}", layer.digest)))?;
+        ensure_layer(client, auth, scheme, first, layer).await?;
     }
     upload(image::sha256(&built.config), built.config.clone()).await?;
     let manifest_type: reqwest::header::HeaderValue = image::MANIFEST.parse().expect("header");
@@ -430,5 +453,219 @@ pub async fn push(
         .push_manifest_raw(&by_digest, referrer, manifest_type)
         .await
         .map_err(failed("the provenance referrer".into()))?;
+    Ok(())
+}
+
+/// The media types of an exported build cache: a manifest whose first layer
+/// is the index (instruction keys to layers) and whose other layers are the
+/// layers it names.
+pub const CACHE_ARTIFACT: &str = "application/vnd.slipway.buildcache.v1+json";
+pub const CACHE_INDEX: &str = "application/vnd.slipway.buildcache.index.v1+json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheIndex {
+    /// Key -> layer (`None`: the instruction made no layer).
+    entries: std::collections::BTreeMap<String, Option<CachedLayer>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+struct CachedLayer {
+    digest: String,
+    diff_id: String,
+    size: u64,
+    media_type: String,
+}
+
+/// A build cache stored in a registry (`--cache-from`): its index, read once;
+/// layers are downloaded when a build needs them.
+pub struct RegistryCache {
+    /// Holds the credentials `load` used.
+    client: Client,
+    reference: Reference,
+    handle: tokio::runtime::Handle,
+    entries: std::collections::BTreeMap<String, Option<CachedLayer>>,
+}
+
+impl RegistryCache {
+    /// The cache at `reference`; an empty one if the registry has none there.
+    pub async fn load(
+        client: Client,
+        auth: RegistryAuth,
+        reference: Reference,
+    ) -> Result<RegistryCache, String> {
+        let shown = reference.whole();
+        let empty = |client, reference| RegistryCache {
+            client,
+            reference,
+            handle: tokio::runtime::Handle::current(),
+            entries: Default::default(),
+        };
+        let manifest = match client
+            .pull_manifest_raw(&reference, &auth, &[image::MANIFEST])
+            .await
+        {
+            Ok((bytes, _)) => bytes,
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("manifest unknown") || text.contains("name unknown") {
+                    return Ok(empty(client, reference));
+                }
+                return Err(format!("reading the build cache {shown}: {text}"));
+            }
+        };
+        let doc: serde_json::Value = serde_json::from_slice(&manifest)
+            .map_err(|e| format!("the build cache {shown} is not JSON: {e}"))?;
+        if doc["artifactType"] != CACHE_ARTIFACT {
+            return Err(format!("{shown} is not a Slipway build cache"));
+        }
+        let index = &doc["layers"][0];
+        if index["mediaType"] != CACHE_INDEX {
+            return Err(format!("{shown}: the build cache has no index"));
+        }
+        let descriptor = oci_client::manifest::OciDescriptor {
+            media_type: CACHE_INDEX.into(),
+            digest: index["digest"].as_str().unwrap_or_default().to_owned(),
+            size: index["size"].as_i64().unwrap_or(0),
+            ..Default::default()
+        };
+        let mut bytes = Vec::new();
+        client
+            .pull_blob(&reference, &descriptor, &mut bytes)
+            .await
+            .map_err(|e| format!("reading the build cache index of {shown}: {e}"))?;
+        let parsed: CacheIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the build cache index of {shown} is not valid: {e}"))?;
+        Ok(RegistryCache {
+            entries: parsed.entries,
+            ..empty(client, reference)
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl slipway_builder::exec::RemoteCache for RegistryCache {
+    fn lookup(&self, key: &str) -> Option<Option<LayerRef>> {
+        let found = self.entries.get(key)?;
+        Some(found.as_ref().map(|l| LayerRef {
+            digest: l.digest.clone(),
+            diff_id: l.diff_id.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            blob: None,
+            from_repository: None,
+        }))
+    }
+
+    fn fetch(&self, layer: &LayerRef, to: &Path) -> Result<(), String> {
+        let descriptor = oci_client::manifest::OciDescriptor {
+            media_type: layer.media_type.clone(),
+            digest: layer.digest.clone(),
+            size: layer.size as i64,
+            ..Default::default()
+        };
+        self.handle.block_on(async {
+            let file = tokio::fs::File::create(to)
+                .await
+                .map_err(|e| format!("{}: {e}", to.display()))?;
+            self.client
+                .pull_blob(&self.reference, &descriptor, file)
+                .await
+                .map_err(|e| format!("downloading {}: {e}", layer.digest))
+        })
+    }
+}
+
+/// Export the instruction cache of `built` to `reference` (`--cache-to`):
+/// every layer it names, its index, and the manifest tying them together.
+pub async fn push_cache(
+    client: &Client,
+    auth: &RegistryAuth,
+    scheme: &str,
+    built: &Built,
+    reference: &Reference,
+) -> Result<(), PushError> {
+    let name = reference.whole();
+    let failed = |what: &'static str| {
+        let reference = name.clone();
+        move |source| PushError::Registry {
+            reference,
+            what: what.into(),
+            source,
+        }
+    };
+    client
+        .store_auth_if_needed(reference.resolve_registry(), auth)
+        .await;
+    let mut layers: Vec<&LayerRef> = Vec::new();
+    let mut entries = std::collections::BTreeMap::new();
+    for (key, layer) in &built.cache_entries {
+        entries.insert(
+            key.clone(),
+            layer.as_ref().map(|l| CachedLayer {
+                digest: l.digest.clone(),
+                diff_id: l.diff_id.clone(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+            }),
+        );
+        if let Some(l) = layer {
+            if !layers.iter().any(|x| x.digest == l.digest) {
+                layers.push(l);
+            }
+        }
+    }
+    for layer in &layers {
+        ensure_layer(client, auth, scheme, reference, layer).await?;
+    }
+    let index = serde_json::to_vec(&CacheIndex { entries }).expect("json");
+    for (digest, bytes) in [
+        (image::sha256(&index), index.clone()),
+        (image::sha256(b"{}"), b"{}".to_vec()),
+    ] {
+        if !client
+            .blob_exists(reference, &digest)
+            .await
+            .map_err(failed("checking a cache blob"))?
+        {
+            client
+                .push_blob(reference, bytes, &digest)
+                .await
+                .map_err(failed("uploading the cache index"))?;
+        }
+    }
+    let mut descriptors = vec![serde_json::json!({
+        "mediaType": CACHE_INDEX,
+        "digest": image::sha256(&index),
+        "size": index.len(),
+    })];
+    for l in &layers {
+        descriptors.push(serde_json::json!({
+            "mediaType": l.media_type,
+            "digest": l.digest,
+            "size": l.size,
+        }));
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": image::MANIFEST,
+        "artifactType": CACHE_ARTIFACT,
+        "config": {"mediaType": image::EMPTY, "digest": image::sha256(b"{}"), "size": 2},
+        "layers": descriptors,
+    });
+    client
+        .push_manifest_raw(
+            reference,
+            serde_json::to_vec(&manifest).expect("json"),
+            image::MANIFEST.parse().expect("header"),
+        )
+        .await
+        .map_err(failed("the cache manifest"))?;
     Ok(())
 }

@@ -24,6 +24,8 @@ pub struct BuildArgs {
     pub tags: Vec<String>,
     pub build_args: Vec<String>,
     pub secrets: Vec<String>,
+    pub cache_from: Option<String>,
+    pub cache_to: Option<String>,
     pub labels: Vec<String>,
     pub target: Option<String>,
     pub no_cache: bool,
@@ -139,6 +141,21 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
         compression,
         labels: pairs("--label", &args.labels)?,
         provenance: Provenance::default(),
+        remote_cache: match &args.cache_from {
+            Some(r) => {
+                let reference = resolve(r, &registry.host)?;
+                let cache = slipway_runner::build::RegistryCache::load(
+                    registry.client.clone(),
+                    registry.auth.clone(),
+                    reference,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("--cache-from {r}: {e}"))?;
+                eprintln!("cache from {r}: {} instructions", cache.len());
+                Some(Arc::new(cache) as Arc<dyn slipway_builder::exec::RemoteCache>)
+            }
+            None => None,
+        },
         secrets: args
             .secrets
             .iter()
@@ -168,6 +185,19 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     let push_started = std::time::Instant::now();
     let scheme = args.server.split("://").next().unwrap_or("http");
     slipway_runner::build::push(&registry.client, &registry.auth, scheme, &built, &targets).await?;
+    if let Some(r) = &args.cache_to {
+        let reference = resolve(r, &registry.host)?;
+        slipway_runner::build::push_cache(
+            &registry.client,
+            &registry.auth,
+            scheme,
+            &built,
+            &reference,
+        )
+        .await
+        .with_context(|| format!("--cache-to {r}"))?;
+        eprintln!("cache to {r}: {} instructions", built.cache_entries.len());
+    }
     eprintln!(
         "built in {:.2}s ({} run, {} cached), pushed in {:.2}s: {}",
         push_started.duration_since(started).as_secs_f64(),

@@ -201,6 +201,13 @@ enum Command {
         /// environment) without recording it anywhere in the image; repeat.
         #[arg(long = "secret")]
         secrets: Vec<String>,
+        /// Also take cached layers from this build cache in the registry
+        /// (written by --cache-to), e.g. myapp:buildcache.
+        #[arg(long)]
+        cache_from: Option<String>,
+        /// Export this build's cache to the registry under this reference.
+        #[arg(long)]
+        cache_to: Option<String>,
         /// Build this stage (name or index) instead of the last.
         #[arg(long)]
         target: Option<String>,
@@ -792,6 +799,8 @@ async fn main() -> anyhow::Result<()> {
             tags,
             build_args,
             secrets,
+            cache_from,
+            cache_to,
             labels,
             target,
             no_cache,
@@ -811,6 +820,8 @@ async fn main() -> anyhow::Result<()> {
                 tags,
                 build_args,
                 secrets,
+                cache_from,
+                cache_to,
                 labels,
                 target,
                 no_cache,

@@ -685,3 +685,62 @@ fn build_secrets_reach_run_and_are_recorded_nowhere() {
         text(&out.stderr)
     );
 }
+
+/// A cache exported to the registry lets a build on another machine (here:
+/// another work dir) reuse every layer without running anything.
+#[test]
+fn the_cache_travels_through_the_registry() {
+    let env = Env::new("build-remote-cache-");
+    let ctx = env.path().join("ctx");
+    write(
+        &ctx,
+        &[
+            (
+                "Containerfile",
+                "FROM busybox\nRUN echo one > /one\nCOPY app/ /app/\nRUN cat /app/* > /all\n",
+            ),
+            ("app/a.txt", "a\n"),
+        ],
+    );
+    let ctx_arg = ctx.to_str().unwrap();
+    // Nothing exported yet: --cache-from finds an empty cache and builds.
+    let (first, cold) = env.build(
+        &[
+            "-t",
+            "demo/cached:v1",
+            "--cache-from",
+            "demo/cached:buildcache",
+            "--cache-to",
+            "demo/cached:buildcache",
+            ctx_arg,
+        ],
+        Some(&env.path().join("runner-a")),
+    );
+    assert!(
+        cold.contains("cache from demo/cached:buildcache: 0 instructions"),
+        "{cold}"
+    );
+    assert!(
+        cold.contains("cache to demo/cached:buildcache: 3 instructions"),
+        "{cold}"
+    );
+    let manifest = env.manifest("demo/cached", "buildcache");
+    assert_eq!(
+        manifest["artifactType"],
+        "application/vnd.slipway.buildcache.v1+json"
+    );
+
+    let (second, warm) = env.build(
+        &[
+            "-t",
+            "demo/cached:v2",
+            "--cache-from",
+            "demo/cached:buildcache",
+            ctx_arg,
+        ],
+        Some(&env.path().join("runner-b")),
+    );
+    assert_eq!(second, first);
+    assert!(warm.contains("(0 run, 3 cached)"), "{warm}");
+    assert_eq!(env.exec("demo/cached:v2", "cat /one /all"), "one\na\n");
+}

@@ -14,9 +14,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::client::retry;
 use super::Agent;
 use crate::api::{BuildDefinition, ImageReport, Lease, StepDefinition};
-use crate::build::EngineExecutor;
+use crate::build::{EngineExecutor, RegistryCache};
 use crate::container::{Cancel, Network, RunOptions};
 use crate::image::{resolve, PullPolicy};
+use slipway_builder::exec::RemoteCache;
 
 /// A path of the workspace that must stay inside it (through symlinks too).
 fn inside(workspace: &Path, rel: &str, what: &str) -> Result<std::path::PathBuf, String> {
@@ -111,6 +112,29 @@ async fn build_and_push(
         .map(|t| resolve(t, &agent.registry_host).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     let pipeline = format!("{}#{}", ctx.repo, ctx.pipeline_number);
+    let client = agent.registry_client();
+    // Layers other runners built, through the registry.
+    let cache_ref = if build.registry_cache {
+        Some(
+            resolve(
+                &format!("{}:buildcache", build.repository),
+                &agent.registry_host,
+            )
+            .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let remote_cache = match &cache_ref {
+        Some(r) => match RegistryCache::load(client.clone(), auth.clone(), r.clone()).await {
+            Ok(cache) => Some(std::sync::Arc::new(cache) as std::sync::Arc<dyn RemoteCache>),
+            Err(e) => {
+                let _ = log.send(format!("warning: {e}; building without it\n").into_bytes());
+                None
+            }
+        },
+        None => None,
+    };
     let options = BuildOptions {
         file_name: file
             .strip_prefix(workspace.canonicalize().unwrap_or_default())
@@ -138,8 +162,8 @@ async fn build_and_push(
             ..Default::default()
         },
         secrets: secrets.to_vec(),
+        remote_cache,
     };
-    let client = agent.registry_client();
     let executor = EngineExecutor {
         engine: agent.engine.clone(),
         cache: agent.cache.clone(),
@@ -178,6 +202,12 @@ async fn build_and_push(
     crate::build::push(&client, &auth, &agent.scheme, &built, &targets)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(r) = &cache_ref {
+        // The image is pushed: a cache that fails to export only costs speed.
+        if let Err(e) = crate::build::push_cache(&client, &auth, &agent.scheme, &built, r).await {
+            let _ = log.send(format!("warning: exporting the build cache: {e}\n").into_bytes());
+        }
+    }
     let _ = log.send(
         format!(
             "pushed {} ({} run, {} cached)\n{}\n",

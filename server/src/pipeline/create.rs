@@ -147,6 +147,7 @@ fn plan(spec: &PipelineSpec, trigger: &Trigger<'_>, repo_name: &str) -> Vec<Plan
                             tags: b.tags.clone(),
                             args: b.args.clone(),
                             target: b.target.clone(),
+                            registry_cache: b.registry_cache,
                         }),
                         refused: None,
                     }

@@ -63,6 +63,9 @@ pub struct BuildSpec {
     pub tags: Vec<String>,
     pub args: Vec<(String, String)>,
     pub target: Option<String>,
+    /// Share the build cache through the registry (`cache: registry`, the
+    /// default) or keep it on the runner (`cache: local`).
+    pub registry_cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,7 +33,9 @@ const STEP_KEYS: &[&str] = &[
     "retry",
     "build",
 ];
-const BUILD_KEYS: &[&str] = &["context", "file", "image", "tags", "args", "target"];
+const BUILD_KEYS: &[&str] = &[
+    "context", "file", "image", "tags", "args", "target", "cache",
+];
 const SERVICE_KEYS: &[&str] = &["image", "commands", "entrypoint", "args", "env"];
 const WHEN_KEYS: &[&str] = &["branch", "tag", "event", "paths"];
 const CRON_KEYS: &[&str] = &["name", "schedule", "branch"];
@@ -572,7 +574,22 @@ impl Reader {
             Some(n) => Some(self.string(n, &format!("{what}: target"))?),
             None => None,
         };
+        let registry_cache = match fields.get("cache") {
+            None => true,
+            Some(n) => match self.string(n, &format!("{what}: cache"))?.as_str() {
+                "registry" => true,
+                "local" => false,
+                other => {
+                    self.error(
+                        n.span(),
+                        format!("{what}: cache must be registry or local, not {other:?}"),
+                    );
+                    return None;
+                }
+            },
+        };
         Some(BuildSpec {
+            registry_cache,
             context: context?,
             file: file.map(|f| f.ok_or(())).transpose().ok()?,
             image,
