@@ -237,7 +237,7 @@ RUN echo "$GREETING" > greeting.txt \
 USER app
 RUN id -u > /tmp/uid.txt
 
-FROM ${BASE}
+FROM --platform=linux/amd64 ${BASE}
 COPY --from=build /opt/app /srv
 COPY --from=build /opt/unpacked /srv/unpacked
 COPY --from=build /tmp/uid.txt /
@@ -574,6 +574,18 @@ fn bad_input_is_refused_with_line_and_reason() {
             "failing-run",
             "FROM busybox\nRUN echo about to fail; exit 3\n",
         ),
+        (
+            "other-platform",
+            "FROM --platform=linux/arm64 busybox\nRUN true\n",
+        ),
+        (
+            "add-url",
+            "FROM busybox\nADD https://example.com/x.tar.gz /x\n",
+        ),
+        (
+            "many-sources-one-file",
+            "FROM busybox\nCOPY ok.txt ok.txt /one\n",
+        ),
     ];
     let port = env.server.host_port().to_owned();
     for (name, containerfile) in cases {
@@ -743,4 +755,91 @@ fn the_cache_travels_through_the_registry() {
     assert_eq!(second, first);
     assert!(warm.contains("(0 run, 3 cached)"), "{warm}");
     assert_eq!(env.exec("demo/cached:v2", "cat /one /all"), "one\na\n");
+}
+
+/// Stages that do not depend on each other build at the same time: each
+/// RUN records when it started and ended, and the two intervals overlap.
+#[test]
+fn independent_stages_build_in_parallel() {
+    let env = Env::new("build-parallel-");
+    let ctx = env.path().join("ctx");
+    let run =
+        "RUN cut -d' ' -f1 /proc/uptime > /start && sleep 1 && cut -d' ' -f1 /proc/uptime > /end";
+    write(
+        &ctx,
+        &[(
+            "Containerfile",
+            &format!(
+                "FROM busybox AS a\n{run}\nFROM busybox AS b\n{run}\nFROM busybox\nCOPY --from=a /start /a.start\nCOPY --from=a /end /a.end\nCOPY --from=b /start /b.start\nCOPY --from=b /end /b.end\n"
+            ),
+        )],
+    );
+    env.build(&["-t", "demo/parallel:v1", ctx.to_str().unwrap()], None);
+    let times = env.exec("demo/parallel:v1", "cat /a.start /a.end /b.start /b.end");
+    let t: Vec<f64> = times.lines().map(|l| l.trim().parse().unwrap()).collect();
+    let (a_start, a_end, b_start, b_end) = (t[0], t[1], t[2], t[3]);
+    assert!(
+        a_start < b_end && b_start < a_end,
+        "the stages ran one after the other: a {a_start}-{a_end}, b {b_start}-{b_end}"
+    );
+}
+
+/// zstd layers, on request: the image runs, and its layers say zstd.
+#[test]
+fn zstd_layers_build_and_run() {
+    let env = Env::new("build-zstd-");
+    let ctx = env.path().join("ctx");
+    write(
+        &ctx,
+        &[
+            (
+                "Containerfile",
+                "FROM busybox\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt > /copy.txt\n",
+            ),
+            ("hello.txt", "hello zstd\n"),
+        ],
+    );
+    env.build(
+        &[
+            "--compression",
+            "zstd",
+            "-t",
+            "demo/zstd:v1",
+            ctx.to_str().unwrap(),
+        ],
+        None,
+    );
+    let manifest = env.manifest("demo/zstd", "v1");
+    let types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &types[1..],
+        [
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        ],
+        "{types:?}"
+    );
+    assert_eq!(env.exec("demo/zstd:v1", "cat /copy.txt"), "hello zstd\n");
+    let out = env.slipway(
+        &[
+            "build",
+            "--compression",
+            "lz4",
+            "-t",
+            "demo/zstd:v2",
+            ctx.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("compression must be gzip or zstd"),
+        "{}",
+        text(&out.stderr)
+    );
 }
