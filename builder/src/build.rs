@@ -716,14 +716,28 @@ impl Build<'_> {
             )
         };
         drop(view);
+        self.made(step.line, done, key, created_by, layer)
+    }
+
+    /// An instruction that was not cached is done: its outcome recorded, its
+    /// history entry and layer added to the stage.
+    fn made(
+        &self,
+        line: usize,
+        done: &mut StageDone,
+        key: String,
+        created_by: String,
+        layer: Option<LayerRef>,
+    ) -> Result<(bool, Option<u64>), BuildError> {
         self.record(&key, layer.as_ref())
-            .map_err(|e| self.at(step.line, format!("recording the cache: {e}")))?;
+            .map_err(|e| self.at(line, format!("recording the cache: {e}")))?;
         self.history(done, created_by, layer.is_none());
         let size = layer.as_ref().map(|l| l.size);
         if let Some(l) = layer {
             done.layers.push(l);
         }
         done.key = key;
+        self.count(true);
         Ok((false, size))
     }
 
@@ -986,16 +1000,7 @@ impl Build<'_> {
             )
         };
         remove_upper();
-        self.record(&key, layer.as_ref())
-            .map_err(|e| self.at(step.line, format!("recording the cache: {e}")))?;
-        self.history(done, created_by, layer.is_none());
-        let size = layer.as_ref().map(|l| l.size);
-        if let Some(l) = layer {
-            done.layers.push(l);
-        }
-        done.key = key;
-        self.count(true);
-        Ok((false, size))
+        self.made(step.line, done, key, created_by, layer)
     }
 
     /// `USER` as `uid[:gid]` numbers, looking names up in the image.
@@ -1310,14 +1315,7 @@ impl Build<'_> {
         }
         drop(view);
         drop(other_view);
-        self.record(&key, Some(&layer))
-            .map_err(|e| self.at(line, format!("recording the cache: {e}")))?;
-        self.history(done, created_by, false);
-        let size = layer.size;
-        done.layers.push(layer);
-        done.key = key;
-        self.count(true);
-        Ok((false, Some(size)))
+        self.made(line, done, key, created_by, Some(layer))
     }
 }
 

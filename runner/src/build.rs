@@ -96,30 +96,22 @@ fn missing_or(reference: &Reference, e: pull::PullError) -> String {
 impl Executor for EngineExecutor {
     fn base(&self, input: &str) -> Result<BaseImage, String> {
         let r = pull::resolve(input, &self.registry).map_err(|e| e.to_string())?;
-        let mut image = self
-            .handle
-            .block_on(pull::obtain(
-                &self.client,
-                &r,
-                &self.auth,
-                &self.cache,
-                &self.store,
-                self.policy,
-            ))
-            .map_err(|e| missing_or(&r, e))?;
-        // A record from before sizes were kept: pull it again, once.
-        if image.record.layer_sizes.len() != image.record.layers.len() {
-            image = self
-                .handle
+        let obtain = |policy| {
+            self.handle
                 .block_on(pull::obtain(
                     &self.client,
                     &r,
                     &self.auth,
                     &self.cache,
                     &self.store,
-                    PullPolicy::Always,
+                    policy,
                 ))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| missing_or(&r, e))
+        };
+        let mut image = obtain(self.policy)?;
+        // A record from before sizes were kept: pull it again, once.
+        if image.record.layer_sizes.len() != image.record.layers.len() {
+            image = obtain(PullPolicy::Always)?;
         }
         let config: serde_json::Value = serde_json::from_str(&image.record.config)
             .map_err(|e| format!("{input}: the image config is not JSON: {e}"))?;

@@ -17,23 +17,57 @@ use slipway_runner::layer::LayerCache;
 
 use crate::registry_client::target;
 
+#[derive(clap::Args)]
 pub struct BuildArgs {
-    pub server: String,
-    pub token: Option<String>,
+    /// The Containerfile (default: CONTEXT/Containerfile or CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
+    /// Image to push, e.g. myapp:latest; repeat for several tags.
+    #[arg(short = 't', long = "tag", required = true)]
     pub tags: Vec<String>,
+    /// Build argument K=V (or K, taken from the environment); repeat.
+    #[arg(long = "build-arg")]
     pub build_args: Vec<String>,
-    pub secrets: Vec<String>,
-    pub cache_from: Option<String>,
-    pub cache_to: Option<String>,
+    /// Label K=V added to the image; repeat.
+    #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Give RUN the environment variable NAME (its value from this
+    /// environment) without recording it anywhere in the image; repeat.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Also take cached layers from this build cache in the registry
+    /// (written by --cache-to), e.g. myapp:buildcache.
+    #[arg(long)]
+    pub cache_from: Option<String>,
+    /// Export this build's cache to the registry under this reference.
+    #[arg(long)]
+    pub cache_to: Option<String>,
+    /// Build this stage (name or index) instead of the last.
+    #[arg(long)]
     pub target: Option<String>,
+    /// Run every instruction, ignoring the cache.
+    #[arg(long)]
     pub no_cache: bool,
+    /// Layer compression: gzip[:LEVEL] or zstd[:LEVEL].
+    #[arg(long, default_value = "gzip")]
     pub compression: String,
+    /// Network of RUN instructions: none (loopback only) or host.
+    #[arg(long, default_value = "none")]
     pub net: String,
+    /// When to contact the registry for base images: always, missing, never.
+    #[arg(long, default_value = "missing")]
     pub pull: String,
+    /// Where layers, the build cache and containers live.
+    #[arg(
+        long,
+        env = "SLIPWAY_RUNNER_DIR",
+        default_value = "/var/lib/slipway/runner"
+    )]
     pub work_dir: PathBuf,
+    /// The OCI runtime binary.
+    #[arg(long, env = "SLIPWAY_RUNTIME", default_value = "runc")]
     pub runtime: PathBuf,
+    /// The build context directory.
     pub context: PathBuf,
 }
 
@@ -52,7 +86,7 @@ fn pairs(what: &str, items: &[String]) -> anyhow::Result<Vec<(String, String)>> 
         .collect()
 }
 
-pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
+pub async fn run(args: BuildArgs, server: String, token: Option<String>) -> anyhow::Result<()> {
     if args.tags.is_empty() {
         bail!("give the image to build with -t, e.g. -t myapp:latest");
     }
@@ -90,7 +124,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
             .with_context(|| format!("SOURCE_DATE_EPOCH={v} is not a number of seconds"))?,
         _ => 0,
     };
-    let registry = target(&args.server, args.token.as_deref())?;
+    let registry = target(&server, token.as_deref())?;
     let targets = args
         .tags
         .iter()
@@ -183,7 +217,7 @@ pub async fn run(args: BuildArgs) -> anyhow::Result<()> {
     let (built, _executor) = built;
     let built = built?;
     let push_started = std::time::Instant::now();
-    let scheme = args.server.split("://").next().unwrap_or("http");
+    let scheme = server.split("://").next().unwrap_or("http");
     slipway_runner::build::push(&registry.client, &registry.auth, scheme, &built, &targets).await?;
     if let Some(r) = &args.cache_to {
         let reference = resolve(r, &registry.host)?;

@@ -185,58 +185,10 @@ enum Command {
     /// Build a Containerfile, push the image to Slipway's registry and print
     /// its digest (needs root and runc for RUN).
     Build {
-        /// The Containerfile (default: CONTEXT/Containerfile or CONTEXT/Dockerfile).
-        #[arg(short = 'f', long = "file")]
-        file: Option<PathBuf>,
-        /// Image to push, e.g. myapp:latest; repeat for several tags.
-        #[arg(short = 't', long = "tag", required = true)]
-        tags: Vec<String>,
-        /// Build argument K=V (or K, taken from the environment); repeat.
-        #[arg(long = "build-arg")]
-        build_args: Vec<String>,
-        /// Label K=V added to the image; repeat.
-        #[arg(long = "label")]
-        labels: Vec<String>,
-        /// Give RUN the environment variable NAME (its value from this
-        /// environment) without recording it anywhere in the image; repeat.
-        #[arg(long = "secret")]
-        secrets: Vec<String>,
-        /// Also take cached layers from this build cache in the registry
-        /// (written by --cache-to), e.g. myapp:buildcache.
-        #[arg(long)]
-        cache_from: Option<String>,
-        /// Export this build's cache to the registry under this reference.
-        #[arg(long)]
-        cache_to: Option<String>,
-        /// Build this stage (name or index) instead of the last.
-        #[arg(long)]
-        target: Option<String>,
-        /// Run every instruction, ignoring the cache.
-        #[arg(long)]
-        no_cache: bool,
-        /// Layer compression: gzip[:LEVEL] or zstd[:LEVEL].
-        #[arg(long, default_value = "gzip")]
-        compression: String,
-        /// Network of RUN instructions: none (loopback only) or host.
-        #[arg(long, default_value = "none")]
-        net: String,
-        /// When to contact the registry for base images: always, missing, never.
-        #[arg(long, default_value = "missing")]
-        pull: String,
-        /// Where layers, the build cache and containers live.
-        #[arg(
-            long,
-            env = "SLIPWAY_RUNNER_DIR",
-            default_value = "/var/lib/slipway/runner"
-        )]
-        work_dir: PathBuf,
-        /// The OCI runtime binary.
-        #[arg(long, env = "SLIPWAY_RUNTIME", default_value = "runc")]
-        runtime: PathBuf,
+        #[command(flatten)]
+        args: cli_build::BuildArgs,
         #[command(flatten)]
         client: ClientArgs,
-        /// The build context directory.
-        context: PathBuf,
     },
     /// Run one command in a container from an image (needs root and runc).
     Exec {
@@ -794,45 +746,9 @@ async fn main() -> anyhow::Result<()> {
             let code = cli_lint(&file)?;
             std::process::exit(code);
         }
-        Command::Build {
-            file,
-            tags,
-            build_args,
-            secrets,
-            cache_from,
-            cache_to,
-            labels,
-            target,
-            no_cache,
-            compression,
-            net,
-            pull,
-            work_dir,
-            runtime,
-            client,
-            context,
-        } => {
+        Command::Build { args, client } => {
             init_logging("warn", LogFormat::Human);
-            cli_build::run(cli_build::BuildArgs {
-                server: client.server,
-                token: client.token,
-                file,
-                tags,
-                build_args,
-                secrets,
-                cache_from,
-                cache_to,
-                labels,
-                target,
-                no_cache,
-                compression,
-                net,
-                pull,
-                work_dir,
-                runtime,
-                context,
-            })
-            .await
+            cli_build::run(args, client.server, client.token).await
         }
         Command::Exec {
             image,
