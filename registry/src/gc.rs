@@ -252,5 +252,20 @@ async fn sweep_orphans(
             report.orphan_files_removed += 1;
         }
     }
+    // Local uploads a client linked but never asked to adopt. Their mtime is
+    // the client's file's; linking set the change time.
+    let mut entries = tokio::fs::read_dir(registry.store.incoming_dir()).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = entry.metadata().await else {
+            continue;
+        };
+        let age = crate::now_ms() / 1000 - meta.ctime();
+        if age > registry.config.upload_expiry.as_secs() as i64
+            && tokio::fs::remove_file(entry.path()).await.is_ok()
+        {
+            report.orphan_files_removed += 1;
+        }
+    }
     Ok(())
 }

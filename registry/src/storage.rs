@@ -4,6 +4,9 @@
 //! - `blobs/sha256/<first 2 hex>/<64 hex>`: one file per blob, shared by every
 //!   repository (deduplication is by path).
 //! - `uploads/<session id>`: bytes of an upload in progress.
+//! - `incoming/<name>`: blobs a client on this machine hard-linked here (the
+//!   directory is root's only, 0700) for the registry to adopt after checking
+//!   their digest, instead of sending their bytes over HTTP.
 //!
 //! Architecture invariant: a file appears under `blobs/` only by `rename` of a
 //! fully written, hash-verified and fsynced upload file, followed by an fsync of
@@ -31,6 +34,12 @@ impl BlobStore {
         let root = root.into();
         std::fs::create_dir_all(root.join("blobs/sha256"))?;
         std::fs::create_dir_all(root.join("uploads"))?;
+        let incoming = root.join("incoming");
+        std::fs::create_dir_all(&incoming)?;
+        std::fs::set_permissions(
+            &incoming,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
         Ok(BlobStore {
             root,
             digest_locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -48,6 +57,10 @@ impl BlobStore {
 
     pub fn uploads_dir(&self) -> PathBuf {
         self.root.join("uploads")
+    }
+
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.root.join("incoming")
     }
 
     pub fn upload_path(&self, id: &str) -> PathBuf {

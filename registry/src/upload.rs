@@ -184,6 +184,74 @@ pub async fn cancel(registry: &Registry, repo: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// `POST ?digest=D&local=NAME`: adopt `incoming/NAME`, a file a client on
+/// this machine hard-linked into the store's incoming directory. It is
+/// opened without following symlinks, must be a regular file, is hashed and
+/// fsynced like an upload, and is renamed into place only if it is `D`;
+/// otherwise it is removed.
+pub async fn adopt(registry: &Registry, repo: &str, name: &str, expected: &Digest) -> Result<()> {
+    let valid = (16..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(RegistryError::BlobUploadInvalid(format!(
+            "local={name:?} is not the name of a file in the incoming directory ([A-Za-z0-9_-], 16 to 64 characters)"
+        )));
+    }
+    let path = registry.store.incoming_dir().join(name);
+    let opened = path.clone();
+    let hashed = tokio::task::spawn_blocking(move || -> io::Result<(Digest, u64)> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&opened)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other("not a regular file"));
+        }
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut hasher, &buf[..n]);
+            size += n as u64;
+        }
+        file.sync_all()?;
+        Ok((Digest::from_hasher(hasher), size))
+    })
+    .await
+    .map_err(io::Error::other)?;
+    let (actual, size) = match hashed {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(RegistryError::BlobUploadInvalid(format!(
+                "local={name}: {e}"
+            )));
+        }
+    };
+    if &actual != expected {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(RegistryError::DigestInvalid(format!(
+            "local file has digest {actual} ({size} bytes), not the {expected} the client named"
+        )));
+    }
+    let _guard = registry.store.lock_digest(expected).await;
+    registry.store.install(path, expected).await?;
+    let mut tx = registry.db.begin_with("BEGIN IMMEDIATE").await?;
+    let repo_id = repository::ensure(&mut tx, repo).await?;
+    blob::record(&mut tx, repo_id, expected, size).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// `POST ?digest=` with the whole blob as the body: no session row, because a
 /// crash mid-request leaves nothing a client could resume.
 pub async fn monolithic(

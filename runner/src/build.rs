@@ -267,11 +267,12 @@ pub enum PushError {
 /// blob file.
 async fn ensure_layer(
     client: &Client,
-    auth: &RegistryAuth,
-    scheme: &str,
-    target: &Reference,
+    raw: &Raw<'_>,
+    local: Option<&Path>,
     layer: &LayerRef,
+    stats: &mut PushStats,
 ) -> Result<(), PushError> {
+    let target = raw.target;
     let name = target.whole();
     let failed = |what: String| {
         let reference = name.clone();
@@ -286,6 +287,7 @@ async fn ensure_layer(
         .await
         .map_err(failed(format!("checking layer {}", layer.digest)))?
     {
+        stats.present += 1;
         return Ok(());
     }
     let mut mount_error = None;
@@ -294,8 +296,11 @@ async fn ensure_layer(
             .split_once('/')
             .is_some_and(|(host, _)| host == target.resolve_registry());
         if same_registry {
-            match mount(scheme, auth, target, from, &layer.digest).await {
-                Ok(()) => return Ok(()),
+            match raw.mount(from, &layer.digest).await {
+                Ok(()) => {
+                    stats.mounted += 1;
+                    return Ok(());
+                }
                 Err(e) => mount_error = Some(e),
             }
         }
@@ -311,6 +316,17 @@ async fn ensure_layer(
             ),
         });
     };
+    if let Some(dir) = local {
+        match raw.adopt(dir, blob, &layer.digest).await {
+            Ok(()) => {
+                stats.linked += 1;
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(layer = %layer.digest, error = %e, "local upload failed; sending it")
+            }
+        }
+    }
     let bytes = tokio::fs::read(blob).await.map_err(|e| PushError::Other {
         reference: name.clone(),
         message: format!("{}: {e}", blob.display()),
@@ -319,60 +335,145 @@ async fn ensure_layer(
         .push_blob(target, bytes, &layer.digest)
         .await
         .map_err(failed(format!("uploading layer {}", layer.digest)))?;
+    stats.uploaded += 1;
     Ok(())
 }
 
-/// A cross-repository mount of `digest` from `from` (`host/repo`) into
-/// `target`'s repository, with the caller's own credentials (oci-client's
-/// token for the push would not cover reading `from`).
-async fn mount(
-    scheme: &str,
-    auth: &RegistryAuth,
-    target: &Reference,
-    from: &str,
-    digest: &str,
-) -> Result<(), String> {
-    let (_, from_repo) = from.split_once('/').ok_or("no repository")?;
-    let url = format!(
-        "{scheme}://{}/v2/{}/blobs/uploads/?mount={digest}&from={from_repo}",
-        target.resolve_registry(),
-        target.repository()
-    );
-    let request = reqwest::Client::new().post(&url);
-    let request = match auth {
-        RegistryAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
-        RegistryAuth::Bearer(token) => request.bearer_auth(token),
-        RegistryAuth::Anonymous => request,
-    };
-    let response = request.send().await.map_err(|e| e.to_string())?;
-    match response.status().as_u16() {
-        201 => Ok(()),
-        202 => {
-            // The registry started an upload instead: cancel it.
-            if let Some(location) = response
-                .headers()
-                .get("location")
-                .and_then(|l| l.to_str().ok())
-            {
-                let url = if location.starts_with('/') {
-                    format!("{scheme}://{}{location}", target.resolve_registry())
-                } else {
-                    location.to_owned()
-                };
-                let cancel = reqwest::Client::new().delete(url);
-                let cancel = match auth {
-                    RegistryAuth::Basic(user, password) => cancel.basic_auth(user, Some(password)),
-                    RegistryAuth::Bearer(token) => cancel.bearer_auth(token),
-                    RegistryAuth::Anonymous => cancel,
-                };
-                let _ = cancel.send().await;
-            }
-            Err(format!(
-                "the registry has no {digest} in {from_repo} for these credentials"
-            ))
+/// Plain HTTP to the registry with the caller's own credentials, for what
+/// oci-client does not do (its token for a push would not cover reading
+/// another repository; it has no local uploads).
+struct Raw<'a> {
+    scheme: &'a str,
+    auth: &'a RegistryAuth,
+    target: &'a Reference,
+}
+
+impl Raw<'_> {
+    fn url(&self, path_and_query: &str) -> String {
+        if path_and_query.starts_with('/') {
+            format!(
+                "{}://{}{path_and_query}",
+                self.scheme,
+                self.target.resolve_registry()
+            )
+        } else {
+            path_and_query.to_owned()
         }
-        status => Err(format!("mount answered {status}")),
     }
+
+    fn request(&self, method: reqwest::Method, path_and_query: &str) -> reqwest::RequestBuilder {
+        let request = reqwest::Client::new().request(method, self.url(path_and_query));
+        match self.auth {
+            RegistryAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
+            RegistryAuth::Bearer(token) => request.bearer_auth(token),
+            RegistryAuth::Anonymous => request,
+        }
+    }
+
+    fn uploads(&self) -> String {
+        format!("/v2/{}/blobs/uploads/", self.target.repository())
+    }
+
+    /// Cancel the upload session a 202 answer started.
+    async fn cancel(&self, response: &reqwest::Response) {
+        if let Some(location) = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+        {
+            let _ = self.request(reqwest::Method::DELETE, location).send().await;
+        }
+    }
+
+    /// A cross-repository mount of `digest` from `from` (`host/repo`).
+    async fn mount(&self, from: &str, digest: &str) -> Result<(), String> {
+        let (_, from_repo) = from.split_once('/').ok_or("no repository")?;
+        let response = self
+            .request(
+                reqwest::Method::POST,
+                &format!("{}?mount={digest}&from={from_repo}", self.uploads()),
+            )
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        match response.status().as_u16() {
+            201 => Ok(()),
+            202 => {
+                self.cancel(&response).await;
+                Err(format!(
+                    "the registry has no {digest} in {from_repo} for these credentials"
+                ))
+            }
+            status => Err(format!("mount answered {status}")),
+        }
+    }
+
+    /// The registry's directory for local uploads, when it offers one that
+    /// exists on this machine.
+    async fn local_upload_dir(&self) -> Option<PathBuf> {
+        let response = self
+            .request(reqwest::Method::POST, &self.uploads())
+            .header("slipway-local-upload", "1")
+            .send()
+            .await
+            .ok()?;
+        let dir = response
+            .headers()
+            .get("slipway-local-upload")
+            .and_then(|v| v.to_str().ok())
+            .map(PathBuf::from);
+        if response.status().as_u16() == 202 {
+            self.cancel(&response).await;
+        }
+        dir.filter(|d| d.is_dir())
+    }
+
+    /// Hard-link `blob` into the registry's local upload directory and have
+    /// the registry adopt it (it checks the digest). The link is removed on
+    /// failure.
+    async fn adopt(&self, dir: &Path, blob: &Path, digest: &str) -> Result<(), String> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let hex = digest.trim_start_matches("sha256:");
+        let name = format!(
+            "{}-{}-{}",
+            &hex[..hex.len().min(32)],
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let link = dir.join(&name);
+        std::fs::hard_link(blob, &link)
+            .map_err(|e| format!("linking into {}: {e}", dir.display()))?;
+        let answer = self
+            .request(
+                reqwest::Method::POST,
+                &format!("{}?digest={digest}&local={name}", self.uploads()),
+            )
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().as_u16() == 201 => Ok(()),
+            other => {
+                let _ = std::fs::remove_file(&link);
+                Err(match other {
+                    Ok(r) => format!("the registry answered {}", r.status()),
+                    Err(e) => e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// How the layers of a push got to the registry.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PushStats {
+    /// Already there.
+    pub present: usize,
+    /// Mounted from the repository they came from.
+    pub mounted: usize,
+    /// Hard-linked into the registry's store (registry on this machine).
+    pub linked: usize,
+    /// Sent over HTTP.
+    pub uploaded: usize,
 }
 
 /// Push `built` as every reference in `targets` (the first one gets the
@@ -385,9 +486,10 @@ pub async fn push(
     scheme: &str,
     built: &Built,
     targets: &[Reference],
-) -> Result<(), PushError> {
+) -> Result<PushStats, PushError> {
+    let mut stats = PushStats::default();
     let Some(first) = targets.first() else {
-        return Ok(());
+        return Ok(stats);
     };
     let name = first.whole();
     let failed = |what: String| {
@@ -418,8 +520,18 @@ pub async fn push(
             Ok::<(), PushError>(())
         }
     };
+    let raw = Raw {
+        scheme,
+        auth,
+        target: first,
+    };
+    let local = if built.layers.iter().any(|l| l.blob.is_some()) {
+        raw.local_upload_dir().await
+    } else {
+        None
+    };
     for layer in &built.layers {
-        ensure_layer(client, auth, scheme, first, layer).await?;
+        ensure_layer(client, &raw, local.as_deref(), layer, &mut stats).await?;
     }
     upload(image::sha256(&built.config), built.config.clone()).await?;
     let manifest_type: reqwest::header::HeaderValue = image::MANIFEST.parse().expect("header");
@@ -445,7 +557,7 @@ pub async fn push(
         .push_manifest_raw(&by_digest, referrer, manifest_type)
         .await
         .map_err(failed("the provenance referrer".into()))?;
-    Ok(())
+    Ok(stats)
 }
 
 /// The media types of an exported build cache: a manifest whose first layer
@@ -613,8 +725,15 @@ pub async fn push_cache(
             }
         }
     }
+    let raw = Raw {
+        scheme,
+        auth,
+        target: reference,
+    };
+    let local = raw.local_upload_dir().await;
+    let mut stats = PushStats::default();
     for layer in &layers {
-        ensure_layer(client, auth, scheme, reference, layer).await?;
+        ensure_layer(client, &raw, local.as_deref(), layer, &mut stats).await?;
     }
     let index = serde_json::to_vec(&CacheIndex { entries }).expect("json");
     for (digest, bytes) in [

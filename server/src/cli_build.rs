@@ -218,7 +218,9 @@ pub async fn run(args: BuildArgs, server: String, token: Option<String>) -> anyh
     let built = built?;
     let push_started = std::time::Instant::now();
     let scheme = server.split("://").next().unwrap_or("http");
-    slipway_runner::build::push(&registry.client, &registry.auth, scheme, &built, &targets).await?;
+    let stats =
+        slipway_runner::build::push(&registry.client, &registry.auth, scheme, &built, &targets)
+            .await?;
     if let Some(r) = &args.cache_to {
         let reference = resolve(r, &registry.host)?;
         slipway_runner::build::push_cache(
@@ -233,7 +235,7 @@ pub async fn run(args: BuildArgs, server: String, token: Option<String>) -> anyh
         eprintln!("cache to {r}: {} instructions", built.cache_entries.len());
     }
     eprintln!(
-        "built in {:.2}s ({} run, {} cached), pushed in {:.2}s: {}",
+        "built in {:.2}s ({} run, {} cached), pushed in {:.2}s: {} (layers: {} uploaded, {} linked into the local registry, {} mounted, {} already there)",
         push_started.duration_since(started).as_secs_f64(),
         built.runs,
         built.cached,
@@ -242,7 +244,11 @@ pub async fn run(args: BuildArgs, server: String, token: Option<String>) -> anyh
             .iter()
             .map(|t| t.whole())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        stats.uploaded,
+        stats.linked,
+        stats.mounted,
+        stats.present,
     );
     println!("{}", built.digest);
     Ok(())

@@ -843,3 +843,88 @@ fn zstd_layers_build_and_run() {
         text(&out.stderr)
     );
 }
+
+/// Beside the server, layers are hard-linked into the registry's store (the
+/// registry checks their digest) instead of being sent over HTTP; a file
+/// whose digest is not the one named is refused and removed.
+#[test]
+fn beside_the_server_layers_are_linked_into_the_store() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new("build-local-");
+    let ctx = env.path().join("ctx");
+    write(
+        &ctx,
+        &[
+            ("Containerfile", "FROM busybox\nCOPY big.txt /big.txt\n"),
+            ("big.txt", &"local upload\n".repeat(100_000)),
+        ],
+    );
+    let work = env.path().join("work");
+    let (digest, progress) =
+        env.build(&["-t", "demo/local:v1", ctx.to_str().unwrap()], Some(&work));
+    assert!(
+        progress.contains(
+            "(layers: 0 uploaded, 1 linked into the local registry, 1 mounted, 0 already there)"
+        ),
+        "{progress}"
+    );
+    let manifest = env.manifest("demo/local", &digest);
+    let layer = manifest["layers"][1]["digest"].as_str().unwrap();
+    let hex = &layer[7..];
+    let in_store = env
+        .server
+        .data_dir()
+        .join("registry/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    let in_cache = work.join("build/blobs").join(hex);
+    assert_eq!(
+        std::fs::metadata(&in_store).unwrap().ino(),
+        std::fs::metadata(&in_cache).unwrap().ino(),
+        "the store's blob is the builder's file"
+    );
+    assert_eq!(
+        env.exec("demo/local:v1", "wc -l < /big.txt").trim(),
+        "100000"
+    );
+
+    // The registry adopts only what matches the digest it is told.
+    let incoming = env.server.data_dir().join("registry/incoming");
+    let name = "not-what-it-says-0001";
+    std::fs::write(incoming.join(name), b"some other bytes").unwrap();
+    let url = format!(
+        "{}/v2/demo/local/blobs/uploads/?digest={layer}&local={name}",
+        env.server.url()
+    );
+    let admin = env.server.admin_auth();
+    let r = HttpResponse::send("POST", &url, admin.apply(http_client().post(&url)));
+    assert_eq!(r.status, 400, "{}", r.body_text());
+    assert!(
+        r.body_text().contains("DIGEST_INVALID"),
+        "{}",
+        r.body_text()
+    );
+    assert!(!incoming.join(name).exists(), "a refused file is removed");
+    // A symlink there is not followed.
+    std::os::unix::fs::symlink(&in_cache, incoming.join("a-symlink-to-a-blob")).unwrap();
+    let url = format!(
+        "{}/v2/demo/local/blobs/uploads/?digest={layer}&local=a-symlink-to-a-blob",
+        env.server.url()
+    );
+    let r = HttpResponse::send("POST", &url, admin.apply(http_client().post(&url)));
+    assert_eq!(r.status, 400, "{}", r.body_text());
+    // Names are plain file names.
+    let url = format!(
+        "{}/v2/demo/local/blobs/uploads/?digest={layer}&local=..%2F..%2Fetc%2Fpasswd",
+        env.server.url()
+    );
+    let r = HttpResponse::send("POST", &url, admin.apply(http_client().post(&url)));
+    assert_eq!(r.status, 400, "{}", r.body_text());
+    // Without push rights nothing is adopted.
+    let url = format!(
+        "{}/v2/demo/local/blobs/uploads/?digest={layer}&local=whatever-name-0001",
+        env.server.url()
+    );
+    let r = HttpResponse::send("POST", &url, http_client().post(&url));
+    assert_eq!(r.status, 401);
+}

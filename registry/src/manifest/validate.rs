@@ -239,7 +239,7 @@ mod tests {
             ),
             (
                 Some(OCI_MANIFEST),
-                format!(r#"{{"schemaVersion":2,"layers":[]}}"#),
+                r#"{"schemaVersion":2,"layers":[]}"#.to_string(),
                 "requires \"config\"",
             ),
             (

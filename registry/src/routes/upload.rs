@@ -11,6 +11,10 @@ use crate::digest::Digest;
 use crate::error::{RegistryError, Result};
 use crate::{blob, upload, Registry};
 
+/// Request header asking for, and response header giving, the directory of
+/// local uploads.
+const LOCAL_UPLOAD: &str = "slipway-local-upload";
+
 fn session_response(status: StatusCode, name: &str, id: &str, len: u64) -> Response {
     (
         status,
@@ -100,11 +104,24 @@ pub async fn post(
         }
     } else if let Some(digest) = params.get("digest") {
         let digest: Digest = digest.parse()?;
-        upload::monolithic(registry, name, &digest, body).await?;
+        match params.get("local") {
+            Some(local) => upload::adopt(registry, name, local, &digest).await?,
+            None => upload::monolithic(registry, name, &digest, body).await?,
+        }
         return Ok(created(name, &digest));
     }
     let id = upload::start(registry, name).await?;
-    Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
+    let mut response = session_response(StatusCode::ACCEPTED, name, &id, 0);
+    // A client on this machine may hard-link blobs into the store instead
+    // of sending them (see `upload::adopt`); it asks where.
+    if headers.contains_key(LOCAL_UPLOAD) {
+        if let Ok(dir) =
+            header::HeaderValue::from_str(&registry.store.incoming_dir().to_string_lossy())
+        {
+            response.headers_mut().insert(LOCAL_UPLOAD, dir);
+        }
+    }
+    Ok(response)
 }
 
 pub async fn patch(

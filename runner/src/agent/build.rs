@@ -199,7 +199,7 @@ async fn build_and_push(
     .await
     .map_err(|e| format!("the build thread: {e}"))?
     .map_err(|e| e.to_string())?;
-    crate::build::push(&client, &auth, &agent.scheme, &built, &targets)
+    let stats = crate::build::push(&client, &auth, &agent.scheme, &built, &targets)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(r) = &cache_ref {
@@ -210,7 +210,7 @@ async fn build_and_push(
     }
     let _ = log.send(
         format!(
-            "pushed {} ({} run, {} cached)\n{}\n",
+            "pushed {} ({} run, {} cached; layers: {} uploaded, {} linked, {} mounted, {} already there)\n{}\n",
             targets
                 .iter()
                 .map(|t| t.whole())
@@ -218,6 +218,10 @@ async fn build_and_push(
                 .join(", "),
             built.runs,
             built.cached,
+            stats.uploaded,
+            stats.linked,
+            stats.mounted,
+            stats.present,
             built.digest
         )
         .into_bytes(),
