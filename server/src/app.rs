@@ -54,6 +54,7 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics::get))
         .route("/auth/token", get(auth::token_endpoint::get))
         .nest("/api/v1", api::router())
+        .merge(crate::ui::router())
         .with_state(app.clone());
     own.merge(slipway_registry::router(app.registry.clone()))
         .layer(axum::middleware::from_fn_with_state(app, metrics::track))

@@ -18,6 +18,7 @@ mod pipeline;
 mod registry_client;
 mod registry_gc;
 mod serve;
+mod ui;
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -106,6 +106,13 @@ fn every_api_route_checks_who_is_calling() {
         ),
         (Method::GET, "/api/v1/repos".into(), None, 200, 200),
         (
+            Method::GET,
+            "/api/v1/pipelines?limit=5".into(),
+            None,
+            200,
+            200,
+        ),
+        (
             Method::POST,
             "/api/v1/repos/forge".into(),
             Some(

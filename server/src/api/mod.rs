@@ -1,7 +1,7 @@
 //! The REST API under `/api/v1`. Every route authenticates with [`ApiCaller`]
 //! (Basic password, Basic or Bearer API token) and checks its scope.
 
-mod pipelines;
+pub mod pipelines;
 mod queue;
 mod registry_gc;
 mod repos;
@@ -41,7 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/repos/forge", post(repos::set_forge))
         .route("/repos/notify", post(repos::set_notify))
         .route("/repos/limits", post(repos::set_limits))
-        .route("/pipelines", post(pipelines::trigger))
+        .route("/pipelines", get(pipelines::list).post(pipelines::trigger))
         .route("/pipelines/{id}", get(pipelines::show))
         .route("/pipelines/{id}/cancel", post(pipelines::cancel))
         .route("/pipelines/{id}/rerun", post(pipelines::rerun))
@@ -160,6 +160,39 @@ impl ApiCaller {
     }
 }
 
+/// The web UI's session cookie as API credentials. A request that changes
+/// something must also carry the session's CSRF token (`X-CSRF-Token`), which
+/// another site's page cannot read.
+async fn session_caller(parts: &Parts, app: &AppState) -> Result<ApiCaller, ApiError> {
+    use crate::auth::sessions;
+    let missing = || {
+        ApiError::Unauthenticated(
+            "authentication required: send Basic credentials or an API token".into(),
+        )
+    };
+    let token = sessions::cookie(&parts.headers, sessions::COOKIE).ok_or_else(missing)?;
+    let (user, csrf) = sessions::lookup(&app.db, token)
+        .await?
+        .ok_or_else(missing)?;
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !safe {
+        let sent = parts
+            .headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !sessions::same(sent, &csrf) {
+            return Err(ApiError::Forbidden(
+                "a session-authenticated change needs the session's X-CSRF-Token".into(),
+            ));
+        }
+    }
+    Ok(ApiCaller(crate::auth::Principal::with_password(user)))
+}
+
 impl FromRequestParts<AppState> for ApiCaller {
     type Rejection = ApiError;
 
@@ -167,13 +200,11 @@ impl FromRequestParts<AppState> for ApiCaller {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let creds = credentials(&parts.headers)
-            .map_err(|e| ApiError::Unauthenticated(e.to_string()))?
-            .ok_or_else(|| {
-                ApiError::Unauthenticated(
-                    "authentication required: send Basic credentials or an API token".into(),
-                )
-            })?;
+        let creds =
+            credentials(&parts.headers).map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
+        let Some(creds) = creds else {
+            return session_caller(parts, app).await;
+        };
         match app.auth.principal(&creds).await {
             Ok(Some(principal)) => Ok(ApiCaller(principal)),
             Ok(None) => Err(ApiError::Unauthenticated(

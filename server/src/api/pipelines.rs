@@ -107,6 +107,95 @@ pub async fn trigger(
     Ok((StatusCode::CREATED, Json(load(&app, id).await?)))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    repo: Option<String>,
+    /// At most this many, newest first (default 25, at most 200).
+    limit: Option<i64>,
+}
+
+/// A pipeline in a list (the dashboard, a repository's history).
+#[derive(Serialize)]
+pub struct PipelineSummary {
+    pub id: i64,
+    pub number: i64,
+    pub repo: String,
+    pub commit: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub event: String,
+    pub triggered_by: String,
+    pub message: Option<String>,
+    pub author: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// Recent pipelines, newest first, of every repository or one.
+pub async fn recent(
+    app: &AppState,
+    repo: Option<&str>,
+    limit: i64,
+) -> Result<Vec<PipelineSummary>, ApiError> {
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        i64,
+        Option<i64>,
+        Option<i64>,
+    )> = sqlx::query_as(
+        "SELECT p.id, p.number, r.name, p.commit_sha, p.git_ref, p.event, p.triggered_by,
+                p.message, p.author, p.status, p.created_at, p.started_at, p.finished_at
+         FROM pipelines p JOIN git_repos r ON r.id = p.repo_id
+         WHERE (?1 IS NULL OR r.name = ?1)
+         ORDER BY p.id DESC LIMIT ?2",
+    )
+    .bind(repo)
+    .bind(limit.clamp(1, 200))
+    .fetch_all(&app.db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PipelineSummary {
+            id: r.0,
+            number: r.1,
+            repo: r.2,
+            commit: r.3,
+            git_ref: r.4,
+            event: r.5,
+            triggered_by: r.6,
+            message: r.7,
+            author: r.8,
+            status: r.9,
+            created_at: r.10,
+            started_at: r.11,
+            finished_at: r.12,
+        })
+        .collect())
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<PipelineSummary>>, ApiError> {
+    Ok(Json(
+        recent(&app, q.repo.as_deref(), q.limit.unwrap_or(25)).await?,
+    ))
+}
+
 pub async fn show(
     State(app): State<AppState>,
     _caller: ApiCaller,

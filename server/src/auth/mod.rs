@@ -11,6 +11,7 @@ pub mod api_tokens;
 pub mod password;
 pub mod registry_auth;
 pub mod registry_token;
+pub mod sessions;
 pub mod token_endpoint;
 pub mod users;
 
@@ -71,7 +72,9 @@ pub struct Principal {
 }
 
 impl Principal {
-    fn with_password(user: User) -> Principal {
+    /// A user signed in with their password (or a web session): everything
+    /// their role allows.
+    pub fn with_password(user: User) -> Principal {
         let scopes = Scope::ALL
             .into_iter()
             .filter(|s| user.role.allows(*s))

@@ -1,0 +1,339 @@
+//! The web UI's handlers: server-rendered pages (templates and view models in
+//! the `slipway-web` crate), sign-in with a session cookie, CSRF tokens on
+//! every form, and the static assets. Pages are read-only views of the same
+//! data as the REST API; the pages' script calls that API with the session
+//! cookie for live updates.
+
+use axum::extract::{Form, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use slipway_web::askama::Template;
+
+use crate::app::AppState;
+use crate::auth::sessions;
+use crate::auth::users::User;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/signin", get(signin_page).post(signin))
+        .route("/signout", post(signout))
+        .route("/static/app.css", get(css))
+        .route("/static/app.js", get(js))
+}
+
+/// What every page's response carries: no framing, no sniffing, scripts and
+/// styles only from this server.
+fn page(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "same-origin"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn render(t: impl Template) -> Response {
+    match t.render() {
+        Ok(body) => page(body),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a page failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering the page failed",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        slipway_web::APP_CSS,
+    )
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        slipway_web::APP_JS,
+    )
+        .into_response()
+}
+
+/// The signed-in user of a page request, or a redirect to sign in.
+pub struct Viewer {
+    pub user: User,
+    pub csrf: String,
+}
+
+impl Viewer {
+    fn nav(&self) -> Option<slipway_web::Nav> {
+        Some(slipway_web::Nav {
+            user: self.user.username.clone(),
+            role: self.user.role.as_str().to_owned(),
+            csrf: self.csrf.clone(),
+        })
+    }
+}
+
+impl axum::extract::FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let back = || {
+            let here = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            Redirect::to(&format!("/signin?next={}", encode(here))).into_response()
+        };
+        let Some(token) = sessions::cookie(&parts.headers, sessions::COOKIE) else {
+            return Err(back());
+        };
+        match sessions::lookup(&app.db, token).await {
+            Ok(Some((user, csrf))) => Ok(Viewer { user, csrf }),
+            Ok(None) => Err(back()),
+            Err(e) => {
+                tracing::error!(error = %e, "reading a session failed");
+                Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unavailable",
+                )
+                    .into_response())
+            }
+        }
+    }
+}
+
+/// Percent-encoding for a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Only a path on this server may follow a sign-in (no `//host`, no scheme).
+fn local_path(next: &str) -> &str {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && !next.contains(['\r', '\n']);
+    if ok {
+        next
+    } else {
+        "/"
+    }
+}
+
+fn secure_flag(app: &AppState) -> &'static str {
+    match &app.auth.public_url {
+        Some(u) if u.starts_with("https://") => "; Secure",
+        _ => "",
+    }
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+async fn signin_page(
+    State(app): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<NextQuery>,
+) -> Response {
+    signin_form(&app, None, q.next.as_deref().unwrap_or("/"), StatusCode::OK)
+}
+
+/// The sign-in form with a fresh login token, also set as a cookie: the form
+/// must send it back (a page on another site cannot read the cookie).
+fn signin_form(app: &AppState, error: Option<String>, next: &str, status: StatusCode) -> Response {
+    let token = sessions::random_token();
+    let mut response = render(slipway_web::SignIn {
+        nav: None,
+        error,
+        next: local_path(next).to_owned(),
+        login_csrf: token.clone(),
+    });
+    *response.status_mut() = status;
+    if let Ok(v) = format!(
+        "{}={token}; Path=/signin; HttpOnly; SameSite=Strict; Max-Age=3600{}",
+        sessions::LOGIN_COOKIE,
+        secure_flag(app)
+    )
+    .parse()
+    {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    username: String,
+    password: String,
+    csrf: String,
+    #[serde(default)]
+    next: String,
+}
+
+async fn signin(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let expected = sessions::cookie(&headers, sessions::LOGIN_COOKIE).unwrap_or("");
+    if expected.is_empty() || !sessions::same(expected, &form.csrf) {
+        return signin_form(
+            &app,
+            Some("The sign-in form expired or did not come from this server; try again.".into()),
+            &form.next,
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let user =
+        match crate::auth::users::check_password(&app.db, &form.username, &form.password).await {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                tracing::info!(user = %form.username, "web sign-in refused");
+                return signin_form(
+                    &app,
+                    Some("Wrong user name or password.".into()),
+                    &form.next,
+                    StatusCode::UNAUTHORIZED,
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sign-in failed");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unavailable",
+                )
+                    .into_response();
+            }
+        };
+    let (token, _csrf) = match sessions::create(&app.db, &user).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "creating a session failed");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable",
+            )
+                .into_response();
+        }
+    };
+    let mut response = Redirect::to(local_path(&form.next)).into_response();
+    let cookie = format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        sessions::COOKIE,
+        sessions::LIFETIME_MS / 1000,
+        secure_flag(&app)
+    );
+    if let Ok(v) = cookie.parse() {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn signout(
+    State(app): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !sessions::same(&form.csrf, &viewer.csrf) {
+        return (
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token does not match the session",
+        )
+            .into_response();
+    }
+    if let Some(token) = sessions::cookie(&headers, sessions::COOKIE) {
+        let _ = sessions::delete(&app.db, token).await;
+    }
+    let mut response = Redirect::to("/signin").into_response();
+    if let Ok(v) = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+        sessions::COOKIE
+    )
+    .parse()
+    {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+async fn dashboard(State(app): State<AppState>, viewer: Viewer) -> Response {
+    let list = match crate::api::pipelines::recent(&app, None, 25).await {
+        Ok(list) => list,
+        Err(e) => return e.into_response(),
+    };
+    let now = crate::db::now_ms();
+    let pipelines = list
+        .into_iter()
+        .map(|p| slipway_web::PipelineRow {
+            id: p.id,
+            icon: slipway_web::status_icon(&p.status),
+            repo: p.repo,
+            number: p.number,
+            status: p.status,
+            git_ref: p
+                .git_ref
+                .trim_start_matches("refs/heads/")
+                .trim_start_matches("refs/tags/")
+                .to_owned(),
+            commit_short: p.commit.chars().take(12).collect(),
+            message: p
+                .message
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+            author: p.author.unwrap_or_default(),
+            duration: p
+                .started_at
+                .map(|s| slipway_web::duration(p.finished_at.unwrap_or(now) - s))
+                .unwrap_or_default(),
+            trigger: p.triggered_by,
+        })
+        .collect();
+    render(slipway_web::Dashboard {
+        nav: viewer.nav(),
+        pipelines,
+    })
+}

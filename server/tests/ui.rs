@@ -1,0 +1,256 @@
+//! The web UI over HTTP: sign-in with its login CSRF check, the session
+//! cookie, sign-out, pages refusing anonymous visitors, forged form posts and
+//! cookie-authenticated API writes without the session's CSRF token, and a
+//! rendering snapshot of each page (times, ids and tokens redacted).
+//! Browser tests (headless Chromium) come with the rest of the UI.
+
+mod common;
+
+use common::*;
+use reqwest::blocking::Client;
+
+fn client() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+fn token_in(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    page[at..at + 64].to_owned()
+}
+
+/// Sign in through the form; returns the client holding the session cookie.
+fn signed_in(server: &TestServer, user: &str, password: &str) -> Client {
+    let c = client();
+    let form = c
+        .get(format!("{}/signin", server.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let r = c
+        .post(format!("{}/signin", server.url()))
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("csrf", &token_in(&form)),
+            ("next", "/"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().unwrap());
+    c
+}
+
+/// Tokens, ports and times out of a page, for snapshots.
+fn redact(page: &str, server: &TestServer) -> String {
+    let hex = regex::Regex::new("[0-9a-f]{64}").unwrap();
+    let page = hex.replace_all(page, "[token]").into_owned();
+    let secs = regex::Regex::new(r"\b\d+(m \d+)?s\b").unwrap();
+    let page = secs.replace_all(&page, "[duration]").into_owned();
+    let sha = regex::Regex::new(r"<code>[0-9a-f]{12}</code>").unwrap();
+    sha.replace_all(&page, "<code>[commit]</code>")
+        .replace(server.host_port(), "[server]")
+}
+
+#[test]
+fn pages_need_a_signed_in_user_and_forms_need_their_token() {
+    let server = TestServer::start();
+    let anonymous = client();
+    // A page redirects to the sign-in form, keeping where it was going.
+    let r = anonymous.get(format!("{}/", server.url())).send().unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/signin?next=/");
+
+    let form = anonymous
+        .get(format!("{}/signin", server.url()))
+        .send()
+        .unwrap();
+    assert_eq!(form.status(), 200);
+    assert!(form.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    let form = form.text().unwrap();
+    insta::assert_snapshot!("signin", redact(&form, &server));
+
+    // A sign-in posted from elsewhere (no login cookie, or another token) is refused.
+    let forged = client()
+        .post(format!("{}/signin", server.url()))
+        .form(&[
+            ("username", "admin"),
+            ("password", server.admin_password()),
+            ("csrf", &token_in(&form)),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(forged
+        .headers()
+        .get("set-cookie")
+        .is_some_and(|c| !c.to_str().unwrap().starts_with("slipway_session=")));
+
+    // A wrong password says so and sets no session.
+    let r = anonymous
+        .post(format!("{}/signin", server.url()))
+        .form(&[
+            ("username", "admin"),
+            ("password", "not-the-password"),
+            ("csrf", &token_in(&form)),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().unwrap().contains("Wrong user name or password."));
+
+    // `next` never leaves the server.
+    let c = client();
+    let page = c
+        .get(format!("{}/signin?next=//evil.example/x", server.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let r = c
+        .post(format!("{}/signin", server.url()))
+        .form(&[
+            ("username", "admin"),
+            ("password", server.admin_password()),
+            ("csrf", &token_in(&page)),
+            ("next", "//evil.example/x"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/");
+
+    // Signed in: the dashboard, then sign-out needs the page's token.
+    let admin = signed_in(&server, "admin", server.admin_password());
+    let page = admin
+        .get(format!("{}/", server.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("Recent pipelines"), "{page}");
+    let r = admin
+        .post(format!("{}/signout", server.url()))
+        .form(&[("csrf", "0".repeat(64))])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "a forged sign-out");
+    let r = admin
+        .post(format!("{}/signout", server.url()))
+        .form(&[("csrf", token_in(&page))])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = admin.get(format!("{}/", server.url())).send().unwrap();
+    assert_eq!(r.status(), 303, "the session ended");
+}
+
+#[test]
+fn the_session_cookie_reads_the_api_and_writes_only_with_its_token() {
+    let server = TestServer::start();
+    let c = signed_in(&server, "admin", server.admin_password());
+    let r = c
+        .get(format!("{}/api/v1/pipelines", server.url()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "[]");
+    // A write with the cookie alone (what a forged cross-site request has) is
+    // refused; with the session's token it goes through.
+    let r = c
+        .post(format!("{}/api/v1/tokens", server.url()))
+        .json(&serde_json::json!({"name": "t", "scopes": ["pull"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let page = c
+        .get(format!("{}/", server.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let r = c
+        .post(format!("{}/api/v1/tokens", server.url()))
+        .header("x-csrf-token", token_in(&page))
+        .json(&serde_json::json!({"name": "t", "scopes": ["pull"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+}
+
+#[test]
+fn the_dashboard_lists_recent_pipelines() {
+    let server = TestServer::start();
+    let work = scratch_dir("ui-dashboard");
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_NAME", "Dev <b>Bold</b>")
+            .env("GIT_AUTHOR_EMAIL", "d@e")
+            .env("GIT_COMMITTER_NAME", "d")
+            .env("GIT_COMMITTER_EMAIL", "d@e")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(
+        repo.join(".slipway.yml"),
+        "jobs:\n  a:\n    steps:\n      - image: busybox\n        commands: [true]\n",
+    )
+    .unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "Add the <pipeline>"]);
+    let admin = server.admin_auth();
+    let r = request_as(
+        server.url(),
+        &admin,
+        reqwest::Method::POST,
+        "/api/v1/repos",
+        &[("content-type", "application/json")],
+        Some(
+            serde_json::to_vec(
+                &serde_json::json!({"name": "team/app", "url": repo.to_str().unwrap()}),
+            )
+            .unwrap(),
+        ),
+    );
+    assert_eq!(r.status, 201);
+    let r = request_as(
+        server.url(),
+        &admin,
+        reqwest::Method::POST,
+        "/api/v1/pipelines",
+        &[("content-type", "application/json")],
+        Some(serde_json::to_vec(&serde_json::json!({"repo": "team/app"})).unwrap()),
+    );
+    assert_eq!(r.status, 201);
+
+    let c = signed_in(&server, "admin", server.admin_password());
+    let page = c
+        .get(format!("{}/", server.url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("team/app #1"), "{page}");
+    assert!(
+        page.contains("Add the &#60;pipeline&#62;") || page.contains("Add the &lt;pipeline&gt;"),
+        "{page}"
+    );
+    insta::assert_snapshot!("dashboard", redact(&page, &server));
+}
