@@ -4,6 +4,8 @@
 //! The handlers that fill these views live in the server crate (`server::ui`).
 
 pub use askama;
+
+pub mod log;
 use askama::Template;
 
 pub const APP_CSS: &str = include_str!("../static/app.css");

@@ -16,8 +16,11 @@ use crate::app::AppState;
 use crate::auth::sessions;
 use crate::auth::users::User;
 
+mod log;
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(log::router())
         .route("/", get(dashboard))
         .route("/signin", get(signin_page).post(signin))
         .route("/signout", post(signout))
@@ -27,7 +30,7 @@ pub fn router() -> Router<AppState> {
 
 /// What every page's response carries: no framing, no sniffing, scripts and
 /// styles only from this server.
-fn page(body: String) -> Response {
+pub(crate) fn page(body: String) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -44,7 +47,7 @@ fn page(body: String) -> Response {
         .into_response()
 }
 
-fn render(t: impl Template) -> Response {
+pub(crate) fn render(t: impl Template) -> Response {
     match t.render() {
         Ok(body) => page(body),
         Err(e) => {
@@ -87,7 +90,7 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    fn nav(&self) -> Option<slipway_web::Nav> {
+    pub fn nav(&self) -> Option<slipway_web::Nav> {
         Some(slipway_web::Nav {
             user: self.user.username.clone(),
             role: self.user.role.as_str().to_owned(),

@@ -1,0 +1,1 @@
+//! The step log page's view model (the log viewer).
