@@ -51,8 +51,13 @@ fn redact(page: &str, server: &TestServer) -> String {
     let page = hex.replace_all(page, "[token]").into_owned();
     let secs = regex::Regex::new(r"\b\d+(m \d+)?s\b").unwrap();
     let page = secs.replace_all(&page, "[duration]").into_owned();
-    let sha = regex::Regex::new(r"<code>[0-9a-f]{12}</code>").unwrap();
-    sha.replace_all(&page, "<code>[commit]</code>")
+    let sha = regex::Regex::new(r"<code>[0-9a-f]{12}(?:[0-9a-f]{28})?</code>").unwrap();
+    let page = sha.replace_all(&page, "<code>[commit]</code>").into_owned();
+    let time = regex::Regex::new(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC").unwrap();
+    let page = time.replace_all(&page, "[time]").into_owned();
+    let scratch = regex::Regex::new(r"/tmp/[A-Za-z0-9_.-]+/repo").unwrap();
+    scratch
+        .replace_all(&page, "[repo dir]")
         .replace(server.host_port(), "[server]")
 }
 
@@ -185,11 +190,10 @@ fn the_session_cookie_reads_the_api_and_writes_only_with_its_token() {
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
 }
 
-#[test]
-fn the_dashboard_lists_recent_pipelines() {
-    let server = TestServer::start();
-    let work = scratch_dir("ui-dashboard");
-    let repo = work.path().join("repo");
+/// A repository `team/app` (one job `a`, then `b` needing it) and one pending
+/// pipeline (no runner), created through the API.
+fn repo_with_a_pipeline(server: &TestServer, work: &std::path::Path) {
+    let repo = work.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     let git = |args: &[&str]| {
         let out = std::process::Command::new("git")
@@ -210,47 +214,137 @@ fn the_dashboard_lists_recent_pipelines() {
     git(&["init", "-q", "-b", "main"]);
     std::fs::write(
         repo.join(".slipway.yml"),
-        "jobs:\n  a:\n    steps:\n      - image: busybox\n        commands: [true]\n",
+        "jobs:\n  a:\n    steps:\n      - name: first\n        image: busybox\n        commands: [true]\n  b:\n    needs: [a]\n    steps:\n      - name: second\n        image: busybox\n        commands: [true]\n",
     )
     .unwrap();
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "Add the <pipeline>"]);
     let admin = server.admin_auth();
-    let r = request_as(
-        server.url(),
-        &admin,
-        reqwest::Method::POST,
+    let post = |path: &str, body: serde_json::Value| {
+        request_as(
+            server.url(),
+            &admin,
+            reqwest::Method::POST,
+            path,
+            &[("content-type", "application/json")],
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+    };
+    let r = post(
         "/api/v1/repos",
-        &[("content-type", "application/json")],
-        Some(
-            serde_json::to_vec(
-                &serde_json::json!({"name": "team/app", "url": repo.to_str().unwrap()}),
-            )
-            .unwrap(),
-        ),
+        serde_json::json!({"name": "team/app", "url": repo.to_str().unwrap()}),
     );
     assert_eq!(r.status, 201);
-    let r = request_as(
-        server.url(),
-        &admin,
-        reqwest::Method::POST,
-        "/api/v1/pipelines",
-        &[("content-type", "application/json")],
-        Some(serde_json::to_vec(&serde_json::json!({"repo": "team/app"})).unwrap()),
+    let r = post("/api/v1/pipelines", serde_json::json!({"repo": "team/app"}));
+    assert_eq!(r.status, 201);
+    let r = post(
+        "/api/v1/users",
+        serde_json::json!({"username": "vera", "password": "viewer-password-1", "role": "viewer"}),
     );
     assert_eq!(r.status, 201);
+}
 
+fn get_page(c: &Client, server: &TestServer, path: &str) -> String {
+    let r = c.get(format!("{}{path}", server.url())).send().unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().unwrap()
+}
+
+#[test]
+fn the_dashboard_lists_recent_pipelines() {
+    let server = TestServer::start();
+    let work = scratch_dir("ui-dashboard");
+    repo_with_a_pipeline(&server, work.path());
     let c = signed_in(&server, "admin", server.admin_password());
-    let page = c
-        .get(format!("{}/", server.url()))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let page = get_page(&c, &server, "/");
     assert!(page.contains("team/app #1"), "{page}");
     assert!(
         page.contains("Add the &#60;pipeline&#62;") || page.contains("Add the &lt;pipeline&gt;"),
         "{page}"
     );
     insta::assert_snapshot!("dashboard", redact(&page, &server));
+}
+
+/// The pipeline and repository pages; cancel, re-run and run forms only for
+/// roles that may, and only with the session's token.
+#[test]
+fn pipeline_and_repository_pages_act_only_for_those_who_may() {
+    let server = TestServer::start();
+    let work = scratch_dir("ui-pipeline");
+    repo_with_a_pipeline(&server, work.path());
+    let admin = signed_in(&server, "admin", server.admin_password());
+    let page = get_page(&admin, &server, "/pipelines/1");
+    assert!(page.contains("data-role=\"cancel\""), "{page}");
+    // Job b needs a: it is in the second column.
+    let a = page.find("aria-label=\"job a\"").unwrap();
+    let b = page.find("aria-label=\"job b\"").unwrap();
+    assert!(a < b && page[a..b].contains("class=\"column\""), "{page}");
+    assert!(page.contains("href=\"/jobs/"), "steps link to their logs");
+    insta::assert_snapshot!("pipeline", redact(&page, &server));
+
+    let repo_page = get_page(&admin, &server, "/repos/team/app");
+    assert!(repo_page.contains("Run pipeline"));
+    assert!(repo_page.contains("<td>main</td>"), "{repo_page}");
+    insta::assert_snapshot!("repo", redact(&repo_page, &server));
+
+    // A viewer sees neither the buttons nor the run form, and a post with
+    // the viewer's own valid token is refused.
+    let viewer = signed_in(&server, "vera", "viewer-password-1");
+    let seen = get_page(&viewer, &server, "/pipelines/1");
+    assert!(!seen.contains("data-role=\"cancel\""), "{seen}");
+    assert!(!seen.contains("Re-run"), "{seen}");
+    assert!(!get_page(&viewer, &server, "/repos/team/app").contains("Run pipeline"));
+    let r = viewer
+        .post(format!("{}/pipelines/1/cancel", server.url()))
+        .form(&[("csrf", token_in(&seen))])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The admin's post without the page's token is refused too.
+    let r = admin
+        .post(format!("{}/pipelines/1/cancel", server.url()))
+        .form(&[("csrf", "0".repeat(64))])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let status = |id: i64| {
+        server
+            .get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth())
+            .json()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(status(1), "pending");
+    // With it, the run is cancelled and the page comes back.
+    let r = admin
+        .post(format!("{}/pipelines/1/cancel", server.url()))
+        .form(&[("csrf", token_in(&page))])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/pipelines/1");
+    assert_eq!(status(1), "cancelled");
+    // Run from the repository page, and re-run from the pipeline page.
+    let r = admin
+        .post(format!("{}/repos/team/app/run", server.url()))
+        .form(&[("csrf", token_in(&repo_page).as_str()), ("ref", "main")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/pipelines/2");
+    let r = admin
+        .post(format!("{}/pipelines/1/rerun", server.url()))
+        .form(&[("csrf", token_in(&page))])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/pipelines/3");
+    assert_eq!(status(3), "pending");
+    // Pages for things that do not exist say so.
+    let r = admin
+        .get(format!("{}/pipelines/99", server.url()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }

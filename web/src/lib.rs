@@ -68,6 +68,147 @@ pub struct Dashboard {
     pub pipelines: Vec<PipelineRow>,
 }
 
+/// A step on the pipeline page.
+#[derive(Debug, Clone)]
+pub struct StepItem {
+    pub position: i64,
+    pub name: String,
+    pub status: String,
+    pub icon: &'static str,
+    pub duration: String,
+}
+
+/// A job on the pipeline page.
+#[derive(Debug, Clone)]
+pub struct JobCard {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub icon: &'static str,
+    /// The jobs it needs, comma-separated.
+    pub needs: String,
+    pub duration: String,
+    pub reason: Option<String>,
+    pub steps: Vec<StepItem>,
+    /// Size of its artifacts, when it left some.
+    pub artifacts: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageItem {
+    pub repository: String,
+    pub tags: String,
+    pub digest: String,
+    /// `host/repository@digest`.
+    pub pull: String,
+    pub job: String,
+    pub step: String,
+}
+
+#[derive(Template)]
+#[template(path = "pipeline.html")]
+pub struct PipelinePage {
+    pub nav: Option<Nav>,
+    pub id: i64,
+    pub repo: String,
+    pub number: i64,
+    pub status: String,
+    pub icon: &'static str,
+    pub git_ref: String,
+    pub commit: String,
+    pub message: String,
+    pub author: String,
+    pub event: String,
+    pub trigger: String,
+    pub created: String,
+    pub duration: String,
+    pub error: Option<String>,
+    /// Jobs by depth in the `needs` graph: a job's column is one more than
+    /// the deepest job it needs.
+    pub columns: Vec<Vec<JobCard>>,
+    pub images: Vec<ImageItem>,
+    /// host:port of the registry, for pull references.
+    pub registry: String,
+    /// The viewer may cancel and re-run (not a viewer role).
+    pub can_act: bool,
+    /// Still pending or running.
+    pub active: bool,
+    pub csrf: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LatestRun {
+    pub id: i64,
+    pub number: i64,
+    pub status: String,
+    pub icon: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct BranchRow {
+    pub name: String,
+    pub commit_short: String,
+    pub latest: Option<LatestRun>,
+}
+
+#[derive(Template)]
+#[template(path = "repo.html")]
+pub struct RepoPage {
+    pub nav: Option<Nav>,
+    pub name: String,
+    pub url: String,
+    pub default_branch: String,
+    pub branches: Vec<BranchRow>,
+    pub pipelines: Vec<PipelineRow>,
+    pub can_run: bool,
+    pub csrf: String,
+}
+
+/// Columns of jobs by depth: `needs[i]` lists the indexes job `i` needs.
+pub fn depth_columns(needs: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    fn depth(i: usize, needs: &[Vec<usize>], memo: &mut Vec<Option<usize>>, guard: usize) -> usize {
+        if let Some(d) = memo[i] {
+            return d;
+        }
+        // Specs are checked for cycles; the guard only keeps a bad row finite.
+        let d = if guard > needs.len() {
+            0
+        } else {
+            needs[i]
+                .iter()
+                .map(|&n| depth(n, needs, memo, guard + 1) + 1)
+                .max()
+                .unwrap_or(0)
+        };
+        memo[i] = Some(d);
+        d
+    }
+    let mut memo = vec![None; needs.len()];
+    let mut columns: Vec<Vec<usize>> = Vec::new();
+    for i in 0..needs.len() {
+        let d = depth(i, needs, &mut memo, 0);
+        if columns.len() <= d {
+            columns.resize(d + 1, Vec::new());
+        }
+        columns[d].push(i);
+    }
+    columns
+}
+
+/// Bytes as people read them.
+pub fn human_size(bytes: i64) -> String {
+    let b = bytes.max(0) as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
 /// `90` → `1m 30s`.
 pub fn duration(ms: i64) -> String {
     let s = (ms.max(0) + 500) / 1000;
@@ -81,6 +222,14 @@ pub fn duration(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jobs_are_laid_out_by_the_depth_of_their_needs() {
+        // 0 <- 1 <- 3, 0 <- 2, 4 alone
+        let cols = depth_columns(&[vec![], vec![0], vec![0], vec![1, 2], vec![]]);
+        assert_eq!(cols, vec![vec![0, 4], vec![1, 2], vec![3]]);
+        assert_eq!(human_size(1536), "1.5 KiB");
+    }
 
     #[test]
     fn text_from_users_is_escaped() {

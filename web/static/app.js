@@ -49,6 +49,73 @@ async function refreshDashboard() {
   }
 }
 
+function setStatus(badge, status) {
+  if (!badge || badge.dataset.status === status) return;
+  badge.dataset.status = status;
+  badge.className = "status status-" + status;
+  badge.replaceChildren(el("span", { "aria-hidden": "true" }, ICONS[status] || "•"), " ",
+    el("span", { class: "text" }, status));
+}
+
+// Images the run pushed, as they are reported (text only).
+function renderImages(root, images) {
+  const list = root.querySelector('[data-role="images"]');
+  if (!list || list.children.length === images.length) return;
+  const host = list.dataset.host;
+  list.replaceChildren(...images.map((i) => {
+    const pull = host + "/" + i.pull;
+    const input = el("input", { class: "copy", readonly: "", value: pull });
+    return el("li", {}, el("strong", {}, i.repository), " " + i.tags.join(", ") + " ",
+      el("span", { class: "muted" }, "(job " + i.job + ", step " + i.step + ")"), el("br"),
+      el("code", { class: "digest" }, i.digest), el("br"),
+      el("label", {}, "Pull by digest ", input));
+  }));
+  const none = root.querySelector('[data-role="no-images"]');
+  if (none && images.length) none.hidden = true;
+}
+
+// The pipeline page: statuses and durations from the API, no reload.
+async function refreshPipeline(root, timer) {
+  try {
+    const r = await fetch("/api/v1/pipelines/" + root.dataset.id, { credentials: "same-origin" });
+    if (!r.ok) throw new Error(r.status);
+    const p = await r.json();
+    setStatus(root.querySelector('[data-role="pipeline-status"]'), p.status);
+    root.querySelector('[data-role="pipeline-duration"]').textContent = duration(p);
+    for (const job of p.jobs) {
+      const card = root.querySelector('[data-job="' + job.id + '"]');
+      if (!card) continue;
+      setStatus(card.querySelector('[data-role="job-status"]'), job.status);
+      card.querySelector('[data-role="job-duration"]').textContent = duration(job);
+      for (const step of job.steps) {
+        const li = card.querySelector('[data-step="' + step.position + '"]');
+        if (!li) continue;
+        setStatus(li.querySelector('[data-role="step-status"]'), step.status);
+        li.querySelector('[data-role="step-duration"]').textContent = duration(step);
+      }
+    }
+    const active = p.status === "pending" || p.status === "running";
+    const cancel = root.querySelector('[data-role="cancel"]');
+    if (cancel) cancel.hidden = !active;
+    renderImages(root, p.images || []);
+    if (!active) clearInterval(timer.id);
+  } catch (e) {
+    /* keep the last known state; the next poll retries */
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  if (document.body.dataset.page === "dashboard") setInterval(refreshDashboard, 2000);
+  const page = document.body.dataset.page;
+  if (page === "dashboard") setInterval(refreshDashboard, 2000);
+  if (page === "pipeline") {
+    const root = document.getElementById("pipeline");
+    const timer = {};
+    if (root.dataset.active === "true") timer.id = setInterval(() => refreshPipeline(root, timer), 1000);
+  }
+  for (const b of document.querySelectorAll("button[data-copy]")) {
+    b.addEventListener("click", async () => {
+      try { await navigator.clipboard.writeText(b.dataset.copy); b.textContent = "Copied"; }
+      catch (e) { b.previousElementSibling?.querySelector("input")?.select(); }
+    });
+  }
 });

@@ -24,62 +24,62 @@ pub struct NewPipeline {
 
 #[derive(Serialize)]
 pub struct StepView {
-    position: i64,
-    name: String,
-    status: String,
-    exit_code: Option<i64>,
-    attempt: Option<i64>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
+    pub position: i64,
+    pub name: String,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub attempt: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
 }
 
 #[derive(Serialize)]
 pub struct JobView {
-    id: i64,
-    name: String,
-    status: String,
-    needs: Vec<String>,
-    attempt: i64,
-    reason: Option<String>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub needs: Vec<String>,
+    pub attempt: i64,
+    pub reason: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
     /// Size of the job's artifacts tar (`GET /api/v1/jobs/{id}/artifacts`).
-    artifacts_bytes: Option<i64>,
-    steps: Vec<StepView>,
+    pub artifacts_bytes: Option<i64>,
+    pub steps: Vec<StepView>,
 }
 
 #[derive(Serialize)]
 pub struct PipelineView {
-    id: i64,
-    number: i64,
-    repo: String,
-    commit: String,
+    pub id: i64,
+    pub number: i64,
+    pub repo: String,
+    pub commit: String,
     #[serde(rename = "ref")]
-    git_ref: String,
-    event: String,
-    triggered_by: String,
-    message: Option<String>,
-    author: Option<String>,
-    status: String,
-    error: Option<String>,
-    created_at: i64,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    jobs: Vec<JobView>,
+    pub git_ref: String,
+    pub event: String,
+    pub triggered_by: String,
+    pub message: Option<String>,
+    pub author: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub jobs: Vec<JobView>,
     /// Images the run's build steps pushed.
-    images: Vec<ImageView>,
+    pub images: Vec<ImageView>,
 }
 
 #[derive(Serialize)]
 pub struct ImageView {
-    job: String,
-    step: String,
-    repository: String,
+    pub job: String,
+    pub step: String,
+    pub repository: String,
     /// The commit sha first.
-    tags: Vec<String>,
-    digest: String,
+    pub tags: Vec<String>,
+    pub digest: String,
     /// `repository@digest`, to pull exactly this image.
-    pull: String,
+    pub pull: String,
 }
 
 /// Start a pipeline for a ref of a repository (fetching it first).
@@ -89,13 +89,28 @@ pub async fn trigger(
     Json(body): Json<NewPipeline>,
 ) -> Result<(StatusCode, Json<PipelineView>), ApiError> {
     caller.require_developer()?;
-    let repo = app.repos.get(&body.repo).await?;
+    let id = start(&app, &body.repo, body.git_ref, &caller.0.user.username).await?;
+    Ok((StatusCode::CREATED, Json(load(&app, id).await?)))
+}
+
+/// A manual run of `repo` at `git_ref` (its default branch when none), by
+/// `by`: fetch, resolve, create, wake the scheduler. The caller has checked
+/// that `by` may.
+pub async fn start(
+    app: &AppState,
+    repo: &str,
+    git_ref: Option<String>,
+    by: &str,
+) -> Result<i64, ApiError> {
+    let repo = app.repos.get(repo).await?;
     app.repos.fetch(&repo, Vec::new()).await?;
-    let wanted = body.git_ref.unwrap_or_else(|| repo.default_branch.clone());
-    let commit = app.repos.resolve(&repo, &wanted).await?;
+    let wanted = git_ref
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| repo.default_branch.clone());
+    let commit = app.repos.resolve(&repo, wanted.trim()).await?;
     let cause = Cause {
         event: Event::Manual,
-        triggered_by: format!("manual by {}", caller.0.user.username),
+        triggered_by: format!("manual by {by}"),
         changed_files: None,
         from_fork: false,
         reuse: None,
@@ -104,7 +119,7 @@ pub async fn trigger(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     app.scheduler.wake();
-    Ok((StatusCode::CREATED, Json(load(&app, id).await?)))
+    Ok(id)
 }
 
 #[derive(Deserialize)]

@@ -240,6 +240,28 @@ impl Repos {
     }
 
     /// The contents of `path` at `sha`, or `None` if the commit has no such file.
+    /// The mirror's branches and the commit each points to, by name.
+    pub async fn branches(&self, repo: &GitRepo) -> Result<Vec<(String, String)>, RepoError> {
+        let path = self.mirror_path(repo.id);
+        let name = repo.name.clone();
+        blocking(&name.clone(), "branches", move || {
+            let git = open(&name, &path)?;
+            let refs = git
+                .references_glob("refs/heads/*")
+                .map_err(|e| git_err(&name, "listing branches", e))?;
+            let mut out = Vec::new();
+            for r in refs.flatten() {
+                if let (Some(full), Some(target)) = (r.name(), r.target()) {
+                    let short = full.trim_start_matches("refs/heads/").to_owned();
+                    out.push((short, target.to_string()));
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
     pub async fn read_file(
         &self,
         repo: &GitRepo,

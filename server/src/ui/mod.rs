@@ -17,10 +17,12 @@ use crate::auth::sessions;
 use crate::auth::users::User;
 
 mod log;
+mod pipeline;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(log::router())
+        .merge(pipeline::router())
         .route("/", get(dashboard))
         .route("/signin", get(signin_page).post(signin))
         .route("/signout", post(signout))
