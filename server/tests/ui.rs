@@ -2,7 +2,7 @@
 //! cookie, sign-out, pages refusing anonymous visitors, forged form posts and
 //! cookie-authenticated API writes without the session's CSRF token, and a
 //! rendering snapshot of each page (times, ids and tokens redacted).
-//! Browser tests (headless Chromium) come with the rest of the UI.
+//! Browser tests (headless Chromium) are in `browser.rs`.
 
 mod common;
 

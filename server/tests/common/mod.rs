@@ -8,11 +8,14 @@
 //!   can check that digests round-trip bit-identical.
 //! * [`Tool`] runs skopeo / buildah / podman / python and fails the test with
 //!   the tool's output when it exits non-zero (or is not installed).
+//! * [`browser::Browser`] is a headless Chromium over WebDriver for the UI.
 //!
 //! Everything here is blocking (no async runtime): tests that need one build
 //! their own and call into this module outside of it.
 
 #![allow(dead_code)]
+
+pub mod browser;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
