@@ -348,3 +348,79 @@ fn pipeline_and_repository_pages_act_only_for_those_who_may() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// The images, runners and queue pages, with something on each.
+#[test]
+fn images_runners_and_queue_pages_show_what_there_is() {
+    let server = TestServer::start();
+    let work = scratch_dir("ui-more");
+    repo_with_a_pipeline(&server, work.path());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["image", "bootstrap", "busybox"])
+        .env("SLIPWAY_SERVER", server.url())
+        .env("SLIPWAY_USER", "admin")
+        .env("SLIPWAY_PASSWORD", server.admin_password())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A registered runner that never called in.
+    let created = server.request(
+        reqwest::Method::POST,
+        "/api/v1/runner-tokens",
+        &[("content-type", "application/json")],
+        Some(b"{}".to_vec()),
+    );
+    assert_eq!(created.status, 201, "{}", created.body_text());
+    let token = created.json()["token"].as_str().unwrap().to_owned();
+    let r = request_as(
+        server.url(),
+        &Auth::None,
+        reqwest::Method::POST,
+        "/api/v1/runner/register",
+        &[("content-type", "application/json")],
+        Some(
+            serde_json::to_vec(&serde_json::json!({
+                "registration_token": token, "name": "builder-1", "labels": ["linux"], "capacity": 2
+            }))
+            .unwrap(),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body_text());
+
+    let c = signed_in(&server, "vera", "viewer-password-1");
+    let images = get_page(&c, &server, "/images");
+    assert!(
+        images.contains("href=\"/images/library/busybox\""),
+        "{images}"
+    );
+    insta::assert_snapshot!("images", redact(&images, &server));
+    let busybox = get_page(&c, &server, "/images/library/busybox");
+    assert!(busybox.contains("<h2>latest</h2>"), "{busybox}");
+    assert!(
+        busybox.contains("/library/busybox@sha256:"),
+        "a pull reference by digest"
+    );
+    insta::assert_snapshot!("image_repo", redact(&busybox, &server));
+    let runners = get_page(&c, &server, "/runners");
+    assert!(
+        runners.contains("builder-1") && runners.contains("0 of 2"),
+        "{runners}"
+    );
+    insta::assert_snapshot!("runners", redact(&runners, &server));
+    let queue = get_page(&c, &server, "/queue");
+    assert!(queue.contains("team/app</a> a"), "{queue}");
+    assert!(
+        queue.contains("builder-1 can take it") && queue.contains("waiting for a"),
+        "the queue names the runners that could take each job: {queue}"
+    );
+    insta::assert_snapshot!("queue", redact(&queue, &server));
+    let r = c
+        .get(format!("{}/images/no/such", server.url()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

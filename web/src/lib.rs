@@ -164,6 +164,111 @@ pub struct RepoPage {
     pub csrf: String,
 }
 
+#[derive(Debug, Clone)]
+pub struct RepositoryRow {
+    pub name: String,
+    /// Its tags, comma-separated (the first few).
+    pub tags: String,
+}
+
+#[derive(Template)]
+#[template(path = "images.html")]
+pub struct ImagesPage {
+    pub nav: Option<Nav>,
+    pub repositories: Vec<RepositoryRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerRow {
+    pub digest: String,
+    pub size: String,
+    pub media_type: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReferrerRow {
+    pub artifact_type: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuiltBy {
+    pub pipeline_id: i64,
+    pub repo: String,
+    pub number: i64,
+    pub commit_short: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TagDetail {
+    pub tag: String,
+    pub digest: String,
+    pub size: String,
+    pub created: String,
+    pub pull: String,
+    pub layers: Vec<LayerRow>,
+    pub referrers: Vec<ReferrerRow>,
+    pub built_by: Option<BuiltBy>,
+}
+
+#[derive(Template)]
+#[template(path = "image_repo.html")]
+pub struct ImageRepoPage {
+    pub nav: Option<Nav>,
+    pub name: String,
+    pub tags: Vec<TagDetail>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunningJob {
+    pub pipeline_id: i64,
+    pub label: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerRow {
+    pub name: String,
+    pub online: bool,
+    pub labels: String,
+    pub capacity: i64,
+    pub busy: usize,
+    pub jobs: Vec<RunningJob>,
+    pub last_seen: String,
+}
+
+#[derive(Template)]
+#[template(path = "runners.html")]
+pub struct RunnersPage {
+    pub nav: Option<Nav>,
+    pub runners: Vec<RunnerRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CandidateRow {
+    pub runner: String,
+    pub can_take: bool,
+    pub why_not: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WaitingRow {
+    /// `3`, or `waiting for build` while its needs run.
+    pub position: String,
+    pub pipeline_id: i64,
+    pub repo: String,
+    pub job: String,
+    pub waiting: String,
+    pub labels: String,
+    pub runners: Vec<CandidateRow>,
+}
+
+#[derive(Template)]
+#[template(path = "queue.html")]
+pub struct QueuePage {
+    pub nav: Option<Nav>,
+    pub waiting: Vec<WaitingRow>,
+}
+
 /// Columns of jobs by depth: `needs[i]` lists the indexes job `i` needs.
 pub fn depth_columns(needs: &[Vec<usize>]) -> Vec<Vec<usize>> {
     fn depth(i: usize, needs: &[Vec<usize>], memo: &mut Vec<Option<usize>>, guard: usize) -> usize {

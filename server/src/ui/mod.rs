@@ -16,13 +16,17 @@ use crate::app::AppState;
 use crate::auth::sessions;
 use crate::auth::users::User;
 
+mod images;
 mod log;
 mod pipeline;
+mod queue;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(log::router())
         .merge(pipeline::router())
+        .merge(images::router())
+        .merge(queue::router())
         .route("/", get(dashboard))
         .route("/signin", get(signin_page).post(signin))
         .route("/signout", post(signout))
