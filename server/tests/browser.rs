@@ -1,7 +1,9 @@
 //! The web UI in a real browser (headless Chromium over WebDriver): signing in
-//! through the form, the dashboard following a pipeline live without a
-//! reload, how pages look at desktop and phone width (screenshots in
-//! `target/screenshots/`), and getting around with the keyboard alone.
+//! through the form, the dashboard and the pipeline page following runs live
+//! without a reload, a run started from the repository page, cancel stopping
+//! the containers, what a viewer sees and a forged post, how pages look at
+//! desktop and phone width (screenshots in `target/screenshots/`), and
+//! getting around with the keyboard alone.
 //!
 //! Each test starts its own server and browser. Chromium and chromedriver
 //! must be installed (`scripts/test.sh` does it); without them these tests
@@ -292,4 +294,180 @@ fn the_keyboard_reaches_the_skip_link_first_and_sign_out_later() {
         }
     }
     panic!("30 presses of Tab never reached the sign-out button: {path:?}");
+}
+
+/// A scratch dir container root (uid 100000) can reach, with busybox in the
+/// server's registry.
+fn runner_ready(server: &TestServer, prefix: &str) -> tempfile::TempDir {
+    let work = scratch_dir(prefix);
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    slipway(server, &["image", "bootstrap", "busybox"]);
+    work
+}
+
+/// The pipeline page's status badge text, e.g. "▶ running".
+const PIPELINE_STATUS: &str = "[data-role='pipeline-status']";
+
+/// A run started from the repository page's form, then followed on its
+/// pipeline page from running to success without a reload.
+#[test]
+fn a_run_from_the_repository_page_goes_to_success_on_its_page_without_a_reload() {
+    let server = TestServer::start();
+    let work = runner_ready(&server, "browser-run");
+    let spec = "jobs:\n  test:\n    steps:\n      - name: slow\n        image: busybox\n        commands: [sleep 3, echo done]\n  after:\n    needs: [test]\n    steps:\n      - name: report\n        image: busybox\n        commands: [echo reported]\n";
+    add_repo(&server, &work.path().join("repo"), "team/app", spec);
+    let _runner = start_runner(&server, &work.path().join("runner"));
+
+    let browser = Browser::start();
+    sign_in(&browser, &server);
+    browser.goto(&format!("{}/repos/team/app", server.url()));
+    assert_eq!(browser.attr("#ref", "value").as_deref(), Some("main"));
+    browser.click("form.run button[type=submit]");
+    browser.wait_until(
+        "the new pipeline's page",
+        WAIT,
+        "location.pathname === '/pipelines/1' && document.body.dataset.page === 'pipeline'",
+    );
+    browser.eval("window.__marker = 1");
+    browser.wait_until(
+        "the pipeline to be running",
+        PIPELINE_RUN,
+        &format!(
+            "document.querySelector(\"{PIPELINE_STATUS}\").classList.contains('status-running')"
+        ),
+    );
+    browser.screenshot("pipeline-running");
+    browser.wait_until(
+        "the pipeline to succeed",
+        PIPELINE_RUN,
+        &format!(
+            "document.querySelector(\"{PIPELINE_STATUS}\").classList.contains('status-success')"
+        ),
+    );
+    assert_eq!(browser.eval("window.__marker"), 1, "the page was reloaded");
+    // Every job and step on the page says success too, with text not colour alone.
+    let texts = browser.eval(
+        "[...document.querySelectorAll(\"[data-role='job-status'] .text, [data-role='step-status'] .text\")].map(e => e.textContent)",
+    );
+    assert_eq!(
+        texts,
+        serde_json::json!(["success", "success", "success", "success"]),
+        "{texts}"
+    );
+    assert!(
+        browser.attr("[data-role='cancel']", "hidden").is_some(),
+        "no cancel once finished"
+    );
+    browser.screenshot("pipeline");
+}
+
+/// Cancel on the pipeline page stops the running step's container.
+#[test]
+fn cancelling_from_the_pipeline_page_stops_its_containers() {
+    let server = TestServer::start();
+    let work = runner_ready(&server, "browser-cancel");
+    let spec = "jobs:\n  wait:\n    steps:\n      - name: sleeper\n        image: busybox\n        commands: [sleep 120]\n";
+    add_repo(&server, &work.path().join("repo"), "team/slow", spec);
+    let runner_dir = work.path().join("runner");
+    let _runner = start_runner(&server, &runner_dir);
+    let id = start_pipeline(&server, "team/slow");
+
+    let browser = Browser::start();
+    sign_in(&browser, &server);
+    browser.goto(&format!("{}/pipelines/{id}", server.url()));
+    browser.wait_until(
+        "the step to run",
+        PIPELINE_RUN,
+        "document.querySelector(\"[data-role='step-status']\").classList.contains('status-running')",
+    );
+    let containers = runner_dir.join("engine/containers");
+    let count = || {
+        std::fs::read_dir(&containers)
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while count() == 0 {
+        assert!(started.elapsed() < WAIT, "no container started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    browser.click("form[data-role='cancel'] button");
+    browser.wait_until(
+        "the page to say cancelled",
+        WAIT,
+        &format!(
+            "document.querySelector(\"{PIPELINE_STATUS}\").classList.contains('status-cancelled')"
+        ),
+    );
+    let stopped = std::time::Instant::now();
+    while count() != 0 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "the container is still there after a cancel"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let api = server.get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth());
+    assert_eq!(api.json()["status"], "cancelled");
+}
+
+/// A viewer sees neither cancel nor re-run, and a POST forged from the page
+/// (with or without the viewer's token) changes nothing.
+#[test]
+fn a_viewer_sees_no_cancel_or_rerun_and_forged_posts_are_refused() {
+    let server = TestServer::start();
+    let work = scratch_dir("browser-viewer");
+    add_repo(&server, &work.path().join("repo"), "team/app", ONE_STEP);
+    let id = start_pipeline(&server, "team/app");
+    let body =
+        serde_json::json!({"username": "vera", "password": "viewer-password-1", "role": "viewer"});
+    let r = server.request(
+        reqwest::Method::POST,
+        "/api/v1/users",
+        &[("content-type", "application/json")],
+        Some(serde_json::to_vec(&body).unwrap()),
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+
+    let browser = Browser::start();
+    browser.goto(&format!("{}/signin", server.url()));
+    browser.fill("#username", "vera");
+    browser.fill("#password", "viewer-password-1");
+    browser.click("form[action='/signin'] button[type=submit]");
+    browser.wait_until(
+        "the dashboard",
+        WAIT,
+        "document.body.dataset.page === 'dashboard'",
+    );
+    browser.goto(&format!("{}/pipelines/{id}", server.url()));
+    assert_eq!(
+        browser.eval("document.querySelectorAll(\"[data-role='cancel'], [data-role='rerun'], [data-role='rerun-failed']\").length"),
+        0
+    );
+    assert_eq!(
+        browser.eval("[...document.querySelectorAll('button')].some(b => /re-run|cancel/i.test(b.textContent))"),
+        false
+    );
+    // Forged from the page itself: the form post with the viewer's own
+    // token (role refused), one with no token, and the API without the
+    // session's X-CSRF-Token.
+    let statuses = browser.js(
+        "const token = document.querySelector('input[name=csrf]').value;
+         const post = (url, body, headers) => fetch(url, {method: 'POST', body, headers, credentials: 'same-origin', redirect: 'manual'}).then(r => r.status);
+         return Promise.all([
+           post(arguments[0] + '/cancel', new URLSearchParams({csrf: token})),
+           post(arguments[0] + '/rerun', new URLSearchParams({csrf: 'forged'})),
+           post('/api/v1' + arguments[0] + '/cancel', null, {}),
+         ]);",
+        vec![serde_json::json!(format!("/pipelines/{id}"))],
+    );
+    assert_eq!(statuses, serde_json::json!([403, 403, 403]), "{statuses}");
+    let api = server.get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth());
+    assert_eq!(api.json()["status"], "pending", "nothing changed");
+    let all = server.get("/api/v1/pipelines", &server.admin_auth()).json();
+    assert_eq!(all.as_array().unwrap().len(), 1, "no re-run was made");
 }
