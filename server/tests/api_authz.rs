@@ -165,6 +165,13 @@ fn every_api_route_checks_who_is_calling() {
             200,
         ),
         (
+            Method::GET,
+            "/api/v1/jobs/1/steps/0/log/search?q=x".into(),
+            None,
+            200,
+            200,
+        ),
+        (
             Method::POST,
             "/api/v1/pipelines/1/cancel".into(),
             None,

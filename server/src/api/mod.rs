@@ -50,6 +50,10 @@ pub fn router() -> Router<AppState> {
             "/jobs/{job}/steps/{position}/log/stream",
             get(pipelines::log_stream),
         )
+        .route(
+            "/jobs/{job}/steps/{position}/log/search",
+            get(pipelines::log_search),
+        )
         .route("/jobs/{job}/artifacts", get(pipelines::artifacts))
         .route("/runner-tokens", post(runner::create_registration_token))
         .route("/queue", get(queue::list))

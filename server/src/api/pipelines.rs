@@ -281,70 +281,153 @@ pub struct LogQuery {
     to_line: Option<u64>,
     /// The last `tail` lines (at most 10,000).
     tail: Option<u64>,
+    /// `json`: the lines (`from_line` or `tail`) as [`LogLines`], with times.
+    format: Option<String>,
+    /// `1`: the whole log, as an attachment.
+    #[serde(default, deserialize_with = "flag")]
+    download: bool,
+}
+
+/// A range of a log's lines (`format=json`).
+#[derive(Serialize)]
+pub struct LogLines {
+    from_line: u64,
+    /// After the last line returned: fewer than asked for when they would
+    /// not fit in 4 MiB.
+    to_line: u64,
+    total_lines: u64,
+    /// Byte offsets of the first line's start and after the last line (where
+    /// `log/stream?offset=` goes on).
+    start_offset: u64,
+    end_offset: u64,
+    /// The last line has no newline yet: text appended later continues it.
+    last_line_partial: bool,
+    /// The one line returned did not fit in 4 MiB and is cut.
+    truncated: bool,
+    /// Without their newlines (invalid UTF-8 replaced).
+    lines: Vec<String>,
+    /// When each line's first byte arrived (ms since the epoch), if known.
+    times: Vec<Option<i64>>,
+    attempt: i64,
+    status: String,
+    /// The step has ended: the log will not grow.
+    finished: bool,
+}
+
+/// `1`/`true` or `0`/`false` in a query string.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(serde::de::Error::custom(format!(
+            "`{other}` is not a flag: use 1 or 0"
+        ))),
+    }
 }
 
 /// Raw log bytes from `offset` (at most 1 MiB per call), or a range of lines
-/// (`X-Log-Lines` then says how many the log has). `X-Log-Complete: true` once
-/// the step has finished and everything from the offset was returned.
+/// (`X-Log-Lines` then says how many the log has; `format=json` gives them as
+/// [`LogLines`]), or with `download=1` the whole log as an attachment.
+/// `X-Log-Complete: true` once the step has finished and everything from the
+/// offset was returned.
 pub async fn log(
     State(app): State<AppState>,
     _caller: ApiCaller,
     Path((job, position)): Path<(i64, i64)>,
     Query(q): Query<LogQuery>,
-) -> Result<impl IntoResponse, ApiError> {
-    let row: Option<(String, Option<i64>, i64)> = sqlx::query_as(
-        "SELECT s.status, s.attempt, j.attempt FROM steps s JOIN jobs j ON j.id = s.job_id
-         WHERE s.job_id = ? AND s.position = ?",
-    )
-    .bind(job)
-    .bind(position)
-    .fetch_optional(&app.db)
-    .await?;
-    let (status, step_attempt, job_attempt) =
-        row.ok_or_else(|| ApiError::NotFound(format!("job {job} has no step {position}")))?;
-    let attempt = q.attempt.or(step_attempt).unwrap_or(job_attempt);
+) -> Result<axum::response::Response, ApiError> {
+    let step = step_detail(&app, job, position).await?;
+    let attempt = step.log_attempt(q.attempt);
+    let finished = step.finished();
+    if q.download {
+        return download_log(&app, job, position, attempt, finished).await;
+    }
+    let json = match q.format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format={other}: the formats are text and json"
+            )))
+        }
+    };
     let logs = app.logs.clone();
     let offset = q.offset;
     const MAX: usize = 1 << 20;
+    const JSON_MAX: usize = 4 << 20;
     let lines = q
         .from_line
         .map(|from| (from, q.to_line.unwrap_or(from + 1000).min(from + 10_000)));
     let tail = q.tail.map(|n| n.min(10_000));
-    let (bytes, total_lines) = tokio::task::spawn_blocking(move || match (tail, lines) {
-        (Some(n), _) => {
-            // Counting the lines is cheap (the index); then read the last n.
-            let (_, total) = logs.lines(job, position, attempt, 0, 0)?;
-            logs.lines(job, position, attempt, total.saturating_sub(n), total)
-                .map(|(bytes, total)| (bytes, Some(total)))
+    if lines.is_none() && tail.is_none() {
+        if json {
+            return Err(ApiError::BadRequest(
+                "format=json reads lines: give from_line or tail".into(),
+            ));
         }
-        (None, Some((from, to))) => logs
-            .lines(job, position, attempt, from, to)
-            .map(|(bytes, total)| (bytes, Some(total))),
-        (None, None) => logs
-            .read_from(job, position, attempt, offset, MAX)
-            .map(|bytes| (bytes, None)),
+        let bytes = blocking(move || logs.read_from(job, position, attempt, offset, MAX)).await?;
+        let complete = finished && bytes.len() < MAX;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+                (
+                    header::HeaderName::from_static("x-log-complete"),
+                    complete.to_string(),
+                ),
+            ],
+            bytes,
+        )
+            .into_response());
+    }
+    let budget = if json { JSON_MAX } else { usize::MAX };
+    let range = blocking(move || {
+        let (from, to) = match (tail, lines) {
+            (Some(n), _) => {
+                // Counting the lines is cheap (the index); then read the last n.
+                let total = logs.total_lines(job, position, attempt)?;
+                (total.saturating_sub(n), u64::MAX)
+            }
+            (None, Some(span)) => span,
+            (None, None) => (0, 0),
+        };
+        logs.range(job, position, attempt, from, to, budget)
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let finished = !matches!(status.as_str(), "pending" | "running");
-    let complete = finished && lines.is_none() && tail.is_none() && bytes.len() < MAX;
+    .await?;
+    if json {
+        let body = LogLines {
+            from_line: range.from,
+            to_line: range.to,
+            total_lines: range.total,
+            start_offset: range.start_offset,
+            end_offset: range.end_offset,
+            last_line_partial: range.last_line_partial(),
+            truncated: range.truncated,
+            lines: range
+                .lines()
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect(),
+            times: range.times,
+            attempt,
+            status: step.status,
+            finished,
+        };
+        return Ok(Json(body).into_response());
+    }
     let mut response = (
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
             (
                 header::HeaderName::from_static("x-log-complete"),
-                complete.to_string(),
+                "false".to_owned(),
             ),
         ],
-        bytes,
+        range.bytes,
     )
         .into_response();
-    if let Some(total) = total_lines {
-        response
-            .headers_mut()
-            .insert(header::HeaderName::from_static("x-log-lines"), total.into());
-    }
+    response.headers_mut().insert(
+        header::HeaderName::from_static("x-log-lines"),
+        range.total.into(),
+    );
     Ok(response)
 }
 
@@ -594,4 +677,178 @@ pub async fn load(app: &AppState, id: i64) -> Result<PipelineView, ApiError> {
         jobs,
         images,
     })
+}
+
+/// A step with its job and pipeline: what its log and its page need.
+pub struct StepDetail {
+    pub pipeline_id: i64,
+    pub pipeline_number: i64,
+    pub repo: String,
+    pub job_name: String,
+    pub job_attempt: i64,
+    pub name: String,
+    pub status: String,
+    pub exit_code: Option<i64>,
+    /// The job attempt the step last ran in.
+    pub attempt: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+impl StepDetail {
+    /// The attempt whose log to read: the one asked for, else the step's latest.
+    pub fn log_attempt(&self, asked: Option<i64>) -> i64 {
+        asked.or(self.attempt).unwrap_or(self.job_attempt)
+    }
+
+    /// Its log will not grow any more.
+    pub fn finished(&self) -> bool {
+        !matches!(self.status.as_str(), "pending" | "running")
+    }
+}
+
+pub async fn step_detail(app: &AppState, job: i64, position: i64) -> Result<StepDetail, ApiError> {
+    #[allow(clippy::type_complexity)]
+    let row: Option<(
+        i64,
+        i64,
+        String,
+        String,
+        i64,
+        String,
+        String,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    )> = sqlx::query_as(
+        "SELECT p.id, p.number, r.name, j.name, j.attempt, s.name, s.status, s.exit_code,
+                s.attempt, s.started_at, s.finished_at
+         FROM steps s JOIN jobs j ON j.id = s.job_id JOIN pipelines p ON p.id = j.pipeline_id
+              JOIN git_repos r ON r.id = p.repo_id
+         WHERE s.job_id = ? AND s.position = ?",
+    )
+    .bind(job)
+    .bind(position)
+    .fetch_optional(&app.db)
+    .await?;
+    let r = row.ok_or_else(|| ApiError::NotFound(format!("job {job} has no step {position}")))?;
+    Ok(StepDetail {
+        pipeline_id: r.0,
+        pipeline_number: r.1,
+        repo: r.2,
+        job_name: r.3,
+        job_attempt: r.4,
+        name: r.5,
+        status: r.6,
+        exit_code: r.7,
+        attempt: r.8,
+        started_at: r.9,
+        finished_at: r.10,
+    })
+}
+
+/// Log reading off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::pipeline::logs::LogError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// `log?download=1`: the whole file, streamed, as an attachment.
+async fn download_log(
+    app: &AppState,
+    job: i64,
+    position: i64,
+    attempt: i64,
+    finished: bool,
+) -> Result<axum::response::Response, ApiError> {
+    let path = app.logs.path(job, position, attempt);
+    let body = match tokio::fs::File::open(&path).await {
+        Ok(file) => axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => axum::body::Body::empty(),
+        Err(e) => return Err(ApiError::Internal(format!("{}: {e}", path.display()))),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"job-{job}-step-{position}-attempt-{attempt}.log\""),
+            ),
+            (
+                header::HeaderName::from_static("x-log-complete"),
+                finished.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct LogSearchQuery {
+    /// A plain string, matched in each line's visible text (colours and other
+    /// escape sequences removed).
+    q: String,
+    /// `1`: ASCII letters match either case.
+    #[serde(default, deserialize_with = "flag")]
+    ignore_case: bool,
+    /// The first line to look at (0-based), to go on after `next_line`.
+    #[serde(default)]
+    from_line: u64,
+    /// Matching lines to return at most (default 1,000, at most 10,000).
+    limit: Option<usize>,
+    /// The job attempt; the step's latest when absent.
+    attempt: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub struct LogSearchHits {
+    /// Matching lines, 0-based (as `from_line`), ascending.
+    lines: Vec<u64>,
+    /// Set when the limit stopped the search: search again from this line.
+    next_line: Option<u64>,
+}
+
+/// The lines of a step's log containing a string, read from the file in
+/// pieces (`pipeline::logs`, `Logs::search`).
+pub async fn log_search(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+    Path((job, position)): Path<(i64, i64)>,
+    Query(q): Query<LogSearchQuery>,
+) -> Result<Json<LogSearchHits>, ApiError> {
+    use crate::pipeline::logs::{SearchQuery, MAX_NEEDLE};
+    if q.q.is_empty() || q.q.len() > MAX_NEEDLE {
+        return Err(ApiError::BadRequest(format!(
+            "q has {} bytes: search for 1 to {MAX_NEEDLE}",
+            q.q.len()
+        )));
+    }
+    let step = step_detail(&app, job, position).await?;
+    let attempt = step.log_attempt(q.attempt);
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let logs = app.logs.clone();
+    let hits = blocking(move || {
+        logs.search(
+            job,
+            position,
+            attempt,
+            &SearchQuery {
+                text: &q.q,
+                ignore_case: q.ignore_case,
+                from_line: q.from_line,
+                limit,
+            },
+        )
+    })
+    .await?;
+    Ok(Json(LogSearchHits {
+        lines: hits.lines,
+        next_line: hits.next_line,
+    }))
 }
