@@ -552,6 +552,7 @@ fn the_viewer_opens_a_long_log_at_its_tail_and_gets_around_it() {
     // A link to a line (and a range) scrolls there and highlights it.
     browser.goto(&format!("{}{page}#L54321", server.url()));
     browser.wait_until("line 54321 shown", WAIT, &in_view(54_321));
+    browser.screenshot("log");
     assert_eq!(
         browser
             .eval("Array.from(document.querySelectorAll('#log .r.hl .n')).map(a => a.textContent)"),
