@@ -44,6 +44,8 @@ pub struct LogPage {
     pub total_lines: u64,
     /// The step may still write: the script follows the log live.
     pub live: bool,
+    /// The last lines (number, plain text), on screen before the script runs.
+    pub tail: Vec<(u64, String)>,
 }
 
 impl LogPage {
@@ -75,6 +77,7 @@ mod tests {
             attempts: vec![1, 2],
             total_lines: 12,
             live: true,
+            tail: vec![(12, "<b>last</b> line".into())],
         }
     }
 
@@ -88,6 +91,11 @@ mod tests {
         assert!(html.contains("data-lines=\"12\""), "{html}");
         assert!(html.contains("data-live=\"true\""), "{html}");
         assert!(html.contains("href=\"/pipelines/3\""), "{html}");
+        // The tail comes with the page, escaped.
+        assert!(
+            html.contains("&#60;b&#62;last&#60;/b&#62; line") || html.contains("&lt;b&gt;last"),
+            "{html}"
+        );
         assert!(
             html.contains("/api/v1/jobs/7/steps/2/log?download=1&amp;attempt=2")
                 || html.contains("/api/v1/jobs/7/steps/2/log?download=1&#38;attempt=2"),

@@ -369,7 +369,10 @@
       const frag = document.createDocumentFragment();
       for (let i = from; i < to; i++) {
         const l = this.line(i);
-        if (l && this.shownAt === null) this.shownAt = performance.now();
+        if (l && this.shownAt === null) {
+          this.shownAt = performance.now();
+          document.getElementById("log-tail")?.remove();
+        }
         const row = document.createElement("div");
         let cls = "r";
         if (hl && i >= hl[0] && i <= hl[1]) cls += " hl";

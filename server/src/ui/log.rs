@@ -37,14 +37,30 @@ async fn page(
     };
     let attempt = step.log_attempt(q.attempt);
     let logs = app.logs.clone();
-    let total_lines = tokio::task::spawn_blocking(move || logs.total_lines(job, position, attempt))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "reading a log's length failed");
-            0
-        });
+    // The last lines come with the page, so the tail is on screen at first
+    // paint; the script's viewer replaces them once it has drawn.
+    let read = tokio::task::spawn_blocking(move || {
+        let total = logs.total_lines(job, position, attempt)?;
+        logs.range(
+            job,
+            position,
+            attempt,
+            total.saturating_sub(TAIL_LINES),
+            total,
+            64 * 1024,
+        )
+        .map(|r| (total, r))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    let (total_lines, tail) = match read {
+        Ok((total, range)) => (total, preview(range.from, &range.bytes)),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a log's tail failed");
+            (0, Vec::new())
+        }
+    };
     // An earlier attempt's log does not grow any more.
     let live = !step.finished() && step.attempt.unwrap_or(step.job_attempt) == attempt;
     let duration = match step.started_at {
@@ -68,7 +84,42 @@ async fn page(
         attempts: (1..=step.job_attempt.max(1)).collect(),
         total_lines,
         live,
+        tail,
     })
+}
+
+/// Lines of the tail shown before the script runs.
+const TAIL_LINES: u64 = 80;
+
+/// Log bytes as plain text lines (1-based numbers): escape sequences
+/// dropped, a carriage return starting its line's text over, as the viewer
+/// shows them.
+fn preview(first: u64, bytes: &[u8]) -> Vec<(u64, String)> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = Vec::new();
+    for (i, line) in text.split_terminator('\n').enumerate() {
+        let line = line.rsplit('\r').find(|p| !p.is_empty()).unwrap_or("");
+        let mut clean = String::with_capacity(line.len());
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for d in chars.by_ref() {
+                        if ('@'..='~').contains(&d) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            } else if !c.is_control() || c == '\t' {
+                clean.push(c);
+            }
+        }
+        out.push((first + i as u64 + 1, clean));
+    }
+    out
 }
 
 async fn js() -> Response {
@@ -91,4 +142,20 @@ async fn css() -> Response {
         slipway_web::log::LOG_CSS,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn previews_drop_escapes_and_overwritten_text() {
+        let got = super::preview(9, b"\x1b[31mred\x1b[0m plain\nhalf\rdone\r\nlast");
+        assert_eq!(
+            got,
+            vec![
+                (10, "red plain".to_owned()),
+                (11, "done".to_owned()),
+                (12, "last".to_owned())
+            ]
+        );
+    }
 }
