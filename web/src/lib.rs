@@ -11,6 +11,23 @@ use askama::Template;
 pub const APP_CSS: &str = include_str!("../static/app.css");
 pub const APP_JS: &str = include_str!("../static/app.js");
 
+/// A version of the static assets (a hash of all of them), put in their URLs
+/// so browsers may cache them for good: a new build changes the URLs.
+pub fn asset_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        // FNV-1a: stable across builds and platforms, unlike DefaultHasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [APP_CSS, APP_JS, log::LOG_CSS, log::LOG_JS] {
+            for b in part.bytes().chain([0u8]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{h:016x}")
+    })
+}
+
 /// The signed-in user, shown in the header (with the sign-out form's token).
 #[derive(Debug, Clone)]
 pub struct Nav {

@@ -126,7 +126,7 @@ async fn js() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
+            (header::CACHE_CONTROL, super::ASSET_CACHE),
         ],
         slipway_web::log::LOG_JS,
     )
@@ -137,7 +137,7 @@ async fn css() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
+            (header::CACHE_CONTROL, super::ASSET_CACHE),
         ],
         slipway_web::log::LOG_CSS,
     )

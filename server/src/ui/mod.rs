@@ -36,6 +36,10 @@ pub fn router() -> Router<AppState> {
 
 /// What every page's response carries: no framing, no sniffing, scripts and
 /// styles only from this server.
+/// Static assets are addressed by `?v=<hash of them all>`, so a browser may
+/// keep them as long as it likes.
+pub(crate) const ASSET_CACHE: &str = "public, max-age=31536000, immutable";
+
 pub(crate) fn page(body: String) -> Response {
     (
         [
@@ -71,7 +75,7 @@ async fn css() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
+            (header::CACHE_CONTROL, ASSET_CACHE),
         ],
         slipway_web::APP_CSS,
     )
@@ -82,7 +86,7 @@ async fn js() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
+            (header::CACHE_CONTROL, ASSET_CACHE),
         ],
         slipway_web::APP_JS,
     )
