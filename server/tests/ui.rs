@@ -49,6 +49,8 @@ fn signed_in(server: &TestServer, user: &str, password: &str) -> Client {
 fn redact(page: &str, server: &TestServer) -> String {
     let assets = regex::Regex::new(r"\?v=[0-9a-f]{16}").unwrap();
     let page = assets.replace_all(page, "?v=[assets]").into_owned();
+    let ids = regex::Regex::new(r#"(/pipelines/|/jobs/|data-id="|data-job=")\d+"#).unwrap();
+    let page = ids.replace_all(&page, "${1}[id]").into_owned();
     let page = page.as_str();
     let hex = regex::Regex::new("[0-9a-f]{64}").unwrap();
     let page = hex.replace_all(page, "[token]").into_owned();
