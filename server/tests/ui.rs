@@ -6,65 +6,11 @@
 
 mod common;
 
+use common::web::{
+    csrf_in as token_in, redact_page as redact, sign_in_as as signed_in, web_client as client,
+};
 use common::*;
 use reqwest::blocking::Client;
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .build()
-        .unwrap()
-}
-
-fn token_in(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    page[at..at + 64].to_owned()
-}
-
-/// Sign in through the form; returns the client holding the session cookie.
-fn signed_in(server: &TestServer, user: &str, password: &str) -> Client {
-    let c = client();
-    let form = c
-        .get(format!("{}/signin", server.url()))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let r = c
-        .post(format!("{}/signin", server.url()))
-        .form(&[
-            ("username", user),
-            ("password", password),
-            ("csrf", &token_in(&form)),
-            ("next", "/"),
-        ])
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 303, "{}", r.text().unwrap());
-    c
-}
-
-/// Tokens, ports and times out of a page, for snapshots.
-fn redact(page: &str, server: &TestServer) -> String {
-    let assets = regex::Regex::new(r"\?v=[0-9a-f]{16}").unwrap();
-    let page = assets.replace_all(page, "?v=[assets]").into_owned();
-    let ids = regex::Regex::new(r#"(/pipelines/|/jobs/|data-id="|data-job=")\d+"#).unwrap();
-    let page = ids.replace_all(&page, "${1}[id]").into_owned();
-    let page = page.as_str();
-    let hex = regex::Regex::new("[0-9a-f]{64}").unwrap();
-    let page = hex.replace_all(page, "[token]").into_owned();
-    let secs = regex::Regex::new(r"\b\d+(m \d+)?s\b").unwrap();
-    let page = secs.replace_all(&page, "[duration]").into_owned();
-    let sha = regex::Regex::new(r"<code>[0-9a-f]{12}(?:[0-9a-f]{28})?</code>").unwrap();
-    let page = sha.replace_all(&page, "<code>[commit]</code>").into_owned();
-    let time = regex::Regex::new(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC").unwrap();
-    let page = time.replace_all(&page, "[time]").into_owned();
-    let scratch = regex::Regex::new(r"/tmp/[A-Za-z0-9_.-]+/repo").unwrap();
-    scratch
-        .replace_all(&page, "[repo dir]")
-        .replace(server.host_port(), "[server]")
-}
 
 #[test]
 fn pages_need_a_signed_in_user_and_forms_need_their_token() {

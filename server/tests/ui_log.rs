@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::browser::{Browser, PHONE, WAIT};
+use common::web::{redact_page, sign_in_as, web_client};
 use common::*;
 use fantoccini::key::Key;
 use reqwest::blocking::Client;
@@ -21,53 +22,15 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 fn client() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .build()
-        .unwrap()
+    web_client()
 }
 
-fn token_in(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    page[at..at + 64].to_owned()
-}
-
-/// Sign in through the form; returns the client holding the session cookie.
 fn signed_in(server: &TestServer) -> Client {
-    let c = client();
-    let form = c
-        .get(format!("{}/signin", server.url()))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let r = c
-        .post(format!("{}/signin", server.url()))
-        .form(&[
-            ("username", "admin"),
-            ("password", server.admin_password()),
-            ("csrf", &token_in(&form)),
-            ("next", "/"),
-        ])
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 303, "{}", r.text().unwrap());
-    c
+    sign_in_as(server, "admin", server.admin_password())
 }
 
-/// Tokens, ids, ports and times out of a page, for snapshots.
 fn redact(page: &str, server: &TestServer) -> String {
-    let assets = regex::Regex::new(r"\?v=[0-9a-f]{16}").unwrap();
-    let page = assets.replace_all(page, "?v=[assets]").into_owned();
-    let page = page.as_str();
-    let page = page.replace(server.host_port(), "[server]");
-    let hex = regex::Regex::new("[0-9a-f]{64}").unwrap();
-    let page = hex.replace_all(&page, "[token]").into_owned();
-    let secs = regex::Regex::new(r"\b\d+(m \d+)?s\b").unwrap();
-    let page = secs.replace_all(&page, "[duration]").into_owned();
-    let ids = regex::Regex::new(r#"(/pipelines/|/jobs/|data-job=")\d+"#).unwrap();
-    ids.replace_all(&page, "${1}[id]").into_owned()
+    redact_page(page, server)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
