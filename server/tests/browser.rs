@@ -390,11 +390,7 @@ fn cancelling_from_the_pipeline_page_stops_its_containers() {
             .map(|d| d.count())
             .unwrap_or(0)
     };
-    let started = std::time::Instant::now();
-    while count() == 0 {
-        assert!(started.elapsed() < WAIT, "no container started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("a container to start", WAIT, || count() > 0);
     browser.click("form[data-role='cancel'] button");
     browser.wait_until(
         "the page to say cancelled",
@@ -403,14 +399,11 @@ fn cancelling_from_the_pipeline_page_stops_its_containers() {
             "document.querySelector(\"{PIPELINE_STATUS}\").classList.contains('status-cancelled')"
         ),
     );
-    let stopped = std::time::Instant::now();
-    while count() != 0 {
-        assert!(
-            stopped.elapsed() < Duration::from_secs(10),
-            "the container is still there after a cancel"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        "the container to be gone after the cancel",
+        Duration::from_secs(10),
+        || count() == 0,
+    );
     let api = server.get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth());
     assert_eq!(api.json()["status"], "cancelled");
 }

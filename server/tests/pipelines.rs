@@ -412,17 +412,6 @@ fn a_signed_github_push_webhook_starts_a_pipeline_and_forgeries_do_not() {
     assert_eq!(p["triggered_by"], "push webhook (GitHub)");
 }
 
-fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + limit;
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 /// SIGKILL a runner mid-job: its container is removed (by its guard), the
 /// lease runs out and the job goes back to the queue with the reason, and
 /// another runner runs it to the end as attempt 2.

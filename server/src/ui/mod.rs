@@ -315,36 +315,7 @@ async fn dashboard(State(app): State<AppState>, viewer: Viewer) -> Response {
         Ok(list) => list,
         Err(e) => return e.into_response(),
     };
-    let now = crate::db::now_ms();
-    let pipelines = list
-        .into_iter()
-        .map(|p| slipway_web::PipelineRow {
-            id: p.id,
-            icon: slipway_web::status_icon(&p.status),
-            repo: p.repo,
-            number: p.number,
-            status: p.status,
-            git_ref: p
-                .git_ref
-                .trim_start_matches("refs/heads/")
-                .trim_start_matches("refs/tags/")
-                .to_owned(),
-            commit_short: p.commit.chars().take(12).collect(),
-            message: p
-                .message
-                .unwrap_or_default()
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned(),
-            author: p.author.unwrap_or_default(),
-            duration: p
-                .started_at
-                .map(|s| slipway_web::duration(p.finished_at.unwrap_or(now) - s))
-                .unwrap_or_default(),
-            trigger: p.triggered_by,
-        })
-        .collect();
+    let pipelines = list.into_iter().map(pipeline::row).collect();
     render(slipway_web::Dashboard {
         nav: viewer.nav(),
         pipelines,

@@ -36,6 +36,29 @@ fn took(started: Option<i64>, finished: Option<i64>) -> String {
     }
 }
 
+/// A pipeline as a row of the dashboard and of a repository's history.
+pub fn row(p: crate::api::pipelines::PipelineSummary) -> slipway_web::PipelineRow {
+    slipway_web::PipelineRow {
+        id: p.id,
+        icon: slipway_web::status_icon(&p.status),
+        repo: p.repo,
+        number: p.number,
+        status: p.status,
+        git_ref: short_ref(&p.git_ref),
+        commit_short: p.commit.chars().take(12).collect(),
+        message: p
+            .message
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        author: p.author.unwrap_or_default(),
+        duration: took(p.started_at, p.finished_at),
+        trigger: p.triggered_by,
+    }
+}
+
 fn short_ref(r: &str) -> String {
     r.trim_start_matches("refs/heads/")
         .trim_start_matches("refs/tags/")
@@ -255,28 +278,7 @@ async fn repo(State(app): State<AppState>, viewer: Viewer, Path(name): Path<Stri
             }
         })
         .collect();
-    let pipelines = history
-        .into_iter()
-        .map(|p| slipway_web::PipelineRow {
-            id: p.id,
-            icon: slipway_web::status_icon(&p.status),
-            repo: p.repo,
-            number: p.number,
-            status: p.status,
-            git_ref: short_ref(&p.git_ref),
-            commit_short: p.commit.chars().take(12).collect(),
-            message: p
-                .message
-                .unwrap_or_default()
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned(),
-            author: p.author.unwrap_or_default(),
-            duration: took(p.started_at, p.finished_at),
-            trigger: p.triggered_by,
-        })
-        .collect();
+    let pipelines = history.into_iter().map(row).collect();
     render(slipway_web::RepoPage {
         nav: viewer.nav(),
         name: repo.name.clone(),

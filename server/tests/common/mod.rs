@@ -1252,3 +1252,15 @@ pub fn rand_suffix() -> String {
     let n: u32 = rand::thread_rng().gen();
     format!("{n:08x}")
 }
+
+/// Poll `f` until it holds, failing the test after `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
