@@ -43,7 +43,7 @@ fn world() -> World {
     std::fs::copy(busybox, layer.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "echo", "sleep", "cat", "ls", "hostname", "nc", "grep", "wc", "id", "stat", "touch",
-        "true",
+        "true", "rm", "mv", "chmod", "ln", "mknod", "mount", "umount",
     ] {
         std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
     }
@@ -164,6 +164,12 @@ async fn streams_exit_codes_and_isolation_basics() {
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines[0], "1");
     assert!(lines[1].parse::<u32>().unwrap() <= 3, "{}", r.stdout);
+
+    // Its own hostname, not the host's.
+    let r = run(&w, "hostname", None, Cancel::default()).await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(r.stdout, "slipway\n");
+    assert_ne!(r.stdout.trim(), host.trim());
 
     // No host files: a canary next to the layer is not reachable.
     let canary = w.layer.parent().unwrap().join("canary");
@@ -296,6 +302,78 @@ async fn container_root_is_not_host_root_unless_the_call_says_so() {
         .collect();
     assert_eq!(map, ["0", "0", "4294967295"]);
     assert!(r.stdout.ends_with("host secret"), "{}", r.stdout);
+}
+
+/// A directory bind-mounted read-only can be read but not written, removed,
+/// renamed, re-permissioned, linked into, remounted or unmounted, by container
+/// root in its user namespace and by real root with the namespace switched
+/// off; the host directory is unchanged afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_bind_mount_cannot_be_changed_or_escaped() {
+    let w = world();
+    let host = w.layer.parent().unwrap().join("given");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("file"), "host data\n").unwrap();
+    std::fs::set_permissions(host.join("file"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.mode(), m.uid(), m.mtime(), m.ino())
+    };
+    let (dir_before, file_before) = (before(&host), before(&host.join("file")));
+    let attempts = [
+        "echo x > /given/new",
+        "echo changed > /given/file",
+        "rm -f /given/file",
+        "mv /given/file /given/moved",
+        "chmod 777 /given/file",
+        "chmod 777 /given",
+        "ln -s / /given/escape",
+        "ln /given/file /given/hard",
+        "mknod /given/null c 1 3",
+        "mount -o remount,rw /given",
+        "mount -o remount,rw,bind /given",
+        "umount /given",
+        "umount -l /given",
+        "mount -t tmpfs none /given",
+    ]
+    .join("\n");
+    let script = format!(
+        "cat /given/file; printf '%s\\n' '{attempts}' | while read -r a; do \
+         sh -c \"$a\" 2>/dev/null && echo \"ALLOWED: $a\"; done; \
+         cat /given/file; ls -a /given | wc -l"
+    );
+    for user_namespace in [RunOptions::default().user_namespace, None] {
+        let options = RunOptions {
+            mounts: vec![BindMount {
+                source: host.clone(),
+                destination: "/given".into(),
+                read_only: true,
+            }],
+            user_namespace: user_namespace.clone(),
+            ..Default::default()
+        };
+        let r = run_with(&w, options, &script, None, Cancel::default()).await;
+        assert_eq!(
+            r.stdout, "host data\nhost data\n3\n",
+            "namespace {user_namespace:?}: {}",
+            r.stderr
+        );
+        assert_eq!(
+            std::fs::read_dir(&host)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<Vec<_>>(),
+            ["file"]
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("file")).unwrap(),
+            "host data\n"
+        );
+        assert_eq!(before(&host), dir_before);
+        assert_eq!(before(&host.join("file")), file_before);
+    }
+    assert_clean(&w);
 }
 
 /// A pod: containers share one network namespace (a service on localhost,
