@@ -350,7 +350,7 @@ async fn a_read_only_bind_mount_cannot_be_changed_or_escaped() {
                 destination: "/given".into(),
                 read_only: true,
             }],
-            user_namespace: user_namespace.clone(),
+            user_namespace,
             ..Default::default()
         };
         let r = run_with(&w, options, &script, None, Cancel::default()).await;
