@@ -47,12 +47,7 @@ fn repo_with(dir: &Path, files: &[(&str, &str)]) -> String {
     }
     git(dir, &["add", "."]);
     git(dir, &["commit", "-q", "-m", "the commit"]);
-    let out = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    text(&out.stdout).trim().to_owned()
+    head(dir)
 }
 
 /// A server with `library/busybox` in its registry, and a scratch directory
@@ -305,6 +300,87 @@ fn github_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The commit `HEAD` names in `dir`.
+fn head(dir: &Path) -> String {
+    let out = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    text(&out.stdout).trim().to_owned()
+}
+
+/// A GitHub push event for `sha` on main of `dir`, announced as `full_name`.
+fn github_push(full_name: &str, dir: &Path, sha: &str) -> Vec<u8> {
+    let commit = serde_json::json!({ "id": sha, "message": "a change", "author": { "name": "Dev" },
+                                     "added": ["notes.txt"], "modified": [], "removed": [] });
+    serde_json::to_vec(&serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0".repeat(40),
+        "after": sha,
+        "repository": { "full_name": full_name, "clone_url": dir.to_str().unwrap() },
+        "head_commit": commit,
+        "commits": [commit],
+        "pusher": { "name": "dev" }
+    }))
+    .unwrap()
+}
+
+/// Delivers a GitHub push webhook for the repository with `repo_id`.
+fn deliver_github(
+    server: &TestServer,
+    repo_id: i64,
+    signature: Option<String>,
+    body: Vec<u8>,
+) -> reqwest::blocking::Response {
+    let mut req = http_client()
+        .post(format!("{}/api/v1/webhooks/{repo_id}", server.url()))
+        .header("X-GitHub-Event", "push")
+        .header("Content-Type", "application/json");
+    if let Some(s) = signature {
+        req = req.header("X-Hub-Signature-256", s);
+    }
+    req.body(body).send().unwrap()
+}
+
+/// Pipeline `id` once it has reached a final state.
+fn finished_pipeline(server: &TestServer, id: i64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_for(
+        &format!("pipeline {id} to finish"),
+        std::time::Duration::from_secs(90),
+        || {
+            last = server
+                .get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth())
+                .json();
+            ["success", "failure", "error", "cancelled"]
+                .contains(&last["status"].as_str().unwrap_or(""))
+        },
+    );
+    last
+}
+
+/// `slipway` as admin with `input` on its standard input.
+fn slipway_with_input(server: &TestServer, args: &[&str], input: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(args)
+        .env("SLIPWAY_SERVER", server.url())
+        .env("SLIPWAY_USER", "admin")
+        .env("SLIPWAY_PASSWORD", server.admin_password())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "slipway {args:?}");
+}
+
 /// A push to a local repository plus a GitHub-format webhook makes a pipeline
 /// that runs; forged, unsigned and oversized deliveries start nothing.
 #[test]
@@ -325,39 +401,9 @@ fn a_signed_github_push_webhook_starts_a_pipeline_and_forgeries_do_not() {
     std::fs::write(dir.join("notes.txt"), "more\n").unwrap();
     git(&dir, &["add", "notes.txt"]);
     git(&dir, &["commit", "-q", "-m", "add notes"]);
-    let sha = text(
-        &Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(&dir)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .to_owned();
-    let payload = serde_json::json!({
-        "ref": "refs/heads/main",
-        "before": "0".repeat(40),
-        "after": sha,
-        "repository": { "full_name": "team/hooked", "clone_url": dir.to_str().unwrap() },
-        "head_commit": { "id": sha, "message": "add notes", "author": { "name": "Dev" },
-                         "added": ["notes.txt"], "modified": [], "removed": [] },
-        "commits": [{ "id": sha, "message": "add notes", "author": { "name": "Dev" },
-                      "added": ["notes.txt"], "modified": [], "removed": [] }],
-        "pusher": { "name": "dev" }
-    });
-    let body = serde_json::to_vec(&payload).unwrap();
-    let url = format!("{}/api/v1/webhooks/{repo_id}", server.url());
-    let send = |signature: Option<String>, body: Vec<u8>| {
-        let mut req = http_client()
-            .post(&url)
-            .header("X-GitHub-Event", "push")
-            .header("Content-Type", "application/json");
-        if let Some(s) = signature {
-            req = req.header("X-Hub-Signature-256", s);
-        }
-        req.body(body).send().unwrap()
-    };
+    let sha = head(&dir);
+    let body = github_push("team/hooked", &dir, &sha);
+    let send = |signature, body| deliver_github(&server, repo_id, signature, body);
 
     // Refused: a wrong secret, no signature, a body changed after signing, too big.
     let forged = send(
@@ -391,25 +437,157 @@ fn a_signed_github_push_webhook_starts_a_pipeline_and_forgeries_do_not() {
     let id = accepted.json::<serde_json::Value>().unwrap()["pipeline"]
         .as_i64()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let p = loop {
-        let p = server
-            .get(&format!("/api/v1/pipelines/{id}"), &server.admin_auth())
-            .json();
-        if ["success", "failure", "error", "cancelled"].contains(&p["status"].as_str().unwrap()) {
-            break p;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pipeline never finished: {p}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let p = finished_pipeline(&server, id);
     assert_eq!(p["status"], "success", "{p}");
     assert_eq!(p["commit"], sha.as_str());
     assert_eq!(p["event"], "push");
     assert_eq!(p["ref"], "refs/heads/main");
     assert_eq!(p["triggered_by"], "push webhook (GitHub)");
+}
+
+/// The whole path in one run: a commit pushed to a local repository and
+/// announced by a signed GitHub push webhook makes a pipeline; its two jobs run
+/// in DAG order on a `slipway runner` process connected over HTTP; the first
+/// job's step reaches its service container on localhost and uses a secret the
+/// log masks; the final state reaches the fake forge.
+#[test]
+fn a_pushed_commit_goes_from_webhook_to_forge_status() {
+    let (server, work) = with_busybox("pipelines-e2e");
+    let spec = r#"jobs:
+  test:
+    services:
+      db:
+        image: busybox
+        commands: ["echo pong-from-db | nc -l -p 5432"]
+    steps:
+      - name: query
+        image: busybox
+        secrets: [DB_PASSWORD]
+        commands:
+          - for i in $(seq 100); do nc 127.0.0.1 5432 </dev/null > reply && [ -s reply ] && break; sleep 0.1; done
+          - cat reply
+          - echo "password is $DB_PASSWORD"
+          - printf %s "$DB_PASSWORD" | sha256sum
+  deploy:
+    needs: [test]
+    steps:
+      - name: after
+        image: busybox
+        commands:
+          - echo "deploying $SLIPWAY_COMMIT after test"
+"#;
+    let (dir, first) = add_repo(&server, work.path(), "team/shop", &[(".slipway.yml", spec)]);
+    let repo_id = server.get("/api/v1/repos", &server.admin_auth()).json()[0]["id"]
+        .as_i64()
+        .unwrap();
+    slipway_with_input(
+        &server,
+        &["secret", "set", "team/shop", "DB_PASSWORD"],
+        "hunter2-but-longer",
+    );
+    let (forge, seen) = fake_forge();
+    slipway_with_input(
+        &server,
+        &[
+            "repo",
+            "forge",
+            "team/shop",
+            "--kind",
+            "github",
+            "--api",
+            &forge,
+            "--repository",
+            "team/shop",
+        ],
+        "forge-token-e2e\n",
+    );
+    let _runner = start_runner(&server, &work.path().join("runner"));
+
+    // The push: a new commit in the repository, then the forge's webhook.
+    std::fs::write(dir.join("notes.txt"), "a change\n").unwrap();
+    git(&dir, &["add", "notes.txt"]);
+    git(&dir, &["commit", "-q", "-m", "a change"]);
+    let sha = head(&dir);
+    assert_ne!(sha, first);
+    let body = github_push("team/shop", &dir, &sha);
+    let secret = webhook_secret(&server);
+    let accepted = deliver_github(
+        &server,
+        repo_id,
+        Some(github_signature(&secret, &body)),
+        body,
+    );
+    assert_eq!(accepted.status(), 201);
+    let id = accepted.json::<serde_json::Value>().unwrap()["pipeline"]
+        .as_i64()
+        .unwrap();
+
+    let p = finished_pipeline(&server, id);
+    assert_eq!(p["status"], "success", "{p}");
+    assert_eq!(p["commit"], sha.as_str());
+    assert_eq!(p["triggered_by"], "push webhook (GitHub)");
+    let jobs = p["jobs"].as_array().unwrap();
+    let (test, deploy) = (&jobs[0], &jobs[1]);
+    assert_eq!(
+        (test["name"].as_str(), deploy["name"].as_str()),
+        (Some("test"), Some("deploy"))
+    );
+    for job in jobs {
+        assert_eq!(job["status"], "success", "{job}");
+        assert_eq!(job["runner"], "test-runner", "{job}");
+    }
+    assert!(
+        deploy["started_at"].as_i64() >= test["finished_at"].as_i64(),
+        "deploy started before test finished: {p}"
+    );
+
+    // The log: the service answered, the secret worked and is masked.
+    let out = slipway(&server, &["logs", &id.to_string()]);
+    let log = text(&out.stdout);
+    assert!(out.status.success(), "{log}{}", text(&out.stderr));
+    assert!(log.contains("pong-from-db"), "service not reached:\n{log}");
+    assert!(log.contains("password is ********"), "{log}");
+    assert!(!log.contains("hunter2"), "the secret leaked:\n{log}");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        b"hunter2-but-longer",
+    ));
+    assert!(
+        log.contains(&digest),
+        "the step did not see the secret:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("deploying {sha} after test")),
+        "{log}"
+    );
+    let (test_at, deploy_at) = (
+        log.find("pong-from-db").unwrap(),
+        log.find("deploying").unwrap(),
+    );
+    assert!(test_at < deploy_at, "{log}");
+
+    // The forge: pending or running first, success last, with its token.
+    let statuses = format!("/repos/team/shop/statuses/{sha}");
+    wait_for(
+        "the final state at the forge",
+        std::time::Duration::from_secs(15),
+        || {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.path == statuses && s.body.contains("\"state\":\"success\""))
+        },
+    );
+    let seen = seen.lock().unwrap().clone();
+    let calls: Vec<&Seen> = seen.iter().filter(|s| s.path == statuses).collect();
+    assert!(calls.len() >= 2, "{calls:?}");
+    assert!(calls[0].body.contains("\"state\":\"pending\""), "{calls:?}");
+    assert!(
+        calls.last().unwrap().body.contains("\"state\":\"success\""),
+        "{calls:?}"
+    );
+    assert!(calls
+        .iter()
+        .all(|s| s.authorization == "Bearer forge-token-e2e"));
 }
 
 /// SIGKILL a runner mid-job: its container is removed (by its guard), the
@@ -581,23 +759,7 @@ fn secrets_are_usable_masked_and_only_where_named() {
 "#;
     add_repo(&server, work.path(), "secretive", &[(".slipway.yml", spec)]);
     let set = |name: &str, value: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-            .args(["secret", "set", "secretive", name])
-            .env("SLIPWAY_SERVER", server.url())
-            .env("SLIPWAY_USER", "admin")
-            .env("SLIPWAY_PASSWORD", server.admin_password())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(value.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        slipway_with_input(&server, &["secret", "set", "secretive", name], value)
     };
     set("TOKEN", "s3cr3t-t0ken-value\n");
     set("KEY", "first-line-of-key\nsecond-line-of-key");
@@ -713,26 +875,21 @@ fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
     );
     let secret = webhook_secret(&server);
     let (forge, seen) = fake_forge();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args([
-            "repo", "forge", "reported", "--kind", "github", "--api", &forge,
-        ])
-        .args(["--repository", "team/reported"])
-        .env("SLIPWAY_SERVER", server.url())
-        .env("SLIPWAY_USER", "admin")
-        .env("SLIPWAY_PASSWORD", server.admin_password())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"forge-token-123\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    slipway_with_input(
+        &server,
+        &[
+            "repo",
+            "forge",
+            "reported",
+            "--kind",
+            "github",
+            "--api",
+            &forge,
+            "--repository",
+            "team/reported",
+        ],
+        "forge-token-123\n",
+    );
     let hook = format!("{forge}/hook");
     let out = slipway(&server, &["repo", "notify", "reported", "--url", &hook]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -768,11 +925,6 @@ fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
     );
     assert!(last.body.contains("/api/v1/pipelines/1"), "{}", last.body);
     // The outgoing webhook: signed with the repository's secret.
-    wait_for(
-        "the outgoing webhook",
-        std::time::Duration::from_secs(15),
-        || true,
-    );
     let hooks: Vec<&Seen> = seen.iter().filter(|s| s.path == "/hook").collect();
     let final_hook = hooks
         .iter()

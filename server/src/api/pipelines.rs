@@ -45,6 +45,8 @@ pub struct JobView {
     pub finished_at: Option<i64>,
     /// Size of the job's artifacts tar (`GET /api/v1/jobs/{id}/artifacts`).
     pub artifacts_bytes: Option<i64>,
+    /// Name of the runner that has (or last had) the job.
+    pub runner: Option<String>,
     pub steps: Vec<StepView>,
 }
 
@@ -586,9 +588,12 @@ pub async fn load(app: &AppState, id: i64) -> Result<PipelineView, ApiError> {
         Option<i64>,
         Option<i64>,
         Option<i64>,
+        Option<String>,
     )> = sqlx::query_as(
-        "SELECT id, name, status, needs, attempt, reason, started_at, finished_at, artifacts_bytes
-             FROM jobs WHERE pipeline_id = ? ORDER BY id",
+        "SELECT j.id, j.name, j.status, j.needs, j.attempt, j.reason, j.started_at, j.finished_at,
+                j.artifacts_bytes, r.name
+             FROM jobs j LEFT JOIN runners r ON r.id = j.runner_id
+             WHERE j.pipeline_id = ? ORDER BY j.id",
     )
     .bind(id)
     .fetch_all(&app.db)
@@ -644,6 +649,7 @@ pub async fn load(app: &AppState, id: i64) -> Result<PipelineView, ApiError> {
             started_at: j.6,
             finished_at: j.7,
             artifacts_bytes: j.8,
+            runner: j.9,
             steps: steps
                 .iter()
                 .filter(|s| s.0 == j.0)
