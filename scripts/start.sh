@@ -98,7 +98,8 @@ echo "==> running the demo pipeline (slipway run demo --wait)"
 $slipway run demo --wait || echo "(the demo pipeline did not succeed: see $runner_log)"
 cat <<MSG
 
-Slipway is running at $url with a local runner ($runner_log). Try:
+Slipway is running at $url with a local runner ($runner_log).
+Open $url/ in a browser and sign in as admin (password in $password_file). Or try:
   export SLIPWAY_SERVER=$url SLIPWAY_USER=admin SLIPWAY_PASSWORD=\$(cat $password_file)
   $slipway run demo --wait        # again
   $slipway queue; $slipway runners

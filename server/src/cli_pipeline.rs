@@ -109,7 +109,7 @@ pub async fn run(
     let body = json!({ "repo": repo, "ref": git_ref });
     let p: Pipeline = client.post("/api/v1/pipelines", &body).await?;
     println!(
-        "pipeline {} ({} #{} at {}): {}/api/v1/pipelines/{}",
+        "pipeline {} ({} #{} at {}): {}/pipelines/{}",
         p.id,
         p.repo,
         p.number,
@@ -137,7 +137,7 @@ pub async fn rerun(
         )
         .await?;
     println!(
-        "pipeline {} ({} #{}, re-run of {id}): {}/api/v1/pipelines/{}",
+        "pipeline {} ({} #{}, re-run of {id}): {}/pipelines/{}",
         p.id,
         p.repo,
         p.number,

@@ -52,7 +52,7 @@ fn return_freed_memory() {
     }
 }
 
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     return_freed_memory();
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
@@ -85,6 +85,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    // The address actually bound (port 0 picks one), for links made without a
+    // configured public URL.
+    settings.listen = addr;
+    if settings.public_url.is_none() {
+        tracing::info!(
+            "no public_url configured: links sent to forges and webhooks use http://{addr}"
+        );
+    }
     let repos = Repos::new(pool.clone(), &settings.data_dir);
     let settings_data_dir = settings.data_dir.clone();
     let logs = Logs::new(&settings.data_dir);

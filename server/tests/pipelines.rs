@@ -810,6 +810,7 @@ fn secrets_are_usable_masked_and_only_where_named() {
 struct Seen {
     path: String,
     authorization: String,
+    private_token: String,
     signature: String,
     body: String,
 }
@@ -831,7 +832,8 @@ fn fake_forge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
                 continue;
             }
             let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-            let (mut length, mut authorization, mut signature) = (0, String::new(), String::new());
+            let (mut length, mut authorization, mut private_token, mut signature) =
+                (0, String::new(), String::new(), String::new());
             loop {
                 let mut header = String::new();
                 if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
@@ -842,6 +844,7 @@ fn fake_forge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
                 match name.to_ascii_lowercase().as_str() {
                     "content-length" => length = value.parse().unwrap_or(0),
                     "authorization" => authorization = value,
+                    "private-token" => private_token = value,
                     "x-slipway-signature-256" => signature = value,
                     _ => {}
                 }
@@ -851,6 +854,7 @@ fn fake_forge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
             record.lock().unwrap().push(Seen {
                 path,
                 authorization,
+                private_token,
                 signature,
                 body: String::from_utf8_lossy(&body).into_owned(),
             });
@@ -863,7 +867,8 @@ fn fake_forge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
 }
 
 /// Pipeline states reach the forge's commit-status API (GitHub format, with
-/// the token) and the signed outgoing webhook, ending with the final state.
+/// the token) and the signed outgoing webhook, ending with the final state;
+/// then the same for Gitea's and GitLab's formats.
 #[test]
 fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
     let (server, work) = with_busybox("pipelines-forge");
@@ -912,8 +917,8 @@ fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
                 && final_at("/hook", "\"status\":\"success\"")
         },
     );
-    let seen = seen.lock().unwrap().clone();
-    let forge_calls: Vec<&Seen> = seen.iter().filter(|s| s.path == statuses_path).collect();
+    let github = seen.lock().unwrap().clone();
+    let forge_calls: Vec<&Seen> = github.iter().filter(|s| s.path == statuses_path).collect();
     assert!(forge_calls
         .iter()
         .all(|s| s.authorization == "Bearer forge-token-123"));
@@ -923,9 +928,15 @@ fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
         "{}",
         last.body
     );
-    assert!(last.body.contains("/api/v1/pipelines/1"), "{}", last.body);
+    // Its link is the pipeline's page in the web UI.
+    assert!(
+        last.body
+            .contains(&format!("\"target_url\":\"{}/pipelines/1\"", server.url())),
+        "{}",
+        last.body
+    );
     // The outgoing webhook: signed with the repository's secret.
-    let hooks: Vec<&Seen> = seen.iter().filter(|s| s.path == "/hook").collect();
+    let hooks: Vec<&Seen> = github.iter().filter(|s| s.path == "/hook").collect();
     let final_hook = hooks
         .iter()
         .find(|s| s.body.contains("\"status\":\"success\""))
@@ -938,6 +949,83 @@ fn states_reach_the_fake_forge_and_the_outgoing_webhook() {
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     );
     assert!(final_hook.body.contains(&sha));
+
+    // Gitea: the same API shape, its own token header.
+    let forge_kind = |kind: &str, token: &str| {
+        slipway_with_input(
+            &server,
+            &[
+                "repo",
+                "forge",
+                "reported",
+                "--kind",
+                kind,
+                "--api",
+                &forge,
+                "--repository",
+                "team/reported",
+            ],
+            token,
+        )
+    };
+    let finished_at = |path_prefix: &str, needle: &str| {
+        let needle = needle.to_owned();
+        let path_prefix = path_prefix.to_owned();
+        let seen = seen.clone();
+        move || {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.path.starts_with(&path_prefix) && s.body.contains(&needle))
+        }
+    };
+    forge_kind("gitea", "gitea-token\n");
+    let out = slipway(&server, &["run", "reported", "--wait"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    wait_for(
+        "the final state at the Gitea forge",
+        std::time::Duration::from_secs(15),
+        finished_at(&statuses_path, "/pipelines/2\""),
+    );
+    let calls = seen.lock().unwrap().clone();
+    let gitea: Vec<&Seen> = calls
+        .iter()
+        .filter(|s| s.path == statuses_path && s.body.contains("/pipelines/2\""))
+        .collect();
+    assert!(
+        gitea.iter().all(|s| s.authorization == "token gitea-token"),
+        "{gitea:?}"
+    );
+    assert!(
+        gitea
+            .iter()
+            .any(|s| s.body.contains("\"state\":\"success\"")),
+        "{gitea:?}"
+    );
+
+    // GitLab: a project path, the state in the query, PRIVATE-TOKEN.
+    forge_kind("gitlab", "gitlab-token\n");
+    let out = slipway(&server, &["run", "reported", "--wait"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let gitlab_path = format!("/projects/team%2Freported/statuses/{sha}?");
+    let is_final = |s: &Seen| s.path.starts_with(&gitlab_path) && s.path.contains("state=success");
+    wait_for(
+        "the final state at the GitLab forge",
+        std::time::Duration::from_secs(15),
+        || seen.lock().unwrap().iter().any(is_final),
+    );
+    let calls = seen.lock().unwrap().clone();
+    let gitlab: Vec<&Seen> = calls
+        .iter()
+        .filter(|s| s.path.starts_with(&gitlab_path))
+        .collect();
+    assert!(
+        gitlab.iter().all(|s| s.private_token == "gitlab-token"),
+        "{gitlab:?}"
+    );
+    let done = gitlab.iter().find(|s| is_final(s)).unwrap();
+    assert!(done.path.contains("name=slipway"), "{}", done.path);
+    assert!(done.path.contains("%2Fpipelines%2F3"), "{}", done.path);
 }
 
 /// SIGKILL the server with 20 pipelines in flight and start it again on the

@@ -99,11 +99,10 @@ async fn deliver(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", app.settings.listen));
-    let target_url = format!(
-        "{}/api/v1/pipelines/{}",
-        base.trim_end_matches('/'),
-        t.pipeline_id
-    );
+    // The forge links to the pipeline's page in the web UI.
+    let base = base.trim_end_matches('/');
+    let target_url = format!("{base}/pipelines/{}", t.pipeline_id);
+    let api_url = format!("{base}/api/v1/pipelines/{}", t.pipeline_id);
     let description = format!("pipeline #{} {status}", t.number);
     if let (Some(kind), Some(api), Some(repository)) =
         (&t.forge_kind, &t.forge_api, &t.forge_repository)
@@ -189,6 +188,7 @@ async fn deliver(
                 "ref": t.git_ref,
                 "status": status,
                 "url": target_url,
+                "api_url": api_url,
             }
         }))
         .expect("serialisable");
