@@ -100,13 +100,20 @@ impl Drop for Runner {
 }
 
 fn start_runner(server: &TestServer, work: &Path) -> Runner {
+    start_named_runner(server, work, "test-runner", &["--capacity", "2"])
+}
+
+/// A runner called `name` with `args` (labels, capacity) besides the defaults.
+fn start_named_runner(server: &TestServer, work: &Path, name: &str, args: &[&str]) -> Runner {
     let out = slipway(server, &["runner-token", "create"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token = text(&out.stdout).trim().to_owned();
     assert!(token.starts_with("srt_"), "{token}");
     let child = Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args(["runner", "--server", server.url(), "--token", &token])
-        .args(["--name", "test-runner", "--capacity", "2", "--work-dir"])
+        .args(["--name", name])
+        .args(args)
+        .arg("--work-dir")
         .arg(work)
         .env("SLIPWAY_LOG", "warn")
         .stdout(Stdio::null())
@@ -588,6 +595,116 @@ fn a_pushed_commit_goes_from_webhook_to_forge_status() {
     assert!(calls
         .iter()
         .all(|s| s.authorization == "Bearer forge-token-e2e"));
+}
+
+/// Step options: the run's variables, `retry` (a later try sees the earlier
+/// one's workspace), `entrypoint`/`args` without a shell, `when` on branch and
+/// tag, and `timeout`; followed with `slipway logs --follow`.
+#[test]
+fn steps_retry_time_out_and_run_only_when_asked() {
+    let (server, work) = with_busybox("pipelines-steps");
+    let spec = r#"jobs:
+  check:
+    steps:
+      - name: vars
+        image: busybox
+        commands:
+          - echo "ref=$SLIPWAY_REF repo=$SLIPWAY_REPO job=$SLIPWAY_JOB pipeline=$SLIPWAY_PIPELINE"
+      - name: flaky
+        image: busybox
+        retry: 2
+        commands:
+          - n=$(cat tries 2>/dev/null || echo 0); n=$((n+1)); echo $n > tries; echo "try $n"
+          - test $n -ge 2
+      - name: direct
+        image: busybox
+        entrypoint: [/bin/echo]
+        args: [direct, "$HOME is not expanded"]
+      - name: tagged
+        image: busybox
+        when: { tag: "v*" }
+        commands: [echo on a tag]
+      - name: on-main
+        image: busybox
+        when: { branch: main }
+        commands: [echo on main]
+      - name: slow
+        image: busybox
+        timeout: 1s
+        commands: [sleep 100]
+"#;
+    let (dir, _) = add_repo(
+        &server,
+        work.path(),
+        "team/steps",
+        &[(".slipway.yml", spec)],
+    );
+    git(&dir, &["tag", "v1.0"]);
+    let _runner = start_runner(&server, &work.path().join("runner"));
+
+    let out = slipway(&server, &["run", "team/steps"]);
+    let printed = text(&out.stdout);
+    assert!(
+        printed.starts_with("pipeline 1 (team/steps #1 at ")
+            && printed
+                .trim_end()
+                .ends_with(&format!("{}/pipelines/1", server.url())),
+        "{printed}"
+    );
+    let started = std::time::Instant::now();
+    let out = slipway(&server, &["logs", "1", "--follow"]);
+    let log = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the timeout fails the pipeline:\n{log}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        log.contains("ref=refs/heads/main repo=team/steps job=check pipeline=1\n"),
+        "{log}"
+    );
+    let (first, retry, second) = (
+        log.find("try 1\n").expect(&log),
+        log.find("--- retry 1 of 2 ---").expect(&log),
+        log.find("try 2\n").expect(&log),
+    );
+    assert!(first < retry && retry < second, "{log}");
+    assert!(!log.contains("try 3"), "{log}");
+    assert!(log.contains("direct $HOME is not expanded\n"), "{log}");
+    assert!(
+        log.contains("on main\n") && !log.contains("on a tag"),
+        "{log}"
+    );
+    assert!(log.contains("timed out after 1s"), "{log}");
+    assert!(
+        log.contains("=== pipeline team/steps #1: failure ==="),
+        "{log}"
+    );
+    let p = server
+        .get("/api/v1/pipelines/1", &server.admin_auth())
+        .json();
+    let steps = &p["jobs"][0]["steps"];
+    let statuses: Vec<&str> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["success", "success", "success", "skipped", "success", "failure"],
+        "{p}"
+    );
+
+    // On the tag: the tag's step runs, the branch's does not.
+    let out = slipway(&server, &["run", "team/steps", "--ref", "v1.0", "--wait"]);
+    let log = text(&out.stdout);
+    assert!(log.contains("ref=refs/tags/v1.0 "), "{log}");
+    assert!(
+        log.contains("on a tag\n") && !log.contains("on main"),
+        "{log}"
+    );
 }
 
 /// SIGKILL a runner mid-job: its container is removed (by its guard), the
@@ -1199,11 +1316,34 @@ fn rerunning_failed_jobs_reuses_the_ones_that_passed() {
 /// what it needs.
 #[test]
 fn the_queue_says_why_a_job_waits() {
-    let server = TestServer::start();
-    let work = scratch_dir("pipelines-queue");
-    let spec = "jobs:\n  gpu:\n    runs-on: [gpu]\n    steps:\n      - image: busybox\n        commands: [true]\n  after:\n    needs: [gpu]\n    steps:\n      - image: busybox\n        commands: [true]\n";
+    let (server, work) = with_busybox("pipelines-queue");
+    let spec = "jobs:
+  gpu:
+    runs-on: [gpu]
+    steps:
+      - image: busybox
+        commands: [echo on the gpu runner]
+  after:
+    needs: [gpu]
+    steps:
+      - image: busybox
+        commands: [true]
+  one:
+    steps:
+      - image: busybox
+        commands: [sleep 2]
+  two:
+    steps:
+      - image: busybox
+        commands: [sleep 2]
+";
     add_repo(&server, work.path(), "waits", &[(".slipway.yml", spec)]);
-    let _runner = start_runner(&server, &work.path().join("runner"));
+    let _runner = start_named_runner(
+        &server,
+        &work.path().join("runner"),
+        "test-runner",
+        &["--capacity", "1"],
+    );
     wait_for(
         "the runner to register",
         std::time::Duration::from_secs(30),
@@ -1211,15 +1351,44 @@ fn the_queue_says_why_a_job_waits() {
     );
     let out = slipway(&server, &["run", "waits"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let queue = server.get("/api/v1/queue", &server.admin_auth()).json();
-    assert_eq!(queue[0]["job"], "gpu");
-    assert_eq!(queue[0]["position"], 1);
-    assert_eq!(queue[0]["runners"][0]["runner"], "test-runner");
-    assert_eq!(queue[0]["runners"][0]["can_take"], false);
-    assert_eq!(queue[0]["runners"][0]["why_not"], "lacks label gpu");
-    assert_eq!(queue[1]["job"], "after");
-    assert_eq!(queue[1]["position"], serde_json::Value::Null);
-    assert_eq!(queue[1]["blocked_on"], serde_json::json!(["gpu"]));
+    // One of `one` and `two` runs; the other waits for the runner's one slot.
+    let mut queue = serde_json::Value::Null;
+    wait_for(
+        "a job to be leased",
+        std::time::Duration::from_secs(10),
+        || {
+            queue = server.get("/api/v1/queue", &server.admin_auth()).json();
+            queue.as_array().unwrap().len() == 3
+        },
+    );
+    let waiting = |name: &str| {
+        queue
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["job"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {queue}"))
+            .clone()
+    };
+    let gpu = waiting("gpu");
+    assert_eq!(gpu["position"], 1);
+    assert_eq!(gpu["runners"][0]["runner"], "test-runner");
+    assert_eq!(gpu["runners"][0]["can_take"], false);
+    assert_eq!(gpu["runners"][0]["why_not"], "lacks label gpu");
+    let after = waiting("after");
+    assert_eq!(after["position"], serde_json::Value::Null);
+    assert_eq!(after["blocked_on"], serde_json::json!(["gpu"]));
+    let other = if queue.to_string().contains("\"job\":\"one\"") {
+        "one"
+    } else {
+        "two"
+    };
+    let other = waiting(other);
+    assert_eq!(other["position"], 2);
+    assert_eq!(
+        other["runners"][0]["why_not"], "busy (1 of 1 slots)",
+        "{queue}"
+    );
     let out = slipway(&server, &["queue"]);
     let stdout = text(&out.stdout);
     assert!(
@@ -1233,6 +1402,36 @@ fn the_queue_says_why_a_job_waits() {
         "{}",
         text(&out.stdout)
     );
+
+    // A runner with the label takes the job, and the pipeline completes.
+    let _gpu = start_named_runner(
+        &server,
+        &work.path().join("gpu-runner"),
+        "gpu-runner",
+        &["--capacity", "1", "--labels", "gpu,linux"],
+    );
+    let p = finished_pipeline(&server, 1);
+    assert_eq!(p["status"], "success", "{p}");
+    let jobs = p["jobs"].as_array().unwrap();
+    let job = |name: &str| jobs.iter().find(|j| j["name"] == name).unwrap();
+    assert_eq!(job("gpu")["runner"], "gpu-runner");
+    // No runner ever ran more jobs at once than its capacity (1).
+    for a in jobs {
+        for b in jobs {
+            if a["id"] != b["id"]
+                && a["runner"] == b["runner"]
+                && a["started_at"].as_i64() <= b["started_at"].as_i64()
+            {
+                assert!(
+                    a["finished_at"].as_i64() <= b["started_at"].as_i64(),
+                    "{} and {} overlapped on {}",
+                    a["name"],
+                    b["name"],
+                    a["runner"]
+                );
+            }
+        }
+    }
 }
 
 /// Polling starts a pipeline when the default branch moves (not for the head
