@@ -1,10 +1,15 @@
-//! Every REST API route, called anonymously, as a viewer (read-only role) and
-//! as an admin: anonymous gets 401, a viewer reads but cannot change anything
-//! (403), an admin may do everything. The runner protocol refuses user
-//! credentials, and webhooks need the repository's signature.
+//! Every REST API route, called anonymously, with a runner's token, as a
+//! viewer (read-only role) and as an admin: anonymous callers and runners get
+//! 401, a viewer reads but cannot change anything (403), an admin may do
+//! everything. The runner protocol takes runner tokens and refuses user
+//! credentials, webhooks need the repository's signature, and the OpenAPI
+//! document is public. The routes called here, the routes documented in
+//! openapi.json and the routes in the router's source are the same set: a
+//! route added to one and not the others fails a test.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::process::Command;
 
 use common::*;
@@ -21,6 +26,76 @@ fn call(
     let headers: &[(&str, &str)] = &[("content-type", "application/json")];
     let body = body.map(|b| serde_json::to_vec(&b).unwrap());
     request_as(server.url(), auth, method, path, headers, body).status
+}
+
+/// A path as the router and openapi.json spell it, below `/api/v1` and
+/// without the query, with every parameter (a number here, `{name}` there)
+/// as `{}`: `/api/v1/jobs/1/steps/0/log?q=x` and `/jobs/{job}/steps/{position}/log`
+/// are both `/jobs/{}/steps/{}/log`.
+fn template(path: &str) -> String {
+    let path = path.split('?').next().unwrap();
+    path.strip_prefix("/api/v1")
+        .unwrap_or(path)
+        .split('/')
+        .map(|seg| {
+            let number = !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit());
+            if number || (seg.starts_with('{') && seg.ends_with('}')) {
+                "{}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Every (method, templated path) openapi.json documents.
+fn documented_routes(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for method in methods.as_object().unwrap().keys() {
+            routes.insert((method.to_uppercase(), template(path)));
+        }
+    }
+    routes
+}
+
+/// A user-facing route: (method, path, body, viewer's status, admin's status).
+type Row = (Method, String, Option<serde_json::Value>, u16, u16);
+
+/// Who calls the routes.
+struct Callers {
+    anonymous: Auth,
+    /// A registered runner's token: good for the runner protocol only.
+    runner: Auth,
+    viewer: Auth,
+    admin: Auth,
+}
+
+/// Call each row's route as every caller, in turn: anonymous callers and
+/// runners get 401, the viewer and the admin what the row says.
+fn check_user_routes(
+    server: &TestServer,
+    callers: &Callers,
+    rows: &[Row],
+    covered: &mut BTreeSet<(String, String)>,
+) {
+    for (method, path, body, as_viewer, as_admin) in rows {
+        covered.insert((method.to_string(), template(path)));
+        let expected = [
+            ("anonymous", &callers.anonymous, 401),
+            ("runner", &callers.runner, 401),
+            ("viewer", &callers.viewer, *as_viewer),
+            ("admin", &callers.admin, *as_admin),
+        ];
+        for (who, auth, status) in expected {
+            assert_eq!(
+                call(server, auth, method.clone(), path, body.clone()),
+                status,
+                "{who} {method} {path}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -41,8 +116,42 @@ fn every_api_route_checks_who_is_calling() {
         ),
     );
     assert_eq!(r.status, 201, "{}", r.body_text());
-    let viewer = Auth::Basic("vera".into(), "viewer-password-1".into());
-    let anonymous = Auth::None;
+    // A registered runner, which later leases a job.
+    let r = request_as(
+        server.url(),
+        &admin,
+        Method::POST,
+        "/api/v1/runner-tokens",
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 201, "{}", r.body_text());
+    let registration = r.json()["token"].as_str().unwrap().to_owned();
+    let register =
+        json!({"registration_token": registration, "name": "r", "labels": [], "capacity": 1});
+    let r = request_as(
+        server.url(),
+        &Auth::None,
+        Method::POST,
+        "/api/v1/runner/register",
+        &[("content-type", "application/json")],
+        Some(serde_json::to_vec(&register).unwrap()),
+    );
+    assert_eq!(r.status, 201, "{}", r.body_text());
+    let callers = Callers {
+        anonymous: Auth::None,
+        runner: Auth::Bearer(r.json()["token"].as_str().unwrap().to_owned()),
+        viewer: Auth::Basic("vera".into(), "viewer-password-1".into()),
+        admin,
+    };
+    let everyone = [
+        ("anonymous", &callers.anonymous),
+        ("runner", &callers.runner),
+        ("viewer", &callers.viewer),
+        ("admin", &callers.admin),
+    ];
+    // Each (method, templated path) called below, to compare with openapi.json.
+    let mut covered = BTreeSet::new();
 
     // A repository with one pipeline to read, cancel and take logs from.
     let work = scratch_dir("authz");
@@ -70,11 +179,8 @@ fn every_api_route_checks_who_is_calling() {
     git(&["commit", "-q", "-m", "c"]);
     let url = repo_dir.to_str().unwrap();
 
-    // (method, path, body, viewer's status, admin's status), in an order where
-    // the admin's calls set up what later rows need.
-    let second_repo_dir = work.path().join("second");
-    std::fs::create_dir_all(&second_repo_dir).unwrap();
-    let routes: Vec<(Method, String, Option<serde_json::Value>, u16, u16)> = vec![
+    // In an order where the admin's calls set up what later rows need.
+    let routes: Vec<Row> = vec![
         (Method::GET, "/api/v1/whoami".into(), None, 200, 200),
         (
             Method::POST,
@@ -130,6 +236,13 @@ fn every_api_route_checks_who_is_calling() {
         ),
         (
             Method::POST,
+            "/api/v1/repos/limits".into(),
+            Some(json!({"repo": "team/app", "max_concurrent": 2})),
+            403,
+            204,
+        ),
+        (
+            Method::POST,
             "/api/v1/secrets".into(),
             Some(json!({"repo": "team/app", "name": "TOKEN", "value": "v"})),
             403,
@@ -178,6 +291,14 @@ fn every_api_route_checks_who_is_calling() {
             403,
             200,
         ),
+        // After the cancel, so the step has ended and the stream ends too.
+        (
+            Method::GET,
+            "/api/v1/jobs/1/steps/0/log/stream".into(),
+            None,
+            200,
+            200,
+        ),
         (
             Method::POST,
             "/api/v1/pipelines/1/rerun".into(),
@@ -189,27 +310,12 @@ fn every_api_route_checks_who_is_calling() {
         (Method::GET, "/api/v1/queue".into(), None, 200, 200),
         (Method::GET, "/api/v1/runners".into(), None, 200, 200),
     ];
-    for (method, path, body, as_viewer, as_admin) in &routes {
-        assert_eq!(
-            call(&server, &anonymous, method.clone(), path, body.clone()),
-            401,
-            "anonymous {method} {path}"
-        );
-        assert_eq!(
-            call(&server, &viewer, method.clone(), path, body.clone()),
-            *as_viewer,
-            "viewer {method} {path}"
-        );
-        assert_eq!(
-            call(&server, &admin, method.clone(), path, body.clone()),
-            *as_admin,
-            "admin {method} {path}"
-        );
-    }
+    check_user_routes(&server, &callers, &routes, &mut covered);
+
     // A viewer's own token cannot reach beyond the role either.
     let r = request_as(
         server.url(),
-        &viewer,
+        &callers.viewer,
         Method::POST,
         "/api/v1/tokens",
         &[("content-type", "application/json")],
@@ -239,55 +345,107 @@ fn every_api_route_checks_who_is_calling() {
         403
     );
 
-    // The runner protocol takes runner tokens only: users, even admins, are refused.
-    let runner_routes = [
+    // The runner protocol takes runner tokens only: users, even admins, are
+    // refused. The runner holds the re-run pipeline's job, so its own calls
+    // are answered, in an order that ends with the job finished.
+    let r = request_as(
+        server.url(),
+        &callers.runner,
+        Method::POST,
+        "/api/v1/runner/lease",
+        &[("content-type", "application/json")],
+        Some(serde_json::to_vec(&json!({"free": 1, "wait_ms": 10_000})).unwrap()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let lease = r.json();
+    let job = lease["job_id"].as_i64().unwrap();
+    let attempt = lease["attempt"].as_i64().unwrap();
+    // (method, path, body, the runner's status)
+    let runner_routes: Vec<(Method, String, Option<serde_json::Value>, u16)> = vec![
+        // Nothing else is queued.
         (
             Method::POST,
-            "/api/v1/runner/lease",
+            "/api/v1/runner/lease".into(),
             Some(json!({"free": 1, "wait_ms": 0})),
+            204,
         ),
         (
             Method::POST,
-            "/api/v1/runner/jobs/1/heartbeat",
-            Some(json!({"attempt": 1})),
-        ),
-        (Method::GET, "/api/v1/runner/jobs/1/source?attempt=1", None),
-        (
-            Method::POST,
-            "/api/v1/runner/jobs/1/steps/0",
-            Some(json!({"attempt": 1, "status": "running", "exit_code": null})),
+            format!("/api/v1/runner/jobs/{job}/heartbeat"),
+            Some(json!({"attempt": attempt})),
+            200,
         ),
         (
-            Method::POST,
-            "/api/v1/runner/jobs/1/steps/0/log?attempt=1&offset=0",
+            Method::GET,
+            format!("/api/v1/runner/jobs/{job}/source?attempt={attempt}"),
             None,
+            200,
         ),
         (
             Method::POST,
-            "/api/v1/runner/jobs/1/images",
+            format!("/api/v1/runner/jobs/{job}/steps/0"),
+            Some(json!({"attempt": attempt, "status": "running", "exit_code": null})),
+            204,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runner/jobs/{job}/steps/0/log?attempt={attempt}&offset=0"),
+            None,
+            200,
+        ),
+        // The server keeps the bytes as they come; these are not a tar.
+        (
+            Method::POST,
+            format!("/api/v1/runner/jobs/{job}/artifacts?attempt={attempt}"),
+            Some(json!("artifacts")),
+            204,
+        ),
+        // The job needs no other job: the runner is let in, and told so.
+        (
+            Method::GET,
+            format!("/api/v1/runner/jobs/{job}/artifacts/1?attempt={attempt}"),
+            None,
+            404,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runner/jobs/{job}/images"),
             Some(
-                json!({"attempt": 1, "step": 0, "repository": "demo", "tags": [], "digest": format!("sha256:{}", "a".repeat(64))}),
+                json!({"attempt": attempt, "step": 0, "repository": "demo", "tags": [], "digest": format!("sha256:{}", "a".repeat(64))}),
             ),
+            204,
         ),
         (
             Method::POST,
-            "/api/v1/runner/jobs/1/finish",
-            Some(json!({"attempt": 1, "status": "success", "reason": null})),
+            format!("/api/v1/runner/jobs/{job}/finish"),
+            Some(json!({"attempt": attempt, "status": "success", "reason": null})),
+            204,
         ),
     ];
-    for (method, path, body) in &runner_routes {
-        for auth in [&anonymous, &viewer, &admin] {
+    for (method, path, body, as_runner) in &runner_routes {
+        covered.insert((method.to_string(), template(path)));
+        for (who, auth) in [
+            ("anonymous", &callers.anonymous),
+            ("viewer", &callers.viewer),
+            ("admin", &callers.admin),
+        ] {
             assert_eq!(
                 call(&server, auth, method.clone(), path, body.clone()),
                 401,
-                "{method} {path}"
+                "{who} {method} {path}"
             );
         }
+        assert_eq!(
+            call(&server, &callers.runner, method.clone(), path, body.clone()),
+            *as_runner,
+            "runner {method} {path}"
+        );
     }
-    // Registering needs a registration token, not a user.
+    // Registering needs a registration token, not a user or a runner.
+    covered.insert(("POST".into(), template("/api/v1/runner/register")));
     let register =
         json!({"registration_token": "srt_nope", "name": "r", "labels": [], "capacity": 1});
-    for auth in [&anonymous, &viewer, &admin] {
+    for (who, auth) in everyone {
         assert_eq!(
             call(
                 &server,
@@ -296,11 +454,24 @@ fn every_api_route_checks_who_is_calling() {
                 "/api/v1/runner/register",
                 Some(register.clone())
             ),
-            401
+            401,
+            "{who} POST /api/v1/runner/register"
         );
     }
+
+    // What the runner left, for users to read.
+    let after_the_runner: Vec<Row> = vec![(
+        Method::GET,
+        format!("/api/v1/jobs/{job}/artifacts"),
+        None,
+        200,
+        200,
+    )];
+    check_user_routes(&server, &callers, &after_the_runner, &mut covered);
+
     // Webhooks authenticate by signature: credentials alone are not enough.
-    for auth in [&anonymous, &viewer, &admin] {
+    covered.insert(("POST".into(), template("/api/v1/webhooks/1")));
+    for (who, auth) in everyone {
         let r = request_as(
             server.url(),
             auth,
@@ -312,12 +483,86 @@ fn every_api_route_checks_who_is_calling() {
             ],
             Some(b"{}".to_vec()),
         );
-        assert_eq!(r.status, 401);
+        assert_eq!(r.status, 401, "{who} POST /api/v1/webhooks/1");
     }
+
+    // Deliberately public: the API's description, for clients and tools.
+    covered.insert(("GET".into(), template("/api/v1/openapi.json")));
+    for (who, auth) in everyone {
+        assert_eq!(
+            call(&server, auth, Method::GET, "/api/v1/openapi.json", None),
+            200,
+            "{who} GET /api/v1/openapi.json"
+        );
+    }
+
+    // Every documented route was called above, and nothing undocumented
+    // (the other test checks the router has no route openapi.json lacks).
+    let doc = request_as(
+        server.url(),
+        &Auth::None,
+        Method::GET,
+        "/api/v1/openapi.json",
+        &[],
+        None,
+    )
+    .json();
+    let documented = documented_routes(&doc);
+    let untested: Vec<_> = documented.difference(&covered).collect();
+    assert!(
+        untested.is_empty(),
+        "routes in openapi.json that this test does not call: {untested:?}"
+    );
+    let undocumented: Vec<_> = covered.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes this test calls that openapi.json lacks: {undocumented:?}"
+    );
 }
 
-/// The OpenAPI document the server serves lists every route tested above, and
-/// every path it documents answers (as a real route: 401 anonymously, not 404).
+/// The (method, templated path) of every `.route(...)` in a router's source,
+/// below `prefix`.
+fn routes_in_source(source: &str, prefix: &str) -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
+    for (start, _) in source.match_indices(".route(") {
+        // The call's text, up to its closing parenthesis.
+        let rest = &source[start + ".route(".len()..];
+        let mut depth = 1;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map(|(i, _)| i)
+            .expect("`.route(` is closed");
+        let call = &rest[..end];
+        let path = call.split('"').nth(1).expect("a route's path is a literal");
+        let mut methods = 0;
+        for method in ["get", "post", "put", "patch", "delete", "head", "options"] {
+            let found = call.match_indices(&format!("{method}(")).any(|(i, _)| {
+                !call[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            });
+            if found {
+                methods += 1;
+                routes.insert((method.to_uppercase(), template(&format!("{prefix}{path}"))));
+            }
+        }
+        assert!(methods > 0, "no method found in .route({call})");
+    }
+    routes
+}
+
+/// The OpenAPI document the server serves lists exactly the routes in the
+/// router and the paths tested above, and every path it documents answers (as
+/// a real route: 401 anonymously, not 404).
 #[test]
 fn the_openapi_document_matches_the_routes() {
     let server = TestServer::start();
@@ -333,54 +578,47 @@ fn the_openapi_document_matches_the_routes() {
     let doc = doc.json();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
+    let documented = documented_routes(&doc);
+    let documented_paths: BTreeSet<String> = documented.iter().map(|(_, p)| p.clone()).collect();
     let source =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api_authz.rs"))
             .unwrap();
     // Every API path this file calls is documented.
-    let templated = |p: &str| -> String {
-        p.split('?')
-            .next()
-            .unwrap()
-            .split('/')
-            .map(|seg| {
-                if seg.chars().all(|c| c.is_ascii_digit()) && !seg.is_empty() {
-                    "{}"
-                } else {
-                    seg
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("/")
-    };
-    let documented: Vec<String> = paths
-        .keys()
-        .map(|p| {
-            let mut out = String::new();
-            let mut in_param = false;
-            for c in p.chars() {
-                match c {
-                    '{' => {
-                        in_param = true;
-                        out.push_str("{}");
-                    }
-                    '}' => in_param = false,
-                    _ if !in_param => out.push(c),
-                    _ => {}
-                }
-            }
-            out
-        })
-        .collect();
     for quoted in source
         .split('"')
         .filter(|s| s.len() > "/api/v1/".len() && s.starts_with("/api/v1/") && !s.contains("..."))
     {
-        let path = templated(quoted.trim_start_matches("/api/v1"));
         assert!(
-            documented.contains(&path),
+            documented_paths.contains(&template(quoted)),
             "{quoted} is not in openapi.json"
         );
     }
+    // Every route in the router's source is documented. The API's router
+    // nests the runner protocol's; a router nested anywhere else needs
+    // adding here.
+    let api = concat!(env!("CARGO_MANIFEST_DIR"), "/src/api");
+    let read = |file: &str| std::fs::read_to_string(format!("{api}/{file}")).unwrap();
+    let top = read("mod.rs");
+    assert_eq!(
+        top.matches(".nest(").collect::<Vec<_>>(),
+        [".nest("],
+        "src/api/mod.rs nests a router this test does not read"
+    );
+    assert!(top.contains(r#".nest("/runner", runner::router())"#));
+    let mut routed = routes_in_source(&top, "");
+    routed.extend(routes_in_source(&read("runner.rs"), "/runner"));
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes in src/api that openapi.json lacks: {undocumented:?}"
+    );
+    // And the other way, so a route spelled in a way this reading misses
+    // shows up here rather than going unchecked.
+    let unread: Vec<_> = documented.difference(&routed).collect();
+    assert!(
+        unread.is_empty(),
+        "documented routes not found in src/api's source: {unread:?}"
+    );
     // Every documented path is routed.
     for (path, methods) in paths {
         let concrete = path
