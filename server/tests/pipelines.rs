@@ -801,7 +801,24 @@ fn a_killed_runner_loses_its_job_to_the_queue_and_leaves_no_container() {
 #[test]
 fn cancel_reaches_the_runner_and_stops_its_container() {
     let (server, work) = with_busybox("pipelines-cancel");
-    let spec = "jobs:\n  long:\n    steps:\n      - name: sleep\n        image: busybox\n        commands: [sleep 1000]\n  later:\n    needs: [long]\n    steps:\n      - image: busybox\n        commands: [true]\n";
+    let spec = r#"jobs:
+  listens:
+    steps:
+      - name: trap
+        image: busybox
+        commands:
+          - trap 'echo got TERM; exit 143' TERM; echo started; while true; do sleep 0.1; done
+  ignores:
+    steps:
+      - name: sleep
+        image: busybox
+        commands: [sleep 1000]
+  later:
+    needs: [listens, ignores]
+    steps:
+      - image: busybox
+        commands: [true]
+"#;
     add_repo(&server, work.path(), "cancel-me", &[(".slipway.yml", spec)]);
     let runner_dir = work.path().join("runner");
     let _runner = start_runner(&server, &runner_dir);
@@ -812,28 +829,48 @@ fn cancel_reaches_the_runner_and_stops_its_container() {
             .get("/api/v1/pipelines/1", &server.admin_auth())
             .json()
     };
+    let log = |job: &serde_json::Value| {
+        server
+            .get(
+                &format!("/api/v1/jobs/{}/steps/0/log", job["id"]),
+                &server.admin_auth(),
+            )
+            .body_text()
+    };
     let containers = runner_dir.join("engine/containers");
     wait_for(
-        "the container to start",
+        "both containers to start",
         std::time::Duration::from_secs(60),
         || {
             std::fs::read_dir(&containers)
                 .map(|d| d.count())
                 .unwrap_or(0)
-                == 1
+                == 2
+                && log(&pipeline()["jobs"][0]).contains("started")
         },
     );
 
     let asked = std::time::Instant::now();
     let out = slipway(&server, &["cancel", "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(pipeline()["jobs"][1]["status"], "cancelled");
+    assert_eq!(pipeline()["jobs"][2]["status"], "cancelled");
+    // The runner hears it and signals the container within 2 s.
     wait_for(
-        "the job to end cancelled",
+        "the step to be sent SIGTERM",
         std::time::Duration::from_secs(10),
-        || pipeline()["jobs"][0]["status"] == "cancelled",
+        || log(&pipeline()["jobs"][0]).contains("got TERM"),
     );
-    // Heard within 2 s, then at most the 2 s stop grace (sh as PID 1 ignores TERM).
+    let heard = asked.elapsed();
+    assert!(heard < std::time::Duration::from_secs(2), "{heard:?}");
+    wait_for(
+        "the jobs to end cancelled",
+        std::time::Duration::from_secs(10),
+        || {
+            let p = pipeline();
+            p["jobs"][0]["status"] == "cancelled" && p["jobs"][1]["status"] == "cancelled"
+        },
+    );
+    // Both stopped, at the latest by SIGKILL after the 2 s stop grace.
     assert!(
         asked.elapsed() < std::time::Duration::from_secs(5),
         "{:?}",
@@ -842,7 +879,9 @@ fn cancel_reaches_the_runner_and_stops_its_container() {
     assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0);
     let p = pipeline();
     assert_eq!(p["status"], "cancelled", "{p}");
-    assert_eq!(p["jobs"][0]["steps"][0]["status"], "cancelled");
+    for job in 0..2 {
+        assert_eq!(p["jobs"][job]["steps"][0]["status"], "cancelled", "{p}");
+    }
 }
 
 /// A secret set with `slipway secret set` reaches only the steps naming it, is
