@@ -251,6 +251,16 @@ fn unpack<R: Read>(mut archive: tar::Archive<R>, dest: &Path) -> Result<LayerSta
                 AtFlags::SYMLINK_NOFOLLOW,
             )
             .map_err(|e| io_error(&shown, e))?;
+            // chown clears a non-directory's setuid and setgid bits (even
+            // when root does it): set the mode again after it.
+            let chown_clears = matches!(
+                kind,
+                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Fifo
+            );
+            if chown_clears && mode.intersects(Mode::SUID | Mode::SGID) {
+                rustix::fs::chmodat(parent, name, mode, AtFlags::empty())
+                    .map_err(|e| io_error(&shown, e))?;
+            }
         }
         if let Ok(mtime) = header.mtime() {
             let at = Timespec {
