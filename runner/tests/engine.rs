@@ -1,6 +1,7 @@
 //! The engine with real runc: separate output streams, exit codes, timeout,
-//! cancellation, isolation basics, user namespaces, and no leftovers on any path (including a
-//! crashed engine's, reaped at the next open).
+//! cancellation, isolation basics, Docker's default confinement, CPU limits, host
+//! networking, user namespaces, and no leftovers on any path (including a crashed
+//! engine's, reaped at the next open).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use oci_spec::image::ImageConfiguration;
 use slipway_runner::container::{
-    BindMount, Cancel, Engine, Mapping, Outcome, RunOptions, RunRequest, Stream,
+    host_nofile_hard, runtime_spec, BindMount, Cancel, Engine, EngineError, Limits, Mapping,
+    Network, Outcome, RunOptions, RunRequest, Stream,
 };
 
 struct World {
@@ -43,7 +45,7 @@ fn world() -> World {
     std::fs::copy(busybox, layer.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "echo", "sleep", "cat", "ls", "hostname", "nc", "grep", "wc", "id", "stat", "touch",
-        "true", "rm", "mv", "chmod", "ln", "mknod", "mount", "umount",
+        "true", "rm", "mv", "chmod", "ln", "mknod", "mount", "umount", "find", "readlink", "head",
     ] {
         std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
     }
@@ -86,6 +88,19 @@ async fn run_with(
     timeout: Option<Duration>,
     cancel: Cancel,
 ) -> Run {
+    try_run_with(w, options, script, timeout, cancel)
+        .await
+        .unwrap()
+}
+
+/// `run_with`, for runs the engine may refuse.
+async fn try_run_with(
+    w: &World,
+    options: RunOptions,
+    script: &str,
+    timeout: Option<Duration>,
+    cancel: Cancel,
+) -> Result<Run, EngineError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let request = RunRequest {
         image: &w.image,
@@ -100,7 +115,7 @@ async fn run_with(
         cancel,
         output: tx,
     };
-    let outcome = w.engine.run(request).await.unwrap();
+    let outcome = w.engine.run(request).await?;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     while let Ok((stream, bytes)) = rx.try_recv() {
         match stream {
@@ -108,11 +123,11 @@ async fn run_with(
             Stream::Stderr => stderr.extend(bytes),
         }
     }
-    Run {
+    Ok(Run {
         outcome,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
+    })
 }
 
 /// No container directory, runc container or mount is left.
@@ -183,18 +198,21 @@ async fn streams_exit_codes_and_isolation_basics() {
     .await;
     assert_eq!(r.stdout, "unreachable\n");
 
-    // --net none: a port listening on the host's loopback cannot be reached.
+    // --net none: a port listening on the host's loopback cannot be reached:
+    // the container's own loopback refuses. (busybox's nc has no -z; a
+    // connection that did get through would wait for data until the timeout.)
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     let r = run(
         &w,
-        &format!("nc -z -w 1 127.0.0.1 {port} && echo connected || echo refused"),
-        None,
+        &format!("nc -w 1 127.0.0.1 {port} </dev/null && echo connected || echo refused"),
+        Some(Duration::from_secs(10)),
         Cancel::default(),
     )
     .await;
     assert_eq!(r.stdout, "refused\n");
+    assert!(r.stderr.contains("Connection refused"), "{}", r.stderr);
     assert!(
         listener.accept().is_err(),
         "the host listener saw no connection"
@@ -713,4 +731,521 @@ async fn a_private_engine_root_is_refused_clearly_for_user_namespaces() {
     )
     .await;
     assert_eq!(r.stdout, "fine\n");
+}
+
+/// Capability numbers as in `linux/capability.h`: the name at index N is
+/// capability N.
+const KERNEL_CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Docker's default capability set (moby's `oci/caps/defaults.go`).
+const DOCKER_CAPABILITIES: [&str; 14] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// One line of `/proc/<pid>/mountinfo`.
+#[derive(Debug)]
+struct MountLine {
+    point: String,
+    options: Vec<String>,
+    fstype: String,
+}
+
+impl MountLine {
+    fn read_only(&self) -> bool {
+        self.options.iter().any(|o| o == "ro")
+    }
+}
+
+fn mount_table(mountinfo: &str) -> Vec<MountLine> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (fields, fs) = line.split_once(" - ")?;
+            let fields: Vec<&str> = fields.split(' ').collect();
+            Some(MountLine {
+                point: fields.get(4)?.to_string(),
+                options: fields.get(5)?.split(',').map(str::to_owned).collect(),
+                fstype: fs.split(' ').next()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The mount visible at `point`: the last one mounted there.
+fn mounted_at<'a>(table: &'a [MountLine], point: &str) -> &'a MountLine {
+    table
+        .iter()
+        .rev()
+        .find(|m| m.point == point)
+        .unwrap_or_else(|| panic!("nothing is mounted at {point}: {table:#?}"))
+}
+
+/// The soft and hard `Max open files` in a `/proc/<pid>/limits` text.
+fn nofile_limits(limits: &str) -> (u64, u64) {
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .unwrap_or_else(|| panic!("no open files limit in {limits}"));
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .take(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// With default options a container is confined as Docker confines one: exactly
+/// the engine's (Docker's) capability set and no new privileges, a read-only
+/// /sys, the masked paths hidden and the read-only paths unwritable (even for
+/// real root with the user namespace off), only the standard devices in /dev,
+/// and an open-files limit within the host's hard limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_container_is_confined_like_dockers() {
+    let w = world();
+    let spec = runtime_spec(
+        &w.image,
+        "rootfs",
+        &RunOptions::default(),
+        host_nofile_hard(),
+    )
+    .unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+
+    // Capabilities: the engine's set as the kernel's bitmask, in every set but
+    // the inheritable and ambient ones, which are empty.
+    let caps = spec.process().as_ref().unwrap().capabilities();
+    let effective = caps.as_ref().unwrap().effective().as_ref().unwrap();
+    let mut names: Vec<String> = effective.iter().map(ToString::to_string).collect();
+    names.sort();
+    let mut docker = DOCKER_CAPABILITIES.map(str::to_owned).to_vec();
+    docker.sort();
+    assert_eq!(names, docker, "the default capabilities are Docker's");
+    let expected = names.iter().fold(0u64, |mask, name| {
+        let number = KERNEL_CAPABILITIES
+            .iter()
+            .position(|k| k == name)
+            .unwrap_or_else(|| panic!("unknown capability {name}"));
+        mask | 1 << number
+    });
+    let r = run(
+        &w,
+        "grep -E '^(Cap[A-Za-z]+|NoNewPrivs):' /proc/self/status",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    let status: std::collections::HashMap<&str, &str> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(key, value)| (key, value.trim()))
+        .collect();
+    let mask = |key: &str| {
+        let hex = status
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {}{}", r.stdout, r.stderr));
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    for key in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(
+            mask(key),
+            expected,
+            "{key} {:#018x}, want {expected:#018x}",
+            mask(key)
+        );
+    }
+    assert_eq!((mask("CapInh"), mask("CapAmb")), (0, 0));
+    assert_eq!(status.get("NoNewPrivs"), Some(&"1"), "{}", r.stdout);
+
+    // /sys, the read-only paths and the masked directories are read-only
+    // mounts; the masked files are /dev/null, the masked directories empty.
+    // Only paths this kernel has are masked (runc skips the others).
+    let existing = |paths: &Option<Vec<String>>| -> Vec<String> {
+        let paths = paths.clone().unwrap_or_default();
+        paths
+            .into_iter()
+            .filter(|p| Path::new(p).exists())
+            .collect()
+    };
+    // The list is the engine's; these are the ones that matter most.
+    let listed = |paths: &Option<Vec<String>>, must: &[&str]| {
+        let paths = paths.clone().unwrap_or_default();
+        for path in must {
+            assert!(
+                paths.iter().any(|p| p == path),
+                "{path} is not in {paths:?}"
+            );
+        }
+    };
+    listed(
+        linux.masked_paths(),
+        &["/proc/kcore", "/proc/keys", "/sys/firmware"],
+    );
+    listed(
+        linux.readonly_paths(),
+        &["/proc/sys", "/proc/sysrq-trigger"],
+    );
+    let read_only = existing(linux.readonly_paths());
+    let (masked_dirs, masked_files): (Vec<String>, Vec<String>) = existing(linux.masked_paths())
+        .into_iter()
+        .partition(|p| Path::new(p).is_dir());
+    assert!(
+        !read_only.is_empty() && !masked_dirs.is_empty() && !masked_files.is_empty(),
+        "this kernel has none of some kind of path to check: {read_only:?} {masked_dirs:?} \
+         {masked_files:?}"
+    );
+    let mut script = String::from("cat /proc/self/mountinfo; echo '--';");
+    for file in &masked_files {
+        script +=
+            &format!("echo \"{file} $(stat -c '%F %t:%T' {file}) $(head -c 64 {file} | wc -c)\";");
+    }
+    for dir in &masked_dirs {
+        script += &format!("echo \"{dir} $(ls -A {dir} | wc -l)\";");
+    }
+    let r = run(&w, &script, None, Cancel::default()).await;
+    let (mountinfo, checks) = r.stdout.split_once("--\n").unwrap();
+    let mounts = mount_table(mountinfo);
+    for point in std::iter::once(&"/sys".to_owned())
+        .chain(&read_only)
+        .chain(&masked_dirs)
+    {
+        assert!(
+            mounted_at(&mounts, point).read_only(),
+            "{point}: {:?}",
+            mounted_at(&mounts, point)
+        );
+    }
+    for dir in &masked_dirs {
+        assert_eq!(mounted_at(&mounts, dir).fstype, "tmpfs", "{dir}");
+    }
+    let want: Vec<String> = masked_files
+        .iter()
+        .map(|f| format!("{f} character special file 1:3 0"))
+        .chain(masked_dirs.iter().map(|d| format!("{d} 0")))
+        .collect();
+    assert_eq!(checks.lines().collect::<Vec<_>>(), want, "{}", r.stderr);
+
+    // Writes to /sys and /proc/sys fail for being read-only (not merely for
+    // want of permission), even for real root with the user namespace off.
+    // (Only harmless writes: had they worked, a new name in /sys and the
+    // container's own hostname.)
+    for user_namespace in [RunOptions::default().user_namespace, None] {
+        let options = RunOptions {
+            user_namespace,
+            ..Default::default()
+        };
+        let r = run_with(
+            &w,
+            options,
+            "touch /sys/probe; echo changed > /proc/sys/kernel/hostname; hostname",
+            None,
+            Cancel::default(),
+        )
+        .await;
+        assert_eq!(r.stdout, "slipway\n", "namespace {user_namespace:?}");
+        let refusals: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(
+            refusals.len(),
+            2,
+            "namespace {user_namespace:?}: {}",
+            r.stderr
+        );
+        assert!(
+            refusals
+                .iter()
+                .all(|l| l.ends_with("Read-only file system")),
+            "namespace {user_namespace:?}: {}",
+            r.stderr
+        );
+    }
+    assert_clean(&w);
+
+    // /dev: runc's standard character devices and nothing else (devpts has its
+    // own ptmx), with /dev/pts, /dev/shm and /dev/mqueue mounted.
+    let r = run(
+        &w,
+        "find /dev | while read -r f; do stat -c '%n|%F|%t:%T' \"$f\"; done; \
+         echo '--'; cat /proc/self/mountinfo",
+        None,
+        Cancel::default(),
+    )
+    .await;
+    let (listing, mountinfo) = r.stdout.split_once("--\n").unwrap();
+    let mut devices: Vec<(String, u32, u32)> = listing
+        .lines()
+        .map(|l| l.split('|').collect::<Vec<_>>())
+        .filter(|f| f[1].ends_with("special file") && !f[0].starts_with("/dev/pts/"))
+        .map(|f| {
+            let (major, minor) = f[2].split_once(':').unwrap();
+            assert_eq!(f[1], "character special file", "{f:?}");
+            let hex = |n: &str| u32::from_str_radix(n, 16).unwrap();
+            (f[0].to_owned(), hex(major), hex(minor))
+        })
+        .collect();
+    let standard = [
+        ("/dev/full", 1, 7),
+        ("/dev/null", 1, 3),
+        ("/dev/random", 1, 8),
+        ("/dev/tty", 5, 0),
+        ("/dev/urandom", 1, 9),
+        ("/dev/zero", 1, 5),
+    ]
+    .map(|(name, major, minor)| (name.to_owned(), major, minor));
+    devices.sort();
+    assert_eq!(devices, standard, "{listing}");
+    let mounts = mount_table(mountinfo);
+    for (point, fstype) in [
+        ("/dev/pts", "devpts"),
+        ("/dev/shm", "tmpfs"),
+        ("/dev/mqueue", "mqueue"),
+    ] {
+        assert_eq!(mounted_at(&mounts, point).fstype, fstype, "{point}");
+    }
+
+    // Open files: as many as asked (the default), but never above the host's
+    // hard limit.
+    let (_, host_hard) = nofile_limits(&std::fs::read_to_string("/proc/self/limits").unwrap());
+    let r = run(&w, "cat /proc/self/limits", None, Cancel::default()).await;
+    let want = RunOptions::default().nofile.min(host_hard);
+    assert_eq!(
+        nofile_limits(&r.stdout),
+        (want, want),
+        "host hard limit {host_hard}"
+    );
+}
+
+/// The CFS quota and period of the running container's cgroup as the host sees
+/// it, found from the init process runc records under `runc_root`: `None` for no
+/// quota. cgroup v1's `cpu` controller where there is one, else v2's `cpu.max`.
+fn host_cpu_quota(runc_root: &Path) -> (Option<u64>, u64) {
+    let state = std::fs::read_dir(runc_root)
+        .unwrap()
+        .flatten()
+        .find_map(|e| std::fs::read_to_string(e.path().join("state.json")).ok())
+        .expect("runc's state of the running container");
+    let pid: String = state
+        .split("\"init_process_pid\":")
+        .nth(1)
+        .expect("the container's init pid")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v1 = cgroups.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':').skip(1);
+        let controllers = parts.next()?;
+        let path = parts.next()?;
+        controllers.split(',').any(|c| c == "cpu").then_some(path)
+    });
+    let text = match v1 {
+        Some(path) => {
+            let dir = Path::new("/sys/fs/cgroup/cpu").join(path.trim_start_matches('/'));
+            let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+            format!("{} {}", read("cpu.cfs_quota_us"), read("cpu.cfs_period_us"))
+        }
+        None => {
+            let path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+            let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+            std::fs::read_to_string(dir.join("cpu.max")).unwrap()
+        }
+    };
+    cfs_quota(&text)
+}
+
+/// `QUOTA PERIOD` (v2's `cpu.max`, or v1's two files joined); `-1` or `max`
+/// for no quota.
+fn cfs_quota(text: &str) -> (Option<u64>, u64) {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(fields.len(), 2, "{text:?}");
+    (fields[0].parse().ok(), fields[1].parse().unwrap())
+}
+
+/// A CPU limit (`--cpus 1.5`) is a CFS quota of 1.5 periods of 100 ms on the
+/// container's cgroup, seen from the host while it runs and from inside;
+/// without a limit there is no quota; a limit that is not a positive number is
+/// refused before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_limit_is_the_containers_cfs_quota() {
+    let w = world();
+    let own_quota = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us \
+                     2>/dev/null || cat /sys/fs/cgroup/cpu.max";
+    let r = run(&w, own_quota, None, Cancel::default()).await;
+    assert_eq!(cfs_quota(&r.stdout), (None, 100_000), "{}", r.stderr);
+
+    let cancel = Cancel::default();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let request = RunRequest {
+        image: &w.image,
+        layers: vec![&w.layer],
+        options: RunOptions {
+            entrypoint: Some(vec!["/bin/sh".into()]),
+            command: Some(vec![
+                "-c".into(),
+                format!("{own_quota}; echo ready; sleep 1000"),
+            ]),
+            limits: Limits {
+                cpus: Some(1.5),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        timeout: Some(Duration::from_secs(60)),
+        grace: Duration::from_millis(500),
+        cancel: cancel.clone(),
+        output: tx,
+    };
+    let look = async {
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        while let Some((stream, bytes)) = rx.recv().await {
+            let text = String::from_utf8_lossy(&bytes);
+            match stream {
+                Stream::Stdout => stdout.push_str(&text),
+                Stream::Stderr => stderr.push_str(&text),
+            }
+            if stdout.ends_with("ready\n") {
+                break;
+            }
+        }
+        let inside = stdout
+            .strip_suffix("ready\n")
+            .unwrap_or_else(|| panic!("the container never got ready: {stdout}{stderr}"));
+        let seen = (cfs_quota(inside), host_cpu_quota(&w.root.join("runc")));
+        cancel.cancel();
+        seen
+    };
+    let (outcome, (inside, host)) = tokio::join!(w.engine.run(request), look);
+    assert_eq!(outcome.unwrap().stopped.as_deref(), Some("cancelled"));
+    assert_eq!(host, (Some(150_000), 100_000), "seen from the host");
+    assert_eq!(inside, (Some(150_000), 100_000), "seen from inside");
+    assert_clean(&w);
+
+    for cpus in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let options = RunOptions {
+            limits: Limits {
+                cpus: Some(cpus),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = try_run_with(&w, options, "true", None, Cancel::default())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("cpus {cpus} was accepted"))
+            .to_string();
+        assert_eq!(
+            err,
+            format!("invalid limit: cpus {cpus} must be a positive number")
+        );
+    }
+    assert_clean(&w);
+}
+
+/// `Network::Host`: the container is in the host's network namespace and
+/// reaches a listener on the host's loopback, with or without a user namespace
+/// (no combination is refused). A user namespace cannot mount a sysfs for a
+/// network namespace it does not own, so there /sys is a bind of the host's:
+/// still read-only, still with /sys/firmware masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_networking_shares_the_hosts_network_namespace() {
+    let w = world();
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for user_namespace in [RunOptions::default().user_namespace, None] {
+        // Greets one connection; blocks (and the run times out) if none comes.
+        let greeter = listener.try_clone().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut conn, _) = greeter.accept().unwrap();
+            conn.write_all(b"hello from the host\n").unwrap();
+        });
+        let options = RunOptions {
+            network: Network::Host,
+            user_namespace,
+            ..Default::default()
+        };
+        let script = format!(
+            "readlink /proc/self/ns/net; nc -w 1 127.0.0.1 {port} </dev/null; \
+             touch /sys/probe 2>&1; ls -A /sys/firmware | wc -l; cat /proc/self/mountinfo"
+        );
+        let timeout = Some(Duration::from_secs(20));
+        let r = run_with(&w, options, &script, timeout, Cancel::default()).await;
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert!(
+            lines.len() > 4,
+            "namespace {user_namespace:?}: {}",
+            r.stderr
+        );
+        assert_eq!(
+            lines[..4],
+            [
+                host_ns.to_str().unwrap(),
+                "hello from the host",
+                "touch: /sys/probe: Read-only file system",
+                "0"
+            ],
+            "namespace {user_namespace:?}: {}",
+            r.stderr
+        );
+        let mounts = mount_table(&lines[4..].join("\n"));
+        assert!(mounted_at(&mounts, "/sys").read_only());
+        let firmware = mounted_at(&mounts, "/sys/firmware");
+        assert!(firmware.read_only() && firmware.fstype == "tmpfs");
+    }
+    assert_clean(&w);
 }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
@@ -455,4 +456,199 @@ fn a_killed_exec_is_reaped_by_the_next_one() {
         .unwrap()
         .contains(work_arg));
     assert!(!cgroup.exists(), "memory cgroup left");
+}
+
+/// One tar entry: its name (written as given: the tar crate's own setters
+/// refuse `..`, which a hostile tar may hold), type, mode, owner, and content
+/// (a symlink's target).
+struct Entry<'a> {
+    name: &'a str,
+    kind: tar::EntryType,
+    mode: u32,
+    owner: u64,
+    data: &'a [u8],
+}
+
+fn tar_of(entries: &[Entry]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..e.name.len()].copy_from_slice(e.name.as_bytes());
+        header.set_entry_type(e.kind);
+        header.set_mode(e.mode);
+        header.set_uid(e.owner);
+        header.set_gid(e.owner);
+        header.set_mtime(0);
+        let data = if e.kind == tar::EntryType::Symlink {
+            header
+                .set_link_name(std::str::from_utf8(e.data).unwrap())
+                .unwrap();
+            &[][..]
+        } else {
+            e.data
+        };
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        tar.append(&header, data).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+/// A root filesystem tar: the host's busybox-static with `sh`, `cat` and
+/// `stat` linked to it, then `extra`.
+fn rootfs_tar(extra: &[Entry]) -> Vec<u8> {
+    use tar::EntryType::{Directory, Regular, Symlink};
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let entry = |name, kind, mode, data| Entry {
+        name,
+        kind,
+        mode,
+        owner: 0,
+        data,
+    };
+    let mut entries = vec![
+        entry("bin/", Directory, 0o755, b""),
+        entry("bin/busybox", Regular, 0o755, &busybox),
+        entry("bin/sh", Symlink, 0o777, b"busybox"),
+        entry("bin/cat", Symlink, 0o777, b"busybox"),
+        entry("bin/stat", Symlink, 0o777, b"busybox"),
+    ];
+    entries.extend(extra.iter().map(|e| Entry { ..*e }));
+    tar_of(&entries)
+}
+
+/// `slipway image import --tar FILE`: the tar becomes a one-layer image whose
+/// files keep their content, mode and owner in `slipway exec`; a file that is
+/// not there, or a tar with an entry that climbs out of the root (`../escape`),
+/// is refused with an error that names it.
+#[test]
+fn an_imported_tar_runs_with_its_files_intact() {
+    use tar::EntryType::{Directory, Regular};
+    let server = TestServer::start();
+    let work = scratch_dir("exec-tar");
+    let work_dir = work.path().join("runner");
+    let work_arg = work_dir.to_str().unwrap();
+    let import = |tar: &std::path::Path, tag: &str| {
+        slipway(
+            &server,
+            &[
+                "image",
+                "import",
+                "--tar",
+                tar.to_str().unwrap(),
+                "--tag",
+                tag,
+            ],
+        )
+    };
+    let exec = |image: &str, script: &str| {
+        slipway(
+            &server,
+            &[
+                "exec",
+                "--image",
+                image,
+                "--work-dir",
+                work_arg,
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+    };
+
+    let file = work.path().join("rootfs.tar");
+    let tar = rootfs_tar(&[
+        Entry {
+            name: "data/",
+            kind: Directory,
+            mode: 0o750,
+            owner: 0,
+            data: b"",
+        },
+        Entry {
+            name: "data/greeting",
+            kind: Regular,
+            mode: 0o640,
+            owner: 1000,
+            data: b"hello from a tar\n",
+        },
+        Entry {
+            name: "data/run.sh",
+            kind: Regular,
+            mode: 0o4755,
+            owner: 0,
+            data: b"#!/bin/sh\necho script ran\n",
+        },
+    ]);
+    std::fs::write(&file, &tar).unwrap();
+    let out = import(&file, "team/tarred:v1");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("/team/tarred:v1@sha256:"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = exec(
+        "team/tarred:v1",
+        "cat /data/greeting; stat -c '%n %a %u:%g' /data /data/greeting /data/run.sh; \
+         /data/run.sh",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hello from a tar\n/data 750 0:0\n/data/greeting 640 1000:1000\n\
+         /data/run.sh 4755 0:0\nscript ran\n"
+    );
+
+    // A tar that is not there.
+    let missing = work.path().join("missing.tar");
+    let out = import(&missing, "team/missing:v1");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!("{}: No such file or directory", missing.display())),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A tar with an entry outside its root: refused with an error that names
+    // the entry (by `exec`, which unpacks it: `import` passes a tar through as
+    // it is), and nothing is written outside the layer.
+    let hostile = work.path().join("hostile.tar");
+    let tar = rootfs_tar(&[Entry {
+        name: "../escape",
+        kind: Regular,
+        mode: 0o644,
+        owner: 0,
+        data: b"escaped\n",
+    }]);
+    std::fs::write(&hostile, &tar).unwrap();
+    let imported = import(&hostile, "team/hostile:v1");
+    let refused = if imported.status.success() {
+        exec("team/hostile:v1", "echo ran")
+    } else {
+        imported
+    };
+    assert!(!refused.status.success(), "{}", text(&refused.stdout));
+    assert!(
+        text(&refused.stderr).contains("layer entry \"../escape\": `..` would leave the layer"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(files_named(work.path(), "escape"), Vec::<PathBuf>::new());
+}
+
+/// Every file called `name` below `dir`.
+fn files_named(dir: &std::path::Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(files_named(&path, name));
+        } else if entry.file_name() == name {
+            found.push(path);
+        }
+    }
+    found
 }
