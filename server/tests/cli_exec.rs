@@ -519,8 +519,8 @@ fn rootfs_tar(extra: &[Entry]) -> Vec<u8> {
 
 /// `slipway image import --tar FILE`: the tar becomes a one-layer image whose
 /// files keep their content, mode and owner in `slipway exec`; a file that is
-/// not there, or a tar with an entry that climbs out of the root (`../escape`),
-/// is refused with an error that names it.
+/// not there, a tar with an entry that climbs out of the root (`../escape`) and
+/// a file that is no tar are refused at import with an error that names them.
 #[test]
 fn an_imported_tar_runs_with_its_files_intact() {
     use tar::EntryType::{Directory, Regular};
@@ -612,9 +612,8 @@ fn an_imported_tar_runs_with_its_files_intact() {
         text(&out.stderr)
     );
 
-    // A tar with an entry outside its root: refused with an error that names
-    // the entry (by `exec`, which unpacks it: `import` passes a tar through as
-    // it is), and nothing is written outside the layer.
+    // A tar with an entry outside its root: refused at import with an error
+    // that names the entry; nothing is pushed or written outside the layer.
     let hostile = work.path().join("hostile.tar");
     let tar = rootfs_tar(&[Entry {
         name: "../escape",
@@ -624,15 +623,25 @@ fn an_imported_tar_runs_with_its_files_intact() {
         data: b"escaped\n",
     }]);
     std::fs::write(&hostile, &tar).unwrap();
-    let imported = import(&hostile, "team/hostile:v1");
-    let refused = if imported.status.success() {
-        exec("team/hostile:v1", "echo ran")
-    } else {
-        imported
-    };
+    let refused = import(&hostile, "team/hostile:v1");
     assert!(!refused.status.success(), "{}", text(&refused.stdout));
     assert!(
-        text(&refused.stderr).contains("layer entry \"../escape\": `..` would leave the layer"),
+        text(&refused.stderr).contains(&format!(
+            "{}: entry \"../escape\": `..` would leave the layer",
+            hostile.display()
+        )),
+        "{}",
+        text(&refused.stderr)
+    );
+    let tags = server.get("/v2/team/hostile/tags/list", &server.admin_auth());
+    assert_eq!(tags.status, 404, "nothing was pushed");
+    // Not a tar at all.
+    let junk = work.path().join("junk.tar");
+    std::fs::write(&junk, "not a tar\n").unwrap();
+    let refused = import(&junk, "team/junk:v1");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("junk.tar: not a tar archive"),
         "{}",
         text(&refused.stderr)
     );

@@ -74,11 +74,77 @@ fn temp_blob_path() -> std::path::PathBuf {
     ))
 }
 
-/// Use an existing (uncompressed) tar as the layer.
+/// Use an existing tar (plain, gzip or zstd) as the layer, after checking it
+/// is one: every entry readable, no path or link leaving the layer, no device
+/// nodes. What the runner would refuse at unpack time is refused here, naming
+/// the entry.
 pub fn layer_from_tar(file: &Path) -> Result<Layer, ImportError> {
-    Ok(layer_from_tar_bytes(
-        std::fs::read(file).map_err(io_error(file))?,
-    ))
+    let bytes = std::fs::read(file).map_err(io_error(file))?;
+    let invalid = |why: String| ImportError::Io {
+        path: file.display().to_string(),
+        source: io::Error::new(io::ErrorKind::InvalidData, why),
+    };
+    let tar = match bytes.get(..4) {
+        Some([0x1f, 0x8b, ..]) => {
+            let mut out = Vec::new();
+            io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+                .map_err(|e| invalid(format!("not a gzip stream: {e}")))?;
+            out
+        }
+        Some([0x28, 0xb5, 0x2f, 0xfd]) => {
+            zstd::decode_all(&bytes[..]).map_err(|e| invalid(format!("not a zstd stream: {e}")))?
+        }
+        _ => bytes,
+    };
+    check_layer_tar(&tar).map_err(invalid)?;
+    Ok(layer_from_tar_bytes(tar))
+}
+
+/// Whether `tar` is a layer the runner can unpack; the error names the entry.
+fn check_layer_tar(tar: &[u8]) -> Result<(), String> {
+    fn leaves(path: &Path) -> bool {
+        path.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    }
+    let mut archive = tar::Archive::new(tar);
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("not a tar archive: {e}"))?;
+    let mut count = 0usize;
+    for (index, entry) in entries.enumerate() {
+        let entry = entry.map_err(|e| format!("not a tar archive (entry {}): {e}", index + 1))?;
+        count += 1;
+        let path = entry
+            .path()
+            .map_err(|e| format!("entry {}: unreadable path: {e}", index + 1))?
+            .into_owned();
+        let shown = path.display();
+        if leaves(&path) {
+            return Err(format!("entry {shown:?}: `..` would leave the layer"));
+        }
+        let kind = entry.header().entry_type();
+        if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
+            return Err(format!(
+                "entry {shown:?}: device nodes are not allowed in layers"
+            ));
+        }
+        if kind == tar::EntryType::Link {
+            let target = entry
+                .link_name()
+                .map_err(|e| format!("entry {shown:?}: unreadable link target: {e}"))?
+                .unwrap_or_default();
+            if leaves(&target) || target.as_os_str().is_empty() {
+                return Err(format!(
+                    "entry {shown:?}: hard link to {:?} is outside the layer",
+                    target.display()
+                ));
+            }
+        }
+    }
+    if count == 0 {
+        return Err("not a tar archive (no entries)".into());
+    }
+    Ok(())
 }
 
 fn layer_from_tar_bytes(tar: Vec<u8>) -> Layer {
@@ -183,4 +249,86 @@ pub async fn push_image(
             source,
         })?;
     Ok(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar of (path, kind, link target) entries with raw names, so paths the
+    /// tar crate's builder refuses can be written too.
+    fn raw_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (path, kind, link) in entries {
+            let mut header = tar::Header::new_old();
+            header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+            header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            header.set_entry_type(*kind);
+            header.set_mode(0o644);
+            header.set_size(0);
+            header.set_cksum();
+            out.extend_from_slice(header.as_bytes());
+        }
+        out.extend_from_slice(&[0; 1024]);
+        out
+    }
+
+    fn import(bytes: &[u8]) -> Result<Layer, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("layer.tar");
+        std::fs::write(&file, bytes).unwrap();
+        layer_from_tar(&file).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn plain_gzip_and_zstd_tars_give_the_same_layer() {
+        let tar = raw_tar(&[
+            ("etc/", tar::EntryType::Directory, ""),
+            ("etc/motd", tar::EntryType::Regular, ""),
+            ("bin/sh", tar::EntryType::Symlink, "/bin/busybox"),
+            ("etc/issue", tar::EntryType::Link, "etc/motd"),
+        ]);
+        let plain = import(&tar).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gzipped = import(&gz.finish().unwrap()).unwrap();
+        let zstded = import(&zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
+        assert_eq!(
+            plain.diff_id,
+            format!("sha256:{}", hex::encode(Sha256::digest(&tar)))
+        );
+        assert_eq!(gzipped.diff_id, plain.diff_id);
+        assert_eq!(zstded.diff_id, plain.diff_id);
+        assert_eq!(gzipped.gzip, plain.gzip);
+    }
+
+    #[test]
+    fn what_is_not_a_safe_layer_is_refused_naming_the_entry() {
+        let cases: [(Vec<u8>, &str); 7] = [
+            (
+                raw_tar(&[("../escape", tar::EntryType::Regular, "")]),
+                "entry \"../escape\": `..` would leave the layer",
+            ),
+            (
+                raw_tar(&[("/abs/../../x", tar::EntryType::Regular, "")]),
+                "`..` would leave the layer",
+            ),
+            (
+                raw_tar(&[("dev/sda", tar::EntryType::Block, "")]),
+                "entry \"dev/sda\": device nodes are not allowed",
+            ),
+            (
+                raw_tar(&[("link", tar::EntryType::Link, "../../etc/shadow")]),
+                "entry \"link\": hard link to \"../../etc/shadow\" is outside the layer",
+            ),
+            (b"just some text, not a tar\n".to_vec(), "not a tar archive"),
+            (vec![0; 1024], "not a tar archive (no entries)"),
+            (vec![0x1f, 0x8b, 8, 0, 1, 2, 3], "not a gzip stream"),
+        ];
+        for (bytes, expected) in cases {
+            let err = import(&bytes).err().expect(expected);
+            assert!(err.contains("layer.tar: "), "{err}");
+            assert!(err.contains(expected), "{err}\nwanted: {expected}");
+        }
+    }
 }
