@@ -1192,6 +1192,28 @@ async fn a_cpu_limit_is_the_containers_cfs_quota() {
             format!("invalid limit: cpus {cpus} must be a positive number")
         );
     }
+    // Below the kernel's 1 ms quota, or more CPUs than the host has.
+    let available = std::thread::available_parallelism().unwrap().get();
+    for cpus in [0.005, available as f64 + 1.0] {
+        let options = RunOptions {
+            limits: Limits {
+                cpus: Some(cpus),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = try_run_with(&w, options, "true", None, Cancel::default())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("cpus {cpus} was accepted"))
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "invalid limit: cpus {cpus} is out of range: from 0.01 to {available} (the CPUs this host has)"
+            )
+        );
+    }
     assert_clean(&w);
 }
 
@@ -1246,6 +1268,19 @@ async fn host_networking_shares_the_hosts_network_namespace() {
         assert!(mounted_at(&mounts, "/sys").read_only());
         let firmware = mounted_at(&mounts, "/sys/firmware");
         assert!(firmware.read_only() && firmware.fstype == "tmpfs");
+        // Nothing of the host's below /sys is writable either (a recursive
+        // bind brings its submounts: cgroups, debugfs, securityfs, bpf). The
+        // tmpfs runc puts at /sys/fs/cgroup for the cgroup v1 mounts is the
+        // container's own.
+        let writable: Vec<&String> = mounts
+            .iter()
+            .filter(|m| m.point.starts_with("/sys/") && !m.read_only() && m.fstype != "tmpfs")
+            .map(|m| &m.point)
+            .collect();
+        assert!(
+            writable.is_empty(),
+            "namespace {user_namespace:?}: writable: {writable:?}"
+        );
     }
     assert_clean(&w);
 }

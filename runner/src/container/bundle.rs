@@ -288,13 +288,16 @@ pub fn runtime_spec(
             &["nosuid", "noexec", "nodev"],
         )?,
         // sysfs can only be mounted in a user namespace that owns the network
-        // namespace; with the host's or a pod's network, bind the host's.
+        // namespace; with the host's or a pod's network, bind the host's. The
+        // bind must be recursive (its submounts are locked in the user
+        // namespace), and `rro` makes them all read-only, not just the top
+        // (mount_setattr: Linux 5.12, runc 1.1).
         if opts.user_namespace.is_some() && opts.network != Network::None {
             mount(
                 "/sys",
                 "bind",
                 "/sys",
-                &["rbind", "nosuid", "noexec", "nodev", "ro"],
+                &["rbind", "nosuid", "noexec", "nodev", "ro", "rro"],
             )?
         } else {
             mount(
@@ -376,6 +379,13 @@ pub fn runtime_spec(
         if !(cpus > 0.0 && cpus.is_finite()) {
             return Err(BundleError::Limit(format!(
                 "cpus {cpus} must be a positive number"
+            )));
+        }
+        // What the kernel accepts (a 1 ms quota) up to what the host has.
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if !(0.01..=available as f64).contains(&cpus) {
+            return Err(BundleError::Limit(format!(
+                "cpus {cpus} is out of range: from 0.01 to {available} (the CPUs this host has)"
             )));
         }
         let period: u64 = 100_000;
