@@ -46,6 +46,7 @@ fn world() -> World {
     for applet in [
         "sh", "echo", "sleep", "cat", "ls", "hostname", "nc", "grep", "wc", "id", "stat", "touch",
         "true", "rm", "mv", "chmod", "ln", "mknod", "mount", "umount", "find", "readlink", "head",
+        "unshare", "swapon",
     ] {
         std::os::unix::fs::symlink("busybox", layer.join("bin").join(applet)).unwrap();
     }
@@ -847,6 +848,43 @@ fn nofile_limits(limits: &str) -> (u64, u64) {
         .map(|n| n.parse().unwrap())
         .collect();
     (numbers[0], numbers[1])
+}
+
+/// The seccomp filter: new namespaces (`unshare`, `clone` with a namespace
+/// flag), mounts and swap are refused, also to real root with the user
+/// namespace off, while ordinary forks and threads go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_calls_outside_a_containers_business_are_refused() {
+    let w = world();
+    let script = "grep Seccomp: /proc/self/status; \
+                  for ns in -U -n -m -p; do unshare $ns true 2>/dev/null && echo \"unshare $ns allowed\"; done; \
+                  swapon /dev/null 2>/dev/null && echo swapon allowed; \
+                  mount -t tmpfs none /tmp 2>/dev/null && echo mount allowed; \
+                  (echo from a fork); echo end";
+    for user_namespace in [RunOptions::default().user_namespace, None] {
+        let options = RunOptions {
+            user_namespace,
+            ..Default::default()
+        };
+        let r = run_with(&w, options, script, None, Cancel::default()).await;
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(
+            lines,
+            ["Seccomp:\t2", "from a fork", "end"],
+            "namespace {user_namespace:?}: {}",
+            r.stderr
+        );
+    }
+    // The names in the filter are what runc passes to libseccomp.
+    let spec =
+        slipway_runner::container::runtime_spec(&w.image, "rootfs", &RunOptions::default(), 20_000)
+            .unwrap();
+    let seccomp = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+    let refused = &seccomp.syscalls().as_ref().unwrap()[0];
+    for name in ["unshare", "setns", "mount", "keyctl", "bpf", "userfaultfd"] {
+        assert!(refused.names().iter().any(|n| n == name), "{name}");
+    }
+    assert_clean(&w);
 }
 
 /// With default options a container is confined as Docker confines one: exactly

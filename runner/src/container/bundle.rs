@@ -5,7 +5,9 @@
 //!   image's, then the caller's on top; working dir and numeric user likewise.
 //! - Isolation: pid, mount, ipc, uts and cgroup namespaces always; network per
 //!   [`Network`]; a user namespace unless the caller turns it off; Docker's default capability set; `noNewPrivileges`; Docker's
-//!   masked and read-only paths; no devices beyond runc's standard ones.
+//!   masked and read-only paths; no devices beyond runc's standard ones; a
+//!   seccomp filter refusing the system calls Docker's default profile refuses
+//!   to a container without extra capabilities (see [`SECCOMP_REFUSED`]).
 //! - Limits: memory (no swap on top), pids, CPU quota; `RLIMIT_NOFILE` never above
 //!   the host's hard limit (a container cannot start with more than that).
 
@@ -15,6 +17,10 @@ use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::LinuxIdMappingBuilder;
 
 use super::userns::Mapping;
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
+    LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
+};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
@@ -119,6 +125,124 @@ const CAPABILITIES: [Capability; 14] = [
     Capability::Kill,
     Capability::AuditWrite,
 ];
+
+/// System calls a container gets `EPERM` for, whatever its capabilities in
+/// its own user namespace: kernel keyrings, loading modules or kernels, BPF,
+/// perf, userfaultfd, io_uring, new namespaces, mounts, clocks, swap, quotas,
+/// reboot and the kernel log. Docker's default profile refuses these too (it
+/// allows a list instead; this refuses a list and allows the rest).
+pub const SECCOMP_REFUSED: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "ioperm",
+    "iopl",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vhangup",
+];
+
+/// `clone` flags that make new namespaces (`CLONE_NEWNS`, `NEWCGROUP`,
+/// `NEWUTS`, `NEWIPC`, `NEWUSER`, `NEWPID`, `NEWNET`): refused like `unshare`.
+const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
+    0x0002_0000,
+    0x0200_0000,
+    0x0400_0000,
+    0x0800_0000,
+    0x1000_0000,
+    0x2000_0000,
+    0x4000_0000,
+];
+
+const EPERM: u32 = 1;
+const ENOSYS: u32 = 38;
+
+/// The filter: everything allowed but [`SECCOMP_REFUSED`], `clone` with a
+/// namespace flag, and `clone3` (its flags are behind a pointer, so it answers
+/// `ENOSYS` and C libraries fall back to `clone`, as under Docker).
+fn seccomp() -> Result<LinuxSeccomp, BundleError> {
+    let errno = |names: Vec<String>, errno: u32| -> Result<LinuxSyscall, BundleError> {
+        Ok(LinuxSyscallBuilder::default()
+            .names(names)
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(errno)
+            .build()?)
+    };
+    let mut syscalls = vec![
+        errno(
+            SECCOMP_REFUSED.iter().map(|s| s.to_string()).collect(),
+            EPERM,
+        )?,
+        errno(vec!["clone3".into()], ENOSYS)?,
+    ];
+    // The flags are the first argument of clone on x86 and arm64.
+    for flag in CLONE_NAMESPACE_FLAGS {
+        let arg = LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(flag)
+            .value_two(flag)
+            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+            .build()?;
+        syscalls.push(
+            LinuxSyscallBuilder::default()
+                .names(vec!["clone".to_string()])
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(EPERM)
+                .args(vec![arg])
+                .build()?,
+        );
+    }
+    let architectures = if cfg!(target_arch = "aarch64") {
+        vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm]
+    } else {
+        vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+    };
+    Ok(LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(architectures)
+        .syscalls(syscalls)
+        .build()?)
+}
 
 const MASKED: [&str; 11] = [
     "/proc/asound",
@@ -412,6 +536,7 @@ pub fn runtime_spec(
         .resources(resources.build()?)
         .masked_paths(MASKED.iter().map(|p| p.to_string()).collect::<Vec<_>>())
         .readonly_paths(READ_ONLY.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        .seccomp(seccomp()?)
         .build()?;
 
     Ok(SpecBuilder::default()
