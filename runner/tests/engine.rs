@@ -1212,27 +1212,20 @@ async fn a_cpu_limit_is_the_containers_cfs_quota() {
     assert_eq!(inside, (Some(150_000), 100_000), "seen from inside");
     assert_clean(&w);
 
-    for cpus in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-        let options = RunOptions {
-            limits: Limits {
-                cpus: Some(cpus),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let err = try_run_with(&w, options, "true", None, Cancel::default())
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("cpus {cpus} was accepted"))
-            .to_string();
-        assert_eq!(
-            err,
-            format!("invalid limit: cpus {cpus} must be a positive number")
-        );
-    }
-    // Below the kernel's 1 ms quota, or more CPUs than the host has.
+    // Not a positive number, below the kernel's 1 ms quota, or more CPUs than
+    // the host has.
     let available = std::thread::available_parallelism().unwrap().get();
-    for cpus in [0.005, available as f64 + 1.0] {
+    let positive = "must be a positive number".to_owned();
+    let range = format!("is out of range: from 0.01 to {available} (the CPUs this host has)");
+    let cases = [
+        (0.0, &positive),
+        (-1.0, &positive),
+        (f64::NAN, &positive),
+        (f64::INFINITY, &positive),
+        (0.005, &range),
+        (available as f64 + 1.0, &range),
+    ];
+    for (cpus, why) in cases {
         let options = RunOptions {
             limits: Limits {
                 cpus: Some(cpus),
@@ -1245,12 +1238,7 @@ async fn a_cpu_limit_is_the_containers_cfs_quota() {
             .err()
             .unwrap_or_else(|| panic!("cpus {cpus} was accepted"))
             .to_string();
-        assert_eq!(
-            err,
-            format!(
-                "invalid limit: cpus {cpus} is out of range: from 0.01 to {available} (the CPUs this host has)"
-            )
-        );
+        assert_eq!(err, format!("invalid limit: cpus {cpus} {why}"));
     }
     assert_clean(&w);
 }

@@ -350,6 +350,14 @@ fn deliver_github(
     req.body(body).send().unwrap()
 }
 
+/// The id of the pipeline an accepted webhook delivery started.
+fn started_pipeline(accepted: reqwest::blocking::Response) -> i64 {
+    assert_eq!(accepted.status(), 201);
+    accepted.json::<serde_json::Value>().unwrap()["pipeline"]
+        .as_i64()
+        .unwrap()
+}
+
 /// Pipeline `id` once it has reached a final state.
 fn finished_pipeline(server: &TestServer, id: i64) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
@@ -439,11 +447,7 @@ fn a_signed_github_push_webhook_starts_a_pipeline_and_forgeries_do_not() {
     assert!(server.logs().contains("webhook refused"));
 
     // Signed: a pipeline for exactly that commit, which runs to success.
-    let accepted = send(Some(github_signature(&secret, &body)), body.clone());
-    assert_eq!(accepted.status(), 201);
-    let id = accepted.json::<serde_json::Value>().unwrap()["pipeline"]
-        .as_i64()
-        .unwrap();
+    let id = started_pipeline(send(Some(github_signature(&secret, &body)), body.clone()));
     let p = finished_pipeline(&server, id);
     assert_eq!(p["status"], "success", "{p}");
     assert_eq!(p["commit"], sha.as_str());
@@ -518,16 +522,12 @@ fn a_pushed_commit_goes_from_webhook_to_forge_status() {
     assert_ne!(sha, first);
     let body = github_push("team/shop", &dir, &sha);
     let secret = webhook_secret(&server);
-    let accepted = deliver_github(
+    let id = started_pipeline(deliver_github(
         &server,
         repo_id,
         Some(github_signature(&secret, &body)),
         body,
-    );
-    assert_eq!(accepted.status(), 201);
-    let id = accepted.json::<serde_json::Value>().unwrap()["pipeline"]
-        .as_i64()
-        .unwrap();
+    ));
 
     let p = finished_pipeline(&server, id);
     assert_eq!(p["status"], "success", "{p}");
