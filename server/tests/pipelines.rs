@@ -456,6 +456,19 @@ fn a_signed_github_push_webhook_starts_a_pipeline_and_forgeries_do_not() {
     assert_eq!(p["triggered_by"], "push webhook (GitHub)");
 }
 
+/// Processes whose command line mentions `path`.
+fn processes_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.to_str().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
 /// The whole path in one run: a commit pushed to a local repository and
 /// announced by a signed GitHub push webhook makes a pipeline; its two jobs run
 /// in DAG order on a `slipway runner` process connected over HTTP; the first
@@ -723,7 +736,9 @@ fn steps_retry_time_out_and_run_only_when_asked() {
 #[test]
 fn a_killed_runner_loses_its_job_to_the_queue_and_leaves_no_container() {
     let (server, work) = with_busybox("pipelines-loss");
-    let spec = "jobs:\n  slow:\n    steps:\n      - name: wait\n        image: busybox\n        commands: [sleep 4, echo finished]\n";
+    // With a service: the job's pod (its network namespace holder) must not
+    // outlive the runner either.
+    let spec = "jobs:\n  slow:\n    services:\n      db:\n        image: busybox\n        commands: [sleep 1000]\n    steps:\n      - name: wait\n        image: busybox\n        commands: [sleep 4, echo finished]\n";
     add_repo(&server, work.path(), "loss", &[(".slipway.yml", spec)]);
     let first_dir = work.path().join("runner-a");
     let mut first = start_runner(&server, &first_dir);
@@ -747,7 +762,7 @@ fn a_killed_runner_loses_its_job_to_the_queue_and_leaves_no_container() {
             std::fs::read_dir(&containers)
                 .map(|d| d.count())
                 .unwrap_or(0)
-                == 1
+                == 2
         },
     );
 
@@ -763,6 +778,13 @@ fn a_killed_runner_loses_its_job_to_the_queue_and_leaves_no_container() {
     assert!(!std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .contains(first_dir.to_str().unwrap()));
+    // No process of the runner's is left (the guard exits once it has reaped;
+    // a forked helper holding the runner's descriptors would linger).
+    wait_for(
+        "the runner's processes to be gone",
+        std::time::Duration::from_secs(10),
+        || processes_mentioning(&first_dir).is_empty(),
+    );
     let listed = Command::new("runc")
         .arg("--root")
         .arg(first_dir.join("engine/runc"))

@@ -86,6 +86,8 @@ fn spawn_namespace_holder() -> io::Result<Holder> {
     }
     if pid == 0 {
         unsafe {
+            // Ends when the runner does: its read sees end of file then.
+            super::userns::close_fds_except([child_read.as_raw_fd(), child_write.as_raw_fd()]);
             let mut status: u8 = 0;
             if libc::unshare(libc::CLONE_NEWNET) != 0 {
                 status = 1;

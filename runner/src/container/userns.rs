@@ -76,6 +76,7 @@ impl Mapping {
         }
         if pid == 0 {
             unsafe {
+                close_fds_except([child_read.as_raw_fd(), child_write.as_raw_fd()]);
                 let ok: u8 = (libc::unshare(libc::CLONE_NEWUSER) == 0).into();
                 libc::write(child_write.as_raw_fd(), [ok].as_ptr().cast(), 1);
                 let mut buf = [0u8; 1];
@@ -96,13 +97,36 @@ impl Mapping {
             let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
             Ok(OwnedFd::from(ns))
         })();
-        // Lets the child exit (the child holds a copy of this end too, so closing
-        // it would not be seen as end of file).
+        // Lets the child exit (it also exits at end of file, if this process
+        // dies first).
         let _ = rustix::io::write(&parent_write, b"x");
         drop(parent_write);
         let mut status = 0;
         unsafe { libc::waitpid(pid, &mut status, 0) };
         result
+    }
+}
+
+/// For a child forked (without exec) from this multi-threaded process: close
+/// every descriptor but `keep`. The child then holds no copy of the parent's
+/// pipes and sockets: its read of the parent's pipe ends when the parent dies,
+/// and it cannot keep the runner guard's pipe open (which would stop the guard
+/// from reaping a killed runner's containers). Only raw syscalls, so it is
+/// async-signal-safe.
+///
+/// # Safety
+/// Call only in a forked child, before it does anything else.
+pub(crate) unsafe fn close_fds_except(keep: [std::os::fd::RawFd; 2]) {
+    let (low, high) = (keep[0].min(keep[1]) as i64, keep[0].max(keep[1]) as i64);
+    for (first, last) in [
+        (0, low - 1),
+        (low + 1, high - 1),
+        (high + 1, i64::from(u32::MAX)),
+    ] {
+        if first <= last {
+            // SAFETY: close_range only closes descriptors of this process.
+            unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+        }
     }
 }
 
@@ -151,4 +175,47 @@ pub fn idmapped_mount(source: &Path, target: &Path, userns: &OwnedFd) -> io::Res
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forked child keeps only the descriptors it is given: not the
+    /// parent's other files, pipes or standard streams.
+    #[test]
+    fn a_forked_helper_keeps_only_its_own_descriptors() {
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let (other_read, other_write) = rustix::pipe::pipe().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let others = [
+            0,
+            2,
+            read.as_raw_fd(),
+            other_read.as_raw_fd(),
+            other_write.as_raw_fd(),
+            file.as_raw_fd(),
+        ];
+        // SAFETY: the child makes raw syscalls only, then exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            unsafe {
+                close_fds_except([write.as_raw_fd(), write.as_raw_fd()]);
+                let closed = others
+                    .iter()
+                    .filter(|fd| libc::fcntl(**fd, libc::F_GETFD) == -1)
+                    .count() as u8;
+                let kept = (libc::fcntl(write.as_raw_fd(), libc::F_GETFD) != -1) as u8;
+                libc::write(write.as_raw_fd(), [closed, kept].as_ptr().cast(), 2);
+                libc::_exit(0);
+            }
+        }
+        drop(write);
+        let mut got = [0u8; 2];
+        let n = rustix::io::read(&read, &mut got).unwrap();
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!((n, got), (2, [others.len() as u8, 1]));
+    }
 }
