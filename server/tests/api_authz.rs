@@ -117,30 +117,10 @@ fn every_api_route_checks_who_is_calling() {
     );
     assert_eq!(r.status, 201, "{}", r.body_text());
     // A registered runner, which later leases a job.
-    let r = request_as(
-        server.url(),
-        &admin,
-        Method::POST,
-        "/api/v1/runner-tokens",
-        &[],
-        None,
-    );
-    assert_eq!(r.status, 201, "{}", r.body_text());
-    let registration = r.json()["token"].as_str().unwrap().to_owned();
-    let register =
-        json!({"registration_token": registration, "name": "r", "labels": [], "capacity": 1});
-    let r = request_as(
-        server.url(),
-        &Auth::None,
-        Method::POST,
-        "/api/v1/runner/register",
-        &[("content-type", "application/json")],
-        Some(serde_json::to_vec(&register).unwrap()),
-    );
-    assert_eq!(r.status, 201, "{}", r.body_text());
+    let runner_token = server.register_runner("r");
     let callers = Callers {
         anonymous: Auth::None,
-        runner: Auth::Bearer(r.json()["token"].as_str().unwrap().to_owned()),
+        runner: Auth::Bearer(runner_token),
         viewer: Auth::Basic("vera".into(), "viewer-password-1".into()),
         admin,
     };

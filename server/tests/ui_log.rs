@@ -67,22 +67,9 @@ impl FakeRunner {
 
     /// Register a runner and lease the one queued job.
     fn lease(server: &TestServer) -> FakeRunner {
-        let r = server.request(Method::POST, "/api/v1/runner-tokens", &[], None);
-        assert_eq!(r.status, 201, "{}", r.describe());
-        let registration = r.json()["token"].as_str().unwrap().to_owned();
-        let body = json!({"registration_token": registration, "name": "fake", "labels": [], "capacity": 1});
-        let r = request_as(
-            server.url(),
-            &Auth::None,
-            Method::POST,
-            "/api/v1/runner/register",
-            &[("content-type", "application/json")],
-            Some(serde_json::to_vec(&body).unwrap()),
-        );
-        assert_eq!(r.status, 201, "{}", r.describe());
         let mut runner = FakeRunner {
             url: server.url().to_owned(),
-            auth: Auth::Bearer(r.json()["token"].as_str().unwrap().to_owned()),
+            auth: Auth::Bearer(server.register_runner("fake")),
             job: 0,
             attempt: 0,
             written: Default::default(),

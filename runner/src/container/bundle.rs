@@ -506,7 +506,10 @@ pub fn runtime_spec(
             )));
         }
         // What the kernel accepts (a 1 ms quota) up to what the host has.
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Read once (it reads cgroup files), not on every container start.
+        static AVAILABLE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let available =
+            *AVAILABLE.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if !(0.01..=available as f64).contains(&cpus) {
             return Err(BundleError::Limit(format!(
                 "cpus {cpus} is out of range: from 0.01 to {available} (the CPUs this host has)"

@@ -339,6 +339,27 @@ impl TestServer {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Register a runner called `name` (a registration token from the admin,
+    /// then `POST /api/v1/runner/register`); returns the runner's token.
+    pub fn register_runner(&self, name: &str) -> String {
+        let r = self.request(reqwest::Method::POST, "/api/v1/runner-tokens", &[], None);
+        assert_eq!(r.status, 201, "{}", r.describe());
+        let registration = r.json()["token"].as_str().unwrap().to_owned();
+        let body = serde_json::json!({
+            "registration_token": registration, "name": name, "labels": [], "capacity": 1
+        });
+        let r = request_as(
+            self.url(),
+            &Auth::None,
+            reqwest::Method::POST,
+            "/api/v1/runner/register",
+            &[("content-type", "application/json")],
+            Some(serde_json::to_vec(&body).unwrap()),
+        );
+        assert_eq!(r.status, 201, "{}", r.describe());
+        r.json()["token"].as_str().unwrap().to_owned()
+    }
+
     /// Create an API token through `POST /api/v1/tokens` (admin basic auth).
     pub fn create_token(&self, scopes: &[&str], repo_pattern: &str) -> String {
         let name = format!(
