@@ -80,3 +80,109 @@ fn unreadable_input_is_a_clear_error() {
     let out = lint(dir.path(), "missing.yml");
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading missing.yml"));
 }
+
+/// Lints `text` as `.slipway.yml` in a fresh directory: (success, stderr).
+fn lint_text(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".slipway.yml"), text).unwrap();
+    let out = lint(dir.path(), ".slipway.yml");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The reported attack: a 16×16 matrix over 7,000 steps made with `<<`
+/// merges (a 200 KB file) expands to 1.8 million steps. Before the bound it
+/// passed lint and took 81 s and 920 MB of database to create.
+#[test]
+fn a_matrix_over_merged_steps_is_refused_with_its_count() {
+    let mut text = String::from(
+        "x-step: &s {image: busybox, commands: [echo hi]}\njobs:\n  big:\n    matrix:\n      A: [",
+    );
+    text.push_str(
+        &(0..16)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    text.push_str("]\n      B: [");
+    text.push_str(
+        &(0..16)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    text.push_str("]\n    steps:\n");
+    for i in 0..7000 {
+        text.push_str(&format!("      - {{<<: *s, name: s{i}}}\n"));
+    }
+    assert!(text.len() < 256 << 10, "{}", text.len());
+    let started = std::time::Instant::now();
+    let (ok, stderr) = lint_text(&text);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(
+            ".slipway.yml:3:3: the pipeline expands to 1792000 steps after the matrix; \
+             at most 2000 are allowed (job \"big\" runs 256 time(s) with 7000 step(s)"
+        ),
+        "{stderr}"
+    );
+    // Not a timing assertion on the machine's speed: a bound on work that
+    // was minutes before (lint parses and counts, it expands nothing).
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn too_many_jobs_commands_or_bytes_are_refused_where_they_are() {
+    // 2 jobs × 256 combinations = 512 jobs.
+    let matrix = "    matrix:\n      A: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n      B: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]\n";
+    let text = format!(
+        "jobs:\n  a:\n{matrix}    steps: [{{image: busybox, commands: [true]}}]\n  b:\n{matrix}    steps: [{{image: busybox, commands: [true]}}]\n"
+    );
+    let (ok, stderr) = lint_text(&text);
+    assert!(!ok);
+    assert!(
+        stderr.contains(".slipway.yml:7:3: the pipeline expands to 512 jobs after the matrix; at most 500 are allowed (job \"b\""),
+        "{stderr}"
+    );
+
+    // 1,001 commands in one step.
+    let commands = vec!["true"; 1001].join(", ");
+    let (ok, stderr) = lint_text(&format!(
+        "jobs:\n  a:\n    steps:\n      - image: busybox\n        commands: [{commands}]\n"
+    ));
+    assert!(!ok);
+    assert!(
+        stderr.contains(".slipway.yml:4:9: step \"step-1\" of job \"a\" has 1001 commands; at most 1000 are allowed"),
+        "{stderr}"
+    );
+
+    // One 100 KB command run by 64 combinations: 6.4 MB of steps.
+    let long = "x".repeat(100_000);
+    let (ok, stderr) = lint_text(&format!(
+        "jobs:\n  a:\n    matrix: {{A: [0, 1, 2, 3, 4, 5, 6, 7], B: [0, 1, 2, 3, 4, 5, 6, 7]}}\n    steps:\n      - image: busybox\n        commands: [\"echo {long}\"]\n"
+    ));
+    assert!(!ok);
+    assert!(
+        stderr.contains(".slipway.yml:2:3: the pipeline expands to 6401152 bytes of step definitions after the matrix; at most 4194304 are allowed"),
+        "{stderr}"
+    );
+}
+
+/// One long string repeated by aliases: few nodes, many bytes.
+#[test]
+fn an_alias_repeating_a_long_string_is_refused() {
+    let long = "y".repeat(600_000);
+    let mut text = format!("x-long: &l \"{long}\"\nx-copies: [");
+    text.push_str(&vec!["*l"; 20].join(", "));
+    text.push_str("]\njobs: {a: {steps: [{image: busybox, commands: [true]}]}}\n");
+    let (ok, stderr) = lint_text(&text);
+    assert!(!ok);
+    assert!(
+        stderr.contains(".slipway.yml:2:")
+            && stderr
+                .contains("the document expands to more than 8388608 bytes of text (aliases?)"),
+        "{stderr}"
+    );
+}

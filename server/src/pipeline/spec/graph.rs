@@ -10,8 +10,9 @@ use super::SpecError;
 /// Check `needs` (given as (job, needed, where) triples) against the jobs.
 pub fn check(spec: &PipelineSpec, needs: &[(String, String, Span)], errors: &mut Vec<SpecError>) {
     let names: Vec<&str> = spec.jobs.iter().map(|j| j.name.as_str()).collect();
+    let known: std::collections::HashSet<&str> = names.iter().copied().collect();
     for (job, needed, span) in needs {
-        if !names.contains(&needed.as_str()) {
+        if !known.contains(needed.as_str()) {
             let hint = match nearest(needed, names.iter().copied().filter(|n| n != job)) {
                 Some(near) => format!("; did you mean {near:?}?"),
                 None => String::new(),

@@ -4,9 +4,12 @@
 //! - `yaml.rs`: YAML with positions (anchors and merge keys, bounded expansion).
 //! - `read.rs`: the tree to the model; unknown keys name the nearest valid one.
 //! - `graph.rs`: `needs` must name existing jobs and form no cycle.
+//! - `limits.rs`: what the spec may expand to (jobs, steps, commands, bytes
+//!   after the matrix).
 //! - `model.rs`: the domain types, and `when` evaluation.
 
 mod graph;
+pub mod limits;
 mod model;
 mod read;
 mod yaml;
@@ -75,6 +78,7 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineSpec, SpecErrors> {
     let mut errors = reader.errors;
     if let Some(spec) = &spec {
         graph::check(spec, &reader.needs, &mut errors);
+        limits::check(spec, &mut errors);
     }
     match spec {
         Some(spec) if errors.is_empty() => Ok(spec),

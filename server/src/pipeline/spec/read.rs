@@ -736,11 +736,14 @@ impl Reader {
                 if items.is_empty() {
                     self.error(*span, format!("{what} has an empty list of steps"));
                 }
+                // Name → where it was first used (one lookup per step: a job
+                // may have thousands).
+                let mut seen = std::collections::HashMap::new();
                 for (i, item) in items.iter().enumerate() {
                     if let Some(step) = self.step(item, job, i) {
-                        if let Some(first) = steps.iter().find(|s: &&StepSpec| s.name == step.name)
-                        {
-                            let line = first.span.line;
+                        if let Some(first) = seen.get(&step.name).copied() {
+                            let first: Span = first;
+                            let line = first.line;
                             self.error(
                                 step.span,
                                 format!(
@@ -748,6 +751,8 @@ impl Reader {
                                     step.name
                                 ),
                             );
+                        } else {
+                            seen.insert(step.name.clone(), step.span);
                         }
                         steps.push(step);
                     }

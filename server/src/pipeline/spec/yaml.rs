@@ -4,8 +4,10 @@
 //!
 //! Untrusted input: anchors and aliases are supported (CI files use them for
 //! shared settings, with `<<` merge keys), but the expanded tree is capped at
-//! [`MAX_NODES`] nodes, so a "billion laughs" file is an error, not an
-//! out-of-memory. Nesting is capped at [`MAX_DEPTH`]. Duplicate keys are errors.
+//! [`MAX_NODES`] nodes and [`MAX_EXPANDED_BYTES`] bytes of keys and scalars, so a
+//! "billion laughs" file (or one long string repeated by aliases) is an error,
+//! not an out-of-memory. Nesting is capped at [`MAX_DEPTH`]. Duplicate keys are
+//! errors.
 
 use std::collections::HashMap;
 
@@ -14,6 +16,9 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// Nodes after alias expansion, at most.
 pub const MAX_NODES: usize = 100_000;
+/// Bytes of keys and scalar values after alias expansion, at most (the file
+/// itself is at most 1 MiB).
+pub const MAX_EXPANDED_BYTES: usize = 8 << 20;
 /// Nesting of sequences and mappings, at most.
 pub const MAX_DEPTH: usize = 64;
 
@@ -88,9 +93,21 @@ pub struct YamlError {
 
 enum Frame {
     Seq(Vec<Node>, Span, usize),
-    /// Entries, a key waiting for its value, start, anchor, and the keys that
-    /// came from `<<` merges (an explicit key overrides those).
-    Map(Vec<(Key, Node)>, Option<Key>, Span, usize, Vec<String>),
+    Map(MapFrame),
+}
+
+/// A mapping being built.
+struct MapFrame {
+    entries: Vec<(Key, Node)>,
+    /// Key name → its index in `entries`, so each key is checked in O(1)
+    /// (a file of 50k keys must not cost 50k² comparisons).
+    index: HashMap<String, usize>,
+    /// A key waiting for its value.
+    pending: Option<Key>,
+    start: Span,
+    anchor: usize,
+    /// The keys that came from `<<` merges (an explicit key overrides those).
+    merged: std::collections::HashSet<String>,
 }
 
 #[derive(Default)]
@@ -99,14 +116,24 @@ struct Builder {
     anchors: HashMap<usize, Node>,
     documents: Vec<Node>,
     nodes: usize,
+    /// Bytes of keys and scalars so far, alias copies included.
+    bytes: usize,
     error: Option<YamlError>,
 }
 
-fn count(node: &Node) -> usize {
+/// Nodes and bytes (of keys and scalars) in a tree.
+fn size(node: &Node) -> (usize, usize) {
     match node {
-        Node::Seq(items, _) => 1 + items.iter().map(count).sum::<usize>(),
-        Node::Map(entries, _) => 1 + entries.iter().map(|(_, v)| 1 + count(v)).sum::<usize>(),
-        _ => 1,
+        Node::Seq(items, _) => items.iter().fold((1, 0), |(n, b), item| {
+            let (n2, b2) = size(item);
+            (n + n2, b + b2)
+        }),
+        Node::Map(entries, _) => entries.iter().fold((1, 0), |(n, b), (k, v)| {
+            let (n2, b2) = size(v);
+            (n + 1 + n2, b + k.name.len() + b2)
+        }),
+        Node::Scalar { value, .. } => (1, value.len()),
+        Node::Null(_) => (1, 0),
     }
 }
 
@@ -138,29 +165,29 @@ impl Builder {
         match self.stack.last_mut() {
             None => self.documents.push(node),
             Some(Frame::Seq(items, ..)) => items.push(node),
-            Some(Frame::Map(entries, pending, _, _, merged)) => match pending.take() {
+            Some(Frame::Map(map)) => match map.pending.take() {
                 Some(key) => {
                     if key.name == "<<" {
-                        merge(entries, merged, node);
-                    } else if let Some(i) = entries.iter().position(|(k, _)| k.name == key.name) {
-                        if let Some(m) = merged.iter().position(|n| *n == key.name) {
-                            merged.remove(m);
-                            entries[i] = (key, node);
+                        map.merge(node);
+                    } else if let Some(&i) = map.index.get(&key.name) {
+                        if map.merged.remove(&key.name) {
+                            map.entries[i] = (key, node);
                         } else {
                             let span = key.span;
                             let name = key.name.clone();
                             self.fail(span, format!("duplicate key {name:?}"));
                         }
                     } else {
-                        entries.push((key, node));
+                        map.index.insert(key.name.clone(), map.entries.len());
+                        map.entries.push((key, node));
                     }
                 }
                 None => match node {
                     Node::Scalar { value, span, .. } => {
-                        *pending = Some(Key { name: value, span });
+                        map.pending = Some(Key { name: value, span });
                     }
                     Node::Null(span) => {
-                        *pending = Some(Key {
+                        map.pending = Some(Key {
                             name: String::new(),
                             span,
                         })
@@ -175,18 +202,32 @@ impl Builder {
     }
 }
 
-/// `<<: *defaults` (or a list of them): keys not already present are added.
-fn merge(entries: &mut Vec<(Key, Node)>, merged: &mut Vec<String>, source: Node) {
-    let sources = match source {
-        Node::Seq(items, _) => items,
-        other => vec![other],
-    };
-    for source in sources {
-        if let Node::Map(more, _) = source {
-            for (key, value) in more {
-                if !entries.iter().any(|(k, _)| k.name == key.name) {
-                    merged.push(key.name.clone());
-                    entries.push((key, value));
+impl MapFrame {
+    fn new(start: Span, anchor: usize) -> MapFrame {
+        MapFrame {
+            entries: Vec::new(),
+            index: HashMap::new(),
+            pending: None,
+            start,
+            anchor,
+            merged: Default::default(),
+        }
+    }
+
+    /// `<<: *defaults` (or a list of them): keys not already present are added.
+    fn merge(&mut self, source: Node) {
+        let sources = match source {
+            Node::Seq(items, _) => items,
+            other => vec![other],
+        };
+        for source in sources {
+            if let Node::Map(more, _) = source {
+                for (key, value) in more {
+                    if !self.index.contains_key(&key.name) {
+                        self.merged.insert(key.name.clone());
+                        self.index.insert(key.name.clone(), self.entries.len());
+                        self.entries.push((key, value));
+                    }
                 }
             }
         }
@@ -201,6 +242,9 @@ impl MarkedEventReceiver for Builder {
         let span = Span::of(mark);
         match event {
             Event::Scalar(value, style, anchor, _tag) => {
+                // Every scalar's text counts (keys are scalars too); the file
+                // bounds this, aliases are counted where they are expanded.
+                self.bytes += value.len();
                 let plain = style == TScalarStyle::Plain;
                 let node = if plain && matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL")
                 {
@@ -217,7 +261,7 @@ impl MarkedEventReceiver for Builder {
                 }
                 self.stack.push(match event {
                     Event::SequenceStart(..) => Frame::Seq(Vec::new(), span, anchor),
-                    _ => Frame::Map(Vec::new(), None, span, anchor, Vec::new()),
+                    _ => Frame::Map(MapFrame::new(span, anchor)),
                 });
             }
             Event::SequenceEnd => {
@@ -226,14 +270,27 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map(entries, _, start, anchor, _)) = self.stack.pop() {
-                    self.push(Node::Map(entries, start), anchor);
+                if let Some(Frame::Map(map)) = self.stack.pop() {
+                    self.push(Node::Map(map.entries, map.start), map.anchor);
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
+            Event::Alias(id) => match self.anchors.get(&id) {
                 Some(node) => {
-                    // The whole copy counts: this is where expansion happens.
-                    self.nodes += count(&node).saturating_sub(1);
+                    // The whole copy counts, before it is made: this is where
+                    // expansion happens.
+                    let (nodes, bytes) = size(node);
+                    self.bytes = self.bytes.saturating_add(bytes);
+                    if self.bytes > MAX_EXPANDED_BYTES {
+                        self.fail(
+                            span,
+                            format!(
+                                "the document expands to more than {MAX_EXPANDED_BYTES} bytes of text (aliases?)"
+                            ),
+                        );
+                        return;
+                    }
+                    self.nodes += nodes.saturating_sub(1);
+                    let node = node.clone();
                     self.push(node, 0);
                 }
                 None => self.fail(span, "alias to an unknown anchor"),
