@@ -1922,3 +1922,37 @@ fn a_build_job_pushes_the_commit_image_with_its_provenance() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello\nhello from the app\n");
 }
+
+/// The reported amplification through the server: a 16×16 matrix over 7,000
+/// `<<`-merged steps. The pipeline is created in error, saying the limit and
+/// the count with line:column, and no job or step row is written.
+#[test]
+fn an_amplified_spec_makes_an_error_pipeline_and_no_rows() {
+    let server = TestServer::start();
+    let work = scratch_dir("amplified");
+    let values = (0..16)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut spec = format!(
+        "x-step: &s {{image: busybox, commands: [echo hi]}}\njobs:\n  big:\n    matrix: {{A: [{values}], B: [{values}]}}\n    steps:\n"
+    );
+    for i in 0..7000 {
+        spec.push_str(&format!("      - {{<<: *s, name: s{i}}}\n"));
+    }
+    add_repo(&server, work.path(), "amp", &[(".slipway.yml", &spec)]);
+    let out = slipway(&server, &["run", "amp", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(
+            ".slipway.yml:3:3: the pipeline expands to 1792000 steps after the matrix; at most 2000 are allowed"
+        ),
+        "{stdout}"
+    );
+    let p = server
+        .get("/api/v1/pipelines/1", &server.admin_auth())
+        .json();
+    assert_eq!(p["status"], "error", "{p}");
+    assert_eq!(p["jobs"].as_array().map(Vec::len), Some(0), "{p}");
+}
