@@ -142,7 +142,8 @@ enum Command {
         #[arg(long, env = "SLIPWAY_SERVER", default_value = "http://127.0.0.1:8080")]
         server: String,
         /// Registration token (from `slipway runner-token create`); needed the
-        /// first time only: the runner keeps its own token in the work dir.
+        /// first time only: the runner keeps its own token in the credentials
+        /// dir.
         #[arg(long, env = "SLIPWAY_REGISTRATION_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Name shown for this runner.
@@ -161,6 +162,11 @@ enum Command {
             default_value = "/var/lib/slipway/runner"
         )]
         work_dir: PathBuf,
+        /// The runner's own token (mode 0700, outside the work dir, where no
+        /// job can reach it). Default: beside the work dir, named
+        /// `<work dir>-credentials`.
+        #[arg(long, env = "SLIPWAY_RUNNER_CREDENTIALS")]
+        credentials_dir: Option<PathBuf>,
         /// The OCI runtime binary.
         #[arg(long, env = "SLIPWAY_RUNTIME", default_value = "runc")]
         runtime: PathBuf,
@@ -686,6 +692,7 @@ async fn main() -> anyhow::Result<()> {
             labels,
             capacity,
             work_dir,
+            credentials_dir,
             runtime,
             userns,
         } => {
@@ -715,6 +722,8 @@ async fn main() -> anyhow::Result<()> {
                 name,
                 labels: labels.into_iter().filter(|l| !l.is_empty()).collect(),
                 capacity,
+                credentials_dir: credentials_dir
+                    .unwrap_or_else(|| slipway_runner::agent::credentials::default_dir(&work_dir)),
                 work_dir,
                 runtime,
                 mapping,

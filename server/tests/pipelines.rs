@@ -1922,3 +1922,225 @@ fn a_build_job_pushes_the_commit_image_with_its_provenance() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello\nhello from the app\n");
 }
+
+/// Every blob of every manifest of every repository in the registry, layers
+/// uncompressed, with where it came from.
+fn registry_contents(server: &TestServer) -> Vec<(String, Vec<u8>)> {
+    let admin = server.admin_auth();
+    let mut found = Vec::new();
+    let catalog = server.get("/v2/_catalog", &admin).json();
+    for repo in catalog["repositories"].as_array().unwrap() {
+        let repo = repo.as_str().unwrap();
+        let tags = server.get(&format!("/v2/{repo}/tags/list"), &admin).json();
+        let mut manifests: Vec<String> = tags["tags"]
+            .as_array()
+            .map(|t| t.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        while let Some(reference) = manifests.pop() {
+            let manifest = server.get_manifest(repo, &reference, &admin);
+            found.push((format!("{repo}:{reference}"), manifest.body.clone()));
+            let manifest = manifest.json();
+            for child in manifest["manifests"].as_array().into_iter().flatten() {
+                manifests.push(child["digest"].as_str().unwrap().to_owned());
+            }
+            let blobs = manifest["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(manifest.get("config"));
+            for d in blobs {
+                let digest = d["digest"].as_str().unwrap();
+                let bytes = server.get_blob(repo, digest, &admin);
+                let media = d["mediaType"].as_str().unwrap_or_default();
+                let bytes = if media.ends_with("gzip") {
+                    gunzip(&bytes)
+                } else {
+                    bytes
+                };
+                found.push((format!("{repo}@{digest}"), bytes));
+            }
+        }
+    }
+    found
+}
+
+/// (job, build context, extra `build:` keys, [(path, symlink target)], the
+/// error expected in the step's log).
+type SymlinkCase<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<(&'a str, std::path::PathBuf)>,
+    &'a str,
+);
+
+/// Issue 11, finding 1: a repository commits its build's control files as
+/// symlinks to a host file and to the runner's own token (where runners
+/// kept it, and where they keep it now), absolute and relative, as the
+/// default Containerfile, as `file:`, as `.dockerignore` and as
+/// `.containerignore`. Every build is refused with an error naming the
+/// symlink, and neither secret appears in a log, in the API or in the
+/// registry.
+#[test]
+fn build_files_symlinked_out_of_the_checkout_are_refused_and_leak_nothing() {
+    let (server, work) = with_busybox("pipelines-symlinks");
+    // A host file only root may read, with content that (as a Containerfile
+    // or an ignore pattern) makes a parse error quoting it.
+    let canary_value = format!("[slipway-canary-{}", random_hex(16));
+    let canary = work.path().join("canary");
+    std::fs::write(&canary, format!("{canary_value}\n")).unwrap();
+    std::fs::set_permissions(&canary, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let runner_dir = work.path().join("runner");
+    let old_token = runner_dir.join("runner-token");
+    let new_token = work.path().join("runner-credentials/runner-token");
+
+    let normal = "FROM busybox\nCOPY Containerfile /copied\n";
+    let cases: Vec<SymlinkCase> = vec![
+        (
+            "canary-containerfile",
+            "a",
+            "",
+            vec![("a/Containerfile", canary.clone())],
+            "Containerfile: a/Containerfile: is a symlink; refused",
+        ),
+        (
+            "relative-dockerfile",
+            "b",
+            "",
+            // b → workspace → job dir → jobs → runner → the test's dir.
+            vec![("b/Dockerfile", "../../../../../canary".into())],
+            "Containerfile: b/Dockerfile: is a symlink; refused",
+        ),
+        (
+            "old-token",
+            "c",
+            "",
+            vec![("c/Containerfile", old_token.clone())],
+            "Containerfile: c/Containerfile: is a symlink; refused",
+        ),
+        (
+            "new-token",
+            "d",
+            "",
+            vec![("d/Containerfile", new_token.clone())],
+            "Containerfile: d/Containerfile: is a symlink; refused",
+        ),
+        (
+            "named-file",
+            "e",
+            "          file: e/build.containerfile\n",
+            vec![("e/build.containerfile", canary.clone())],
+            "Containerfile: e/build.containerfile: is a symlink; refused",
+        ),
+        (
+            "dockerignore-canary",
+            "f",
+            "",
+            vec![("f/.dockerignore", canary.clone())],
+            ".dockerignore: is a symlink; refused",
+        ),
+        (
+            "dockerignore-token",
+            "g",
+            "",
+            vec![("g/.dockerignore", old_token.clone())],
+            ".dockerignore: is a symlink; refused",
+        ),
+        (
+            "containerignore-token",
+            "h",
+            "",
+            vec![("h/.containerignore", new_token.clone())],
+            ".containerignore: is a symlink; refused",
+        ),
+        (
+            "context-through-a-link",
+            "link/i",
+            "",
+            vec![("link", "real".into())],
+            "build context: link/i: link is a symlink; refused",
+        ),
+    ];
+    let mut spec = String::from("jobs:\n");
+    let dir = work.path().join("repo");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (job, context, extra, links, _) in &cases {
+        spec.push_str(&format!(
+            "  {job}:\n    steps:\n      - name: build\n        build:\n          image: leaky/{job}\n          context: {context}\n{extra}"
+        ));
+        let ctx = dir.join(context.replace("link/", "real/"));
+        std::fs::create_dir_all(&ctx).unwrap();
+        for (path, target) in links {
+            std::os::unix::fs::symlink(target, dir.join(path)).unwrap();
+        }
+        if !links.iter().any(|(p, _)| p.ends_with("file")) {
+            std::fs::write(ctx.join("Containerfile"), normal).unwrap();
+        }
+    }
+    std::fs::write(dir.join(".slipway.yml"), &spec).unwrap();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    git(&dir, &["add", "."]);
+    git(&dir, &["commit", "-q", "-m", "symlinks"]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "leaky", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let _runner = start_runner(&server, &runner_dir);
+    let out = slipway(&server, &["run", "leaky", "--wait"]);
+    let mut seen = vec![
+        ("`slipway run` output".to_owned(), out.stdout.clone()),
+        ("`slipway run` errors".to_owned(), out.stderr.clone()),
+    ];
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+
+    // Each build failed, saying why.
+    let admin = server.admin_auth();
+    let p = server.get("/api/v1/pipelines/1", &admin);
+    seen.push(("the pipeline".into(), p.body.clone()));
+    let p = p.json();
+    let jobs = p["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), cases.len(), "{p}");
+    for (job, _, _, _, expected) in &cases {
+        let j = jobs.iter().find(|j| j["name"] == *job).expect(job);
+        assert_eq!(j["status"], "failure", "{job}: {j}");
+        let log = server.get(&format!("/api/v1/jobs/{}/steps/0/log", j["id"]), &admin);
+        let log_text = log.body_text();
+        assert!(
+            log_text.contains(&format!("slipway: build failed: {expected}")),
+            "{job}: {log_text}"
+        );
+        seen.push((format!("the log of {job}"), log.body));
+    }
+    assert!(p["images"].as_array().unwrap().is_empty(), "{p}");
+
+    // The runner did register: its token exists, outside the work dir.
+    let token = std::fs::read_to_string(&new_token)
+        .or_else(|_| std::fs::read_to_string(&old_token))
+        .expect("the runner's token");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("slr_"), "{token}");
+    assert!(!old_token.exists(), "the token is still in the work dir");
+
+    for path in ["/api/v1/pipelines", "/api/v1/runners", "/api/v1/queue"] {
+        let r = server.get(path, &admin);
+        seen.push((path.to_owned(), r.body));
+    }
+    seen.extend(registry_contents(&server));
+    seen.push(("the server's log".into(), server.logs().into_bytes()));
+    let canary_core = &canary_value[1..];
+    for (what, bytes) in &seen {
+        for (secret, name) in [
+            (canary_core, "the host file"),
+            (token.as_str(), "the runner token"),
+        ] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{name} leaked into {what}: {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+}
