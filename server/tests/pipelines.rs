@@ -927,13 +927,20 @@ fn secrets_are_usable_masked_and_only_where_named() {
     steps:
       - name: with
         image: busybox
-        secrets: [TOKEN, KEY]
+        secrets: [TOKEN, KEY, PASS, LONG]
         commands:
           - printf %s "$TOKEN" | sha256sum
           - echo "token is $TOKEN"
           - printf %s "$TOKEN" | base64
           - echo "$KEY"
           - echo "length ${#TOKEN}"
+          - echo "$PASS" | base64
+          - printf 'x%s\n' "$PASS" | base64
+          - printf 'xy%s' "$PASS" | base64 -w 0; echo
+          - echo "$LONG" | base64
+          - echo "$KEY" | base64
+          - printf %s "$KEY" | tail -n 1 | base64
+          - echo "lines of the long one $(echo "$LONG" | base64 | wc -l)"
       - name: without
         image: busybox
         commands:
@@ -951,8 +958,16 @@ fn secrets_are_usable_masked_and_only_where_named() {
     };
     set("TOKEN", "s3cr3t-t0ken-value\n");
     set("KEY", "first-line-of-key\nsecond-line-of-key");
+    // Lengths not a multiple of 3: the base64 of the value and a newline
+    // does not start with the value's own base64.
+    let pass = "correct-horse-battery-staple";
+    let long: String = (0..151)
+        .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
+        .collect();
+    set("PASS", pass);
+    set("LONG", &long);
     let listed = slipway(&server, &["secret", "list", "secretive"]);
-    assert_eq!(text(&listed.stdout), "KEY\nTOKEN\n");
+    assert_eq!(text(&listed.stdout), "KEY\nLONG\nPASS\nTOKEN\n");
 
     let _runner = start_runner(&server, &work.path().join("runner"));
     let out = slipway(&server, &["run", "secretive", "--wait"]);
@@ -966,6 +981,19 @@ fn secrets_are_usable_masked_and_only_where_named() {
     ] {
         assert!(!stdout.contains(leak), "{leak} leaked:\n{stdout}");
     }
+    for secret in [
+        pass,
+        long.as_str(),
+        "first-line-of-key\nsecond-line-of-key",
+        "second-line-of-key",
+    ] {
+        if let Some(leak) = base64_leak(secret, &stdout) {
+            panic!("base64 of {secret:?} leaked ({leak}):\n{stdout}");
+        }
+    }
+    // busybox wrapped the long one's base64 (so masking across lines was
+    // exercised).
+    assert!(stdout.contains("lines of the long one 3"), "{stdout}");
     assert!(stdout.contains("token is ********"), "{stdout}");
     assert!(stdout.contains("length 18"), "{stdout}");
     // The step had the real value: its digest matches.
@@ -991,6 +1019,31 @@ fn secrets_are_usable_masked_and_only_where_named() {
         assert!(!bytes.windows(18).any(|w| w == b"s3cr3t-t0ken-value"));
     }
     assert!(!server.logs().contains("s3cr3t"));
+}
+
+/// A run of 12 characters of a base64 form of `secret` (after 0, 1 or 2
+/// other bytes, with or without a newline after it) found in `output`, line
+/// breaks ignored.
+fn base64_leak(secret: &str, output: &str) -> Option<String> {
+    use base64::Engine as _;
+    let joined: String = output.split('\n').collect();
+    for tail in ["", "\n"] {
+        for offset in 0..3 {
+            let mut bytes = vec![0u8; offset];
+            bytes.extend_from_slice(secret.as_bytes());
+            bytes.extend_from_slice(tail.as_bytes());
+            let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&bytes);
+            // Only the characters that depend on the secret's bytes alone.
+            let stable = &encoded[(8 * offset).div_ceil(6)..(8 * bytes.len()) / 6];
+            for w in stable.as_bytes().windows(12) {
+                let w = std::str::from_utf8(w).unwrap();
+                if joined.contains(w) {
+                    return Some(format!("{w} at offset {offset}"));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// A recorded request to the fake forge.
