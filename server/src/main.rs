@@ -197,7 +197,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Run one command in a container from an image (needs root and runc).
+    /// Run an image's ENTRYPOINT/CMD, or a command, in a container (needs
+    /// root and runc).
     Exec {
         /// Image reference; without a registry host it is Slipway's own.
         #[arg(long)]
@@ -243,7 +244,8 @@ enum Command {
         runtime: PathBuf,
         #[command(flatten)]
         client: ClientArgs,
-        /// The command and its arguments, after --.
+        /// The command and its arguments, after --; it replaces the image's
+        /// CMD (the ENTRYPOINT stays). Without one, the image runs as built.
         #[arg(last = true)]
         command: Vec<String>,
     },
