@@ -71,7 +71,9 @@ $slipway image bootstrap busybox
 runner_dir=${SLIPWAY_RUNNER_DIR:-/var/lib/slipway/runner-$(printf %s "$data" | sha256sum | cut -c1-12)}
 mkdir -p "$runner_dir" && chmod 711 "$(dirname "$runner_dir")" "$runner_dir"
 runner_log="$data/runner.log"
-if [ -s "$runner_dir/runner-token" ]; then
+# Its token is kept beside the work dir (<work dir>-credentials), out of
+# jobs' reach; older runners kept it in the work dir and move it on start.
+if [ -s "$runner_dir-credentials/runner-token" ] || [ -s "$runner_dir/runner-token" ]; then
   token=""
 else
   token=$($slipway runner-token create)

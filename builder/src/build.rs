@@ -25,6 +25,7 @@ use crate::copy::{self, Content, Item};
 use crate::exec::{BaseImage, Executor, LayerRef, RemoteCache, RunSpec, View};
 use crate::image::{self, Provenance, RunConfig};
 use crate::layer::{Compression, LayerOptions, Meta};
+use crate::quote::short;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -345,7 +346,7 @@ fn expand_at(
     containerfile::expand(text, b.cf.escape, lookup).map_err(|(_, message)| BuildError::At {
         file: b.opts.file_name.clone(),
         line: step_line,
-        message: format!("{text}: {message}"),
+        message: format!("{}: {message}", short(text)),
     })
 }
 
@@ -410,7 +411,7 @@ impl Build<'_> {
                     } else if stage_index(&self.cf, from, self.cf.stages.len()).is_some() {
                         return Err(self.at(
                             step.line,
-                            format!("COPY --from={from}: that stage comes later in the file; a stage can only copy from stages before it"),
+                            format!("COPY --from={}: that stage comes later in the file; a stage can only copy from stages before it", short(from)),
                         ));
                     }
                 }
@@ -446,7 +447,7 @@ impl Build<'_> {
         let image = self
             .exec
             .base(reference)
-            .map_err(|e| self.at(line, format!("{what} {reference}: {e}")))?;
+            .map_err(|e| self.at(line, format!("{what} {}: {e}", short(reference))))?;
         self.bases
             .lock()
             .expect("bases")
@@ -483,7 +484,10 @@ impl Build<'_> {
                 if p != "linux/amd64" && p != "linux/x86_64" {
                     return Err(self.at(
                         stage.line,
-                        format!("--platform={p}: this builder only builds for linux/amd64"),
+                        format!(
+                            "--platform={}: this builder only builds for linux/amd64",
+                            short(&p)
+                        ),
                     ));
                 }
             }
@@ -955,7 +959,7 @@ impl Build<'_> {
                 upper: upper.clone(),
                 output: &output,
             })
-            .map_err(|e| self.at(step.line, format!("RUN {}: {e}", shown(command))));
+            .map_err(|e| self.at(step.line, format!("RUN {}: {e}", short(&shown(command)))));
         let remove_upper = || {
             let _ = std::fs::remove_dir_all(&upper);
         };
@@ -972,7 +976,7 @@ impl Build<'_> {
                 Some(s) => s,
                 None => format!("exited with code {}", result.exit_code),
             };
-            return Err(self.at(step.line, format!("RUN {}: {why}", shown(command))));
+            return Err(self.at(step.line, format!("RUN {}: {why}", short(&shown(command)))));
         }
         let empty = std::fs::read_dir(&upper)
             .map(|mut d| d.next().is_none())
@@ -987,7 +991,7 @@ impl Build<'_> {
                     .map_err(|e| {
                         self.at(
                             step.line,
-                            format!("RUN {}: making its layer: {e}", shown(command)),
+                            format!("RUN {}: making its layer: {e}", short(&shown(command))),
                         )
                     });
             LAYER_SECONDS.set(Some(writing.elapsed().as_secs_f64()));
@@ -1021,7 +1025,7 @@ impl Build<'_> {
         let view = self.view(line, layers)?;
         let root = view.as_ref().map(|v| v.path());
         let passwd = root
-            .and_then(|r| std::fs::read_to_string(r.join("etc/passwd")).ok())
+            .and_then(|r| copy::image_file(r, "etc/passwd"))
             .unwrap_or_default();
         let entry = passwd.lines().find(|l| {
             let mut f = l.split(':');
@@ -1040,7 +1044,11 @@ impl Build<'_> {
             None => {
                 return Err(self.at(
                     line,
-                    format!("USER {user}: no user {u} in the image's /etc/passwd"),
+                    format!(
+                        "USER {}: no user {} in the image's /etc/passwd",
+                        short(user),
+                        short(u)
+                    ),
                 ))
             }
         };
@@ -1048,7 +1056,7 @@ impl Build<'_> {
             None => primary,
             Some(g) if numeric(g) => g.to_owned(),
             Some(g) => copy::owner(root, &format!("0:{g}"))
-                .map_err(|e| self.at(line, format!("USER {user}: {e}")))?
+                .map_err(|e| self.at(line, format!("USER {}: {e}", short(user))))?
                 .1
                 .to_string(),
         };
@@ -1125,7 +1133,7 @@ impl Build<'_> {
                     let image = self.exec.base(&name).map(Arc::new).map_err(|e| {
                         self.at(
                             line,
-                            format!("COPY --from={name}: no stage named {name} before this one, and as an image: {e}"),
+                            format!("COPY --from={}: no stage named {} before this one, and as an image: {e}", short(&name), short(&name)),
                         )
                     })?;
                     self.bases
@@ -1146,7 +1154,7 @@ impl Build<'_> {
         if many && !dir_dest {
             return Err(self.at(
                 line,
-                format!("{what} with more than one source needs a directory destination ending in /, not {}", c.destination),
+                format!("{what} with more than one source needs a directory destination ending in /, not {}", short(&c.destination)),
             ));
         }
         // The same instruction at the same place, whatever its files hold:
@@ -1256,21 +1264,31 @@ impl Build<'_> {
                 let Some(other) = &other_view else {
                     return Err(self.at(line, format!("{what} --from: the source image is empty")));
                 };
+                // Canonical, so the files found under it are opened with no
+                // symlink on the way (`Content::File`).
+                let other_root = other
+                    .path()
+                    .canonicalize()
+                    .map_err(|e| self.at(line, format!("{what} --from: its view: {e}")))?;
                 for s in &sources {
                     if s.contains(['*', '?', '[']) {
                         return Err(self.at(
                             line,
-                            format!("{what} --from {s}: wildcards are not supported with --from"),
+                            format!(
+                                "{what} --from {}: wildcards are not supported with --from",
+                                short(s)
+                            ),
                         ));
                     }
-                    let src = copy::resolve_in(other.path(), &copy::clean(&format!("/{s}")));
-                    let on_disk = other.path().join(src.trim_start_matches('/'));
+                    let src = copy::resolve_in(&other_root, &copy::clean(&format!("/{s}")));
+                    let on_disk = other_root.join(src.trim_start_matches('/'));
                     let meta = std::fs::symlink_metadata(&on_disk).map_err(|_| {
                         self.at(
                             line,
                             format!(
-                                "{what} --from={}: {s} does not exist there",
-                                c.from.as_deref().unwrap_or("")
+                                "{what} --from={}: {} does not exist there",
+                                short(c.from.as_deref().unwrap_or("")),
+                                short(s)
                             ),
                         )
                     })?;
@@ -1281,7 +1299,7 @@ impl Build<'_> {
                         copy::clean(&format!("{dest}/{base_name}"))
                     };
                     walk_image(&on_disk, &target, &meta_of, owner.is_some(), &mut items)
-                        .map_err(|e| self.at(line, format!("{what} --from {s}: {e}")))?;
+                        .map_err(|e| self.at(line, format!("{what} --from {}: {e}", short(s))))?;
                 }
             }
         }

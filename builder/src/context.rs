@@ -14,8 +14,11 @@
 //!   when they lead outside. Inside a copied directory symlinks are kept as
 //!   links, never followed, and refused when their target leaves the context:
 //!   an absolute target always does.
-//! - Device nodes, sockets and fifos are refused; nothing else in the context
-//!   is special (the ignore file and the Containerfile included).
+//! - Device nodes, sockets and fifos are refused. The ignore file is read
+//!   with `beneath` and refused when it is a symlink, wherever it points.
+//! - Files are read by their resolved, canonical path with
+//!   `beneath::open_canonical`: a component turned into a symlink after the
+//!   resolution makes the read fail, never leave the context.
 //! - The digest covers names, kinds, permission bits, sizes, link targets and
 //!   file contents, never times, owners or inode numbers, so a fresh checkout
 //!   of the same commit hashes the same.
@@ -34,6 +37,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use crate::beneath;
+use crate::quote::{quoted, short};
+
 /// How many symlinks one source may go through before it is called a loop.
 const MAX_LINKS: usize = 40;
 /// Read buffer for hashing file contents.
@@ -41,15 +47,22 @@ const HASH_BUFFER: usize = 256 * 1024;
 /// Threads hashing file contents.
 const HASH_THREADS: usize = 2;
 
+/// The longest ignore file read.
+const IGNORE_LIMIT: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
+    /// A file of the context that could not be opened inside it (a symlink,
+    /// or not a regular file).
+    #[error(transparent)]
+    Open(#[from] beneath::OpenError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}:{line}: invalid pattern {pattern:?}: {reason}")]
+    #[error("{file}:{line}: invalid pattern {}: {reason}", quoted(.pattern))]
     Pattern {
         /// `.dockerignore` or `.containerignore`.
         file: String,
@@ -58,18 +71,18 @@ pub enum ContextError {
         reason: String,
     },
     /// A source argument with an invalid glob (`src/[a`).
-    #[error("{arg}: invalid pattern: {reason}")]
+    #[error("{}: invalid pattern: {reason}", short(.arg))]
     Glob { arg: String, reason: String },
     /// `arg` (the source as written) leads outside the context, lexically or
     /// through `link`.
-    #[error("{arg}: {}", escape_detail(.link))]
+    #[error("{}: {}", short(.arg), escape_detail(.link))]
     Escape {
         arg: String,
         link: Option<EscapingLink>,
     },
     /// Nothing in the context (or nothing the ignore file lets through) is
     /// named by `arg`.
-    #[error("{arg}: {}", not_found_detail(*.glob, .excluded_by))]
+    #[error("{}: {}", short(.arg), not_found_detail(*.glob, .excluded_by))]
     NotFound {
         arg: String,
         /// `arg` is a glob.
@@ -77,10 +90,10 @@ pub enum ContextError {
         /// The ignore file, when it excluded what `arg` names.
         excluded_by: Option<String>,
     },
-    #[error("{arg}: too many levels of symbolic links (at {link})")]
+    #[error("{}: too many levels of symbolic links (at {})", short(.arg), short(.link))]
     Loop { arg: String, link: String },
     /// A device node, socket or fifo at `path` (relative to the context).
-    #[error("{path}: {kind} cannot be copied from the build context")]
+    #[error("{}: {kind} cannot be copied from the build context", short(.path))]
     Special { path: String, kind: &'static str },
     #[error("{path}: file names in the build context must be UTF-8")]
     NotUtf8 { path: PathBuf },
@@ -105,8 +118,8 @@ fn escape_detail(link: &Option<EscapingLink>) -> String {
         None => "outside the build context".to_owned(),
         Some(link) => format!(
             "symlink {} -> {} points outside the build context",
-            link.path,
-            link.target.display()
+            short(&link.path),
+            short(&link.target.to_string_lossy())
         ),
     }
 }
@@ -304,7 +317,11 @@ fn class(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<Token, 
             lo
         };
         if hi < lo {
-            return Err(format!("range `{lo}-{hi}` is backwards"));
+            return Err(format!(
+                "range `{}-{}` is backwards",
+                short(&lo.to_string()),
+                short(&hi.to_string())
+            ));
         }
         ranges.push((lo, hi));
     }
@@ -365,14 +382,14 @@ impl Default for Ignore {
 
 impl Ignore {
     /// `<context>/.dockerignore`, else `<context>/.containerignore`, else
-    /// nothing ignored.
+    /// nothing ignored. Each is read with [`beneath::open`]: a symlink is
+    /// refused, whatever it points to.
     pub fn load(context: &Path) -> Result<Ignore, ContextError> {
         for name in [".dockerignore", ".containerignore"] {
-            let path = context.join(name);
-            match std::fs::read_to_string(&path) {
+            match beneath::read_to_string(context, name, beneath::Links::Refuse, IGNORE_LIMIT) {
                 Ok(text) => return Ignore::parse_named(&text, name),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&path)(e)),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(ContextError::Open(e)),
             }
         }
         Ok(Ignore::default())
@@ -960,7 +977,9 @@ fn hash_files(files: &[(&Path, u64)]) -> Result<Vec<[u8; 32]>, ContextError> {
 }
 
 fn hash_file(path: &Path, size: u64, buf: &mut [u8]) -> Result<[u8; 32], ContextError> {
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    // `path` is canonical and symlink-free (the resolver made it so): a
+    // symlink there now is a swap, refused.
+    let mut file = beneath::open_canonical(path)?;
     let mut h = Sha256::new();
     let mut read = 0u64;
     loop {
@@ -1131,6 +1150,51 @@ mod tests {
         let ignore = Ignore::load(dir.path()).unwrap();
         assert!(ignore.is_ignored("a.log"));
         assert!(!ignore.is_ignored("b.tmp"), ".containerignore is unused");
+    }
+
+    /// The ignore file steers what a build sees: it is never read through a
+    /// symlink, wherever the symlink points.
+    #[test]
+    fn a_symlinked_ignore_file_is_refused() {
+        let top = tempfile::tempdir().unwrap();
+        let ctx = top.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::write(top.path().join("outside"), "[SECRET-CONTENT").unwrap();
+        std::fs::write(ctx.join("patterns"), "*.log\n").unwrap();
+        for (name, target) in [
+            (".dockerignore", top.path().join("outside")),
+            (".dockerignore", PathBuf::from("../outside")),
+            (".dockerignore", PathBuf::from("patterns")),
+            (".containerignore", top.path().join("outside")),
+        ] {
+            symlink(&target, ctx.join(name)).unwrap();
+            let err = Ignore::load(&ctx).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{name}: is a symlink; refused (it must be a file in the directory itself)"
+                ),
+                "{target:?}"
+            );
+            std::fs::remove_file(ctx.join(name)).unwrap();
+        }
+        // A directory in its place is an error too, not "nothing ignored".
+        std::fs::create_dir(ctx.join(".dockerignore")).unwrap();
+        let err = Ignore::load(&ctx).unwrap_err();
+        assert_eq!(err.to_string(), ".dockerignore: not a regular file");
+    }
+
+    #[test]
+    fn pattern_errors_quote_a_short_escaped_excerpt() {
+        let line = format!("[{}\u{1b}[2J", "k".repeat(100));
+        let err = Ignore::parse(&line).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                ".dockerignore:1: invalid pattern \"[{}…\": unclosed `[`",
+                "k".repeat(39)
+            )
+        );
     }
 
     #[test]

@@ -7,12 +7,17 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::beneath;
 use crate::layer::{Layer, LayerError, LayerOptions, LayerWriter, Meta};
+use crate::quote::short;
 
 /// Where an entry's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
     Dir,
+    /// A canonical path without symlinks (a context file as the resolver
+    /// found it, or a file of another stage's view): opened with
+    /// [`beneath::open_canonical`], so a symlink swapped in is refused.
     File(PathBuf),
     Bytes(Vec<u8>),
     Symlink(PathBuf),
@@ -88,6 +93,13 @@ pub fn resolve_in(root: &Path, path: &str) -> String {
     format!("/{}", done.join("/"))
 }
 
+/// The image's own `file` (e.g. `etc/passwd`) under its root filesystem
+/// `root`: symlinks in it are resolved inside `root`, never on the host.
+pub fn image_file(root: &Path, file: &str) -> Option<String> {
+    const LIMIT: u64 = 16 << 20;
+    beneath::read_to_string(root, file, beneath::Links::InRoot, LIMIT).ok()
+}
+
 /// `--chown=user[:group]`: numbers, or names looked up in the image's
 /// `/etc/passwd` and `/etc/group` (under `root`, if there is one). A user
 /// alone sets the group to the same number, as Docker does.
@@ -100,15 +112,19 @@ pub fn owner(root: Option<&Path>, spec: &str) -> Result<(u64, u64), String> {
         if let Ok(n) = name.parse::<u64>() {
             return Ok(n);
         }
-        let text = root
-            .and_then(|r| std::fs::read_to_string(r.join(file)).ok())
-            .unwrap_or_default();
+        let text = root.and_then(|r| image_file(r, file)).unwrap_or_default();
         text.lines()
             .find_map(|line| {
                 let mut f = line.split(':');
                 (f.next() == Some(name)).then(|| f.nth(1)?.parse::<u64>().ok())?
             })
-            .ok_or_else(|| format!("--chown={spec}: no {name} in the image's /{file}"))
+            .ok_or_else(|| {
+                format!(
+                    "--chown={}: no {} in the image's /{file}",
+                    short(spec),
+                    short(name)
+                )
+            })
     };
     let uid = lookup("etc/passwd", user)?;
     let gid = match group {
@@ -163,9 +179,9 @@ pub fn write_layer(planned: &[Item], blob: &Path, opts: LayerOptions) -> Result<
         match &item.content {
             Content::Dir => writer.dir(name, item.meta)?,
             Content::File(src) => {
-                let file = std::fs::File::open(src).map_err(|source| LayerError::Io {
+                let file = beneath::open_canonical(src).map_err(|e| LayerError::Io {
                     path: src.clone(),
-                    source,
+                    source: std::io::Error::other(e),
                 })?;
                 let size = file
                     .metadata()
@@ -269,7 +285,9 @@ pub fn unpack(
                     dirs.push(path.clone());
                 }
                 Content::File(src) => {
-                    std::fs::copy(src, &path)?;
+                    let mut from = beneath::open_canonical(src).map_err(std::io::Error::other)?;
+                    let mut to = std::fs::File::create_new(&path)?;
+                    std::io::copy(&mut from, &mut to)?;
                     std::fs::set_permissions(
                         &path,
                         std::fs::Permissions::from_mode(item.meta.mode),
@@ -314,7 +332,7 @@ pub fn unpack(
 /// Is this file a tar archive (plain, gzip or zstd) that `ADD` unpacks?
 pub fn is_archive(path: &Path) -> bool {
     use std::io::Read;
-    let Ok(mut file) = std::fs::File::open(path) else {
+    let Ok(mut file) = beneath::open_canonical(path) else {
         return false;
     };
     let mut head = [0u8; 512];
@@ -330,7 +348,7 @@ pub fn is_archive(path: &Path) -> bool {
 pub fn archive_items(path: &Path, dest: &str) -> Result<Vec<Item>, String> {
     use std::io::{BufRead, Read};
     let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let file = beneath::open_canonical(path).map_err(|e| format!("{shown}: {e}"))?;
     let mut reader = std::io::BufReader::new(file);
     let magic = reader
         .fill_buf()
@@ -355,7 +373,8 @@ pub fn archive_items(path: &Path, dest: &str) -> Result<Vec<Item>, String> {
                 "" | "." => {}
                 ".." => {
                     return Err(format!(
-                        "{shown}: entry {name} points outside the directory it is unpacked into"
+                        "{shown}: entry {} points outside the directory it is unpacked into",
+                        short(name)
                     ))
                 }
                 c => parts.push(c),
@@ -382,7 +401,7 @@ pub fn archive_items(path: &Path, dest: &str) -> Result<Vec<Item>, String> {
                 let mut bytes = Vec::new();
                 entry
                     .read_to_end(&mut bytes)
-                    .map_err(|e| format!("{shown}: {name}: {e}"))?;
+                    .map_err(|e| format!("{shown}: {}: {e}", short(&name)))?;
                 Content::Bytes(bytes)
             }
             tar::EntryType::Symlink => {
@@ -390,19 +409,20 @@ pub fn archive_items(path: &Path, dest: &str) -> Result<Vec<Item>, String> {
                     .link_name()
                     .ok()
                     .flatten()
-                    .ok_or_else(|| format!("{shown}: {name}: a symlink without a target"))?;
+                    .ok_or_else(|| format!("{shown}: {}: a symlink without a target", short(&name)))?;
                 Content::Symlink(link.into_owned())
             }
             tar::EntryType::Link => {
                 let link = entry
                     .link_name_bytes()
-                    .ok_or_else(|| format!("{shown}: {name}: a hard link without a target"))?;
+                    .ok_or_else(|| format!("{shown}: {}: a hard link without a target", short(&name)))?;
                 Content::Hardlink(inside(&String::from_utf8_lossy(&link))?)
             }
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
             other => {
                 return Err(format!(
-                    "{shown}: {name}: {other:?} entries cannot be added (only files, directories and links)"
+                    "{shown}: {}: {other:?} entries cannot be added (only files, directories and links)",
+                    short(&name)
                 ))
             }
         };
@@ -450,6 +470,28 @@ mod tests {
         assert_eq!(owner(None, "7:8").unwrap(), (7, 8));
         let err = owner(Some(dir.path()), "bob").unwrap_err();
         assert!(err.contains("no bob in the image's /etc/passwd"), "{err}");
+    }
+
+    /// An image whose `/etc/passwd` is a symlink to `/etc/passwd`, or out
+    /// through `..`, names the image's file, never the host's.
+    #[test]
+    fn owner_files_are_read_inside_the_image() {
+        let top = tempfile::tempdir().unwrap();
+        let host = top.path().join("host-passwd");
+        std::fs::write(&host, "bob:x:4242:4242::/:/bin/sh\n").unwrap();
+        let root = top.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&host, root.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("../../host-passwd", root.join("etc/group")).unwrap();
+        let err = owner(Some(&root), "bob").unwrap_err();
+        assert!(err.contains("no bob in the image's /etc/passwd"), "{err}");
+        let err = owner(Some(&root), "0:bob").unwrap_err();
+        assert!(err.contains("no bob in the image's /etc/group"), "{err}");
+        // A symlink that stays in the image is followed there.
+        std::fs::write(root.join("etc/real"), "bob:x:7:7::/:/bin/sh\n").unwrap();
+        std::fs::remove_file(root.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/etc/real", root.join("etc/passwd")).unwrap();
+        assert_eq!(owner(Some(&root), "bob").unwrap(), (7, 7));
     }
 
     /// Unpacking from files gives what extracting the layer gives (owners,

@@ -410,7 +410,18 @@ impl DirWalk {
                     }
                     self.seen.insert(key, archived.clone());
                 }
-                let file = std::fs::File::open(&path).map_err(io(&path))?;
+                // A RUN container wrote this tree; it has exited, and the
+                // file is opened without following a link all the same.
+                let file = rustix::fs::open(
+                    &path,
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::NOFOLLOW
+                        | rustix::fs::OFlags::NONBLOCK
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map(std::fs::File::from)
+                .map_err(|e| io(&path)(e.into()))?;
                 self.writer
                     .file(&archived, self.meta(&meta), meta.len(), file)?;
             } else {

@@ -92,21 +92,41 @@ pub async fn run(args: BuildArgs, server: String, token: Option<String>) -> anyh
     }
     let context = std::fs::canonicalize(&args.context)
         .with_context(|| format!("build context {}", args.context.display()))?;
-    let file = match &args.file {
-        Some(f) => f.clone(),
-        None => ["Containerfile", "Dockerfile"]
-            .iter()
-            .map(|n| context.join(n))
-            .find(|p| p.exists())
-            .with_context(|| {
+    // `-f` names a file the caller chose; the context's own Containerfile is
+    // read as a pipeline reads it: no symlink, nothing outside the context.
+    let (file, containerfile) = match &args.file {
+        Some(f) => (
+            f.clone(),
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        ),
+        None => {
+            let mut found = None;
+            for name in ["Containerfile", "Dockerfile"] {
+                match slipway_builder::beneath::read_to_string(
+                    &context,
+                    name,
+                    slipway_builder::beneath::Links::Refuse,
+                    4 << 20,
+                ) {
+                    Ok(text) => {
+                        found = Some((context.join(name), text));
+                        break;
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => bail!(
+                        "{}: {e}; name the file with -f to read it anyway",
+                        context.display()
+                    ),
+                }
+            }
+            found.with_context(|| {
                 format!(
                     "no Containerfile or Dockerfile in {}; name one with -f",
                     context.display()
                 )
-            })?,
+            })?
+        }
     };
-    let containerfile =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let compression =
         Compression::parse(&args.compression).map_err(|e| anyhow::anyhow!("--compression {e}"))?;
     let network = match args.net.as_str() {

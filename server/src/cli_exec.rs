@@ -1,4 +1,5 @@
-//! `slipway exec`: pull an image and run one command in a container, streaming its
+//! `slipway exec`: pull an image and run it (its ENTRYPOINT and CMD, or the
+//! command given after `--` in place of CMD) in a container, streaming its
 //! output; the process exits with the container's exit code.
 
 use std::io::Write;
@@ -66,9 +67,6 @@ fn parse_mount(text: &str) -> anyhow::Result<BindMount> {
 }
 
 pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
-    if args.command.is_empty() {
-        bail!("give the command after --, e.g. slipway exec --image busybox -- echo hi");
-    }
     let network = match args.net.as_str() {
         "none" => Network::None,
         "host" => Network::Host,
@@ -133,6 +131,22 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
             .await?
         }
     };
+    // As `podman run IMAGE [COMMAND]`: a command replaces the image's CMD
+    // (its ENTRYPOINT stays); none runs ENTRYPOINT + CMD as built.
+    let command = if args.command.is_empty() {
+        let config = image.config.config().clone().unwrap_or_default();
+        let given = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+        if !given(config.entrypoint()) && !given(config.cmd()) {
+            bail!(
+                "{} has no ENTRYPOINT or CMD: give the command after --, e.g. slipway exec --image {} -- echo hi",
+                args.image,
+                args.image
+            );
+        }
+        None
+    } else {
+        Some(args.command)
+    };
     let engine = Engine::open(args.work_dir.join("engine"), &args.runtime)?;
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Stream, Vec<u8>)>();
@@ -157,7 +171,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
         image: &image.config,
         layers: image.layers.iter().map(|l| l.path()).collect(),
         options: RunOptions {
-            command: Some(args.command),
+            command,
             env,
             network,
             mounts,

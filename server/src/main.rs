@@ -142,7 +142,8 @@ enum Command {
         #[arg(long, env = "SLIPWAY_SERVER", default_value = "http://127.0.0.1:8080")]
         server: String,
         /// Registration token (from `slipway runner-token create`); needed the
-        /// first time only: the runner keeps its own token in the work dir.
+        /// first time only: the runner keeps its own token in the credentials
+        /// dir.
         #[arg(long, env = "SLIPWAY_REGISTRATION_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Name shown for this runner.
@@ -161,6 +162,11 @@ enum Command {
             default_value = "/var/lib/slipway/runner"
         )]
         work_dir: PathBuf,
+        /// The runner's own token (mode 0700, outside the work dir, where no
+        /// job can reach it). Default: beside the work dir, named
+        /// `<work dir>-credentials`.
+        #[arg(long, env = "SLIPWAY_RUNNER_CREDENTIALS")]
+        credentials_dir: Option<PathBuf>,
         /// The OCI runtime binary.
         #[arg(long, env = "SLIPWAY_RUNTIME", default_value = "runc")]
         runtime: PathBuf,
@@ -191,7 +197,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Run one command in a container from an image (needs root and runc).
+    /// Run an image's ENTRYPOINT/CMD, or a command, in a container (needs
+    /// root and runc).
     Exec {
         /// Image reference; without a registry host it is Slipway's own.
         #[arg(long)]
@@ -237,7 +244,8 @@ enum Command {
         runtime: PathBuf,
         #[command(flatten)]
         client: ClientArgs,
-        /// The command and its arguments, after --.
+        /// The command and its arguments, after --; it replaces the image's
+        /// CMD (the ENTRYPOINT stays). Without one, the image runs as built.
         #[arg(last = true)]
         command: Vec<String>,
     },
@@ -686,6 +694,7 @@ async fn main() -> anyhow::Result<()> {
             labels,
             capacity,
             work_dir,
+            credentials_dir,
             runtime,
             userns,
         } => {
@@ -715,6 +724,8 @@ async fn main() -> anyhow::Result<()> {
                 name,
                 labels: labels.into_iter().filter(|l| !l.is_empty()).collect(),
                 capacity,
+                credentials_dir: credentials_dir
+                    .unwrap_or_else(|| slipway_runner::agent::credentials::default_dir(&work_dir)),
                 work_dir,
                 runtime,
                 mapping,

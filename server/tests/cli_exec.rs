@@ -661,3 +661,74 @@ fn files_named(dir: &std::path::Path, name: &str) -> Vec<PathBuf> {
     }
     found
 }
+
+/// Issue 11, item 11: `slipway exec --image IMG` with no command runs the
+/// image as `podman run IMG` does: its ENTRYPOINT and CMD; a command after
+/// `--` replaces the CMD and keeps the ENTRYPOINT; an image with neither is
+/// a clear error.
+#[test]
+fn exec_without_a_command_runs_the_image_as_built() {
+    let server = TestServer::start();
+    let work = scratch_dir("exec-cmd");
+    let work_arg = work.path().join("runner");
+    let work_arg = work_arg.to_str().unwrap();
+    let out = slipway(&server, &["image", "bootstrap", "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let build = |tag: &str, containerfile: &str| {
+        let ctx = work.path().join(tag.replace([':', '/'], "-"));
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Containerfile"), containerfile).unwrap();
+        std::fs::write(ctx.join("marker"), "a file\n").unwrap();
+        let out = slipway(
+            &server,
+            &[
+                "build",
+                "-t",
+                tag,
+                "--work-dir",
+                work_arg,
+                ctx.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    build(
+        "team/cmd:v1",
+        "FROM busybox\nCMD [\"sh\", \"-c\", \"echo from the cmd; exit 3\"]\n",
+    );
+    build(
+        "team/entry:v1",
+        "FROM busybox\nENTRYPOINT [\"echo\", \"entry:\"]\nCMD [\"default\", \"args\"]\n",
+    );
+    build("team/nothing:v1", "FROM scratch\nCOPY marker /marker\n");
+
+    let exec = |image: &str, command: &[&str]| {
+        let mut args = vec!["exec", "--image", image, "--work-dir", work_arg];
+        if !command.is_empty() {
+            args.push("--");
+            args.extend_from_slice(command);
+        }
+        slipway(&server, &args)
+    };
+    // CMD alone, with its exit code.
+    let out = exec("team/cmd:v1", &[]);
+    assert_eq!(text(&out.stdout), "from the cmd\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    // ENTRYPOINT + CMD; a command replaces only the CMD.
+    let out = exec("team/entry:v1", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "entry: default args\n");
+    let out = exec("team/entry:v1", &["given"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "entry: given\n");
+    // Neither: a clear error naming the image, before any container.
+    let out = exec("team/nothing:v1", &[]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("team/nothing:v1 has no ENTRYPOINT or CMD: give the command after --"),
+        "{stderr}"
+    );
+    assert!(text(&out.stdout).is_empty());
+}

@@ -927,13 +927,20 @@ fn secrets_are_usable_masked_and_only_where_named() {
     steps:
       - name: with
         image: busybox
-        secrets: [TOKEN, KEY]
+        secrets: [TOKEN, KEY, PASS, LONG]
         commands:
           - printf %s "$TOKEN" | sha256sum
           - echo "token is $TOKEN"
           - printf %s "$TOKEN" | base64
           - echo "$KEY"
           - echo "length ${#TOKEN}"
+          - echo "$PASS" | base64
+          - printf 'x%s\n' "$PASS" | base64
+          - printf 'xy%s' "$PASS" | base64 -w 0; echo
+          - echo "$LONG" | base64
+          - echo "$KEY" | base64
+          - printf %s "$KEY" | tail -n 1 | base64
+          - echo "lines of the long one $(echo "$LONG" | base64 | wc -l)"
       - name: without
         image: busybox
         commands:
@@ -951,8 +958,16 @@ fn secrets_are_usable_masked_and_only_where_named() {
     };
     set("TOKEN", "s3cr3t-t0ken-value\n");
     set("KEY", "first-line-of-key\nsecond-line-of-key");
+    // Lengths not a multiple of 3: the base64 of the value and a newline
+    // does not start with the value's own base64.
+    let pass = "correct-horse-battery-staple";
+    let long: String = (0..151)
+        .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
+        .collect();
+    set("PASS", pass);
+    set("LONG", &long);
     let listed = slipway(&server, &["secret", "list", "secretive"]);
-    assert_eq!(text(&listed.stdout), "KEY\nTOKEN\n");
+    assert_eq!(text(&listed.stdout), "KEY\nLONG\nPASS\nTOKEN\n");
 
     let _runner = start_runner(&server, &work.path().join("runner"));
     let out = slipway(&server, &["run", "secretive", "--wait"]);
@@ -966,6 +981,19 @@ fn secrets_are_usable_masked_and_only_where_named() {
     ] {
         assert!(!stdout.contains(leak), "{leak} leaked:\n{stdout}");
     }
+    for secret in [
+        pass,
+        long.as_str(),
+        "first-line-of-key\nsecond-line-of-key",
+        "second-line-of-key",
+    ] {
+        if let Some(leak) = base64_leak(secret, &stdout) {
+            panic!("base64 of {secret:?} leaked ({leak}):\n{stdout}");
+        }
+    }
+    // busybox wrapped the long one's base64 (so masking across lines was
+    // exercised).
+    assert!(stdout.contains("lines of the long one 3"), "{stdout}");
     assert!(stdout.contains("token is ********"), "{stdout}");
     assert!(stdout.contains("length 18"), "{stdout}");
     // The step had the real value: its digest matches.
@@ -991,6 +1019,31 @@ fn secrets_are_usable_masked_and_only_where_named() {
         assert!(!bytes.windows(18).any(|w| w == b"s3cr3t-t0ken-value"));
     }
     assert!(!server.logs().contains("s3cr3t"));
+}
+
+/// A run of 12 characters of a base64 form of `secret` (after 0, 1 or 2
+/// other bytes, with or without a newline after it) found in `output`, line
+/// breaks ignored.
+fn base64_leak(secret: &str, output: &str) -> Option<String> {
+    use base64::Engine as _;
+    let joined: String = output.split('\n').collect();
+    for tail in ["", "\n"] {
+        for offset in 0..3 {
+            let mut bytes = vec![0u8; offset];
+            bytes.extend_from_slice(secret.as_bytes());
+            bytes.extend_from_slice(tail.as_bytes());
+            let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&bytes);
+            // Only the characters that depend on the secret's bytes alone.
+            let stable = &encoded[(8 * offset).div_ceil(6)..(8 * bytes.len()) / 6];
+            for w in stable.as_bytes().windows(12) {
+                let w = std::str::from_utf8(w).unwrap();
+                if joined.contains(w) {
+                    return Some(format!("{w} at offset {offset}"));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// A recorded request to the fake forge.
@@ -1955,4 +2008,226 @@ fn an_amplified_spec_makes_an_error_pipeline_and_no_rows() {
         .json();
     assert_eq!(p["status"], "error", "{p}");
     assert_eq!(p["jobs"].as_array().map(Vec::len), Some(0), "{p}");
+}
+
+/// Every blob of every manifest of every repository in the registry, layers
+/// uncompressed, with where it came from.
+fn registry_contents(server: &TestServer) -> Vec<(String, Vec<u8>)> {
+    let admin = server.admin_auth();
+    let mut found = Vec::new();
+    let catalog = server.get("/v2/_catalog", &admin).json();
+    for repo in catalog["repositories"].as_array().unwrap() {
+        let repo = repo.as_str().unwrap();
+        let tags = server.get(&format!("/v2/{repo}/tags/list"), &admin).json();
+        let mut manifests: Vec<String> = tags["tags"]
+            .as_array()
+            .map(|t| t.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        while let Some(reference) = manifests.pop() {
+            let manifest = server.get_manifest(repo, &reference, &admin);
+            found.push((format!("{repo}:{reference}"), manifest.body.clone()));
+            let manifest = manifest.json();
+            for child in manifest["manifests"].as_array().into_iter().flatten() {
+                manifests.push(child["digest"].as_str().unwrap().to_owned());
+            }
+            let blobs = manifest["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(manifest.get("config"));
+            for d in blobs {
+                let digest = d["digest"].as_str().unwrap();
+                let bytes = server.get_blob(repo, digest, &admin);
+                let media = d["mediaType"].as_str().unwrap_or_default();
+                let bytes = if media.ends_with("gzip") {
+                    gunzip(&bytes)
+                } else {
+                    bytes
+                };
+                found.push((format!("{repo}@{digest}"), bytes));
+            }
+        }
+    }
+    found
+}
+
+/// (job, build context, extra `build:` keys, [(path, symlink target)], the
+/// error expected in the step's log).
+type SymlinkCase<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<(&'a str, std::path::PathBuf)>,
+    &'a str,
+);
+
+/// Issue 11, finding 1: a repository commits its build's control files as
+/// symlinks to a host file and to the runner's own token (where runners
+/// kept it, and where they keep it now), absolute and relative, as the
+/// default Containerfile, as `file:`, as `.dockerignore` and as
+/// `.containerignore`. Every build is refused with an error naming the
+/// symlink, and neither secret appears in a log, in the API or in the
+/// registry.
+#[test]
+fn build_files_symlinked_out_of_the_checkout_are_refused_and_leak_nothing() {
+    let (server, work) = with_busybox("pipelines-symlinks");
+    // A host file only root may read, with content that (as a Containerfile
+    // or an ignore pattern) makes a parse error quoting it.
+    let canary_value = format!("[slipway-canary-{}", random_hex(16));
+    let canary = work.path().join("canary");
+    std::fs::write(&canary, format!("{canary_value}\n")).unwrap();
+    std::fs::set_permissions(&canary, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let runner_dir = work.path().join("runner");
+    let old_token = runner_dir.join("runner-token");
+    let new_token = work.path().join("runner-credentials/runner-token");
+
+    let normal = "FROM busybox\nCOPY Containerfile /copied\n";
+    let cases: Vec<SymlinkCase> = vec![
+        (
+            "canary-containerfile",
+            "a",
+            "",
+            vec![("a/Containerfile", canary.clone())],
+            "Containerfile: a/Containerfile: is a symlink; refused",
+        ),
+        (
+            "relative-dockerfile",
+            "b",
+            "",
+            // b → workspace → job dir → jobs → runner → the test's dir.
+            vec![("b/Dockerfile", "../../../../../canary".into())],
+            "Containerfile: b/Dockerfile: is a symlink; refused",
+        ),
+        (
+            "old-token",
+            "c",
+            "",
+            vec![("c/Containerfile", old_token.clone())],
+            "Containerfile: c/Containerfile: is a symlink; refused",
+        ),
+        (
+            "new-token",
+            "d",
+            "",
+            vec![("d/Containerfile", new_token.clone())],
+            "Containerfile: d/Containerfile: is a symlink; refused",
+        ),
+        (
+            "named-file",
+            "e",
+            "          file: e/build.containerfile\n",
+            vec![("e/build.containerfile", canary.clone())],
+            "Containerfile: e/build.containerfile: is a symlink; refused",
+        ),
+        (
+            "dockerignore-canary",
+            "f",
+            "",
+            vec![("f/.dockerignore", canary.clone())],
+            ".dockerignore: is a symlink; refused",
+        ),
+        (
+            "dockerignore-token",
+            "g",
+            "",
+            vec![("g/.dockerignore", old_token.clone())],
+            ".dockerignore: is a symlink; refused",
+        ),
+        (
+            "containerignore-token",
+            "h",
+            "",
+            vec![("h/.containerignore", new_token.clone())],
+            ".containerignore: is a symlink; refused",
+        ),
+        (
+            "context-through-a-link",
+            "link/i",
+            "",
+            vec![("link", "real".into())],
+            "build context: link/i: link is a symlink; refused",
+        ),
+    ];
+    let mut spec = String::from("jobs:\n");
+    let dir = work.path().join("repo");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (job, context, extra, links, _) in &cases {
+        spec.push_str(&format!(
+            "  {job}:\n    steps:\n      - name: build\n        build:\n          image: leaky/{job}\n          context: {context}\n{extra}"
+        ));
+        let ctx = dir.join(context.replace("link/", "real/"));
+        std::fs::create_dir_all(&ctx).unwrap();
+        for (path, target) in links {
+            std::os::unix::fs::symlink(target, dir.join(path)).unwrap();
+        }
+        if !links.iter().any(|(p, _)| p.ends_with("file")) {
+            std::fs::write(ctx.join("Containerfile"), normal).unwrap();
+        }
+    }
+    std::fs::write(dir.join(".slipway.yml"), &spec).unwrap();
+    git(&dir, &["init", "-q", "-b", "main"]);
+    git(&dir, &["add", "."]);
+    git(&dir, &["commit", "-q", "-m", "symlinks"]);
+    let out = slipway(
+        &server,
+        &["repo", "add", "leaky", "--url", dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let _runner = start_runner(&server, &runner_dir);
+    let out = slipway(&server, &["run", "leaky", "--wait"]);
+    let mut seen = vec![
+        ("`slipway run` output".to_owned(), out.stdout.clone()),
+        ("`slipway run` errors".to_owned(), out.stderr.clone()),
+    ];
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+
+    // Each build failed, saying why.
+    let admin = server.admin_auth();
+    let p = server.get("/api/v1/pipelines/1", &admin);
+    seen.push(("the pipeline".into(), p.body.clone()));
+    let p = p.json();
+    let jobs = p["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), cases.len(), "{p}");
+    for (job, _, _, _, expected) in &cases {
+        let j = jobs.iter().find(|j| j["name"] == *job).expect(job);
+        assert_eq!(j["status"], "failure", "{job}: {j}");
+        let log = server.get(&format!("/api/v1/jobs/{}/steps/0/log", j["id"]), &admin);
+        let log_text = log.body_text();
+        assert!(
+            log_text.contains(&format!("slipway: build failed: {expected}")),
+            "{job}: {log_text}"
+        );
+        seen.push((format!("the log of {job}"), log.body));
+    }
+    assert!(p["images"].as_array().unwrap().is_empty(), "{p}");
+
+    // The runner did register: its token exists, outside the work dir.
+    let token = std::fs::read_to_string(&new_token)
+        .or_else(|_| std::fs::read_to_string(&old_token))
+        .expect("the runner's token");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("slr_"), "{token}");
+    assert!(!old_token.exists(), "the token is still in the work dir");
+
+    for path in ["/api/v1/pipelines", "/api/v1/runners", "/api/v1/queue"] {
+        let r = server.get(path, &admin);
+        seen.push((path.to_owned(), r.body));
+    }
+    seen.extend(registry_contents(&server));
+    seen.push(("the server's log".into(), server.logs().into_bytes()));
+    let canary_core = &canary_value[1..];
+    for (what, bytes) in &seen {
+        for (secret, name) in [
+            (canary_core, "the host file"),
+            (token.as_str(), "the runner token"),
+        ] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{name} leaked into {what}: {}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
 }

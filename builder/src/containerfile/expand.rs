@@ -41,7 +41,10 @@ pub fn expand(
                     None => (inner.as_str(), None),
                 };
                 if name.is_empty() || !name.chars().all(is_name) {
-                    return Err((start, format!("${{{inner}}} is not a variable")));
+                    return Err((
+                        start,
+                        format!("${{{}}} is not a variable", crate::quote::short(&inner)),
+                    ));
                 }
                 let value = lookup(name).filter(|v| !v.is_empty());
                 let word = |w: &str| expand(w, escape, lookup).map_err(|(at, e)| (start + at, e));
@@ -59,7 +62,10 @@ pub fn expand(
                     Some(op) => {
                         return Err((
                             start,
-                            format!("${{{name}{op}}}: only :- and :+ are supported"),
+                            format!(
+                                "${{{}}}: only :- and :+ are supported",
+                                crate::quote::short(&format!("{name}{op}"))
+                            ),
                         ))
                     }
                 }

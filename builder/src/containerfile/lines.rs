@@ -34,7 +34,10 @@ pub fn logical_lines(text: &str) -> Result<(char, Vec<Logical>), ParseError> {
                                 return Err(ParseError {
                                     line: number,
                                     col: raw.len() - trimmed.len() + 1,
-                                    message: format!("escape directive {other:?} must be \\ or `"),
+                                    message: format!(
+                                        "escape directive {} must be \\ or `",
+                                        crate::quote::quoted(other)
+                                    ),
                                 })
                             }
                         };

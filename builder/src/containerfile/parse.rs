@@ -2,6 +2,7 @@
 
 use super::lines::{logical_lines, Logical};
 use super::{Command, Containerfile, Copy, Instruction, ParseError, ParseErrors, Stage, Step};
+use crate::quote::{quoted, short};
 
 const SUPPORTED: &[&str] = &[
     "FROM",
@@ -124,14 +125,18 @@ impl Parser {
                 self.error(
                     line,
                     offset,
-                    format!("{keyword} --{name} is not supported ({known})"),
+                    format!("{keyword} --{} is not supported ({known})", short(name)),
                 );
             } else if value.is_empty() {
                 let offset = line.text.len() - rest.len();
                 self.error(
                     line,
                     offset,
-                    format!("{keyword} --{name} needs a value (--{name}=...)"),
+                    format!(
+                        "{keyword} --{} needs a value (--{}=...)",
+                        short(name),
+                        short(name)
+                    ),
                 );
             } else {
                 flags.push((name.to_owned(), value.to_owned()));
@@ -171,7 +176,11 @@ impl Parser {
         for w in list {
             match w.split_once('=') {
                 Some((k, v)) if !k.is_empty() => out.push((k.to_owned(), v.to_owned())),
-                _ => self.error(line, offset, format!("{keyword}: {w:?} is not NAME=value")),
+                _ => self.error(
+                    line,
+                    offset,
+                    format!("{keyword}: {} is not NAME=value", quoted(&w)),
+                ),
             }
         }
         if out.is_empty() && self.errors.len() == before {
@@ -218,7 +227,10 @@ impl Parser {
                 self.error(
                     line,
                     offset,
-                    format!("ADD {url}: only local files can be added; download in a RUN step"),
+                    format!(
+                        "ADD {}: only local files can be added; download in a RUN step",
+                        short(url)
+                    ),
                 );
                 return None;
             }
@@ -269,7 +281,7 @@ impl Parser {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
                 if !valid {
-                    self.error(line, offset, format!("stage name {name:?} must start with a letter and use letters, digits, '-', '_', '.'"));
+                    self.error(line, offset, format!("stage name {} must start with a letter and use letters, digits, '-', '_', '.'", quoted(name)));
                     return None;
                 }
                 (base.clone(), Some(name.to_ascii_lowercase()))
@@ -345,7 +357,7 @@ impl Parser {
                         self.error(
                             line,
                             offset,
-                            format!("EXPOSE {p:?} is not a port such as 80 or 53/udp"),
+                            format!("EXPOSE {} is not a port such as 80 or 53/udp", quoted(p)),
                         );
                     }
                 }
@@ -392,7 +404,11 @@ pub fn parse(file: &str, text: &str) -> Result<Containerfile, ParseErrors> {
                 Some(k) => format!("; did you mean {k}?"),
                 None => String::new(),
             };
-            p.error(line, 0, format!("unknown instruction {word:?}{hint}"));
+            p.error(
+                line,
+                0,
+                format!("unknown instruction {}{hint}", quoted(word)),
+            );
             continue;
         }
         if keyword == "FROM" {
@@ -445,7 +461,10 @@ pub fn parse(file: &str, text: &str) -> Result<Containerfile, ParseErrors> {
                 duplicates.push(ParseError {
                     line: stage.line,
                     col: 1,
-                    message: format!("stage name {name:?} is already used at line {first}"),
+                    message: format!(
+                        "stage name {} is already used at line {first}",
+                        quoted(name)
+                    ),
                 });
             } else {
                 seen.push((name, stage.line));
@@ -604,6 +623,20 @@ ENTRYPOINT echo hi
             errors("FROM a\nWORKDIR\n"),
             "Containerfile:2:1: WORKDIR needs arguments"
         );
+        // Text from the file is quoted short and escaped: a file that is no
+        // Containerfile is not reprinted into the log.
+        let secret = format!("root:$6$salt${}:19000:0:99999:7:::", "h".repeat(80));
+        let err = errors(&format!("{secret}\nFROM a\nSTOPSIGNAL\x1b[2J x\n"));
+        assert_eq!(
+            err,
+            format!(
+                "Containerfile:1:1: unknown instruction \"{}…\"\nContainerfile:3:1: unknown instruction \"STOPSIGNAL\\u{{1b}}[2J\"",
+                &secret[..40]
+            )
+        );
+        assert!(!err.contains(&secret[..60]));
+        let long_flag = format!("FROM a\nCOPY --{}=1 a b\n", "f".repeat(200));
+        assert!(errors(&long_flag).len() < 160, "{}", errors(&long_flag));
         // Every error of a file, in order.
         assert_eq!(errors("FROM a\nRUNN\nCOPY x\n").lines().count(), 2);
     }

@@ -3,9 +3,10 @@
 //! `<repository>:<commit sha>` plus the step's tags, and reported to the
 //! server. Progress lines and RUN output go to the step's log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_client::secrets::RegistryAuth;
+use slipway_builder::beneath::{self, Links, Want};
 use slipway_builder::image::Provenance;
 use slipway_builder::layer::Compression;
 use slipway_builder::{BuildOptions, Event};
@@ -19,19 +20,61 @@ use crate::container::{Cancel, Network, RunOptions};
 use crate::image::{resolve, PullPolicy};
 use slipway_builder::exec::RemoteCache;
 
-/// A path of the workspace that must stay inside it (through symlinks too).
-fn inside(workspace: &Path, rel: &str, what: &str) -> Result<std::path::PathBuf, String> {
+/// The longest Containerfile read.
+const CONTAINERFILE_LIMIT: u64 = 4 << 20;
+
+/// `rel` made clean (no `.`, no empty components; `..` is refused later).
+fn clean(rel: &str) -> String {
+    rel.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Under `dir` ("" for the workspace root), as a relative path.
+fn under(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The build context (absolute, canonical) and the Containerfile's path in
+/// the workspace and text. The repository controls every path here, so each
+/// is opened with `beneath`: no `..`, no symlink on the way, the
+/// Containerfile itself included, whatever the symlink points to.
+fn sources(workspace: &Path, build: &BuildDefinition) -> Result<(PathBuf, String, String), String> {
     let root = workspace
         .canonicalize()
         .map_err(|e| format!("the workspace: {e}"))?;
-    let path = workspace
-        .join(rel)
-        .canonicalize()
-        .map_err(|e| format!("{what} {rel}: {e}"))?;
-    if !path.starts_with(&root) {
-        return Err(format!("{what} {rel} leaves the workspace"));
-    }
-    Ok(path)
+    let context = clean(&build.context);
+    beneath::open(&root, &context, Links::Refuse, Want::Dir)
+        .map_err(|e| format!("build context: {e}"))?;
+    let read = |rel: &str| beneath::read_to_string(&root, rel, Links::Refuse, CONTAINERFILE_LIMIT);
+    let (file, text) = match &build.file {
+        Some(f) => {
+            let f = clean(f);
+            let text = read(&f).map_err(|e| format!("Containerfile: {e}"))?;
+            (f, text)
+        }
+        None => {
+            let mut found = None;
+            for name in ["Containerfile", "Dockerfile"] {
+                let rel = under(&context, name);
+                match read(&rel) {
+                    Ok(text) => {
+                        found = Some((rel, text));
+                        break;
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(format!("Containerfile: {e}")),
+                }
+            }
+            found.ok_or_else(|| format!("no Containerfile or Dockerfile in {}", build.context))?
+        }
+    };
+    Ok((root.join(&context), file, text))
 }
 
 /// Run the build; returns (exit code, why it stopped if cancelled).
@@ -87,17 +130,7 @@ async fn build_and_push(
         .push_token
         .clone()
         .ok_or("this run may not push images (no push token in the lease)")?;
-    let context = inside(workspace, &build.context, "build context")?;
-    let file = match &build.file {
-        Some(f) => inside(workspace, f, "Containerfile")?,
-        None => ["Containerfile", "Dockerfile"]
-            .iter()
-            .map(|n| context.join(n))
-            .find(|p| p.is_file())
-            .ok_or_else(|| format!("no Containerfile or Dockerfile in {}", build.context))?,
-    };
-    let containerfile =
-        std::fs::read_to_string(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let (context, file_name, containerfile) = sources(workspace, build)?;
     let ctx = &lease.context;
     let auth = RegistryAuth::Bearer(token);
     let mut targets = vec![format!("{}:{}", build.repository, ctx.commit)];
@@ -136,10 +169,7 @@ async fn build_and_push(
         None => None,
     };
     let options = BuildOptions {
-        file_name: file
-            .strip_prefix(workspace.canonicalize().unwrap_or_default())
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "Containerfile".into()),
+        file_name,
         containerfile,
         context,
         build_args: build.args.clone(),

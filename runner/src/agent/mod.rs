@@ -9,9 +9,11 @@
 //!   server is unreachable.
 //! - `mask.rs`: secrets hidden in output, even split across chunks.
 //! - `guard.rs`: the process that removes a killed runner's containers.
+//! - `credentials.rs`: the runner's token, outside the work dir.
 
 mod build;
 mod client;
+pub mod credentials;
 pub mod guard;
 mod job;
 mod logship;
@@ -44,6 +46,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
     #[error("no runner token in {0} and no --registration-token to register with")]
     NotRegistered(PathBuf),
 }
@@ -51,12 +55,14 @@ pub enum AgentError {
 pub struct AgentConfig {
     /// The server's URL, e.g. `http://127.0.0.1:8080`.
     pub server: String,
-    /// Used once, when `work_dir/runner-token` does not exist yet.
+    /// Used once, when the runner has no token in `credentials_dir` yet.
     pub registration_token: Option<String>,
     pub name: String,
     pub labels: Vec<String>,
     pub capacity: u32,
     pub work_dir: PathBuf,
+    /// The runner's token: outside `work_dir` (see `credentials.rs`).
+    pub credentials_dir: PathBuf,
     pub runtime: PathBuf,
     /// `None` runs steps without a user namespace.
     pub mapping: Option<Mapping>,
@@ -106,15 +112,15 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
     std::fs::create_dir_all(&config.work_dir).map_err(io("creating", &config.work_dir))?;
-    let token_file = config.work_dir.join("runner-token");
+    let credentials = credentials::Credentials::open(&config.credentials_dir, &config.work_dir)?;
     let anonymous = Client::new(&config.server);
-    let token = match std::fs::read_to_string(&token_file) {
-        Ok(t) => t.trim().to_owned(),
-        Err(_) => {
+    let token = match credentials.token()? {
+        Some(t) => t,
+        None => {
             let registration_token = config
                 .registration_token
                 .clone()
-                .ok_or_else(|| AgentError::NotRegistered(token_file.clone()))?;
+                .ok_or_else(|| AgentError::NotRegistered(credentials.token_path()))?;
             let request = RegisterRequest {
                 registration_token,
                 name: config.name.clone(),
@@ -123,7 +129,7 @@ pub async fn run(
             };
             let registered =
                 client::retry(Duration::from_secs(60), || anonymous.register(&request)).await?;
-            write_private(&token_file, &registered.token).map_err(io("writing", &token_file))?;
+            credentials.store(&registered.token)?;
             tracing::info!(runner = registered.runner_id, "registered");
             registered.token
         }
@@ -195,15 +201,4 @@ pub async fn run(
     // Let jobs in progress finish.
     let _ = slots.acquire_many(config.capacity).await;
     Ok(())
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
 }
