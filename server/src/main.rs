@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod db;
 mod health;
+mod listen;
 mod metrics;
 mod pipeline;
 mod registry_client;

@@ -213,6 +213,7 @@ fn percent_decode(s: &[u8]) -> Vec<u8> {
 fn secure_flag(app: &AppState) -> &'static str {
     match &app.auth.public_url {
         Some(u) if u.starts_with("https://") => "; Secure",
+        None if app.settings.tls() => "; Secure",
         _ => "",
     }
 }

@@ -184,7 +184,7 @@ impl TestServer {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let (child, url, log) = launch(data_dir.path(), Some(&admin_password), &env);
-        let host_port = url.trim_start_matches("http://").to_string();
+        let host_port = host_port_of(&url);
 
         let server = TestServer {
             child: Some(child),
@@ -270,7 +270,7 @@ impl TestServer {
             .extend(log.lock().unwrap().drain(..));
         self.log = log;
         self.child = Some(child);
-        self.host_port = url.trim_start_matches("http://").to_string();
+        self.host_port = host_port_of(&url);
         self.url = url;
         self.wait_ready();
     }
@@ -571,6 +571,13 @@ impl Drop for TestServer {
     }
 }
 
+/// `127.0.0.1:PORT` of `http(s)://127.0.0.1:PORT`.
+fn host_port_of(url: &str) -> String {
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .to_string()
+}
+
 /// Start `slipway server` on `data_dir` and wait for its `listening on` line.
 /// Returns the process, its URL and the log its output is collected into.
 pub fn launch(
@@ -620,7 +627,7 @@ pub fn launch_on(
     spawn_drain(stdout, "out", log.clone(), tx.clone());
     spawn_drain(stderr, "err", log.clone(), tx);
 
-    let re = regex::Regex::new(r"listening on (http://[0-9.:]+)").unwrap();
+    let re = regex::Regex::new(r"listening on (https?://[0-9.:]+)").unwrap();
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     let url = loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
