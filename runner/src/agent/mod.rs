@@ -44,6 +44,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--ca-cert: not PEM certificates: {0}")]
+    CaCert(#[source] reqwest::Error),
     #[error("no runner token in {0} and no --registration-token to register with")]
     NotRegistered(PathBuf),
 }
@@ -61,6 +63,9 @@ pub struct AgentConfig {
     /// `None` runs steps without a user namespace.
     pub mapping: Option<Mapping>,
     pub cache_bytes: u64,
+    /// PEM certificates trusted besides the system's (`--ca-cert`), for the
+    /// server and its registry.
+    pub ca_certs: Option<Vec<u8>>,
 }
 
 /// What every job of this runner shares.
@@ -75,6 +80,8 @@ pub struct Agent {
     scheme: String,
     work_dir: PathBuf,
     mapping: Option<Mapping>,
+    /// `--ca-cert`, for registry clients.
+    ca_certs: Option<Vec<u8>>,
 }
 
 impl Agent {
@@ -87,8 +94,17 @@ impl Agent {
         } else {
             oci_client::client::ClientProtocol::HttpsExcept(vec![self.registry_host.clone()])
         };
+        let extra_root_certificates = self
+            .ca_certs
+            .iter()
+            .map(|pem| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect();
         oci_client::Client::new(oci_client::client::ClientConfig {
             protocol,
+            extra_root_certificates,
             ..Default::default()
         })
     }
@@ -107,7 +123,11 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     std::fs::create_dir_all(&config.work_dir).map_err(io("creating", &config.work_dir))?;
     let token_file = config.work_dir.join("runner-token");
-    let anonymous = Client::new(&config.server);
+    let roots = match &config.ca_certs {
+        Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(AgentError::CaCert)?,
+        None => Vec::new(),
+    };
+    let anonymous = Client::new(&config.server, &roots);
     let token = match std::fs::read_to_string(&token_file) {
         Ok(t) => t.trim().to_owned(),
         Err(_) => {
@@ -155,6 +175,7 @@ pub async fn run(
             .to_owned(),
         work_dir: config.work_dir.clone(),
         mapping: config.mapping,
+        ca_certs: config.ca_certs.clone(),
     });
     let _ = std::fs::remove_dir_all(config.work_dir.join("jobs"));
     println!(
