@@ -223,7 +223,7 @@ fn the_header_timeout_closes_slow_heads_but_not_slow_bodies() {
     impl Read for Slow {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             const PIECE: usize = 256 * 1024;
-            if self.at > 0 && self.at < self.data.len() && self.at % PIECE == 0 {
+            if self.at > 0 && self.at < self.data.len() && self.at.is_multiple_of(PIECE) {
                 // The client's pace.
                 std::thread::sleep(Duration::from_millis(100));
             }
