@@ -16,6 +16,17 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// The PEM file named by `SLIPWAY_CA_CERT`: CA certificates client commands
+/// trust besides the system's (a server with a private CA's certificate).
+pub fn ca_cert() -> anyhow::Result<Option<Vec<u8>>> {
+    match std::env::var_os("SLIPWAY_CA_CERT") {
+        None => Ok(None),
+        Some(path) => std::fs::read(&path)
+            .map(Some)
+            .with_context(|| format!("reading SLIPWAY_CA_CERT {}", path.to_string_lossy())),
+    }
+}
+
 impl Client {
     pub fn new(
         server: &str,
@@ -31,7 +42,17 @@ impl Client {
         Ok(Client {
             base: server.trim_end_matches('/').to_owned(),
             auth,
-            http: reqwest::Client::new(),
+            http: {
+                let mut http = reqwest::Client::builder();
+                if let Some(pem) = ca_cert()? {
+                    for root in reqwest::Certificate::from_pem_bundle(&pem)
+                        .context("SLIPWAY_CA_CERT: not PEM certificates")?
+                    {
+                        http = http.add_root_certificate(root);
+                    }
+                }
+                http.build().context("building the HTTP client")?
+            },
         })
     }
 

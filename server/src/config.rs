@@ -55,7 +55,33 @@ pub struct Settings {
     /// How long in-flight requests get to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// PEM certificate chain for HTTPS (with `tls_key`); re-read on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    pub http: HttpSettings,
     pub registry: RegistrySettings,
+}
+
+/// Connection handling: what a client may hold open, and for how long.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// A request head (request line and headers) must arrive within this
+    /// time; so must a new connection's first request (TLS handshake
+    /// included). Bodies are not limited by it.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long. For
+    /// HTTP/1 the header timeout already runs while waiting for the next
+    /// request, so an idle HTTP/1 connection closes after the shorter of the two.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open connections in all. At start it is lowered to fit the process's
+    /// open-file limit (raised to its hard limit first) with room to spare.
+    pub max_connections: usize,
+    /// Open connections from one IP address.
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,7 +123,21 @@ impl Default for Settings {
             admin_password: None,
             secrets_key: None,
             shutdown_grace: Duration::from_secs(10),
+            tls_cert: None,
+            tls_key: None,
+            http: HttpSettings::default(),
             registry: RegistrySettings::default(),
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -133,6 +173,8 @@ pub enum ConfigError {
     MissingFile(PathBuf),
     #[error("invalid configuration: {0}")]
     Invalid(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Inconsistent(String),
     #[error("invalid configuration: registry.immutable_tags entry {pattern:?} is not a valid regular expression: {error}")]
     BadPattern {
         pattern: String,
@@ -178,6 +220,7 @@ fn load_from(
         .extract()
         .map_err(Box::new)?;
     settings.immutable_tag_patterns()?;
+    settings.check()?;
     Ok(settings)
 }
 
@@ -193,6 +236,39 @@ impl Settings {
                 })
             })
             .collect()
+    }
+
+    /// What the types cannot say: TLS needs both files, limits are not zero.
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Inconsistent(m.to_owned()));
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return bad("tls_cert is set but tls_key is not"),
+            (None, Some(_)) => return bad("tls_key is set but tls_cert is not"),
+            _ => {}
+        }
+        if self.http.max_connections == 0 || self.http.max_connections_per_ip == 0 {
+            return bad("http.max_connections and http.max_connections_per_ip must be at least 1");
+        }
+        if self.http.header_read_timeout.is_zero() || self.http.idle_timeout.is_zero() {
+            return bad("http.header_read_timeout and http.idle_timeout must be longer than 0s");
+        }
+        Ok(())
+    }
+
+    /// Whether the server speaks HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// `public_url` as configured, else `http(s)://<listen address>`.
+    pub fn default_public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.clone(),
+            None => {
+                let scheme = if self.tls() { "https" } else { "http" };
+                format!("{scheme}://{}", self.listen)
+            }
+        }
     }
 
     pub fn database_path(&self) -> PathBuf {

@@ -13,6 +13,7 @@ mod client;
 mod config;
 mod db;
 mod health;
+mod listen;
 mod metrics;
 mod pipeline;
 mod registry_client;
@@ -173,6 +174,10 @@ enum Command {
         /// private (steps in a user namespace) or host.
         #[arg(long, default_value = "private")]
         userns: String,
+        /// PEM file of CA certificates to trust for an https server (besides
+        /// the system's), e.g. a private CA that signed the server's certificate.
+        #[arg(long, env = "SLIPWAY_CA_CERT")]
+        ca_cert: Option<PathBuf>,
     },
     /// Started by `slipway runner`: removes its containers if it dies.
     #[command(hide = true)]
@@ -697,6 +702,7 @@ async fn main() -> anyhow::Result<()> {
             credentials_dir,
             runtime,
             userns,
+            ca_cert,
         } => {
             init_logging(
                 &std::env::var("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()),
@@ -730,6 +736,12 @@ async fn main() -> anyhow::Result<()> {
                 runtime,
                 mapping,
                 cache_bytes: 10 << 30,
+                ca_certs: ca_cert
+                    .map(|path| {
+                        std::fs::read(&path)
+                            .with_context(|| format!("reading --ca-cert {}", path.display()))
+                    })
+                    .transpose()?,
             };
             slipway_runner::agent::run(config, async {
                 let mut term =

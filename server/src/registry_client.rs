@@ -2,7 +2,7 @@
 //! (from `--server`), the protocol, and credentials in oci-client's form.
 
 use anyhow::{bail, Context};
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 
 pub struct RegistryTarget {
@@ -40,8 +40,16 @@ pub fn target(server: &str, token: Option<&str>) -> anyhow::Result<RegistryTarge
         (None, Some(user), Some(password)) => RegistryAuth::Basic(user, password),
         _ => RegistryAuth::Anonymous,
     };
+    let extra_root_certificates = crate::client::ca_cert()?
+        .map(|pem| Certificate {
+            encoding: CertificateEncoding::Pem,
+            data: pem,
+        })
+        .into_iter()
+        .collect();
     let client = oci_client::Client::new(ClientConfig {
         protocol,
+        extra_root_certificates,
         ..Default::default()
     });
     Ok(RegistryTarget { host, client, auth })

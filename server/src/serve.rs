@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use slipway_registry::{Registry, RegistryConfig};
 use tokio::net::TcpListener;
 
@@ -14,6 +13,8 @@ use crate::auth::registry_token::RegistryTokens;
 use crate::auth::users::{self, Role};
 use crate::auth::{password, Auth};
 use crate::config::Settings;
+use crate::listen::connections::{Connections, Limits};
+use crate::listen::tls::Certificates;
 use crate::metrics::Metrics;
 use crate::pipeline::artifacts::Artifacts;
 use crate::pipeline::logs::Logs;
@@ -62,12 +63,14 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     ensure_admin(&pool, &settings).await?;
 
     let tokens = RegistryTokens::load(&pool, settings.registry.token_ttl).await?;
-    let auth = Arc::new(Auth::new(
+    let mut auth = Auth::new(
         pool.clone(),
         tokens,
         settings.registry.anonymous_pull,
         settings.public_url.clone(),
-    ));
+    );
+    auth.https = settings.tls();
+    let auth = Arc::new(auth);
     let registry_config = RegistryConfig {
         max_manifest_bytes: settings.registry.max_manifest_bytes,
         immutable_tags: settings.immutable_tag_patterns()?,
@@ -81,6 +84,11 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     )
     .with_context(|| format!("opening blob store {}", settings.registry_root().display()))?;
 
+    let certificates = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(Certificates::load(cert, key)?),
+        _ => None,
+    };
+    let tls = certificates.as_ref().map(|c| c.acceptor()).transpose()?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -88,11 +96,27 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     // The address actually bound (port 0 picks one), for links made without a
     // configured public URL.
     settings.listen = addr;
+    let scheme = if settings.tls() { "https" } else { "http" };
     if settings.public_url.is_none() {
         tracing::info!(
-            "no public_url configured: links sent to forges and webhooks use http://{addr}"
+            "no public_url configured: links sent to forges and webhooks use {}",
+            settings.default_public_url()
         );
     }
+    let max_connections = crate::listen::fit_to_fd_limit(settings.http.max_connections);
+    if max_connections < settings.http.max_connections {
+        tracing::warn!(
+            configured = settings.http.max_connections,
+            max_connections,
+            "http.max_connections lowered to fit the open-file limit"
+        );
+    }
+    let connections = Connections::new(Limits {
+        total: max_connections,
+        per_ip: settings.http.max_connections_per_ip.min(max_connections),
+        first_request: settings.http.header_read_timeout,
+        idle: settings.http.idle_timeout,
+    });
     let repos = Repos::new(pool.clone(), &settings.data_dir);
     let settings_data_dir = settings.data_dir.clone();
     let logs = Logs::new(&settings.data_dir);
@@ -119,26 +143,33 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let notifier = crate::pipeline::notify::spawn(app.clone());
     let triggers = crate::pipeline::triggers::spawn(app.clone());
 
+    let reloader = certificates.map(spawn_certificate_reload);
+
     // Printed, not logged: scripts read it whatever the log level.
-    println!("slipway listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %app.settings.data_dir.display(), "server started");
+    println!("slipway listening on {scheme}://{addr}");
+    tracing::info!(
+        %addr,
+        data_dir = %app.settings.data_dir.display(),
+        max_connections,
+        max_connections_per_ip = connections.limits().per_ip,
+        header_read_timeout = ?app.settings.http.header_read_timeout,
+        idle_timeout = ?app.settings.http.idle_timeout,
+        "server started"
+    );
 
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = app.settings.shutdown_grace;
-    let server =
-        // No Nagle: a response written as headers then body would otherwise wait
-        // for the client's delayed ACK (~40 ms) before the body leaves.
-        axum::serve(
-            listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            app::router(app.clone()),
-        )
-        .with_graceful_shutdown(async move {
+    let server = crate::listen::serve(
+        listener,
+        app::router(app.clone()),
+        connections,
+        tls,
+        async move {
             shutdown_signal().await;
             tracing::info!("shutting down: no new connections, waiting for requests in flight");
             let _ = stopping_tx.send(());
-        });
+        },
+    );
     let deadline = async {
         if stopping_rx.await.is_ok() {
             tokio::time::sleep(grace).await;
@@ -147,8 +178,11 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        result = server => result.context("serving HTTP")?,
+        () = server => {}
         () = deadline => tracing::warn!(?grace, "shutdown deadline passed; closing with requests still in flight"),
+    }
+    if let Some(reloader) = reloader {
+        reloader.abort();
     }
     gc.abort();
     expiry.abort();
@@ -157,6 +191,32 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// On SIGHUP, read the certificate and key again; new handshakes use them if
+/// they changed. A broken pair is logged and the current one kept.
+fn spawn_certificate_reload(certificates: Arc<Certificates>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::error!("cannot install the SIGHUP handler: certificates will not be reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let (cert, key) = certificates.paths();
+            match certificates.reload() {
+                Ok(true) => {
+                    tracing::info!(cert = %cert.display(), key = %key.display(), "SIGHUP: TLS certificate reloaded")
+                }
+                Ok(false) => {
+                    tracing::info!(cert = %cert.display(), "SIGHUP: TLS certificate unchanged")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the current one")
+                }
+            }
+        }
+    })
 }
 
 async fn shutdown_signal() {

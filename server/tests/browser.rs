@@ -187,6 +187,49 @@ fn signing_in_through_the_form_lands_on_the_dashboard() {
     );
 }
 
+/// The open redirect after sign-in: a link to
+/// `/signin?next=/%09/evil.example/x` put a tab in the form's `next`, the
+/// server answered `Location: /\t/evil.example/x`, and Chromium, dropping the
+/// tab, went to `//evil.example/x`. Signing in from that link must stay here.
+#[test]
+fn signing_in_from_a_crafted_link_stays_on_the_site() {
+    let server = TestServer::start();
+    let browser = Browser::start();
+    let origin = server.url().to_owned();
+
+    browser.goto(&format!("{origin}/signin?next=/%09/evil.example/x"));
+    browser.fill("#username", "admin");
+    browser.fill("#password", server.admin_password());
+    browser.click("form[action='/signin'] button[type=submit]");
+    // Back on this site's dashboard. (Before the fix the browser went off to
+    // evil.example, which does not resolve here: it never came back.)
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let url = browser
+            .block_on(browser.client().current_url())
+            .expect("the current URL");
+        if url.path() != "/signin" {
+            assert_eq!(
+                url.origin().ascii_serialization(),
+                origin,
+                "signing in went to {url}"
+            );
+            assert_eq!(url.path(), "/", "signing in went to {url}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "signing in did not land on this site within {WAIT:?} (the browser is still at {url}, or loading another site)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    browser.wait_until(
+        "the dashboard after signing in",
+        WAIT,
+        "document.body.dataset.page === 'dashboard'",
+    );
+}
+
 #[test]
 fn the_dashboard_follows_a_pipeline_to_success_without_a_reload() {
     let server = TestServer::start();

@@ -96,8 +96,6 @@ fn digest_mismatch_and_invalid_digests_store_nothing() {
         let r = server.request(Method::GET, &format!("/v2/app/blobs/{bad}"), &[], None);
         assert_error(&r, 400, "DIGEST_INVALID");
     }
-    let r = server.request(Method::GET, "/v2/app/manifests/sha256:1234", &[], None);
-    assert_error(&r, 400, "DIGEST_INVALID");
     let r = server.request(
         Method::PUT,
         &format!("/v2/app/blobs/uploads/{}", "a".repeat(32)),
@@ -264,6 +262,82 @@ fn manifests_must_be_valid_and_complete() {
         catalog(&server).is_empty(),
         "a refused manifest must not create the repository"
     );
+}
+
+/// A manifest reference that is neither a valid tag nor a digest names nothing:
+/// GET and HEAD answer 404 MANIFEST_UNKNOWN, as distribution does (the OCI
+/// conformance suite pulls `.INVALID_MANIFEST_NAME` and expects 404). PUT still
+/// refuses the reference with 400 (TAG_INVALID or DIGEST_INVALID); DELETE, as
+/// distribution: a malformed digest is 400 DIGEST_INVALID, an invalid tag 404.
+#[test]
+fn invalid_manifest_references() {
+    let server = TestServer::start();
+    let scratch = scratch_dir("badref");
+    let layout = OciLayout::write(
+        &scratch.path().join("img"),
+        "v1",
+        &[(Compression::None, 64)],
+    );
+    server.push_layout_http(&layout, "app", "v1", &server.admin_auth());
+    let not_a_reference = [
+        ".INVALID_NAME",
+        "-dash",
+        &"t".repeat(129),
+        "sha256:1234",
+        "sha256:zz",
+        "md5:abc",
+        "a:b",
+    ];
+    for reference in not_a_reference {
+        for method in [Method::GET, Method::HEAD] {
+            let r = server.request(
+                method.clone(),
+                &format!("/v2/app/manifests/{reference}"),
+                &[],
+                None,
+            );
+            assert_eq!(r.status, 404, "{method} {reference}: {}", r.describe());
+            if method == Method::GET {
+                assert_error(&r, 404, "MANIFEST_UNKNOWN");
+            }
+        }
+        let r = server.request(
+            Method::PUT,
+            &format!("/v2/app/manifests/{reference}"),
+            &[("Content-Type", OCI_MANIFEST)],
+            Some(layout.manifest_bytes.clone()),
+        );
+        let code = if reference.contains(':') {
+            "DIGEST_INVALID"
+        } else {
+            "TAG_INVALID"
+        };
+        assert_error(&r, 400, code);
+        let r = server.request(
+            Method::DELETE,
+            &format!("/v2/app/manifests/{reference}"),
+            &[],
+            None,
+        );
+        if reference.contains(':') {
+            assert_error(&r, 400, "DIGEST_INVALID");
+        } else {
+            assert_error(&r, 404, "MANIFEST_UNKNOWN");
+        }
+    }
+    // Anonymous callers are still asked to authenticate first.
+    let r = request_as(
+        server.url(),
+        &Auth::None,
+        Method::GET,
+        "/v2/app/manifests/.INVALID_NAME",
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 401, "{}", r.describe());
+    // Nothing was changed: the image is still served under its tag.
+    let r = server.request(Method::GET, "/v2/app/manifests/v1", &[], None);
+    assert_eq!(r.status, 200, "{}", r.describe());
 }
 
 #[test]

@@ -108,6 +108,93 @@ fn pages_need_a_signed_in_user_and_forms_need_their_token() {
     assert_eq!(r.status(), 303, "the session ended");
 }
 
+/// After sign-in the server redirects to `next`, so `next` must stay on this
+/// site. Browsers drop tabs and newlines from a `Location` and read `\` as
+/// `/`, so `/\t/evil.example/x` is `//evil.example/x` to them: every value
+/// that is not one `/` followed by a plain path character lands on `/`, both
+/// in the sign-in form's hidden field and in the redirect after signing in.
+#[test]
+fn sign_in_never_redirects_off_the_site() {
+    let server = TestServer::start();
+    // Each as the server reads it from the query or the form (the client
+    // percent-encodes it on the way).
+    let bad = [
+        "//evil.example/x",
+        "/\\evil.example/x",
+        "/\t/evil.example/x",
+        "/\n/evil.example/x",
+        "/\r\n/evil.example/x",
+        "/ /evil.example/x",
+        "/%09/evil.example/x",
+        "/%2F/evil.example/x",
+        "/%5Cevil.example/x",
+        "/%5c%5cevil.example/x",
+        "%2F%2Fevil.example/x",
+        "\\\\evil.example/x",
+        "https://evil.example/x",
+        "http:evil.example",
+        "javascript:alert(1)",
+        "evil.example",
+        "/\u{3000}/evil.example/x",
+        "/x\u{0}y",
+        "",
+    ];
+    for next in bad {
+        let c = client();
+        let r = c
+            .get(format!("{}/signin", server.url()))
+            .query(&[("next", next)])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{next:?}");
+        let page = r.text().unwrap();
+        assert!(
+            page.contains(r#"<input type="hidden" name="next" value="/">"#),
+            "the form keeps {next:?}:\n{page}"
+        );
+        let r = c
+            .post(format!("{}/signin", server.url()))
+            .form(&[
+                ("username", "admin"),
+                ("password", server.admin_password()),
+                ("csrf", &token_in(&page)),
+                ("next", next),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 303, "{next:?}");
+        assert_eq!(r.headers()["location"], "/", "next = {next:?}");
+    }
+    // A path on this server is kept.
+    for next in [
+        "/pipelines/7",
+        "/repos/team/app?tab=runs",
+        "/",
+        "/x/log?q=a%20b",
+        "/a%2Fb",
+    ] {
+        let c = client();
+        let page = c
+            .get(format!("{}/signin", server.url()))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let r = c
+            .post(format!("{}/signin", server.url()))
+            .form(&[
+                ("username", "admin"),
+                ("password", server.admin_password()),
+                ("csrf", &token_in(&page)),
+                ("next", next),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 303, "{next:?}");
+        assert_eq!(r.headers()["location"], next);
+    }
+}
+
 #[test]
 fn the_session_cookie_reads_the_api_and_writes_only_with_its_token() {
     let server = TestServer::start();

@@ -12,6 +12,8 @@ use crate::error::{RegistryError, Result};
 use crate::name::Reference;
 use crate::{manifest, Registry};
 
+/// The reference of a `PUT` (and of a `DELETE` by digest): a malformed one is the
+/// client's error, `TAG_INVALID` or `DIGEST_INVALID`.
 fn reference(s: &str) -> Result<Reference> {
     Reference::parse(s).map_err(|message| {
         if s.contains(':') {
@@ -29,8 +31,13 @@ pub async fn get(
     reference_text: &str,
     head: bool,
 ) -> Result<Response> {
-    let reference = reference(reference_text)?;
     authorize(registry, headers, name, Action::Pull).await?;
+    // A reference that is neither a tag nor a digest names nothing that could
+    // exist: 404 MANIFEST_UNKNOWN, as distribution answers (its route does not
+    // match, or the "tag" is unknown), not 400.
+    let reference = Reference::parse(reference_text).map_err(|why| {
+        RegistryError::ManifestUnknown(format!("{name}:{reference_text} ({why})"))
+    })?;
     let stored = manifest::get(registry, name, &reference).await?;
     let length = stored.body.len();
     let body = if head {
@@ -111,8 +118,22 @@ pub async fn delete(
     name: &str,
     reference_text: &str,
 ) -> Result<Response> {
-    let reference = reference(reference_text)?;
+    // As distribution: a malformed digest is DIGEST_INVALID (400); anything else
+    // that is not a valid tag names no tag that could exist, so MANIFEST_UNKNOWN
+    // (404) once the caller may delete here.
+    let reference = match Reference::parse(reference_text) {
+        Ok(reference) => Some(reference),
+        Err(message) if reference_text.contains(':') => {
+            return Err(RegistryError::DigestInvalid(message))
+        }
+        Err(_) => None,
+    };
     authorize(registry, headers, name, Action::Delete).await?;
+    let Some(reference) = reference else {
+        return Err(RegistryError::ManifestUnknown(format!(
+            "{name}:{reference_text} (not a valid tag)"
+        )));
+    };
     manifest::delete(registry, name, &reference).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

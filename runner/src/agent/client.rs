@@ -19,6 +19,9 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// The server's TLS certificate was not trusted: retrying cannot help.
+    #[error("{what}: the server's TLS certificate is not trusted ({detail}); give the runner the CA that signed it with --ca-cert FILE")]
+    Certificate { what: String, detail: String },
     #[error("{what}: the server answered {status}: {body}")]
     Status {
         what: String,
@@ -35,6 +38,7 @@ impl ClientError {
     pub fn transient(&self) -> bool {
         match self {
             ClientError::Http { .. } => true,
+            ClientError::Certificate { .. } => false,
             ClientError::Status { status, .. } => *status >= 500,
             ClientError::Stale { .. } => false,
         }
@@ -48,13 +52,35 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// A failed request as a `ClientError`: certificate problems (found in the
+/// error's sources, where rustls puts them) apart, since they are not transient.
+fn http_error(what: &str, source: reqwest::Error) -> ClientError {
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&source);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if text.contains("certificate") {
+            return ClientError::Certificate {
+                what: what.to_owned(),
+                detail: text,
+            };
+        }
+        cause = e.source();
+    }
+    ClientError::Http {
+        what: what.to_owned(),
+        source,
+    }
+}
+
 impl Client {
-    pub fn new(server: &str) -> Client {
+    /// A client of `server`, trusting the system's CAs and `extra_roots`.
+    pub fn new(server: &str, extra_roots: &[reqwest::Certificate]) -> Client {
+        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        for root in extra_roots {
+            http = http.add_root_certificate(root.clone());
+        }
         Client {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .expect("an HTTP client"),
+            http: http.build().expect("an HTTP client"),
             base: format!("{}/api/v1/runner", server.trim_end_matches('/')),
             token: None,
         }
@@ -78,10 +104,10 @@ impl Client {
         what: &str,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
-        let response = req.send().await.map_err(|source| ClientError::Http {
-            what: what.to_owned(),
-            source,
-        })?;
+        let response = req
+            .send()
+            .await
+            .map_err(|source| http_error(what, source))?;
         let status = response.status().as_u16();
         if status == 409 {
             return Err(ClientError::Stale {

@@ -48,6 +48,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Credentials(#[from] credentials::CredentialsError),
+    #[error("--ca-cert: not PEM certificates: {0}")]
+    CaCert(#[source] reqwest::Error),
     #[error("no runner token in {0} and no --registration-token to register with")]
     NotRegistered(PathBuf),
 }
@@ -67,6 +69,9 @@ pub struct AgentConfig {
     /// `None` runs steps without a user namespace.
     pub mapping: Option<Mapping>,
     pub cache_bytes: u64,
+    /// PEM certificates trusted besides the system's (`--ca-cert`), for the
+    /// server and its registry.
+    pub ca_certs: Option<Vec<u8>>,
 }
 
 /// What every job of this runner shares.
@@ -81,6 +86,8 @@ pub struct Agent {
     scheme: String,
     work_dir: PathBuf,
     mapping: Option<Mapping>,
+    /// `--ca-cert`, for registry clients.
+    ca_certs: Option<Vec<u8>>,
 }
 
 impl Agent {
@@ -93,8 +100,17 @@ impl Agent {
         } else {
             oci_client::client::ClientProtocol::HttpsExcept(vec![self.registry_host.clone()])
         };
+        let extra_root_certificates = self
+            .ca_certs
+            .iter()
+            .map(|pem| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect();
         oci_client::Client::new(oci_client::client::ClientConfig {
             protocol,
+            extra_root_certificates,
             ..Default::default()
         })
     }
@@ -113,7 +129,11 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     std::fs::create_dir_all(&config.work_dir).map_err(io("creating", &config.work_dir))?;
     let credentials = credentials::Credentials::open(&config.credentials_dir, &config.work_dir)?;
-    let anonymous = Client::new(&config.server);
+    let roots = match &config.ca_certs {
+        Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(AgentError::CaCert)?,
+        None => Vec::new(),
+    };
+    let anonymous = Client::new(&config.server, &roots);
     let token = match credentials.token()? {
         Some(t) => t,
         None => {
@@ -161,6 +181,7 @@ pub async fn run(
             .to_owned(),
         work_dir: config.work_dir.clone(),
         mapping: config.mapping,
+        ca_certs: config.ca_certs.clone(),
     });
     let _ = std::fs::remove_dir_all(config.work_dir.join("jobs"));
     println!(

@@ -153,6 +153,8 @@ pub struct Auth {
     pub registry_tokens: RegistryTokens,
     pub anonymous_pull: bool,
     pub public_url: Option<String>,
+    /// The server speaks HTTPS: URLs made from `Host` use https.
+    pub https: bool,
     password_cache: Mutex<HashMap<[u8; 32], (User, Instant)>>,
 }
 
@@ -168,6 +170,7 @@ impl Auth {
             registry_tokens,
             anonymous_pull,
             public_url,
+            https: false,
             password_cache: Mutex::new(HashMap::new()),
         }
     }
@@ -234,6 +237,7 @@ impl Auth {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
-        format!("http://{host}")
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{host}")
     }
 }

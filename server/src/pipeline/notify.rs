@@ -94,11 +94,7 @@ async fn deliver(
     t: &Target,
     status: &str,
 ) -> Result<(), String> {
-    let base = app
-        .settings
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", app.settings.listen));
+    let base = app.settings.default_public_url();
     // The forge links to the pipeline's page in the web UI.
     let base = base.trim_end_matches('/');
     let target_url = format!("{base}/pipelines/{}", t.pipeline_id);

@@ -154,22 +154,66 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// Only a path on this server may follow a sign-in (no `//host`, no scheme).
+/// Only a path on this server may follow a sign-in: one `/` and then a path
+/// character. Browsers drop tabs and newlines from a `Location` and read `\`
+/// as `/`, so `/\t/evil.example` or `/\evil.example` would leave the site.
+/// Refused: a second `/`, a `\` anywhere, any control character, space or
+/// non-ASCII byte; and, in case a later hop decodes it once more, a value
+/// whose percent-decoding a browser would read as `//…` or `/\…`. Anything
+/// refused goes to `/`.
 fn local_path(next: &str) -> &str {
-    let ok = next.starts_with('/')
-        && !next.starts_with("//")
-        && !next.starts_with("/\\")
-        && !next.contains(['\r', '\n']);
-    if ok {
+    let bytes = next.as_bytes();
+    let plain = bytes.first() == Some(&b'/')
+        && bytes.get(1) != Some(&b'/')
+        && bytes.iter().all(|&b| b.is_ascii_graphic() && b != b'\\');
+    if plain && !leaves_the_site(&percent_decode(bytes)) {
         next
     } else {
         "/"
     }
 }
 
+/// Whether a browser would read `location` as another origin (or scheme):
+/// after the URL parser's clean-up (leading and trailing C0 controls and
+/// spaces trimmed, tabs and newlines removed) it does not start with one `/`
+/// followed by something other than `/` or `\`.
+fn leaves_the_site(location: &[u8]) -> bool {
+    let trimmed = location
+        .iter()
+        .position(|&b| b > b' ')
+        .map_or(&[][..], |start| {
+            let end = location.iter().rposition(|&b| b > b' ').unwrap_or(start);
+            &location[start..=end]
+        });
+    let mut cleaned = trimmed
+        .iter()
+        .filter(|&&b| !matches!(b, b'\t' | b'\n' | b'\r'));
+    cleaned.next() != Some(&b'/') || matches!(cleaned.next(), Some(b'/' | b'\\'))
+}
+
+/// `%XX` sequences as bytes; anything else (a lone `%` too) as it is.
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
 fn secure_flag(app: &AppState) -> &'static str {
     match &app.auth.public_url {
         Some(u) if u.starts_with("https://") => "; Secure",
+        None if app.settings.tls() => "; Secure",
         _ => "",
     }
 }

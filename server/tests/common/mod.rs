@@ -161,6 +161,8 @@ pub struct TestServer {
     log: Arc<Mutex<Vec<String>>>,
     data_dir: TempDir,
     env: Vec<(String, String)>,
+    /// PEM of the CA that signed an HTTPS server's certificate.
+    ca: Option<Vec<u8>>,
 }
 
 static TOKEN_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -173,6 +175,28 @@ impl TestServer {
     /// Start the server with extra environment variables (e.g.
     /// `("SLIPWAY_REGISTRY__ANONYMOUS_PULL", "true")`).
     pub fn start_with_env(env: &[(&str, &str)]) -> TestServer {
+        Self::start_inner(env, None)
+    }
+
+    /// An HTTPS server (`env` names its certificate and key) whose
+    /// certificate `ca_pem` signed; [`http`](Self::http) trusts it.
+    pub fn start_tls(env: &[(&str, &str)], ca_pem: &[u8]) -> TestServer {
+        Self::start_inner(env, Some(ca_pem.to_vec()))
+    }
+
+    /// A client for this server, trusting its CA if it speaks HTTPS.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        let mut builder = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &self.ca {
+            builder =
+                builder.add_root_certificate(reqwest::Certificate::from_pem(ca).expect("a PEM CA"));
+        }
+        builder.build().unwrap()
+    }
+
+    fn start_inner(env: &[(&str, &str)], ca: Option<Vec<u8>>) -> TestServer {
         let data_dir = tempfile::Builder::new()
             .prefix("slipway-test-data-")
             .tempdir()
@@ -184,7 +208,7 @@ impl TestServer {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let (child, url, log) = launch(data_dir.path(), Some(&admin_password), &env);
-        let host_port = url.trim_start_matches("http://").to_string();
+        let host_port = host_port_of(&url);
 
         let server = TestServer {
             child: Some(child),
@@ -194,13 +218,14 @@ impl TestServer {
             log,
             data_dir,
             env,
+            ca,
         };
         server.wait_ready();
         server
     }
 
     fn wait_ready(&self) {
-        let client = http_client();
+        let client = self.http();
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last;
         loop {
@@ -270,7 +295,7 @@ impl TestServer {
             .extend(log.lock().unwrap().drain(..));
         self.log = log;
         self.child = Some(child);
-        self.host_port = url.trim_start_matches("http://").to_string();
+        self.host_port = host_port_of(&url);
         self.url = url;
         self.wait_ready();
     }
@@ -571,6 +596,13 @@ impl Drop for TestServer {
     }
 }
 
+/// `127.0.0.1:PORT` of `http(s)://127.0.0.1:PORT`.
+fn host_port_of(url: &str) -> String {
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .to_string()
+}
+
 /// Start `slipway server` on `data_dir` and wait for its `listening on` line.
 /// Returns the process, its URL and the log its output is collected into.
 pub fn launch(
@@ -620,7 +652,7 @@ pub fn launch_on(
     spawn_drain(stdout, "out", log.clone(), tx.clone());
     spawn_drain(stderr, "err", log.clone(), tx);
 
-    let re = regex::Regex::new(r"listening on (http://[0-9.:]+)").unwrap();
+    let re = regex::Regex::new(r"listening on (https?://[0-9.:]+)").unwrap();
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     let url = loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
