@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
-use super::{ApiCaller, ApiError};
+use super::{ApiCaller, ApiError, RepoCaller};
 use crate::app::AppState;
 use crate::pipeline::scheduler::queue;
 
@@ -29,14 +29,17 @@ pub struct WaitingView {
     runners: Vec<CandidateView>,
 }
 
+/// The waiting jobs of the repositories the caller's credential reaches
+/// (positions stay those in the whole queue).
 pub async fn list(
     State(app): State<AppState>,
-    _caller: ApiCaller,
+    caller: RepoCaller,
 ) -> Result<Json<Vec<WaitingView>>, ApiError> {
     Ok(Json(
         queue::explain(&app.db)
             .await?
             .into_iter()
+            .filter(|w| caller.sees(&w.repo))
             .map(|w| WaitingView {
                 job_id: w.job_id,
                 pipeline_id: w.pipeline_id,
@@ -71,6 +74,7 @@ pub struct RunnerView {
     last_seen_at: Option<i64>,
 }
 
+/// Runners serve every repository: not for repository-limited tokens.
 pub async fn runners(
     State(app): State<AppState>,
     _caller: ApiCaller,

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiCaller, ApiError};
+use super::{ApiError, RepoCaller};
 use crate::app::AppState;
 use crate::pipeline::repo::{GitRepo, RepoError};
 
@@ -62,10 +62,11 @@ impl From<RepoError> for ApiError {
 /// fetched is refused, and nothing is kept).
 pub async fn create(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Json(body): Json<NewRepo>,
 ) -> Result<(StatusCode, Json<RepoView>), ApiError> {
     caller.require_admin()?;
+    caller.check(&body.name)?;
     let poll_ms = match &body.poll_interval {
         None => None,
         Some(text) => {
@@ -104,14 +105,15 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
 ) -> Result<Json<Vec<RepoView>>, ApiError> {
-    let admin = caller.0.is_admin();
+    let admin = caller.principal().is_admin();
     Ok(Json(
         app.repos
             .list()
             .await?
             .into_iter()
+            .filter(|r| caller.sees(&r.name))
             .map(|r| view(r, admin))
             .collect(),
     ))
@@ -147,10 +149,11 @@ fn http_url(what: &str, url: &str) -> Result<(), ApiError> {
 /// Admin: report this repository's pipeline states to a forge's commit-status API.
 pub async fn set_forge(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Json(body): Json<ForgeSettings>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
+    caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     if crate::pipeline::notify::ForgeKind::parse(&body.kind).is_none() {
         return Err(ApiError::BadRequest(format!(
@@ -191,10 +194,11 @@ pub struct NotifySettings {
 /// repository's webhook secret.
 pub async fn set_notify(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Json(body): Json<NotifySettings>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
+    caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     if let Some(url) = &body.url {
         http_url("url", url)?;
@@ -218,10 +222,11 @@ pub struct Limits {
 /// Admin: cap how many of a repository's jobs run at once.
 pub async fn set_limits(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Json(body): Json<Limits>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
+    caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     if body
         .max_concurrent

@@ -257,26 +257,14 @@ async fn lease(
         .registry_tokens
         .issue_for(
             &format!("runner:{}", runner.id),
-            vec![AccessEntry {
-                kind: "repository".into(),
-                name: "*".into(),
-                actions: vec!["pull".into()],
-            }],
+            vec![AccessEntry::repository("*", &["pull"])],
             std::time::Duration::from_secs(6 * 3600),
         )
         .token;
     let push_token = (!pushes.is_empty()).then(|| {
-        let mut access = vec![AccessEntry {
-            kind: "repository".into(),
-            name: "*".into(),
-            actions: vec!["pull".into()],
-        }];
+        let mut access = vec![AccessEntry::repository("*", &["pull"])];
         for r in &pushes {
-            access.push(AccessEntry {
-                kind: "repository".into(),
-                name: r.clone(),
-                actions: vec!["pull".into(), "push".into()],
-            });
+            access.push(AccessEntry::repository(r.clone(), &["pull", "push"]));
         }
         app.auth
             .registry_tokens
