@@ -271,6 +271,18 @@ enum RepoCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Set what the repository's pipelines may pull from this server's
+    /// registry besides their own repository (admin): names, prefix/* or *,
+    /// replacing the list (library/* by default); --none for nothing more.
+    PullAllow {
+        repo: String,
+        #[arg(required_unless_present = "none")]
+        patterns: Vec<String>,
+        #[arg(long, conflicts_with = "patterns")]
+        none: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// POST each pipeline state change to URL (admin); --off to stop.
     Notify {
         repo: String,
@@ -630,6 +642,32 @@ async fn main() -> anyhow::Result<()> {
             match max {
                 Some(n) => println!("{repo}: at most {n} job(s) at once"),
                 None => println!("{repo}: no limit on jobs at once"),
+            }
+            Ok(())
+        }
+        Command::Repo {
+            command:
+                RepoCommand::PullAllow {
+                    repo,
+                    patterns,
+                    none: _,
+                    client,
+                },
+        } => {
+            client
+                .client()?
+                .post_empty(
+                    "/api/v1/repos/pull-allow",
+                    &json!({ "repo": repo, "patterns": patterns }),
+                )
+                .await?;
+            if patterns.is_empty() {
+                println!("{repo}: pipelines may pull only {repo} and {repo}/*");
+            } else {
+                println!(
+                    "{repo}: pipelines may pull {repo}, {repo}/* and {}",
+                    patterns.join(", ")
+                );
             }
             Ok(())
         }

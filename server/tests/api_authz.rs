@@ -233,6 +233,13 @@ fn every_api_route_checks_who_is_calling() {
         ),
         (
             Method::POST,
+            "/api/v1/repos/pull-allow".into(),
+            Some(json!({"repo": "team/app", "patterns": ["library/*"]})),
+            403,
+            204,
+        ),
+        (
+            Method::POST,
             "/api/v1/secrets".into(),
             Some(json!({"repo": "team/app", "name": "TOKEN", "value": "v"})),
             403,
@@ -721,6 +728,13 @@ fn repository_limited_tokens_reach_only_their_repositories() {
         Method::POST,
         &|_, _, _| "/api/v1/repos/limits".into(),
         &|repo| Some(json!({"repo": repo, "max_concurrent": 3})),
+        Need::Admin,
+        204,
+    ));
+    rows.extend(both(
+        Method::POST,
+        &|_, _, _| "/api/v1/repos/pull-allow".into(),
+        &|repo| Some(json!({"repo": repo, "patterns": ["library/*"]})),
         Need::Admin,
         204,
     ));

@@ -44,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/repos/forge", post(repos::set_forge))
         .route("/repos/notify", post(repos::set_notify))
         .route("/repos/limits", post(repos::set_limits))
+        .route("/repos/pull-allow", post(repos::set_pull_allow))
         .route("/pipelines", get(pipelines::list).post(pipelines::trigger))
         .route("/pipelines/{id}", get(pipelines::show))
         .route("/pipelines/{id}/cancel", post(pipelines::cancel))

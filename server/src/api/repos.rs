@@ -32,6 +32,8 @@ pub struct RepoView {
     default_branch: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_secret: Option<String>,
+    /// What its pipelines may pull besides their own repository.
+    pull_allow: Vec<String>,
 }
 
 fn view(repo: GitRepo, with_secret: bool) -> RepoView {
@@ -41,6 +43,7 @@ fn view(repo: GitRepo, with_secret: bool) -> RepoView {
         url: repo.url,
         default_branch: repo.default_branch,
         webhook_secret: with_secret.then_some(repo.webhook_secret),
+        pull_allow: repo.pull_allow,
     }
 }
 
@@ -243,5 +246,35 @@ pub async fn set_limits(
         .await?;
     // A raised limit may let queued jobs start.
     app.scheduler.wake();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullAllow {
+    repo: String,
+    /// Repositories of this server's registry its pipelines may pull
+    /// besides their own: names, `prefix/*`, or `*`. Replaces the list.
+    patterns: Vec<String>,
+}
+
+/// Admin: what a repository's pipelines may pull from this server's
+/// registry besides their own repository (`pipeline::pull_allow`).
+pub async fn set_pull_allow(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Json(body): Json<PullAllow>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    caller.check(&body.repo)?;
+    let repo = app.repos.get(&body.repo).await?;
+    let patterns = crate::pipeline::pull_allow::validate(&body.patterns)
+        .map_err(|e| ApiError::BadRequest(format!("pull allowlist: {e}")))?;
+    sqlx::query("UPDATE git_repos SET pull_allow = ? WHERE id = ?")
+        .bind(serde_json::to_string(&patterns).expect("serialisable"))
+        .bind(repo.id)
+        .execute(&app.db)
+        .await?;
+    tracing::info!(repo = %repo.name, patterns = ?patterns, by = %caller.user().username, "pull allowlist set");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -252,17 +252,24 @@ async fn lease(
         runner = runner.id,
         "job leased"
     );
+    // Pulls reach the repository's own images and its pull allowlist only
+    // (`pipeline::pull_allow`), so a build's FROM is limited too.
+    let pulls: Vec<AccessEntry> =
+        crate::pipeline::pull_allow::patterns(&app.repos.by_id(repo_id).await?)
+            .into_iter()
+            .map(|p| AccessEntry::repository(p, &["pull"]))
+            .collect();
     let registry_token = app
         .auth
         .registry_tokens
         .issue_for(
             &format!("runner:{}", runner.id),
-            vec![AccessEntry::repository("*", &["pull"])],
+            pulls.clone(),
             std::time::Duration::from_secs(6 * 3600),
         )
         .token;
     let push_token = (!pushes.is_empty()).then(|| {
-        let mut access = vec![AccessEntry::repository("*", &["pull"])];
+        let mut access = pulls;
         for r in &pushes {
             access.push(AccessEntry::repository(r.clone(), &["pull", "push"]));
         }

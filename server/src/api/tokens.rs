@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use slipway_registry::name::check_name;
 
 use super::{ApiCaller, ApiError};
 use crate::app::AppState;
@@ -32,13 +31,6 @@ pub struct CreatedToken {
     token: String,
     scopes: Vec<&'static str>,
     repository: String,
-}
-
-fn check_pattern(pattern: &str) -> Result<(), String> {
-    if pattern == "*" {
-        return Ok(());
-    }
-    check_name(pattern.strip_suffix("/*").unwrap_or(pattern))
 }
 
 pub async fn create(
@@ -73,7 +65,7 @@ pub async fn create(
             scopes.push(scope);
         }
     }
-    check_pattern(&body.repository)
+    crate::auth::check_pattern(&body.repository)
         .map_err(|e| ApiError::BadRequest(format!("repository pattern: {e}")))?;
     let created =
         api_tokens::create(&app.db, caller.0.user.id, name, &scopes, &body.repository).await?;
