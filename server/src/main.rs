@@ -337,6 +337,11 @@ enum SecretCommand {
 enum RunnerTokenCommand {
     /// Print a new registration token (valid 7 days, for any number of runners).
     Create {
+        /// Limit the runners registered with it to these repositories
+        /// (team/app, team/*; repeat for more); without it, shared runners
+        /// that take every repository's jobs.
+        #[arg(long = "repo", value_name = "PATTERN")]
+        repos: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -715,8 +720,8 @@ async fn main() -> anyhow::Result<()> {
             cli_pipeline::cancel(&client.client()?, pipeline).await
         }
         Command::RunnerToken {
-            command: RunnerTokenCommand::Create { client },
-        } => cli_pipeline::runner_token_create(&client.client()?).await,
+            command: RunnerTokenCommand::Create { repos, client },
+        } => cli_pipeline::runner_token_create(&client.client()?, &repos).await,
         Command::Runner {
             server,
             token,

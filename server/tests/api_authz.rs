@@ -357,6 +357,7 @@ fn every_api_route_checks_who_is_calling() {
     let lease = r.json();
     let job = lease["job_id"].as_i64().unwrap();
     let attempt = lease["attempt"].as_i64().unwrap();
+    let lease_token = lease["lease_token"].as_str().unwrap().to_owned();
     // (method, path, body, the runner's status)
     let runner_routes: Vec<(Method, String, Option<serde_json::Value>, u16)> = vec![
         // Nothing else is queued.
@@ -365,6 +366,12 @@ fn every_api_route_checks_who_is_calling() {
             "/api/v1/runner/lease".into(),
             Some(json!({"free": 1, "wait_ms": 0})),
             204,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/runner/jobs/{job}/credentials?attempt={attempt}"),
+            None,
+            200,
         ),
         (
             Method::POST,
@@ -432,11 +439,22 @@ fn every_api_route_checks_who_is_calling() {
                 "{who} {method} {path}"
             );
         }
-        assert_eq!(
-            call(&server, &callers.runner, method.clone(), path, body.clone()),
-            *as_runner,
-            "runner {method} {path}"
+        // The runner's calls about its job carry the lease's token.
+        let lease_header: &[(&str, &str)] = if path.contains("/runner/jobs/") {
+            &[("x-slipway-lease", lease_token.as_str())]
+        } else {
+            &[]
+        };
+        let headers = [&[("content-type", "application/json")], lease_header].concat();
+        let r = request_as(
+            server.url(),
+            &callers.runner,
+            method.clone(),
+            path,
+            &headers,
+            body.as_ref().map(|b| serde_json::to_vec(b).unwrap()),
         );
+        assert_eq!(r.status, *as_runner, "runner {method} {path}");
     }
     // Registering needs a registration token, not a user or a runner.
     covered.insert(("POST".into(), template("/api/v1/runner/register")));
@@ -896,6 +914,11 @@ fn repository_limited_tokens_reach_only_their_repositories() {
     let elsewhere: Vec<(Method, String, u16)> = vec![
         (Method::POST, "/api/v1/runner/register".into(), 401),
         (Method::POST, "/api/v1/runner/lease".into(), 401),
+        (
+            Method::GET,
+            format!("/api/v1/runner/jobs/{own_job}/credentials?attempt=1"),
+            401,
+        ),
         (
             Method::POST,
             format!("/api/v1/runner/jobs/{own_job}/heartbeat"),

@@ -1,8 +1,17 @@
-//! What a leased job's credentials reach. A job's registry tokens pull only
-//! its own repository (and below it) and the repository's pull allowlist
-//! (`library/*` by default), so a pipeline cannot read another team's
-//! private images; images named in the spec outside the allowlist fail at
-//! pipeline creation, naming the image and the setting.
+//! What a leased job's credentials reach, and who gets them.
+//!
+//! - A job's registry tokens pull only its own repository (and below it) and
+//!   the repository's pull allowlist (`library/*` by default), so a pipeline
+//!   cannot read another team's private images; images named in the spec
+//!   outside the allowlist fail at pipeline creation, naming the image and
+//!   the setting.
+//! - A lease carries no secret and no registry token: they come from
+//!   `jobs/{job}/credentials` with the lease's own token, which only the
+//!   leasing connection got. A runner token alone (another runner's, or this
+//!   runner's leaked) gets nothing of a leased job, and a stale attempt is
+//!   refused.
+//! - A runner registered with a token limited to repositories leases only
+//!   their jobs.
 
 mod common;
 
@@ -164,8 +173,9 @@ fn images_outside_the_pull_allowlist_fail_at_creation() {
     );
 }
 
-/// A runner's lease of `server`'s only queued job.
-fn lease(server: &TestServer, runner: &Auth) -> Value {
+/// A runner's lease of a queued job (the raw response: its JSON text is
+/// checked too).
+fn lease(server: &TestServer, runner: &Auth) -> HttpResponse {
     let r = post(
         server,
         runner,
@@ -173,7 +183,29 @@ fn lease(server: &TestServer, runner: &Auth) -> Value {
         json!({"free": 1, "wait_ms": 10_000}),
     );
     assert_eq!(r.status, 200, "{}", r.describe());
-    r.json()
+    r
+}
+
+/// `GET jobs/{job}/credentials?attempt=N` as `runner`, with `lease_token`
+/// in `X-Slipway-Lease` if given.
+fn credentials(
+    server: &TestServer,
+    runner: &Auth,
+    job: i64,
+    attempt: i64,
+    lease_token: Option<&str>,
+) -> HttpResponse {
+    let headers: Vec<(&str, &str)> = lease_token
+        .map(|t| vec![("x-slipway-lease", t)])
+        .unwrap_or_default();
+    request_as(
+        server.url(),
+        runner,
+        Method::GET,
+        &format!("/api/v1/runner/jobs/{job}/credentials?attempt={attempt}"),
+        &headers,
+        None,
+    )
 }
 
 /// The status of `method path` on the registry with `token`.
@@ -218,9 +250,18 @@ fn a_jobs_registry_tokens_pull_only_its_repository_and_allowlist() {
     let url = repo_with_spec(&work.path().join("repo"), spec);
     add_and_run(&server, "team/app", &url);
     let runner = Auth::Bearer(server.register_runner("r"));
-    let lease = lease(&server, &runner);
-    let pull = lease["registry_token"].as_str().unwrap().to_owned();
-    let push = lease["push_token"].as_str().unwrap().to_owned();
+    let lease = lease(&server, &runner).json();
+    let c = credentials(
+        &server,
+        &runner,
+        lease["job_id"].as_i64().unwrap(),
+        lease["attempt"].as_i64().unwrap(),
+        lease["lease_token"].as_str(),
+    );
+    assert_eq!(c.status, 200, "{}", c.describe());
+    let c = c.json();
+    let pull = c["registry_token"].as_str().unwrap().to_owned();
+    let push = c["push_token"].as_str().unwrap().to_owned();
     for token in [&pull, &push] {
         for (repo, want) in [
             ("library/busybox", 200),
@@ -271,4 +312,280 @@ fn a_jobs_registry_tokens_pull_only_its_repository_and_allowlist() {
             "push to {repo}"
         );
     }
+}
+
+const SECRET: &str = "other-team-deploy-key-3f9a";
+
+/// The attack: with a runner's token alone (a second runner's, or the
+/// leasing runner's own, leaked from a job), ask for a leased job's secrets.
+/// The lease itself holds no secret; its credentials need the lease's own
+/// token and the current attempt, from the runner that holds the lease.
+#[test]
+fn a_runner_token_alone_gets_no_jobs_secrets() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("lease-binding");
+    let spec = "jobs:
+  deploy:
+    steps:
+      - name: ship
+        image: busybox
+        secrets: [DEPLOY_KEY]
+        commands: [true]
+";
+    let url = repo_with_spec(&work.path().join("repo"), spec);
+    let r = post(
+        &server,
+        &admin,
+        "/api/v1/repos",
+        json!({"name": "other/sec", "url": url}),
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+    let r = post(
+        &server,
+        &admin,
+        "/api/v1/secrets",
+        json!({"repo": "other/sec", "name": "DEPLOY_KEY", "value": SECRET}),
+    );
+    assert_eq!(r.status, 204, "{}", r.describe());
+    run(&server, "other/sec");
+
+    let holder = Auth::Bearer(server.register_runner("holder"));
+    let second = Auth::Bearer(server.register_runner("second"));
+    let leased = lease(&server, &holder);
+    assert!(
+        !leased.body_text().contains(SECRET),
+        "the lease itself carries no secret: {}",
+        leased.body_text()
+    );
+    let leased = leased.json();
+    assert!(leased.get("registry_token").is_none(), "{leased}");
+    let job = leased["job_id"].as_i64().unwrap();
+    let attempt = leased["attempt"].as_i64().unwrap();
+    let token = leased["lease_token"].as_str().unwrap().to_owned();
+
+    // A runner token without the lease's token: the holder's own (as if
+    // leaked), or the second runner's; nor the second runner with the
+    // holder's lease token.
+    for (who, runner, lease_token, want) in [
+        ("holder's token alone", &holder, None, 401),
+        ("second runner", &second, None, 401),
+        (
+            "second runner with the holder's lease token",
+            &second,
+            Some(token.as_str()),
+            409,
+        ),
+        (
+            "holder with a made-up lease token",
+            &holder,
+            Some("sll_0000"),
+            409,
+        ),
+    ] {
+        let r = credentials(&server, runner, job, attempt, lease_token);
+        assert_eq!(r.status, want, "{who}: {}", r.describe());
+        assert!(!r.body_text().contains(SECRET), "{who}");
+        // Nor any other route about the job: its source, its logs, its end.
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(t) = lease_token {
+            headers.push(("x-slipway-lease", t));
+        }
+        for (method, path, body) in [
+            (
+                Method::GET,
+                format!("/api/v1/runner/jobs/{job}/source?attempt={attempt}"),
+                None,
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/runner/jobs/{job}/heartbeat"),
+                Some(json!({"attempt": attempt})),
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/runner/jobs/{job}/steps/0/log?attempt={attempt}&offset=0"),
+                None,
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/runner/jobs/{job}/finish"),
+                Some(json!({"attempt": attempt, "status": "success", "reason": null})),
+            ),
+        ] {
+            let r = request_as(
+                server.url(),
+                runner,
+                method.clone(),
+                &path,
+                &headers,
+                body.map(|b| serde_json::to_vec(&b).unwrap()),
+            );
+            assert_eq!(r.status, want, "{who}: {method} {path}: {}", r.describe());
+        }
+    }
+    // Another attempt number with the right token is refused too.
+    let r = credentials(&server, &holder, job, attempt + 1, Some(&token));
+    assert_eq!(r.status, 409, "{}", r.describe());
+    // The holder, with its lease's token, gets the value.
+    let r = credentials(&server, &holder, job, attempt, Some(&token));
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(
+        r.json()["steps"][0]["secrets"],
+        json!([["DEPLOY_KEY", SECRET]])
+    );
+
+    // The holder goes quiet: the lease runs out (10 s) and the job is queued
+    // again; the second runner leases it as attempt 2. The first lease's
+    // token is worthless now, for either attempt.
+    let pipeline = |id: i64| {
+        server
+            .get(&format!("/api/v1/pipelines/{id}"), &admin)
+            .json()
+    };
+    let pipeline_id = leased["context"]["pipeline_id"].as_i64().unwrap();
+    wait_for(
+        "the lost lease to be requeued",
+        std::time::Duration::from_secs(30),
+        || pipeline(pipeline_id)["jobs"][0]["status"] == "queued",
+    );
+    let again = lease(&server, &second).json();
+    assert_eq!(again["job_id"], job);
+    let attempt2 = again["attempt"].as_i64().unwrap();
+    assert_eq!(attempt2, attempt + 1);
+    let token2 = again["lease_token"].as_str().unwrap().to_owned();
+    assert_ne!(token2, token);
+    for (who, runner, a, t) in [
+        ("old lease, old attempt", &holder, attempt, &token),
+        ("old lease, new attempt", &holder, attempt2, &token),
+        (
+            "old lease token with the new runner",
+            &second,
+            attempt2,
+            &token,
+        ),
+        ("new lease, old attempt", &second, attempt, &token2),
+        (
+            "new lease token with the old runner",
+            &holder,
+            attempt2,
+            &token2,
+        ),
+    ] {
+        let r = credentials(&server, runner, job, a, Some(t));
+        assert_eq!(r.status, 409, "{who}: {}", r.describe());
+    }
+    let r = credentials(&server, &second, job, attempt2, Some(&token2));
+    assert_eq!(r.status, 200, "{}", r.describe());
+}
+
+/// A runner registered with a token limited to `team/*` never leases
+/// another repository's job (so its token, if it leaks, reaches nothing
+/// else), and the queue says why.
+#[test]
+fn a_runner_limited_to_repositories_leases_only_theirs() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("runner-scope");
+    let url = repo_with_spec(
+        &work.path().join("repo"),
+        "jobs:\n  a:\n    steps:\n      - image: busybox\n        commands: [true]\n",
+    );
+    for name in ["team/app", "other/sec"] {
+        let r = post(
+            &server,
+            &admin,
+            "/api/v1/repos",
+            json!({"name": name, "url": url}),
+        );
+        assert_eq!(r.status, 201, "{}", r.describe());
+    }
+    let register = |registration: &str, name: &str| {
+        let r = post(
+            &server,
+            &Auth::None,
+            "/api/v1/runner/register",
+            json!({"registration_token": registration, "name": name, "labels": [], "capacity": 2}),
+        );
+        assert_eq!(r.status, 201, "{}", r.describe());
+        Auth::Bearer(r.json()["token"].as_str().unwrap().to_owned())
+    };
+    let r = post(
+        &server,
+        &admin,
+        "/api/v1/runner-tokens",
+        json!({"repositories": ["team/*"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+    let runner = register(r.json()["token"].as_str().unwrap(), "team-runner");
+
+    let other = run(&server, "other/sec");
+    let r = post(
+        &server,
+        &runner,
+        "/api/v1/runner/lease",
+        json!({"free": 2, "wait_ms": 1_000}),
+    );
+    assert_eq!(
+        r.status,
+        204,
+        "other/sec's job is not for it: {}",
+        r.describe()
+    );
+    let queue = server.get("/api/v1/queue", &admin).json();
+    let waiting = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pipeline_id"] == other["id"])
+        .unwrap();
+    assert_eq!(
+        waiting["runners"][0]["why_not"], "takes only jobs of team/*",
+        "{queue}"
+    );
+    let runners = server.get("/api/v1/runners", &admin).json();
+    assert_eq!(runners[0]["repositories"], json!(["team/*"]), "{runners}");
+
+    let own = run(&server, "team/app");
+    let leased = lease(&server, &runner).json();
+    assert_eq!(leased["context"]["repo"], "team/app");
+    assert_eq!(leased["context"]["pipeline_id"], own["id"]);
+    // A shared runner still takes other/sec's.
+    let shared = Auth::Bearer(server.register_runner("shared"));
+    let leased = lease(&server, &shared).json();
+    assert_eq!(leased["context"]["repo"], "other/sec");
+
+    // Bad limits are refused; the CLI makes limited tokens too.
+    for body in [
+        json!({"repositories": []}),
+        json!({"repositories": ["team*"]}),
+    ] {
+        let r = post(&server, &admin, "/api/v1/runner-tokens", body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.describe());
+    }
+    let (ok, registration) = slipway(
+        &server,
+        &[
+            "runner-token",
+            "create",
+            "--repo",
+            "team/app",
+            "--repo",
+            "shop/*",
+        ],
+    );
+    assert!(ok, "{registration}");
+    register(registration.trim(), "cli-runner");
+    let runners = server.get("/api/v1/runners", &admin).json();
+    let cli = runners
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "cli-runner")
+        .unwrap();
+    assert_eq!(
+        cli["repositories"],
+        json!(["team/app", "shop/*"]),
+        "{runners}"
+    );
 }

@@ -69,6 +69,8 @@ pub struct RunnerView {
     name: String,
     labels: Vec<String>,
     capacity: i64,
+    /// The repositories whose jobs it takes; `null`: a shared runner.
+    repositories: Option<Vec<String>>,
     online: bool,
     running_jobs: Vec<i64>,
     last_seen_at: Option<i64>,
@@ -88,6 +90,7 @@ pub async fn runners(
                 name: r.name,
                 labels: r.labels,
                 capacity: r.capacity,
+                repositories: r.repositories,
                 online: r.online,
                 running_jobs: r.running,
                 last_seen_at: r.last_seen_at,
