@@ -12,6 +12,10 @@ pub enum Action {
     Pull,
     Push,
     Delete,
+    /// See the repository's name in `_catalog`, nothing more: what a
+    /// `registry:catalog:*` token grants (pulling implies it too). Never
+    /// parsed from a requested scope.
+    List,
 }
 
 impl Action {
@@ -20,6 +24,7 @@ impl Action {
             Action::Pull => "pull",
             Action::Push => "push",
             Action::Delete => "delete",
+            Action::List => "list",
         }
     }
 
@@ -49,6 +54,11 @@ impl RepoPattern {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `*`: every repository.
+    pub fn is_all(&self) -> bool {
+        self.0 == "*"
     }
 
     pub fn matches(&self, repository: &str) -> bool {
@@ -98,6 +108,11 @@ impl Caller {
         self.grants
             .iter()
             .any(|g| g.actions.contains(&action) && g.repositories.matches(repository))
+    }
+
+    /// `_catalog` shows the repositories the caller may pull, or list.
+    pub fn may_list(&self, repository: &str) -> bool {
+        self.may(repository, Action::Pull) || self.may(repository, Action::List)
     }
 
     /// `/v2/` and `_catalog` need a caller who may do something at all.

@@ -7,6 +7,8 @@
 //! - `POST register` [`RegisterRequest`] → [`RegisterResponse`]
 //! - `POST lease` [`LeaseRequest`] → 200 [`Lease`], or 204 after the long-poll
 //!   wait with nothing to do
+//! - `GET  jobs/{job}/credentials?attempt=N` → [`JobCredentials`]: the steps'
+//!   secrets and the job's registry tokens, never in the lease itself
 //! - `POST jobs/{job}/heartbeat` [`Heartbeat`] → [`HeartbeatResponse`]
 //! - `GET  jobs/{job}/source?attempt=N` → the commit's files as a tar
 //! - `POST jobs/{job}/steps/{position}` [`StepReport`]
@@ -20,6 +22,12 @@
 //!
 //! Every report carries the attempt (the lease's fencing token); one from an
 //! older attempt is refused with 409 and changes nothing.
+//!
+//! Every `jobs/{job}/…` call also carries the lease's own token
+//! ([`Lease::lease_token`]) in [`LEASE_HEADER`]: the runner's token alone
+//! reaches no job, so a leaked runner token cannot take over another
+//! runner's job or its secrets. A lease's token is valid only while that
+//! lease (job, attempt, runner) is current.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,17 +53,25 @@ pub struct LeaseRequest {
     pub wait_ms: u64,
 }
 
+/// The header carrying a lease's token on every `jobs/{job}/…` call.
+pub const LEASE_HEADER: &str = "x-slipway-lease";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Lease {
     pub job_id: i64,
     pub attempt: i64,
     /// Renew (heartbeat) well within this.
     pub lease_ms: u64,
-    /// A pull-only bearer token for the server's registry, valid for hours.
+    /// This lease's own secret, for [`LEASE_HEADER`]; returned only here.
+    pub lease_token: String,
+    /// A pull-only bearer token for the server's registry, valid for hours:
+    /// from [`JobCredentials`], not part of the lease's JSON.
+    #[serde(skip)]
     pub registry_token: String,
     /// For jobs with build steps: a token that may also push to the
-    /// repositories those steps name (none for a fork's pull request).
-    #[serde(default)]
+    /// repositories those steps name (none for a fork's pull request). From
+    /// [`JobCredentials`], not part of the lease's JSON.
+    #[serde(skip)]
     pub push_token: Option<String>,
     pub context: RunContext,
     pub job: JobDefinition,
@@ -63,6 +79,43 @@ pub struct Lease {
     /// before the first step: `GET jobs/{job}/artifacts/{from}?attempt=N`.
     #[serde(default)]
     pub artifacts_from: Vec<i64>,
+}
+
+/// What only the current lease may have: the steps' secret values and the
+/// job's registry tokens (`GET jobs/{job}/credentials?attempt=N`, with the
+/// lease's token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobCredentials {
+    /// Pulls the pipeline's repository and its pull allowlist.
+    pub registry_token: String,
+    /// Also pushes where the job's build steps push (none when they may not).
+    pub push_token: Option<String>,
+    /// One per step, by position.
+    pub steps: Vec<StepCredentials>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepCredentials {
+    pub position: i64,
+    /// The values of the secrets the step names (masked in its logs).
+    pub secrets: Vec<(String, String)>,
+    /// The secrets it names that it does not get (see
+    /// [`StepDefinition::withheld`]).
+    pub withheld: Vec<String>,
+}
+
+impl Lease {
+    /// Put the lease's credentials where the job reads them.
+    pub fn fill(&mut self, credentials: JobCredentials) {
+        self.registry_token = credentials.registry_token;
+        self.push_token = credentials.push_token;
+        for c in credentials.steps {
+            if let Some(step) = self.job.steps.iter_mut().find(|s| s.position == c.position) {
+                step.secrets = c.secrets;
+                step.withheld = c.withheld;
+            }
+        }
+    }
 }
 
 /// What a step's `SLIPWAY_*` variables say.
@@ -108,7 +161,9 @@ pub struct StepDefinition {
     pub command: Command,
     /// Pipeline, job and matrix variables, then the step's own.
     pub env: Vec<(String, String)>,
-    /// Secret values for this step; the runner masks them in logs.
+    /// The secrets this step names; their values arrive with the lease's
+    /// [`JobCredentials`] (in a lease's JSON the values are empty). The
+    /// runner masks them in logs.
     pub secrets: Vec<(String, String)>,
     /// Secrets the step names that it does not get (not defined for the
     /// repository, or withheld from a fork's pull request): the step fails

@@ -373,9 +373,16 @@ struct RegistrationToken {
     token: String,
 }
 
-pub async fn runner_token_create(client: &Client) -> anyhow::Result<()> {
+/// A registration token; with `repos`, its runners take only those
+/// repositories' jobs.
+pub async fn runner_token_create(client: &Client, repos: &[String]) -> anyhow::Result<()> {
+    let body = if repos.is_empty() {
+        json!({})
+    } else {
+        json!({ "repositories": repos })
+    };
     let t: RegistrationToken = client
-        .post("/api/v1/runner-tokens", &json!({}))
+        .post("/api/v1/runner-tokens", &body)
         .await
         .context("creating a runner registration token")?;
     println!("{}", t.token);

@@ -284,6 +284,18 @@ enum RepoCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Set what the repository's pipelines may pull from this server's
+    /// registry besides their own repository (admin): names, prefix/* or *,
+    /// replacing the list (library/* by default); --none for nothing more.
+    PullAllow {
+        repo: String,
+        #[arg(required_unless_present = "none")]
+        patterns: Vec<String>,
+        #[arg(long, conflicts_with = "patterns")]
+        none: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// POST each pipeline state change to URL (admin); --off to stop.
     Notify {
         repo: String,
@@ -338,6 +350,11 @@ enum SecretCommand {
 enum RunnerTokenCommand {
     /// Print a new registration token (valid 7 days, for any number of runners).
     Create {
+        /// Limit the runners registered with it to these repositories
+        /// (team/app, team/*; repeat for more); without it, shared runners
+        /// that take every repository's jobs.
+        #[arg(long = "repo", value_name = "PATTERN")]
+        repos: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -646,6 +663,32 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Repo {
+            command:
+                RepoCommand::PullAllow {
+                    repo,
+                    patterns,
+                    none: _,
+                    client,
+                },
+        } => {
+            client
+                .client()?
+                .post_empty(
+                    "/api/v1/repos/pull-allow",
+                    &json!({ "repo": repo, "patterns": patterns }),
+                )
+                .await?;
+            if patterns.is_empty() {
+                println!("{repo}: pipelines may pull only {repo} and {repo}/*");
+            } else {
+                println!(
+                    "{repo}: pipelines may pull {repo}, {repo}/* and {}",
+                    patterns.join(", ")
+                );
+            }
+            Ok(())
+        }
         Command::Run {
             repo,
             git_ref,
@@ -690,8 +733,8 @@ async fn main() -> anyhow::Result<()> {
             cli_pipeline::cancel(&client.client()?, pipeline).await
         }
         Command::RunnerToken {
-            command: RunnerTokenCommand::Create { client },
-        } => cli_pipeline::runner_token_create(&client.client()?).await,
+            command: RunnerTokenCommand::Create { repos, client },
+        } => cli_pipeline::runner_token_create(&client.client()?, &repos).await,
         Command::Runner {
             server,
             token,

@@ -5,7 +5,10 @@
 //! credentials, webhooks need the repository's signature, and the OpenAPI
 //! document is public. The routes called here, the routes documented in
 //! openapi.json and the routes in the router's source are the same set: a
-//! route added to one and not the others fails a test.
+//! route added to one and not the others fails a test. API tokens limited to
+//! some repositories, of every scope, go through every route too: their own
+//! repository as far as the scope allows, nothing of another repository,
+//! nothing that is not about one repository, and lists cut to what they reach.
 
 mod common;
 
@@ -98,6 +101,34 @@ fn check_user_routes(
     }
 }
 
+/// A git repository under `dir` whose `.slipway.yml` has one job with one
+/// step; its path, to register it with.
+fn one_job_repo(dir: &std::path::Path) -> String {
+    let repo_dir = dir.join("repo");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&repo_dir)
+            .env("GIT_AUTHOR_NAME", "d")
+            .env("GIT_AUTHOR_EMAIL", "d@e")
+            .env("GIT_COMMITTER_NAME", "d")
+            .env("GIT_COMMITTER_EMAIL", "d@e")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(
+        repo_dir.join(".slipway.yml"),
+        "jobs:\n  a:\n    steps:\n      - image: busybox\n        commands: [true]\n",
+    )
+    .unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "c"]);
+    repo_dir.to_str().unwrap().to_owned()
+}
+
 #[test]
 fn every_api_route_checks_who_is_calling() {
     let server = TestServer::start();
@@ -135,29 +166,8 @@ fn every_api_route_checks_who_is_calling() {
 
     // A repository with one pipeline to read, cancel and take logs from.
     let work = scratch_dir("authz");
-    let repo_dir = work.path().join("repo");
-    std::fs::create_dir_all(&repo_dir).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(&repo_dir)
-            .env("GIT_AUTHOR_NAME", "d")
-            .env("GIT_AUTHOR_EMAIL", "d@e")
-            .env("GIT_COMMITTER_NAME", "d")
-            .env("GIT_COMMITTER_EMAIL", "d@e")
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    };
-    git(&["init", "-q", "-b", "main"]);
-    std::fs::write(
-        repo_dir.join(".slipway.yml"),
-        "jobs:\n  a:\n    steps:\n      - image: busybox\n        commands: [true]\n",
-    )
-    .unwrap();
-    git(&["add", "."]);
-    git(&["commit", "-q", "-m", "c"]);
-    let url = repo_dir.to_str().unwrap();
+    let url = one_job_repo(work.path());
+    let url = url.as_str();
 
     // In an order where the admin's calls set up what later rows need.
     let routes: Vec<Row> = vec![
@@ -218,6 +228,13 @@ fn every_api_route_checks_who_is_calling() {
             Method::POST,
             "/api/v1/repos/limits".into(),
             Some(json!({"repo": "team/app", "max_concurrent": 2})),
+            403,
+            204,
+        ),
+        (
+            Method::POST,
+            "/api/v1/repos/pull-allow".into(),
+            Some(json!({"repo": "team/app", "patterns": ["library/*"]})),
             403,
             204,
         ),
@@ -340,6 +357,7 @@ fn every_api_route_checks_who_is_calling() {
     let lease = r.json();
     let job = lease["job_id"].as_i64().unwrap();
     let attempt = lease["attempt"].as_i64().unwrap();
+    let lease_token = lease["lease_token"].as_str().unwrap().to_owned();
     // (method, path, body, the runner's status)
     let runner_routes: Vec<(Method, String, Option<serde_json::Value>, u16)> = vec![
         // Nothing else is queued.
@@ -348,6 +366,12 @@ fn every_api_route_checks_who_is_calling() {
             "/api/v1/runner/lease".into(),
             Some(json!({"free": 1, "wait_ms": 0})),
             204,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/runner/jobs/{job}/credentials?attempt={attempt}"),
+            None,
+            200,
         ),
         (
             Method::POST,
@@ -415,11 +439,22 @@ fn every_api_route_checks_who_is_calling() {
                 "{who} {method} {path}"
             );
         }
-        assert_eq!(
-            call(&server, &callers.runner, method.clone(), path, body.clone()),
-            *as_runner,
-            "runner {method} {path}"
+        // The runner's calls about its job carry the lease's token.
+        let lease_header: &[(&str, &str)] = if path.contains("/runner/jobs/") {
+            &[("x-slipway-lease", lease_token.as_str())]
+        } else {
+            &[]
+        };
+        let headers = [&[("content-type", "application/json")], lease_header].concat();
+        let r = request_as(
+            server.url(),
+            &callers.runner,
+            method.clone(),
+            path,
+            &headers,
+            body.as_ref().map(|b| serde_json::to_vec(b).unwrap()),
         );
+        assert_eq!(r.status, *as_runner, "runner {method} {path}");
     }
     // Registering needs a registration token, not a user or a runner.
     covered.insert(("POST".into(), template("/api/v1/runner/register")));
@@ -497,6 +532,483 @@ fn every_api_route_checks_who_is_calling() {
     assert!(
         undocumented.is_empty(),
         "routes this test calls that openapi.json lacks: {undocumented:?}"
+    );
+}
+
+/// What a route asks of a credential, beyond reaching the repository.
+#[derive(Clone, Copy, Debug)]
+enum Need {
+    /// Any credential (reading).
+    Read,
+    /// The push scope (starting, cancelling, re-running pipelines).
+    Push,
+    /// The admin scope (repository settings and secrets).
+    Admin,
+}
+
+/// Which repository a route is about, for a token limited to `team/*`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum About {
+    /// `team/…`: allowed when the scope is enough.
+    Own,
+    /// `other/…`: refused whatever the scope.
+    Other,
+    /// Things of every repository, filtered (checked after the table).
+    List,
+    /// Not one repository's (users, tokens, runners, GC): refused.
+    Server,
+    /// The credential itself (`whoami`).
+    Caller,
+}
+
+/// (method, path, body, about, need, status when allowed)
+type LimitedRow = (Method, String, Option<serde_json::Value>, About, Need, u16);
+
+/// API tokens limited to `team/*`, one per scope, on every route: allowed on
+/// `team/app` as far as their scope goes, refused (403, in the API's error
+/// envelope) on `other/sec` and on routes that are not about one repository,
+/// and lists show only `team/` things. The attack this closes: a push token
+/// limited to `a/*` started a pipeline of `other/sec` (which then got
+/// `other/sec`'s secrets), and an admin token limited to `a/*` created users
+/// and runner registration tokens.
+#[test]
+fn repository_limited_tokens_reach_only_their_repositories() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("authz-limited");
+    let url = one_job_repo(work.path());
+    let post = |auth: &Auth, path: &str, body: serde_json::Value| {
+        let r = request_as(
+            server.url(),
+            auth,
+            Method::POST,
+            path,
+            &[("content-type", "application/json")],
+            Some(serde_json::to_vec(&body).unwrap()),
+        );
+        assert!(r.status < 300, "{}", r.describe());
+        r.json()
+    };
+    // Two repositories, each with a queued pipeline (no runner takes them).
+    post(
+        &admin,
+        "/api/v1/repos",
+        json!({"name": "team/app", "url": url}),
+    );
+    post(
+        &admin,
+        "/api/v1/repos",
+        json!({"name": "other/sec", "url": url}),
+    );
+    let own = post(&admin, "/api/v1/pipelines", json!({"repo": "team/app"}));
+    let other = post(&admin, "/api/v1/pipelines", json!({"repo": "other/sec"}));
+    let own_pipeline = own["id"].as_i64().unwrap();
+    let own_job = own["jobs"][0]["id"].as_i64().unwrap();
+    let other_pipeline = other["id"].as_i64().unwrap();
+    let other_job = other["jobs"][0]["id"].as_i64().unwrap();
+
+    let tokens: Vec<(&str, Auth)> = ["pull", "push", "delete", "admin"]
+        .into_iter()
+        .map(|scope| (scope, Auth::Bearer(server.create_token(&[scope], "team/*"))))
+        .collect();
+    let allowed = |scope: &str, need: Need| match need {
+        Need::Read => true,
+        Need::Push => scope == "push",
+        Need::Admin => scope == "admin",
+    };
+
+    // The same route about team/app and about other/sec.
+    let both = |method: Method,
+                path: &dyn Fn(&str, i64, i64) -> String,
+                body: &dyn Fn(&str) -> Option<serde_json::Value>,
+                need: Need,
+                ok: u16|
+     -> [LimitedRow; 2] {
+        [
+            (
+                method.clone(),
+                path("team/app", own_pipeline, own_job),
+                body("team/app"),
+                About::Own,
+                need,
+                ok,
+            ),
+            (
+                method,
+                path("other/sec", other_pipeline, other_job),
+                body("other/sec"),
+                About::Other,
+                need,
+                ok,
+            ),
+        ]
+    };
+    let no_body = |_: &str| None;
+    let mut rows: Vec<LimitedRow> = vec![
+        (
+            Method::GET,
+            "/api/v1/whoami".into(),
+            None,
+            About::Caller,
+            Need::Read,
+            200,
+        ),
+        (
+            Method::POST,
+            "/api/v1/users".into(),
+            Some(json!({"username": "x2", "password": "password-123"})),
+            About::Server,
+            Need::Admin,
+            201,
+        ),
+        (
+            Method::POST,
+            "/api/v1/tokens".into(),
+            Some(json!({"name": "t", "scopes": ["pull"], "repository": "team/*"})),
+            About::Server,
+            Need::Read,
+            201,
+        ),
+        (
+            Method::POST,
+            "/api/v1/registry/gc?dry_run=true".into(),
+            None,
+            About::Server,
+            Need::Admin,
+            200,
+        ),
+        (
+            Method::POST,
+            "/api/v1/runner-tokens".into(),
+            None,
+            About::Server,
+            Need::Admin,
+            201,
+        ),
+        (
+            Method::GET,
+            "/api/v1/runners".into(),
+            None,
+            About::Server,
+            Need::Read,
+            200,
+        ),
+        (
+            Method::GET,
+            "/api/v1/repos".into(),
+            None,
+            About::List,
+            Need::Read,
+            200,
+        ),
+        (
+            Method::GET,
+            "/api/v1/pipelines?limit=50".into(),
+            None,
+            About::List,
+            Need::Read,
+            200,
+        ),
+        (
+            Method::GET,
+            "/api/v1/queue".into(),
+            None,
+            About::List,
+            Need::Read,
+            200,
+        ),
+    ];
+    let url = url.as_str();
+    rows.extend(both(
+        Method::POST,
+        &|_, _, _| "/api/v1/repos".into(),
+        &|repo| Some(json!({"name": format!("{repo}-2"), "url": url})),
+        Need::Admin,
+        201,
+    ));
+    rows.extend(both(
+        Method::POST,
+        &|_, _, _| "/api/v1/repos/forge".into(),
+        &|repo| {
+            Some(json!({"repo": repo, "kind": "github", "api_url": "http://127.0.0.1:9/", "repository": "o/r"}))
+        },
+        Need::Admin,
+        204,
+    ));
+    rows.extend(both(
+        Method::POST,
+        &|_, _, _| "/api/v1/repos/notify".into(),
+        &|repo| Some(json!({"repo": repo, "url": null})),
+        Need::Admin,
+        204,
+    ));
+    rows.extend(both(
+        Method::POST,
+        &|_, _, _| "/api/v1/repos/limits".into(),
+        &|repo| Some(json!({"repo": repo, "max_concurrent": 3})),
+        Need::Admin,
+        204,
+    ));
+    rows.extend(both(
+        Method::POST,
+        &|_, _, _| "/api/v1/repos/pull-allow".into(),
+        &|repo| Some(json!({"repo": repo, "patterns": ["library/*"]})),
+        Need::Admin,
+        204,
+    ));
+    rows.extend(both(
+        Method::POST,
+        &|_, _, _| "/api/v1/secrets".into(),
+        &|repo| Some(json!({"repo": repo, "name": "TOKEN", "value": "v"})),
+        Need::Admin,
+        204,
+    ));
+    rows.extend(both(
+        Method::GET,
+        &|repo, _, _| format!("/api/v1/secrets?repo={repo}"),
+        &no_body,
+        Need::Read,
+        200,
+    ));
+    rows.extend(both(
+        Method::DELETE,
+        &|repo, _, _| format!("/api/v1/secrets?repo={repo}&name=TOKEN"),
+        &no_body,
+        Need::Admin,
+        204,
+    ));
+    rows.extend(both(
+        Method::GET,
+        &|repo, _, _| format!("/api/v1/pipelines?repo={repo}"),
+        &no_body,
+        Need::Read,
+        200,
+    ));
+    rows.extend(both(
+        Method::POST,
+        &|_, _, _| "/api/v1/pipelines".into(),
+        &|repo| Some(json!({"repo": repo})),
+        Need::Push,
+        201,
+    ));
+    rows.extend(both(
+        Method::GET,
+        &|_, p, _| format!("/api/v1/pipelines/{p}"),
+        &no_body,
+        Need::Read,
+        200,
+    ));
+    rows.extend(both(
+        Method::GET,
+        &|_, _, j| format!("/api/v1/jobs/{j}/steps/0/log"),
+        &no_body,
+        Need::Read,
+        200,
+    ));
+    rows.extend(both(
+        Method::GET,
+        &|_, _, j| format!("/api/v1/jobs/{j}/steps/0/log/search?q=x"),
+        &no_body,
+        Need::Read,
+        200,
+    ));
+    rows.extend(both(
+        Method::POST,
+        &|_, p, _| format!("/api/v1/pipelines/{p}/cancel"),
+        &no_body,
+        Need::Push,
+        200,
+    ));
+    // After the cancel, so team/app's step has ended and its stream ends.
+    rows.extend(both(
+        Method::GET,
+        &|_, _, j| format!("/api/v1/jobs/{j}/steps/0/log/stream"),
+        &no_body,
+        Need::Read,
+        200,
+    ));
+    rows.extend(both(
+        Method::POST,
+        &|_, p, _| format!("/api/v1/pipelines/{p}/rerun"),
+        &no_body,
+        Need::Push,
+        201,
+    ));
+    // Allowed in: the job left no artifacts, and the answer says so.
+    rows.extend(both(
+        Method::GET,
+        &|_, _, j| format!("/api/v1/jobs/{j}/artifacts"),
+        &no_body,
+        Need::Read,
+        404,
+    ));
+
+    let mut covered = BTreeSet::new();
+    for (method, path, body, about, need, ok) in &rows {
+        covered.insert((method.to_string(), template(path)));
+        for (scope, auth) in &tokens {
+            let allow = match about {
+                About::Own | About::List | About::Caller => allowed(scope, *need),
+                About::Other | About::Server => false,
+            };
+            let r = request_as(
+                server.url(),
+                auth,
+                method.clone(),
+                path,
+                &[("content-type", "application/json")],
+                body.as_ref().map(|b| serde_json::to_vec(b).unwrap()),
+            );
+            let want = if allow { *ok } else { 403 };
+            assert_eq!(
+                r.status,
+                want,
+                "{scope} token limited to team/*: {method} {path} ({about:?}): {}",
+                r.body_text()
+            );
+            if !allow {
+                assert_eq!(
+                    r.json()["error"]["code"],
+                    "forbidden",
+                    "{scope}: {method} {path}: {}",
+                    r.body_text()
+                );
+            }
+        }
+    }
+
+    // Lists show team/ things only, though other/sec has some (as the
+    // unlimited admin sees).
+    let names = |auth: &Auth, path: &str, field: &str| -> Vec<String> {
+        let r = request_as(server.url(), auth, Method::GET, path, &[], None);
+        assert_eq!(r.status, 200, "{}", r.describe());
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v[field].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (path, field) in [
+        ("/api/v1/repos", "name"),
+        ("/api/v1/pipelines?limit=50", "repo"),
+        ("/api/v1/queue", "repo"),
+    ] {
+        let everything = names(&admin, path, field);
+        assert!(
+            everything.iter().any(|n| n.starts_with("other/")),
+            "{path}: the admin sees other/sec: {everything:?}"
+        );
+        for (scope, auth) in &tokens {
+            let seen = names(auth, path, field);
+            assert!(!seen.is_empty(), "{scope} {path}: team/app is listed");
+            assert!(
+                seen.iter().all(|n| n.starts_with("team/")),
+                "{scope} {path} lists only team/: {seen:?}"
+            );
+        }
+    }
+
+    // The runner protocol takes runner tokens only; webhooks take a
+    // signature; the API's description is public.
+    let elsewhere: Vec<(Method, String, u16)> = vec![
+        (Method::POST, "/api/v1/runner/register".into(), 401),
+        (Method::POST, "/api/v1/runner/lease".into(), 401),
+        (
+            Method::GET,
+            format!("/api/v1/runner/jobs/{own_job}/credentials?attempt=1"),
+            401,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runner/jobs/{own_job}/heartbeat"),
+            401,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/runner/jobs/{own_job}/source?attempt=1"),
+            401,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runner/jobs/{own_job}/steps/0"),
+            401,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runner/jobs/{own_job}/steps/0/log?attempt=1&offset=0"),
+            401,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runner/jobs/{own_job}/artifacts?attempt=1"),
+            401,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/runner/jobs/{own_job}/artifacts/{other_job}?attempt=1"),
+            401,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runner/jobs/{own_job}/images"),
+            401,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runner/jobs/{own_job}/finish"),
+            401,
+        ),
+        (Method::POST, "/api/v1/webhooks/1".into(), 401),
+        (Method::GET, "/api/v1/openapi.json".into(), 200),
+    ];
+    for (method, path, want) in &elsewhere {
+        covered.insert((method.to_string(), template(path)));
+        // Registering reads its registration token from the body.
+        let body = if path.ends_with("/register") {
+            serde_json::to_vec(
+                &json!({"registration_token": "srt_nope", "name": "r", "labels": [], "capacity": 1}),
+            )
+            .unwrap()
+        } else {
+            b"{}".to_vec()
+        };
+        for (scope, auth) in &tokens {
+            let r = request_as(
+                server.url(),
+                auth,
+                method.clone(),
+                path,
+                &[
+                    ("content-type", "application/json"),
+                    ("x-github-event", "push"),
+                ],
+                Some(body.clone()),
+            );
+            assert_eq!(r.status, *want, "{scope}: {method} {path}");
+        }
+    }
+
+    // Every documented route is in this table, and nothing else.
+    let doc = request_as(
+        server.url(),
+        &Auth::None,
+        Method::GET,
+        "/api/v1/openapi.json",
+        &[],
+        None,
+    )
+    .json();
+    let documented = documented_routes(&doc);
+    let untested: Vec<_> = documented.difference(&covered).collect();
+    assert!(
+        untested.is_empty(),
+        "routes in openapi.json that the repository-limited table lacks: {untested:?}"
+    );
+    let undocumented: Vec<_> = covered.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes the repository-limited table calls that openapi.json lacks: {undocumented:?}"
     );
 }
 

@@ -2232,3 +2232,109 @@ fn build_files_symlinked_out_of_the_checkout_are_refused_and_leak_nothing() {
         }
     }
 }
+
+/// Copy image `from:tag` to `to:tag` in the server's registry (blobs
+/// mounted, the same manifest), as the admin.
+fn copy_image(server: &TestServer, from: &str, to: &str, tag: &str) {
+    let admin = server.admin_auth();
+    let manifest = server.get_manifest(from, tag, &admin);
+    assert_eq!(manifest.status, 200, "{}", manifest.describe());
+    let body = manifest.json();
+    let mut digests = vec![body["config"]["digest"].as_str().unwrap().to_owned()];
+    digests.extend(
+        body["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned()),
+    );
+    for digest in digests {
+        let r = server.request(
+            reqwest::Method::POST,
+            &format!("/v2/{to}/blobs/uploads/?mount={digest}&from={from}"),
+            &[],
+            None,
+        );
+        assert_eq!(r.status, 201, "mount {digest}: {}", r.describe());
+    }
+    let media_type = manifest.header("content-type").unwrap().to_owned();
+    let r = server.request(
+        reqwest::Method::PUT,
+        &format!("/v2/{to}/manifests/{tag}"),
+        &[("content-type", media_type.as_str())],
+        Some(manifest.body.clone()),
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+}
+
+/// Issue 11: an image a shared runner stored for one repository's job does
+/// not let another repository's job use it. `vault/app` runs its own tool
+/// image, so the runner has it; `team/app` then names it as a build's
+/// `FROM` and as a step image with the server's host written out (creation
+/// does not check images with a host). Both are refused by the registry for
+/// team/app's token though the runner has the image; busybox still works.
+#[test]
+fn a_runners_stored_images_do_not_widen_a_jobs_token() {
+    let (server, work) = with_busybox("pipelines-stored-images");
+    copy_image(&server, "library/busybox", "vault/app/tool", "latest");
+    let vault = "jobs:\n  use:\n    steps:\n      - image: vault/app/tool\n        commands: [echo vault tool ran]\n";
+    add_repo(
+        &server,
+        &work.path().join("vault"),
+        "vault/app",
+        &[(".slipway.yml", vault)],
+    );
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let out = slipway(&server, &["run", "vault/app", "--wait"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+
+    let team = format!(
+        "jobs:
+  by-host:
+    steps:
+      - image: {host}/vault/app/tool
+        commands: [echo borrowed tool ran]
+  build:
+    steps:
+      - name: from-vault
+        build:
+          image: team/app
+  plain:
+    steps:
+      - image: busybox
+        commands: [echo busybox ran]
+",
+        host = server.host_port()
+    );
+    add_repo(
+        &server,
+        &work.path().join("team"),
+        "team/app",
+        &[
+            (".slipway.yml", team.as_str()),
+            ("Containerfile", "FROM vault/app/tool\nRUN echo built\n"),
+        ],
+    );
+    let out = slipway(&server, &["run", "team/app", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(!stdout.contains("borrowed tool ran"), "{stdout}");
+    assert!(stdout.contains("busybox ran"), "{stdout}");
+    let p = server
+        .get("/api/v1/pipelines?repo=team/app", &server.admin_auth())
+        .json();
+    let p = finished_pipeline(&server, p[0]["id"].as_i64().unwrap());
+    let status = |job: &str| {
+        p["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == job)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("by-host"), "failure", "{p}");
+    assert_eq!(status("build"), "failure", "{p}");
+    assert_eq!(status("plain"), "success", "{p}");
+    assert!(p["images"].as_array().unwrap().is_empty(), "{p}");
+}

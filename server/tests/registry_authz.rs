@@ -609,6 +609,120 @@ fn repository_limited_tokens_stay_inside_their_pattern() {
     assert_eq!(r.status, 403, "{}", r.describe());
 }
 
+/// A registry token for `scope`, asked for with `auth`.
+fn registry_token(w: &World, auth: &Auth, scope: &str) -> Auth {
+    let r = call(
+        w,
+        Method::GET,
+        &format!("/auth/token?service=slipway&scope={scope}"),
+        auth,
+        None,
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    Auth::Bearer(r.json()["token"].as_str().unwrap().to_owned())
+}
+
+/// The repositories `_catalog` shows `auth`.
+fn catalog(w: &World, auth: &Auth) -> Vec<String> {
+    let r = call(w, Method::GET, "/v2/_catalog", auth, None, None);
+    assert_eq!(r.status, 200, "{}", r.describe());
+    serde_json::from_value(r.json()["repositories"].clone()).unwrap()
+}
+
+/// `registry:catalog:*` lets a token list names, of the repositories its
+/// requester may pull, and pull nothing. The attack: a pull token limited to
+/// `team/*` asked for the catalog scope and read `other/secretimg`'s tags and
+/// manifests with the token it got.
+#[test]
+fn the_catalog_scope_lists_names_and_pulls_nothing() {
+    let w = world();
+    let admin = w.server.admin_auth();
+    w.server
+        .push_layout_http(&w.layout, "other/secretimg", "v1", &admin);
+    let blob = w.layout.layers[0].digest.clone();
+    let team_pull = Auth::Basic("ci".into(), w.server.create_token(&["pull"], "team/*"));
+    let catalog_token = registry_token(&w, &team_pull, "registry:catalog:*");
+    for (method, path) in [
+        (Method::GET, "/v2/other/secretimg/tags/list".to_owned()),
+        (Method::GET, "/v2/other/secretimg/manifests/v1".to_owned()),
+        (Method::HEAD, "/v2/other/secretimg/manifests/v1".to_owned()),
+        (Method::GET, format!("/v2/other/secretimg/blobs/{blob}")),
+        (Method::HEAD, format!("/v2/other/secretimg/blobs/{blob}")),
+        // Not even what its requester may pull: the scope did not ask for it.
+        (Method::GET, "/v2/team/app/manifests/v1".to_owned()),
+    ] {
+        let r = call(&w, method.clone(), &path, &catalog_token, None, None);
+        assert_eq!(
+            r.status,
+            403,
+            "catalog token: {method} {path}: {}",
+            r.describe()
+        );
+    }
+    assert_eq!(catalog(&w, &catalog_token), ["team/app"]);
+    // The limited API token itself lists what it reaches, too.
+    assert_eq!(catalog(&w, &team_pull), ["team/app"]);
+
+    // With a repository scope beside it, that repository pulls as asked.
+    let both = registry_token(
+        &w,
+        &team_pull,
+        "registry:catalog:*%20repository:team/app:pull",
+    );
+    assert_eq!(
+        call(
+            &w,
+            Method::GET,
+            "/v2/team/app/manifests/v1",
+            &both,
+            None,
+            None
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        call(
+            &w,
+            Method::GET,
+            "/v2/other/secretimg/tags/list",
+            &both,
+            None,
+            None
+        )
+        .status,
+        403
+    );
+
+    // An unlimited user's catalog token lists everything, and pulls nothing.
+    let admin_catalog = registry_token(&w, &admin, "registry:catalog:*");
+    assert_eq!(catalog(&w, &admin_catalog), ["other/secretimg", "team/app"]);
+    assert_eq!(
+        call(
+            &w,
+            Method::GET,
+            "/v2/other/secretimg/tags/list",
+            &admin_catalog,
+            None,
+            None
+        )
+        .status,
+        403
+    );
+    // A credential that may not pull gets no catalog grant at all.
+    let push_only = Auth::Basic("ci".into(), w.server.create_token(&["push"], "*"));
+    let r = call(
+        &w,
+        Method::GET,
+        "/v2/_catalog",
+        &registry_token(&w, &push_only, "registry:catalog:*"),
+        None,
+        None,
+    );
+    assert_eq!(r.status, 401, "{}", r.describe());
+}
+
 #[test]
 fn anonymous_pull_when_switched_on() {
     let server = TestServer::start_with_env(&[("SLIPWAY_REGISTRY__ANONYMOUS_PULL", "true")]);

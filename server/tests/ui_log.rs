@@ -44,23 +44,24 @@ struct FakeRunner {
     auth: Auth,
     job: i64,
     attempt: i64,
+    /// The lease's own token, sent on every call about the job.
+    lease_token: String,
     /// Bytes written so far, per step position.
     written: std::collections::HashMap<i64, u64>,
 }
 
 impl FakeRunner {
     fn post(&self, path: &str, body: Vec<u8>, json_body: bool) -> HttpResponse {
-        let headers: &[(&str, &str)] = if json_body {
-            &[("content-type", "application/json")]
-        } else {
-            &[]
-        };
+        let mut headers = vec![("x-slipway-lease", self.lease_token.as_str())];
+        if json_body {
+            headers.push(("content-type", "application/json"));
+        }
         request_as(
             &self.url,
             &self.auth,
             Method::POST,
             path,
-            headers,
+            &headers,
             Some(body),
         )
     }
@@ -72,6 +73,7 @@ impl FakeRunner {
             auth: Auth::Bearer(server.register_runner("fake")),
             job: 0,
             attempt: 0,
+            lease_token: String::new(),
             written: Default::default(),
         };
         let r = runner.post(
@@ -83,6 +85,7 @@ impl FakeRunner {
         let lease = r.json();
         runner.job = lease["job_id"].as_i64().unwrap();
         runner.attempt = lease["attempt"].as_i64().unwrap();
+        runner.lease_token = lease["lease_token"].as_str().unwrap().to_owned();
         runner
     }
 
@@ -125,8 +128,13 @@ impl FakeRunner {
     /// lease outlives a slow browser start.
     fn keep_alive(&self) -> KeepAlive {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (url, auth, job, attempt) =
-            (self.url.clone(), self.auth.clone(), self.job, self.attempt);
+        let (url, auth, job, attempt, lease_token) = (
+            self.url.clone(),
+            self.auth.clone(),
+            self.job,
+            self.attempt,
+            self.lease_token.clone(),
+        );
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
@@ -135,7 +143,10 @@ impl FakeRunner {
                     &auth,
                     Method::POST,
                     &format!("/api/v1/runner/jobs/{job}/heartbeat"),
-                    &[("content-type", "application/json")],
+                    &[
+                        ("content-type", "application/json"),
+                        ("x-slipway-lease", lease_token.as_str()),
+                    ],
                     Some(serde_json::to_vec(&json!({"attempt": attempt})).unwrap()),
                 );
                 std::thread::park_timeout(Duration::from_secs(1));

@@ -1,11 +1,12 @@
-//! `GET /v2/_catalog`: the repositories the caller may pull from, paginated.
+//! `GET /v2/_catalog`: the repositories the caller may pull from (or list, with
+//! a catalog token), paginated.
 
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{pagination, Params};
-use crate::access::{Action, CallerKind};
+use crate::access::CallerKind;
 use crate::error::{RegistryError, Result};
 use crate::{repository, Registry};
 
@@ -36,7 +37,7 @@ pub async fn get(registry: &Registry, headers: &HeaderMap, params: &Params) -> R
         let page = repository::list(registry, cursor.as_deref(), 500).await?;
         let done = page.len() < 500;
         cursor = page.last().cloned();
-        visible.extend(page.into_iter().filter(|r| caller.may(r, Action::Pull)));
+        visible.extend(page.into_iter().filter(|r| caller.may_list(r)));
         if done || visible.len() as i64 > n {
             break;
         }

@@ -201,7 +201,8 @@ async fn build_and_push(
         client: client.clone(),
         auth: auth.clone(),
         registry: agent.registry_host.clone(),
-        policy: PullPolicy::Missing,
+        // The job's token decides which bases it may use, cached or not.
+        policy: PullPolicy::Verify,
         handle: tokio::runtime::Handle::current(),
         options: RunOptions {
             network: Network::None,

@@ -1,14 +1,20 @@
 //! HTTP calls to the server's runner API, with retries for the ones that must
 //! eventually arrive (reports and logs survive a server restart).
+//!
+//! The client keeps each leased job's lease token and sends it on every
+//! `/jobs/{job}/…` call (the server refuses them without it), from the lease
+//! until the job's end is reported.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    Heartbeat, HeartbeatResponse, ImageReport, JobReport, Lease, LeaseRequest, LogAck,
-    RegisterRequest, RegisterResponse, StepReport,
+    Heartbeat, HeartbeatResponse, ImageReport, JobCredentials, JobReport, Lease, LeaseRequest,
+    LogAck, RegisterRequest, RegisterResponse, StepReport, LEASE_HEADER,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +56,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// The lease token of each job this runner holds, by job id.
+    leases: Arc<Mutex<HashMap<i64, String>>>,
 }
 
 /// A failed request as a `ClientError`: certificate problems (found in the
@@ -83,6 +91,7 @@ impl Client {
             http: http.build().expect("an HTTP client"),
             base: format!("{}/api/v1/runner", server.trim_end_matches('/')),
             token: None,
+            leases: Arc::default(),
         }
     }
 
@@ -91,10 +100,19 @@ impl Client {
         self
     }
 
+    /// A call to `path`; one about a job (`/jobs/{job}/…`) carries the
+    /// job's lease token, here so no job call can go without it.
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
+        }
+        let job = path
+            .strip_prefix("/jobs/")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|id| id.parse::<i64>().ok());
+        if let Some(lease) = job.and_then(|j| self.leases.lock().unwrap().get(&j).cloned()) {
+            req = req.header(LEASE_HEADER, lease);
         }
         req
     }
@@ -157,18 +175,56 @@ impl Client {
             })
     }
 
+    /// Lease a job, then fetch its credentials (secret values, registry
+    /// tokens) with the lease's token; the lease comes back with them filled.
     pub async fn lease(&self, free: u32, wait: Duration) -> Result<Option<Lease>, ClientError> {
         let body = LeaseRequest {
             free,
             wait_ms: wait.as_millis() as u64,
         };
-        self.json(
-            "asking for a job",
-            "/lease",
-            &body,
-            wait + Duration::from_secs(10),
-        )
-        .await
+        let lease: Option<Lease> = self
+            .json(
+                "asking for a job",
+                "/lease",
+                &body,
+                wait + Duration::from_secs(10),
+            )
+            .await?;
+        let Some(mut lease) = lease else {
+            return Ok(None);
+        };
+        self.leases
+            .lock()
+            .unwrap()
+            .insert(lease.job_id, lease.lease_token.clone());
+        let (job, attempt) = (lease.job_id, lease.attempt);
+        let what = "fetching the job's credentials";
+        let path = format!("/jobs/{job}/credentials?attempt={attempt}");
+        let fetched = retry(Duration::from_secs(30), || async {
+            let req = self
+                .request(reqwest::Method::GET, &path)
+                .timeout(Duration::from_secs(30));
+            self.send(what, req)
+                .await?
+                .json::<JobCredentials>()
+                .await
+                .map_err(|source| ClientError::Http {
+                    what: what.into(),
+                    source,
+                })
+        })
+        .await;
+        match fetched {
+            Ok(credentials) => {
+                lease.fill(credentials);
+                Ok(Some(lease))
+            }
+            Err(e) => {
+                // The lease runs out on the server and the job is queued again.
+                self.leases.lock().unwrap().remove(&job);
+                Err(e)
+            }
+        }
     }
 
     pub async fn heartbeat(
@@ -306,15 +362,22 @@ impl Client {
         .map(|_| ())
     }
 
+    /// Report the job's end; once it is recorded (or the lease is gone),
+    /// its lease token is forgotten.
     pub async fn finish(&self, job: i64, report: &JobReport) -> Result<(), ClientError> {
-        self.json::<_, serde_json::Value>(
-            "reporting the job's end",
-            &format!("/jobs/{job}/finish"),
-            report,
-            Duration::from_secs(30),
-        )
-        .await
-        .map(|_| ())
+        let result = self
+            .json::<_, serde_json::Value>(
+                "reporting the job's end",
+                &format!("/jobs/{job}/finish"),
+                report,
+                Duration::from_secs(30),
+            )
+            .await
+            .map(|_| ());
+        if matches!(result, Ok(()) | Err(ClientError::Stale { .. })) {
+            self.leases.lock().unwrap().remove(&job);
+        }
+        result
     }
 }
 

@@ -465,29 +465,34 @@ fn pack_artifacts(workspace: &Path, paths: &[String]) -> Result<Vec<u8>, String>
 }
 
 /// An image by the pull policy, from the server's registry unless the
-/// reference names another.
+/// reference names another. The server's images are checked with the job's
+/// token even when stored here: another job's pull does not let this one
+/// start an image outside its repository and pull allowlist.
 async fn pull(
     agent: &Agent,
     lease: &Lease,
     image: &str,
 ) -> Result<crate::image::PulledImage, String> {
     let reference = resolve(image, &agent.registry_host).map_err(|e| e.to_string())?;
-    let auth = if reference.resolve_registry() == agent.registry_host {
-        RegistryAuth::Bearer(lease.registry_token.clone())
+    let (auth, policy) = if reference.resolve_registry() == agent.registry_host {
+        (
+            RegistryAuth::Bearer(lease.registry_token.clone()),
+            PullPolicy::Verify,
+        )
     } else {
-        RegistryAuth::Anonymous
+        // A stored image starts without a registry client.
+        if let Some(image) = crate::image::local(&reference, &agent.images, &agent.cache) {
+            return Ok(image);
+        }
+        (RegistryAuth::Anonymous, PullPolicy::Missing)
     };
-    // A stored image starts without a registry client.
-    if let Some(image) = crate::image::local(&reference, &agent.images, &agent.cache) {
-        return Ok(image);
-    }
     obtain(
         &agent.registry_client(),
         &reference,
         &auth,
         &agent.cache,
         &agent.images,
-        PullPolicy::Missing,
+        policy,
     )
     .await
     .map_err(|e| e.to_string())

@@ -26,6 +26,12 @@ pub enum PullPolicy {
     Missing,
     /// Never contact the registry; fail if the image is not stored locally.
     Never,
+    /// Ask the registry, with the caller's credentials, which manifest the
+    /// reference names now, and use the local store when it holds that one.
+    /// For jobs on a shared runner: an image another job pulled is not
+    /// started for credentials that may not pull it (a job's registry token
+    /// is limited to its repository and pull allowlist). Not a CLI choice.
+    Verify,
 }
 
 impl std::str::FromStr for PullPolicy {
@@ -106,7 +112,20 @@ pub async fn obtain(
     store: &ImageStore,
     policy: PullPolicy,
 ) -> Result<PulledImage, PullError> {
-    if policy != PullPolicy::Always {
+    if policy == PullPolicy::Verify {
+        let current = client
+            .fetch_manifest_digest(reference, auth)
+            .await
+            .map_err(|source| PullError::Registry {
+                reference: reference.whole(),
+                source,
+            })?;
+        if let Some(image) = local(reference, store, cache) {
+            if image.manifest_digest == current {
+                return Ok(image);
+            }
+        }
+    } else if policy != PullPolicy::Always {
         if let Some(image) = local(reference, store, cache) {
             return Ok(image);
         }

@@ -1,5 +1,8 @@
 //! The REST API under `/api/v1`. Every route authenticates with [`ApiCaller`]
-//! (Basic password, Basic or Bearer API token) and checks its scope.
+//! or [`RepoCaller`] (Basic password, Basic or Bearer API token, or the web
+//! session) and checks its scope. API tokens may be limited to repositories
+//! (`team/*`): [`ApiCaller`], for routes not about one repository, refuses
+//! them; [`RepoCaller`] lets them in and its handler checks the repository.
 
 pub mod pipelines;
 mod queue;
@@ -41,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/repos/forge", post(repos::set_forge))
         .route("/repos/notify", post(repos::set_notify))
         .route("/repos/limits", post(repos::set_limits))
+        .route("/repos/pull-allow", post(repos::set_pull_allow))
         .route("/pipelines", get(pipelines::list).post(pipelines::trigger))
         .route("/pipelines/{id}", get(pipelines::show))
         .route("/pipelines/{id}/cancel", post(pipelines::cancel))
@@ -136,38 +140,153 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The authenticated caller of an API route.
+/// A route's permission check, shared by both callers.
+fn require_developer(p: &Principal) -> Result<(), ApiError> {
+    if p.has(crate::auth::Scope::Push) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "{} may only read: starting or cancelling pipelines needs the push scope",
+            p.user.username
+        )))
+    }
+}
+
+fn require_admin(p: &Principal) -> Result<(), ApiError> {
+    if p.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "{} is not an admin, or this token lacks the admin scope",
+            p.user.username
+        )))
+    }
+}
+
+/// The caller of a route that is not about one repository (users, tokens,
+/// runners, registry GC, metrics). Credentials limited to some repositories
+/// are refused here, so a route is closed to them unless it takes
+/// [`RepoCaller`] and checks the repository it is about.
 pub struct ApiCaller(pub Principal);
 
 impl ApiCaller {
-    /// Starting and cancelling pipelines: a credential that may push.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        require_admin(&self.0)
+    }
+}
+
+/// The caller of a route about one repository, or of a list of things that
+/// belong to repositories. The credential may be limited to some
+/// repositories (an API token's pattern): the handler checks the repository
+/// it acts on with [`check`](Self::check), [`check_pipeline`](Self::check_pipeline)
+/// or [`check_job`](Self::check_job), and filters lists with
+/// [`sees`](Self::sees) or [`sql_scope`](Self::sql_scope). The principal is
+/// private, so a handler cannot act as the user without going through here.
+pub struct RepoCaller(Principal);
+
+impl RepoCaller {
+    pub fn user(&self) -> &crate::auth::users::User {
+        &self.0.user
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.0
+    }
+
     pub fn require_developer(&self) -> Result<(), ApiError> {
-        if self.0.has(crate::auth::Scope::Push) {
+        require_developer(&self.0)
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        require_admin(&self.0)
+    }
+
+    /// The credential reaches `repo`.
+    pub fn sees(&self, repo: &str) -> bool {
+        self.0.repositories.matches(repo)
+    }
+
+    /// Refuse a repository outside the credential's pattern.
+    pub fn check(&self, repo: &str) -> Result<(), ApiError> {
+        if self.sees(repo) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
-                "{} may only read: starting or cancelling pipelines needs the push scope",
-                self.0.user.username
+                "this token is limited to repositories {}; {repo} is outside it",
+                self.0.repositories.as_str()
             )))
         }
     }
 
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.0.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "{} is not an admin, or this token lacks the admin scope",
-                self.0.user.username
-            )))
+    /// Refuse a pipeline of a repository outside the credential's pattern
+    /// (an unknown pipeline is left to the handler's 404).
+    pub async fn check_pipeline(&self, app: &AppState, id: i64) -> Result<(), ApiError> {
+        if self.0.repositories.is_all() {
+            return Ok(());
         }
+        let repo: Option<String> = sqlx::query_scalar(
+            "SELECT r.name FROM pipelines p JOIN git_repos r ON r.id = p.repo_id WHERE p.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&app.db)
+        .await?;
+        repo.map_or(Ok(()), |r| self.check(&r))
+    }
+
+    /// Refuse a job of a repository outside the credential's pattern (an
+    /// unknown job is left to the handler's 404).
+    pub async fn check_job(&self, app: &AppState, job: i64) -> Result<(), ApiError> {
+        if self.0.repositories.is_all() {
+            return Ok(());
+        }
+        let repo: Option<String> = sqlx::query_scalar(
+            "SELECT r.name FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id
+             JOIN git_repos r ON r.id = p.repo_id WHERE j.id = ?",
+        )
+        .bind(job)
+        .fetch_optional(&app.db)
+        .await?;
+        repo.map_or(Ok(()), |r| self.check(&r))
+    }
+
+    /// The pattern as SQL can test a repository name against it:
+    /// `(?exact IS NULL OR name = ?exact) AND (?prefix IS NULL OR
+    /// substr(name, 1, length(?prefix)) = ?prefix)`.
+    pub fn sql_scope(&self) -> SqlScope {
+        let pattern = self.0.repositories.as_str();
+        match pattern.strip_suffix('*') {
+            Some("") => SqlScope::default(),
+            Some(prefix) if prefix.ends_with('/') => SqlScope {
+                exact: None,
+                prefix: Some(prefix.to_owned()),
+            },
+            // `team*` matches nothing (`RepoPattern::matches`); no name has a `*`.
+            _ => SqlScope {
+                exact: Some(pattern.to_owned()),
+                prefix: None,
+            },
+        }
+    }
+}
+
+/// A credential's repository pattern for a query (see [`RepoCaller::sql_scope`]).
+#[derive(Debug, Default, Clone)]
+pub struct SqlScope {
+    pub exact: Option<String>,
+    pub prefix: Option<String>,
+}
+
+impl SqlScope {
+    /// Everything (the web UI, unlimited credentials).
+    pub fn all() -> SqlScope {
+        SqlScope::default()
     }
 }
 
 /// The web UI's session cookie as API credentials. A request that changes
 /// something must also carry the session's CSRF token (`X-CSRF-Token`), which
 /// another site's page cannot read.
-async fn session_caller(parts: &Parts, app: &AppState) -> Result<ApiCaller, ApiError> {
+async fn session_caller(parts: &Parts, app: &AppState) -> Result<Principal, ApiError> {
     use crate::auth::sessions;
     let missing = || {
         ApiError::Unauthenticated(
@@ -194,7 +313,24 @@ async fn session_caller(parts: &Parts, app: &AppState) -> Result<ApiCaller, ApiE
             ));
         }
     }
-    Ok(ApiCaller(crate::auth::Principal::with_password(user)))
+    Ok(crate::auth::Principal::with_password(user))
+}
+
+/// Whoever the request's credentials (or web session) name.
+async fn authenticate(parts: &Parts, app: &AppState) -> Result<Principal, ApiError> {
+    let creds =
+        credentials(&parts.headers).map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
+    let Some(creds) = creds else {
+        return session_caller(parts, app).await;
+    };
+    match app.auth.principal(&creds).await {
+        Ok(Some(principal)) => Ok(principal),
+        Ok(None) => Err(ApiError::Unauthenticated(
+            "bearer value is not an API token".into(),
+        )),
+        Err(AuthError::Database(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::Unauthenticated(e.to_string())),
+    }
 }
 
 impl FromRequestParts<AppState> for ApiCaller {
@@ -204,18 +340,26 @@ impl FromRequestParts<AppState> for ApiCaller {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let creds =
-            credentials(&parts.headers).map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
-        let Some(creds) = creds else {
-            return session_caller(parts, app).await;
-        };
-        match app.auth.principal(&creds).await {
-            Ok(Some(principal)) => Ok(ApiCaller(principal)),
-            Ok(None) => Err(ApiError::Unauthenticated(
-                "bearer value is not an API token".into(),
-            )),
-            Err(AuthError::Database(e)) => Err(e.into()),
-            Err(e) => Err(ApiError::Unauthenticated(e.to_string())),
+        let principal = authenticate(parts, app).await?;
+        if !principal.repositories.is_all() {
+            return Err(ApiError::Forbidden(format!(
+                "this token is limited to repositories {}; {} {} is not about one repository",
+                principal.repositories.as_str(),
+                parts.method,
+                parts.uri.path()
+            )));
         }
+        Ok(ApiCaller(principal))
+    }
+}
+
+impl FromRequestParts<AppState> for RepoCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(RepoCaller(authenticate(parts, app).await?))
     }
 }

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiCaller, ApiError};
+use super::{ApiError, RepoCaller, SqlScope};
 use crate::app::AppState;
 use crate::pipeline::create::{create, Cause};
 use crate::pipeline::scheduler::cancel_pipeline;
@@ -87,11 +87,12 @@ pub struct ImageView {
 /// Start a pipeline for a ref of a repository (fetching it first).
 pub async fn trigger(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Json(body): Json<NewPipeline>,
 ) -> Result<(StatusCode, Json<PipelineView>), ApiError> {
     caller.require_developer()?;
-    let id = start(&app, &body.repo, body.git_ref, &caller.0.user.username).await?;
+    caller.check(&body.repo)?;
+    let id = start(&app, &body.repo, body.git_ref, &caller.user().username).await?;
     Ok((StatusCode::CREATED, Json(load(&app, id).await?)))
 }
 
@@ -151,10 +152,11 @@ pub struct PipelineSummary {
     pub finished_at: Option<i64>,
 }
 
-/// Recent pipelines, newest first, of every repository or one.
+/// Recent pipelines, newest first, of every repository in `scope` or one.
 pub async fn recent(
     app: &AppState,
     repo: Option<&str>,
+    scope: &SqlScope,
     limit: i64,
 ) -> Result<Vec<PipelineSummary>, ApiError> {
     #[allow(clippy::type_complexity)]
@@ -177,10 +179,14 @@ pub async fn recent(
                 p.message, p.author, p.status, p.created_at, p.started_at, p.finished_at
          FROM pipelines p JOIN git_repos r ON r.id = p.repo_id
          WHERE (?1 IS NULL OR r.name = ?1)
+           AND (?3 IS NULL OR r.name = ?3)
+           AND (?4 IS NULL OR substr(r.name, 1, length(?4)) = ?4)
          ORDER BY p.id DESC LIMIT ?2",
     )
     .bind(repo)
     .bind(limit.clamp(1, 200))
+    .bind(&scope.exact)
+    .bind(&scope.prefix)
     .fetch_all(&app.db)
     .await?;
     Ok(rows
@@ -205,19 +211,29 @@ pub async fn recent(
 
 pub async fn list(
     State(app): State<AppState>,
-    _caller: ApiCaller,
+    caller: RepoCaller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<PipelineSummary>>, ApiError> {
+    if let Some(repo) = &q.repo {
+        caller.check(repo)?;
+    }
     Ok(Json(
-        recent(&app, q.repo.as_deref(), q.limit.unwrap_or(25)).await?,
+        recent(
+            &app,
+            q.repo.as_deref(),
+            &caller.sql_scope(),
+            q.limit.unwrap_or(25),
+        )
+        .await?,
     ))
 }
 
 pub async fn show(
     State(app): State<AppState>,
-    _caller: ApiCaller,
+    caller: RepoCaller,
     Path(id): Path<i64>,
 ) -> Result<Json<PipelineView>, ApiError> {
+    caller.check_pipeline(&app, id).await?;
     Ok(Json(load(&app, id).await?))
 }
 
@@ -232,11 +248,12 @@ pub struct Rerun {
 /// A new pipeline at the same commit.
 pub async fn rerun(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<PipelineView>), ApiError> {
     caller.require_developer()?;
+    caller.check_pipeline(&app, id).await?;
     // The body is optional, and read only once the caller may re-run.
     let failed_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
@@ -250,7 +267,7 @@ pub async fn rerun(
         &app.repos,
         id,
         failed_only,
-        &caller.0.user.username,
+        &caller.user().username,
     )
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -261,10 +278,11 @@ pub async fn rerun(
 
 pub async fn cancel(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Path(id): Path<i64>,
 ) -> Result<Json<PipelineView>, ApiError> {
     caller.require_developer()?;
+    caller.check_pipeline(&app, id).await?;
     load(&app, id).await?;
     cancel_pipeline(&app.scheduler, id).await?;
     app.scheduler.wake();
@@ -334,10 +352,11 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 /// offset was returned.
 pub async fn log(
     State(app): State<AppState>,
-    _caller: ApiCaller,
+    caller: RepoCaller,
     Path((job, position)): Path<(i64, i64)>,
     Query(q): Query<LogQuery>,
 ) -> Result<axum::response::Response, ApiError> {
+    caller.check_job(&app, job).await?;
     let step = step_detail(&app, job, position).await?;
     let attempt = step.log_attempt(q.attempt);
     let finished = step.finished();
@@ -439,11 +458,12 @@ pub async fn log(
 /// step has finished and everything was sent.
 pub async fn log_stream(
     State(app): State<AppState>,
-    _caller: ApiCaller,
+    caller: RepoCaller,
     Path((job, position)): Path<(i64, i64)>,
     Query(q): Query<LogQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.check_job(&app, job).await?;
     use axum::response::sse::{Event, KeepAlive, Sse};
     let resume = headers
         .get("last-event-id")
@@ -537,9 +557,10 @@ pub async fn log_stream(
 /// A job's artifacts, as the tar it uploaded.
 pub async fn artifacts(
     State(app): State<AppState>,
-    _caller: ApiCaller,
+    caller: RepoCaller,
     Path(job): Path<i64>,
 ) -> Result<axum::response::Response, ApiError> {
+    caller.check_job(&app, job).await?;
     let bytes: Option<Option<i64>> =
         sqlx::query_scalar("SELECT artifacts_bytes FROM jobs WHERE id = ?")
             .bind(job)
@@ -824,10 +845,11 @@ pub struct LogSearchHits {
 /// pieces (`pipeline::logs`, `Logs::search`).
 pub async fn log_search(
     State(app): State<AppState>,
-    _caller: ApiCaller,
+    caller: RepoCaller,
     Path((job, position)): Path<(i64, i64)>,
     Query(q): Query<LogSearchQuery>,
 ) -> Result<Json<LogSearchHits>, ApiError> {
+    caller.check_job(&app, job).await?;
     use crate::pipeline::logs::{SearchQuery, MAX_NEEDLE};
     if q.q.is_empty() || q.q.len() > MAX_NEEDLE {
         return Err(ApiError::BadRequest(format!(

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 
-use super::{ApiCaller, ApiError};
+use super::{ApiCaller, ApiError, RepoCaller};
 use crate::app::AppState;
 use crate::pipeline::scheduler::queue;
 
@@ -29,14 +29,17 @@ pub struct WaitingView {
     runners: Vec<CandidateView>,
 }
 
+/// The waiting jobs of the repositories the caller's credential reaches
+/// (positions stay those in the whole queue).
 pub async fn list(
     State(app): State<AppState>,
-    _caller: ApiCaller,
+    caller: RepoCaller,
 ) -> Result<Json<Vec<WaitingView>>, ApiError> {
     Ok(Json(
         queue::explain(&app.db)
             .await?
             .into_iter()
+            .filter(|w| caller.sees(&w.repo))
             .map(|w| WaitingView {
                 job_id: w.job_id,
                 pipeline_id: w.pipeline_id,
@@ -66,11 +69,14 @@ pub struct RunnerView {
     name: String,
     labels: Vec<String>,
     capacity: i64,
+    /// The repositories whose jobs it takes; `null`: a shared runner.
+    repositories: Option<Vec<String>>,
     online: bool,
     running_jobs: Vec<i64>,
     last_seen_at: Option<i64>,
 }
 
+/// Runners serve every repository: not for repository-limited tokens.
 pub async fn runners(
     State(app): State<AppState>,
     _caller: ApiCaller,
@@ -84,6 +90,7 @@ pub async fn runners(
                 name: r.name,
                 labels: r.labels,
                 capacity: r.capacity,
+                repositories: r.repositories,
                 online: r.online,
                 running_jobs: r.running,
                 last_seen_at: r.last_seen_at,

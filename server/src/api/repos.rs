@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiCaller, ApiError};
+use super::{ApiError, RepoCaller};
 use crate::app::AppState;
 use crate::pipeline::repo::{GitRepo, RepoError};
 
@@ -32,6 +32,8 @@ pub struct RepoView {
     default_branch: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_secret: Option<String>,
+    /// What its pipelines may pull besides their own repository.
+    pull_allow: Vec<String>,
 }
 
 fn view(repo: GitRepo, with_secret: bool) -> RepoView {
@@ -41,6 +43,7 @@ fn view(repo: GitRepo, with_secret: bool) -> RepoView {
         url: repo.url,
         default_branch: repo.default_branch,
         webhook_secret: with_secret.then_some(repo.webhook_secret),
+        pull_allow: repo.pull_allow,
     }
 }
 
@@ -62,10 +65,11 @@ impl From<RepoError> for ApiError {
 /// fetched is refused, and nothing is kept).
 pub async fn create(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Json(body): Json<NewRepo>,
 ) -> Result<(StatusCode, Json<RepoView>), ApiError> {
     caller.require_admin()?;
+    caller.check(&body.name)?;
     let poll_ms = match &body.poll_interval {
         None => None,
         Some(text) => {
@@ -104,14 +108,15 @@ pub async fn create(
 
 pub async fn list(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
 ) -> Result<Json<Vec<RepoView>>, ApiError> {
-    let admin = caller.0.is_admin();
+    let admin = caller.principal().is_admin();
     Ok(Json(
         app.repos
             .list()
             .await?
             .into_iter()
+            .filter(|r| caller.sees(&r.name))
             .map(|r| view(r, admin))
             .collect(),
     ))
@@ -147,10 +152,11 @@ fn http_url(what: &str, url: &str) -> Result<(), ApiError> {
 /// Admin: report this repository's pipeline states to a forge's commit-status API.
 pub async fn set_forge(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Json(body): Json<ForgeSettings>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
+    caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     if crate::pipeline::notify::ForgeKind::parse(&body.kind).is_none() {
         return Err(ApiError::BadRequest(format!(
@@ -191,10 +197,11 @@ pub struct NotifySettings {
 /// repository's webhook secret.
 pub async fn set_notify(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Json(body): Json<NotifySettings>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
+    caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     if let Some(url) = &body.url {
         http_url("url", url)?;
@@ -218,10 +225,11 @@ pub struct Limits {
 /// Admin: cap how many of a repository's jobs run at once.
 pub async fn set_limits(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Json(body): Json<Limits>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
+    caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     if body
         .max_concurrent
@@ -238,5 +246,35 @@ pub async fn set_limits(
         .await?;
     // A raised limit may let queued jobs start.
     app.scheduler.wake();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullAllow {
+    repo: String,
+    /// Repositories of this server's registry its pipelines may pull
+    /// besides their own: names, `prefix/*`, or `*`. Replaces the list.
+    patterns: Vec<String>,
+}
+
+/// Admin: what a repository's pipelines may pull from this server's
+/// registry besides their own repository (`pipeline::pull_allow`).
+pub async fn set_pull_allow(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Json(body): Json<PullAllow>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    caller.check(&body.repo)?;
+    let repo = app.repos.get(&body.repo).await?;
+    let patterns = crate::pipeline::pull_allow::validate(&body.patterns)
+        .map_err(|e| ApiError::BadRequest(format!("pull allowlist: {e}")))?;
+    sqlx::query("UPDATE git_repos SET pull_allow = ? WHERE id = ?")
+        .bind(serde_json::to_string(&patterns).expect("serialisable"))
+        .bind(repo.id)
+        .execute(&app.db)
+        .await?;
+    tracing::info!(repo = %repo.name, patterns = ?patterns, by = %caller.user().username, "pull allowlist set");
     Ok(StatusCode::NO_CONTENT)
 }

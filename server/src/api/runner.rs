@@ -3,7 +3,15 @@
 //!
 //! Runner routes authenticate with the runner's own token (`Bearer slr_…`);
 //! user credentials are not accepted there, and runner tokens are not accepted
-//! anywhere else.
+//! anywhere else. A job's routes (`/jobs/{job}/…`) also need the current
+//! lease's token (`X-Slipway-Lease: sll_…`, [`LeaseCaller`]), which only the
+//! leasing connection received: a runner token alone reaches no job, and a
+//! stale attempt or another runner is refused. The secrets' values and the
+//! job's registry tokens come only from `jobs/{job}/credentials`.
+//!
+//! A registration token may limit its runners to repositories (`team/*`):
+//! such a runner only leases those repositories' jobs, so its token, should
+//! it leak, reaches nothing else.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -15,8 +23,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use slipway_runner::api::{
-    Heartbeat, HeartbeatResponse, ImageReport, JobReport, Lease, LeaseRequest, LogAck,
-    RegisterRequest, RegisterResponse, RunContext, StepReport,
+    Heartbeat, HeartbeatResponse, ImageReport, JobCredentials, JobDefinition, JobReport, Lease,
+    LeaseRequest, LogAck, RegisterRequest, RegisterResponse, RunContext, StepCredentials,
+    StepDefinition, StepReport, LEASE_HEADER,
 };
 
 use super::{ApiCaller, ApiError};
@@ -32,6 +41,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/register", post(register))
         .route("/lease", post(lease))
+        .route("/jobs/{job}/credentials", get(credentials))
         .route("/jobs/{job}/heartbeat", post(heartbeat))
         .route("/jobs/{job}/source", get(source))
         .route("/jobs/{job}/steps/{position}", post(step))
@@ -63,29 +73,68 @@ impl From<ReportError> for ApiError {
 pub struct RegistrationToken {
     token: String,
     expires_at: i64,
+    /// The repositories its runners take jobs of; `null`: every one.
+    repositories: Option<Vec<String>>,
 }
 
-/// Admin: a token runners register with (reusable until it expires, 7 days).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewRegistration {
+    /// Limit the runners registered with it to these repository patterns
+    /// (`team/*`, `team/app`); absent: shared runners, every repository.
+    #[serde(default)]
+    repositories: Option<Vec<String>>,
+}
+
+/// Admin: a token runners register with (reusable until it expires, 7 days),
+/// optionally limiting them to some repositories. The body is optional.
 pub async fn create_registration_token(
     State(app): State<AppState>,
     caller: ApiCaller,
+    body: Bytes,
 ) -> Result<(StatusCode, Json<RegistrationToken>), ApiError> {
     caller.require_admin()?;
+    let body: NewRegistration = if body.iter().all(u8::is_ascii_whitespace) {
+        NewRegistration::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
+    };
+    if let Some(patterns) = &body.repositories {
+        if patterns.is_empty() || patterns.len() > 100 {
+            return Err(ApiError::BadRequest(
+                "repositories: give 1 to 100 patterns, or leave it out for a shared runner".into(),
+            ));
+        }
+        for p in patterns {
+            crate::auth::check_pattern(p)
+                .map_err(|e| ApiError::BadRequest(format!("repositories: {p:?}: {e}")))?;
+        }
+    }
     let token = format!("srt_{}", hex::encode(rand::random::<[u8; 32]>()));
     let expires_at = now_ms() + REGISTRATION_TTL_MS;
     sqlx::query(
-        "INSERT INTO runner_registration_tokens (token_hash, created_by, created_at, expires_at)
-         VALUES (?, ?, ?, ?)",
+        "INSERT INTO runner_registration_tokens
+             (token_hash, created_by, created_at, expires_at, repositories)
+         VALUES (?, ?, ?, ?, ?)",
     )
     .bind(hash(&token))
     .bind(caller.0.user.id)
     .bind(now_ms())
     .bind(expires_at)
+    .bind(
+        body.repositories
+            .as_ref()
+            .map(|r| serde_json::to_string(r).expect("serialisable")),
+    )
     .execute(&app.db)
     .await?;
     Ok((
         StatusCode::CREATED,
-        Json(RegistrationToken { token, expires_at }),
+        Json(RegistrationToken {
+            token,
+            expires_at,
+            repositories: body.repositories,
+        }),
     ))
 }
 
@@ -105,37 +154,186 @@ impl FromRequestParts<AppState> for RunnerCaller {
             .ok_or_else(|| {
                 ApiError::Unauthenticated("runner routes need `Authorization: Bearer slr_…`".into())
             })?;
-        let row: Option<(i64, String, i64)> =
-            sqlx::query_as("SELECT id, labels, capacity FROM runners WHERE token_hash = ?")
-                .bind(hash(token))
-                .fetch_optional(&app.db)
-                .await?;
-        let (id, labels, capacity) =
+        let row: Option<(i64, String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, labels, capacity, repositories FROM runners WHERE token_hash = ?",
+        )
+        .bind(hash(token))
+        .fetch_optional(&app.db)
+        .await?;
+        let (id, labels, capacity, repositories) =
             row.ok_or_else(|| ApiError::Unauthenticated("unknown runner token".into()))?;
         Ok(RunnerCaller(RunnerInfo {
             id,
             labels: serde_json::from_str(&labels).unwrap_or_default(),
             capacity,
+            // A limit that cannot be read takes nothing rather than everything.
+            repositories: repositories.map(|r| serde_json::from_str(&r).unwrap_or_default()),
         }))
     }
+}
+
+/// The runner holding the current lease of the job in the path: its runner
+/// token and that lease's token. Handlers still check the attempt they are
+/// told about (the fencing token).
+pub struct LeaseCaller(RunnerInfo);
+
+impl FromRequestParts<AppState> for LeaseCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let RunnerCaller(runner) = RunnerCaller::from_request_parts(parts, app).await?;
+        let job: i64 = axum::extract::RawPathParams::from_request_parts(parts, app)
+            .await
+            .ok()
+            .and_then(|params| {
+                params
+                    .iter()
+                    .find(|(k, _)| *k == "job")
+                    .and_then(|(_, v)| v.parse().ok())
+            })
+            .ok_or_else(|| ApiError::BadRequest("the path names no job".into()))?;
+        let presented = parts
+            .headers
+            .get(LEASE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::Unauthenticated(format!(
+                    "job routes need the lease's token in {LEASE_HEADER} beside the runner's"
+                ))
+            })?;
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs WHERE id = ? AND runner_id = ? AND lease_token_hash = ?",
+        )
+        .bind(job)
+        .bind(runner.id)
+        .bind(scheduler::lease_token_hash(presented))
+        .fetch_optional(&app.db)
+        .await?;
+        if current.is_none() {
+            // Another runner's job, a lease since replaced, or a wrong token:
+            // not this caller's lease (the runner stops working on it).
+            return Err(ApiError::Conflict(format!(
+                "job {job} is not this runner's current lease (another runner's, a newer \
+                 attempt's, or the wrong lease token)"
+            )));
+        }
+        Ok(LeaseCaller(runner))
+    }
+}
+
+/// Decide where each build step may push: under the repository's own name,
+/// never from a fork's pull request. Steps that may not are marked
+/// `refused`; the repositories the others push to are returned.
+fn push_targets(repo: &str, from_fork: bool, steps: &mut [StepDefinition]) -> Vec<String> {
+    let own = repo.to_ascii_lowercase();
+    let mut pushes = Vec::new();
+    for step in steps {
+        let Some(build) = &step.build else { continue };
+        let r = &build.repository;
+        step.refused = if from_fork {
+            Some("builds of pull requests from forks do not push images".into())
+        } else if !(*r == own || r.starts_with(&format!("{own}/"))) {
+            Some(format!(
+                "a pipeline of {repo} may push images to {own} and {own}/..., not to {r}"
+            ))
+        } else if !crate::pipeline::spec::valid_repository(r) {
+            Some(format!("{r} is not a valid registry repository name"))
+        } else {
+            pushes.push(r.clone());
+            None
+        };
+    }
+    pushes
+}
+
+/// The current lease's secrets and registry tokens: secret values only for
+/// the steps naming them (withheld from forks' pull requests unless allowed),
+/// a pull token for the repository and its pull allowlist, and a push token
+/// for where its build steps may push.
+async fn credentials(
+    State(app): State<AppState>,
+    LeaseCaller(runner): LeaseCaller,
+    Path(job): Path<i64>,
+    Query(q): Query<AttemptQuery>,
+) -> Result<Json<JobCredentials>, ApiError> {
+    leased_pipeline(&app, runner.id, job, q.attempt).await?;
+    let (repo_id, from_fork, definition): (i64, bool, String) = sqlx::query_as(
+        "SELECT p.repo_id, p.from_fork, j.definition FROM jobs j
+         JOIN pipelines p ON p.id = j.pipeline_id WHERE j.id = ?",
+    )
+    .bind(job)
+    .fetch_one(&app.db)
+    .await?;
+    let mut definition: JobDefinition =
+        serde_json::from_str(&definition).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let repo = app.repos.by_id(repo_id).await?;
+    let mut steps = Vec::new();
+    for step in &definition.steps {
+        let names: Vec<String> = step.secrets.iter().map(|(n, _)| n.clone()).collect();
+        let values = app
+            .secrets
+            .values(repo_id, &names, from_fork)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        steps.push(StepCredentials {
+            position: step.position,
+            withheld: names
+                .iter()
+                .filter(|n| !values.iter().any(|(v, _)| v == *n))
+                .cloned()
+                .collect(),
+            secrets: values,
+        });
+    }
+    let pushes = push_targets(&repo.name, from_fork, &mut definition.steps);
+    // Pulls reach the repository's own images and its pull allowlist only
+    // (`pipeline::pull_allow`), so a build's FROM is limited too.
+    let pulls: Vec<AccessEntry> = crate::pipeline::pull_allow::patterns(&repo)
+        .into_iter()
+        .map(|p| AccessEntry::repository(p, &["pull"]))
+        .collect();
+    let subject = format!("runner:{}", runner.id);
+    let ttl = std::time::Duration::from_secs(6 * 3600);
+    let tokens = &app.auth.registry_tokens;
+    let registry_token = tokens.issue_for(&subject, pulls.clone(), ttl).token;
+    let push_token = (!pushes.is_empty()).then(|| {
+        let mut access = pulls;
+        for r in &pushes {
+            access.push(AccessEntry::repository(r.clone(), &["pull", "push"]));
+        }
+        tokens.issue_for(&subject, access, ttl).token
+    });
+    tracing::info!(
+        job,
+        attempt = q.attempt,
+        runner = runner.id,
+        "job credentials handed over"
+    );
+    Ok(Json(JobCredentials {
+        registry_token,
+        push_token,
+        steps,
+    }))
 }
 
 async fn register(
     State(app): State<AppState>,
     Json(body): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
-    let valid: Option<i64> = sqlx::query_scalar(
-        "SELECT expires_at FROM runner_registration_tokens WHERE token_hash = ? AND expires_at > ?",
+    // The token's repository limit (JSON patterns, or NULL) passes to the runner.
+    let valid: Option<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT expires_at, repositories FROM runner_registration_tokens
+         WHERE token_hash = ? AND expires_at > ?",
     )
     .bind(hash(&body.registration_token))
     .bind(now_ms())
     .fetch_optional(&app.db)
     .await?;
-    if valid.is_none() {
+    let Some((_, repositories)) = valid else {
         return Err(ApiError::Unauthenticated(
             "registration token unknown or expired (slipway runner-token create makes one)".into(),
         ));
-    }
+    };
     let name = body.name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError::BadRequest(
@@ -156,8 +354,9 @@ async fn register(
     }
     let token = format!("slr_{}", hex::encode(rand::random::<[u8; 32]>()));
     let runner_id: i64 = sqlx::query_scalar(
-        "INSERT INTO runners (name, token_hash, labels, capacity, last_seen_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO runners (name, token_hash, labels, capacity, last_seen_at, created_at,
+             repositories)
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(name)
     .bind(hash(&token))
@@ -165,9 +364,10 @@ async fn register(
     .bind(body.capacity as i64)
     .bind(now_ms())
     .bind(now_ms())
+    .bind(&repositories)
     .fetch_one(&app.db)
     .await?;
-    tracing::info!(runner = runner_id, name, "runner registered");
+    tracing::info!(runner = runner_id, name, repositories = ?repositories, "runner registered");
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse { runner_id, token }),
@@ -192,9 +392,8 @@ async fn lease(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     #[allow(clippy::type_complexity)]
-    let (repo, repo_id, number, commit, git_ref, name, from_fork, commit_time): (
+    let (repo, number, commit, git_ref, name, from_fork, commit_time): (
         String,
-        i64,
         i64,
         String,
         String,
@@ -202,7 +401,7 @@ async fn lease(
         bool,
         Option<i64>,
     ) = sqlx::query_as(
-        "SELECT r.name, r.id, p.number, p.commit_sha, p.git_ref, j.name, p.from_fork,
+        "SELECT r.name, p.number, p.commit_sha, p.git_ref, j.name, p.from_fork,
              p.commit_time FROM jobs j
          JOIN pipelines p ON p.id = j.pipeline_id JOIN git_repos r ON r.id = p.repo_id
          WHERE j.id = ?",
@@ -210,83 +409,17 @@ async fn lease(
     .bind(job.job_id)
     .fetch_one(&app.db)
     .await?;
-    // Secret values go only into this lease, only for the steps naming them.
+    // Build steps push only under the repository's own name. The secrets'
+    // values and the registry tokens are not in the lease: the runner asks
+    // for them with the lease's token (`credentials`).
     let mut definition = job.definition;
-    for step in &mut definition.steps {
-        let names: Vec<String> = step.secrets.iter().map(|(n, _)| n.clone()).collect();
-        let values = app
-            .secrets
-            .values(repo_id, &names, from_fork)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        step.withheld = names
-            .iter()
-            .filter(|n| !values.iter().any(|(v, _)| v == *n))
-            .cloned()
-            .collect();
-        step.secrets = values;
-    }
-    // Build steps push only under the repository's own name, and never
-    // from a fork's pull request.
-    let own = repo.to_ascii_lowercase();
-    let mut pushes = Vec::new();
-    for step in &mut definition.steps {
-        let Some(build) = &step.build else { continue };
-        let r = &build.repository;
-        step.refused = if from_fork {
-            Some("builds of pull requests from forks do not push images".into())
-        } else if !(*r == own || r.starts_with(&format!("{own}/"))) {
-            Some(format!(
-                "a pipeline of {repo} may push images to {own} and {own}/..., not to {r}"
-            ))
-        } else if !crate::pipeline::spec::valid_repository(r) {
-            Some(format!("{r} is not a valid registry repository name"))
-        } else {
-            pushes.push(r.clone());
-            None
-        };
-    }
+    push_targets(&repo, from_fork, &mut definition.steps);
     tracing::info!(
         job = job.job_id,
         attempt = job.attempt,
         runner = runner.id,
         "job leased"
     );
-    let registry_token = app
-        .auth
-        .registry_tokens
-        .issue_for(
-            &format!("runner:{}", runner.id),
-            vec![AccessEntry {
-                kind: "repository".into(),
-                name: "*".into(),
-                actions: vec!["pull".into()],
-            }],
-            std::time::Duration::from_secs(6 * 3600),
-        )
-        .token;
-    let push_token = (!pushes.is_empty()).then(|| {
-        let mut access = vec![AccessEntry {
-            kind: "repository".into(),
-            name: "*".into(),
-            actions: vec!["pull".into()],
-        }];
-        for r in &pushes {
-            access.push(AccessEntry {
-                kind: "repository".into(),
-                name: r.clone(),
-                actions: vec!["pull".into(), "push".into()],
-            });
-        }
-        app.auth
-            .registry_tokens
-            .issue_for(
-                &format!("runner:{}", runner.id),
-                access,
-                std::time::Duration::from_secs(6 * 3600),
-            )
-            .token
-    });
     // Artifacts of the jobs this one needs, where they left some.
     let needs: String = sqlx::query_scalar("SELECT needs FROM jobs WHERE id = ?")
         .bind(job.job_id)
@@ -309,8 +442,9 @@ async fn lease(
         job_id: job.job_id,
         attempt: job.attempt,
         lease_ms: app.scheduler.lease.as_millis() as u64,
-        registry_token,
-        push_token,
+        lease_token: job.lease_token,
+        registry_token: String::new(),
+        push_token: None,
         context: RunContext {
             repo,
             pipeline_id: job.pipeline_id,
@@ -327,7 +461,7 @@ async fn lease(
 
 async fn heartbeat(
     State(app): State<AppState>,
-    RunnerCaller(runner): RunnerCaller,
+    LeaseCaller(runner): LeaseCaller,
     Path(job): Path<i64>,
     Json(body): Json<Heartbeat>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
@@ -349,7 +483,7 @@ pub struct AttemptQuery {
 /// The job's commit as a tar, for the runner's workspace.
 async fn source(
     State(app): State<AppState>,
-    RunnerCaller(runner): RunnerCaller,
+    LeaseCaller(runner): LeaseCaller,
     Path(job): Path<i64>,
     Query(q): Query<AttemptQuery>,
 ) -> Result<Response, ApiError> {
@@ -394,7 +528,7 @@ async fn source(
 
 async fn step(
     State(app): State<AppState>,
-    RunnerCaller(runner): RunnerCaller,
+    LeaseCaller(runner): LeaseCaller,
     Path((job, position)): Path<(i64, i64)>,
     Json(body): Json<StepReport>,
 ) -> Result<StatusCode, ApiError> {
@@ -420,7 +554,7 @@ pub struct LogQuery {
 /// Append log bytes at an offset (see `pipeline::logs`).
 async fn append_log(
     State(app): State<AppState>,
-    RunnerCaller(runner): RunnerCaller,
+    LeaseCaller(runner): LeaseCaller,
     Path((job, position)): Path<(i64, i64)>,
     Query(q): Query<LogQuery>,
     body: Bytes,
@@ -477,7 +611,7 @@ async fn leased_pipeline(
 
 async fn upload_artifacts(
     State(app): State<AppState>,
-    RunnerCaller(runner): RunnerCaller,
+    LeaseCaller(runner): LeaseCaller,
     Path(job): Path<i64>,
     Query(q): Query<AttemptQuery>,
     body: Body,
@@ -498,7 +632,7 @@ async fn upload_artifacts(
 /// The artifacts of `from`, for `job`, which must need it.
 async fn download_artifacts(
     State(app): State<AppState>,
-    RunnerCaller(runner): RunnerCaller,
+    LeaseCaller(runner): LeaseCaller,
     Path((job, from)): Path<(i64, i64)>,
     Query(q): Query<AttemptQuery>,
 ) -> Result<Response, ApiError> {
@@ -540,7 +674,7 @@ pub async fn stream_file(path: &std::path::Path) -> Result<Response, ApiError> {
 /// An image a build step of the current lease pushed.
 async fn report_image(
     State(app): State<AppState>,
-    RunnerCaller(runner): RunnerCaller,
+    LeaseCaller(runner): LeaseCaller,
     Path(job): Path<i64>,
     Json(body): Json<ImageReport>,
 ) -> Result<StatusCode, ApiError> {
@@ -576,7 +710,7 @@ async fn report_image(
 
 async fn finish(
     State(app): State<AppState>,
-    RunnerCaller(runner): RunnerCaller,
+    LeaseCaller(runner): LeaseCaller,
     Path(job): Path<i64>,
     Json(body): Json<JobReport>,
 ) -> Result<StatusCode, ApiError> {

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiCaller, ApiError};
+use super::{ApiError, RepoCaller};
 use crate::app::AppState;
 use crate::pipeline::secrets::SecretError;
 
@@ -33,15 +33,16 @@ pub struct SetSecret {
 
 pub async fn set(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Json(body): Json<SetSecret>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
+    caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     app.secrets
         .set(repo.id, &body.name, &body.value, body.allow_pull_requests)
         .await?;
-    tracing::info!(repo = %repo.name, secret = %body.name, by = %caller.0.user.username, "secret set");
+    tracing::info!(repo = %repo.name, secret = %body.name, by = %caller.user().username, "secret set");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -60,9 +61,10 @@ pub struct SecretView {
 
 pub async fn list(
     State(app): State<AppState>,
-    _caller: ApiCaller,
+    caller: RepoCaller,
     Query(q): Query<Which>,
 ) -> Result<Json<Vec<SecretView>>, ApiError> {
+    caller.check(&q.repo)?;
     let repo = app.repos.get(&q.repo).await?;
     Ok(Json(
         app.secrets
@@ -80,10 +82,11 @@ pub async fn list(
 
 pub async fn delete(
     State(app): State<AppState>,
-    caller: ApiCaller,
+    caller: RepoCaller,
     Query(q): Query<Which>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
+    caller.check(&q.repo)?;
     let repo = app.repos.get(&q.repo).await?;
     let name = q
         .name

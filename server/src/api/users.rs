@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiCaller, ApiError};
+use super::{ApiCaller, ApiError, RepoCaller};
 use crate::app::AppState;
 use crate::auth::users::{self, Role, UserError};
 
@@ -17,8 +17,9 @@ pub struct WhoAmI {
     repositories: String,
 }
 
-pub async fn whoami(caller: ApiCaller) -> Json<WhoAmI> {
-    let p = caller.0;
+/// Any credential may ask about itself, a repository-limited token too.
+pub async fn whoami(caller: RepoCaller) -> Json<WhoAmI> {
+    let p = caller.principal().clone();
     Json(WhoAmI {
         role: p.user.role.as_str(),
         scopes: p.scopes.iter().map(|s| s.as_str()).collect(),

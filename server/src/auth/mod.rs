@@ -143,6 +143,15 @@ pub fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, AuthError
     }
 }
 
+/// A repository pattern as people write it (tokens, pull allowlists, runner
+/// limits): `*`, `prefix/*` or a repository name.
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    if pattern == "*" {
+        return Ok(());
+    }
+    slipway_registry::name::check_name(pattern.strip_suffix("/*").unwrap_or(pattern))
+}
+
 /// Successful password checks are remembered this long, so clients that send
 /// Basic auth on every request do not pay for Argon2 each time.
 const PASSWORD_CACHE_TTL: Duration = Duration::from_secs(60);

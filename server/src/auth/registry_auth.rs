@@ -68,16 +68,19 @@ impl Authenticator for RegistryAuth {
                         actions: a.actions.iter().filter_map(|s| Action::parse(s)).collect(),
                     })
                     .collect();
-                if claims
-                    .access
-                    .iter()
-                    .any(|a| a.kind == "registry" && a.name == "catalog")
-                {
-                    grants.push(Grant {
-                        repositories: RepoPattern::all(),
-                        actions: vec![Action::Pull],
-                    });
-                }
+                // The catalog scope lets `_catalog` show names, of the
+                // repositories its requester may pull; it pulls nothing.
+                grants.extend(
+                    claims
+                        .access
+                        .iter()
+                        .filter(|a| a.kind == "registry" && a.name == "catalog")
+                        .filter_map(|a| a.repositories.as_ref())
+                        .map(|pattern| Grant {
+                            repositories: RepoPattern::new(pattern.clone()),
+                            actions: vec![Action::List],
+                        }),
+                );
                 grants.append(&mut anonymous);
                 Ok(Caller {
                     name: Some(claims.sub),

@@ -19,6 +19,24 @@ pub struct AccessEntry {
     pub kind: String,
     pub name: String,
     pub actions: Vec<String>,
+    /// Slipway's own, on `registry:catalog` entries only: the pattern of
+    /// repositories whose names `_catalog` may show (what the token's
+    /// requester may pull). The catalog scope grants nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<String>,
+}
+
+impl AccessEntry {
+    /// `actions` on the repositories matching `pattern` (a name, `prefix/*`
+    /// or `*`).
+    pub fn repository(pattern: impl Into<String>, actions: &[&str]) -> AccessEntry {
+        AccessEntry {
+            kind: "repository".into(),
+            name: pattern.into(),
+            actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+            repositories: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -125,6 +143,7 @@ mod tests {
             kind: "repository".into(),
             name: "a/b".into(),
             actions: vec!["pull".into()],
+            repositories: None,
         }];
         let issued = tokens.issue("alice", access.clone());
         let claims = tokens.verify(&issued.token).unwrap();

@@ -12,7 +12,7 @@ use slipway_registry::name::check_name;
 use slipway_registry::RegistryError;
 
 use super::registry_token::AccessEntry;
-use super::{credentials, AuthError, Principal};
+use super::{credentials, AuthError, Principal, Scope};
 use crate::app::AppState;
 
 #[derive(Serialize)]
@@ -94,14 +94,20 @@ pub async fn get(
                     kind: "repository".into(),
                     name: name.into(),
                     actions: allowed,
+                    repositories: None,
                 });
             }
-            Some(("registry", "catalog", _)) if principal.is_some() => {
-                access.push(AccessEntry {
-                    kind: "registry".into(),
-                    name: "catalog".into(),
-                    actions: vec!["*".into()],
-                });
+            // Listing names only, of the repositories the caller may pull:
+            // the token grants no pull of its own.
+            Some(("registry", "catalog", _)) => {
+                if let Some(p) = principal.as_ref().filter(|p| p.has(Scope::Pull)) {
+                    access.push(AccessEntry {
+                        kind: "registry".into(),
+                        name: "catalog".into(),
+                        actions: vec!["*".into()],
+                        repositories: Some(p.repositories.as_str().to_owned()),
+                    });
+                }
             }
             _ => {}
         }

@@ -219,6 +219,14 @@ pub async fn create(
         tag,
         changed: cause.changed_files.as_deref(),
     };
+    // The jobs, unless the spec is unreadable or names images the
+    // repository may not pull (then the pipeline is an error saying so).
+    let planned: Result<Vec<PlannedJob>, String> = parsed.and_then(|spec| {
+        let jobs = plan(&spec, &trigger, &repo.name);
+        let definitions: Vec<&JobDefinition> = jobs.iter().map(|j| &j.definition).collect();
+        super::pull_allow::check_images(repo, &definitions)?;
+        Ok(jobs)
+    });
     let now = now_ms();
     // Immediate: this transaction reads (the next number) then writes, and a
     // deferred one could not upgrade while a runner's lease is writing.
@@ -228,7 +236,7 @@ pub async fn create(
             .bind(repo.id)
             .fetch_one(&mut *tx)
             .await?;
-    let (status, error) = match &parsed {
+    let (status, error) = match &planned {
         Ok(_) => ("pending", None),
         Err(e) => ("error", Some(e.clone())),
     };
@@ -254,8 +262,8 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     super::notify::record(&mut tx, pipeline_id, status).await?;
-    if let Ok(spec) = &parsed {
-        for job in plan(spec, &trigger, &repo.name) {
+    if let Ok(jobs) = planned.as_ref() {
+        for job in jobs {
             let reused = cause
                 .reuse
                 .as_ref()
@@ -310,7 +318,7 @@ pub async fn create(
             }
         }
     }
-    if cause.reuse.is_some() && parsed.is_ok() {
+    if cause.reuse.is_some() && planned.is_ok() {
         // Reused jobs may unblock others, or finish the pipeline outright.
         crate::pipeline::scheduler::advance(&mut tx, pipeline_id).await?;
     }

@@ -1,13 +1,14 @@
 //! Pipelines: the `.slipway.yml` spec (`spec/`), git repositories and their
 //! mirrors (`repo.rs`), creating a pipeline from a commit (`create.rs`), the
 //! durable job queue (`scheduler/`), step logs (`logs.rs`), forge webhooks
-//! (`webhook/`), polling and cron (`triggers.rs`), secrets (`secrets.rs`) and
-//! commit status (`notify.rs`).
+//! (`webhook/`), polling and cron (`triggers.rs`), secrets (`secrets.rs`),
+//! what pipelines may pull (`pull_allow.rs`) and commit status (`notify.rs`).
 
 pub mod artifacts;
 pub mod create;
 pub mod logs;
 pub mod notify;
+pub mod pull_allow;
 pub mod repo;
 pub mod scheduler;
 pub mod secrets;

@@ -50,6 +50,9 @@ pub struct GitRepo {
     pub url: String,
     pub default_branch: String,
     pub webhook_secret: String,
+    /// Patterns of Slipway's registry its pipelines may pull from besides
+    /// their own repository (`pipeline::pull_allow`).
+    pub pull_allow: Vec<String>,
 }
 
 /// A commit, resolved from a ref.
@@ -91,17 +94,18 @@ pub struct Repos {
     locks: Arc<Mutex<HashMap<i64, Arc<Mutex<()>>>>>,
 }
 
-fn row(r: (i64, String, String, String, String)) -> GitRepo {
+fn row(r: (i64, String, String, String, String, String)) -> GitRepo {
     GitRepo {
         id: r.0,
         name: r.1,
         url: r.2,
         default_branch: r.3,
         webhook_secret: r.4,
+        pull_allow: serde_json::from_str(&r.5).unwrap_or_default(),
     }
 }
 
-const COLUMNS: &str = "id, name, url, default_branch, webhook_secret";
+const COLUMNS: &str = "id, name, url, default_branch, webhook_secret, pull_allow";
 
 impl Repos {
     pub fn new(db: SqlitePool, data_dir: &Path) -> Repos {
@@ -153,6 +157,10 @@ impl Repos {
             url: url.to_owned(),
             default_branch: default_branch.to_owned(),
             webhook_secret: secret,
+            pull_allow: super::pull_allow::DEFAULT
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
         })
     }
 

@@ -355,10 +355,11 @@ async fn signout(
 }
 
 async fn dashboard(State(app): State<AppState>, viewer: Viewer) -> Response {
-    let list = match crate::api::pipelines::recent(&app, None, 25).await {
-        Ok(list) => list,
-        Err(e) => return e.into_response(),
-    };
+    let list =
+        match crate::api::pipelines::recent(&app, None, &crate::api::SqlScope::all(), 25).await {
+            Ok(list) => list,
+            Err(e) => return e.into_response(),
+        };
     let pipelines = list.into_iter().map(pipeline::row).collect();
     render(slipway_web::Dashboard {
         nav: viewer.nav(),

@@ -253,10 +253,13 @@ async fn repo(State(app): State<AppState>, viewer: Viewer, Path(name): Path<Stri
         Ok(r) => r,
         Err(e) => return crate::api::ApiError::from(e).into_response(),
     };
-    let history = match crate::api::pipelines::recent(&app, Some(&name), 50).await {
-        Ok(h) => h,
-        Err(e) => return e.into_response(),
-    };
+    let history =
+        match crate::api::pipelines::recent(&app, Some(&name), &crate::api::SqlScope::all(), 50)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => return e.into_response(),
+        };
     let branches = app.repos.branches(&repo).await.unwrap_or_default();
     let branches = branches
         .into_iter()

@@ -1,7 +1,11 @@
-//! Leasing: a runner takes the oldest queued job it can run.
+//! Leasing: a runner takes the oldest queued job it can run. Each lease gets
+//! its own token, returned only to the runner that asked: the job's routes,
+//! its secrets and its registry tokens need it beside the runner's token.
 
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+use slipway_registry::access::RepoPattern;
 use slipway_runner::api::JobDefinition;
 
 use super::Scheduler;
@@ -13,6 +17,30 @@ pub struct RunnerInfo {
     pub id: i64,
     pub labels: Vec<String>,
     pub capacity: i64,
+    /// Patterns of the repositories whose jobs it takes; `None`: a shared
+    /// runner, every repository's.
+    pub repositories: Option<Vec<String>>,
+}
+
+impl RunnerInfo {
+    /// It takes jobs of `repo`.
+    pub fn takes(&self, repo: &str) -> bool {
+        takes(self.repositories.as_deref(), repo)
+    }
+}
+
+/// A runner limited to `repositories` (or not: `None`) takes jobs of `repo`.
+pub fn takes(repositories: Option<&[String]>, repo: &str) -> bool {
+    repositories.is_none_or(|patterns| {
+        patterns
+            .iter()
+            .any(|p| RepoPattern::new(p.as_str()).matches(repo))
+    })
+}
+
+/// How a lease token is kept: its sha256, in hex.
+pub fn lease_token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// A job just leased.
@@ -22,6 +50,8 @@ pub struct LeasedJob {
     pub attempt: i64,
     pub pipeline_id: i64,
     pub definition: JobDefinition,
+    /// This lease's own secret (`sll_…`), kept only as a hash.
+    pub lease_token: String,
 }
 
 /// One try: the oldest queued job whose labels the runner has, if the runner
@@ -37,16 +67,17 @@ async fn try_lease(s: &Scheduler, runner: &RunnerInfo) -> Result<Option<LeasedJo
     if running >= runner.capacity {
         return Ok(None);
     }
-    let candidates: Vec<(i64, String, String, i64, Option<i64>, i64)> = sqlx::query_as(
-        "SELECT j.id, j.labels, j.definition, j.pipeline_id, r.max_concurrent, r.id
+    #[allow(clippy::type_complexity)]
+    let candidates: Vec<(i64, String, String, i64, Option<i64>, i64, String)> = sqlx::query_as(
+        "SELECT j.id, j.labels, j.definition, j.pipeline_id, r.max_concurrent, r.id, r.name
          FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id JOIN git_repos r ON r.id = p.repo_id
          WHERE j.status = 'queued' ORDER BY j.queued_at, j.id LIMIT 200",
     )
     .fetch_all(&mut *tx)
     .await?;
-    for (job_id, labels, definition, pipeline_id, max_concurrent, repo_id) in candidates {
+    for (job_id, labels, definition, pipeline_id, max_concurrent, repo_id, repo) in candidates {
         let labels: Vec<String> = serde_json::from_str(&labels).unwrap_or_default();
-        if !labels.iter().all(|l| runner.labels.contains(l)) {
+        if !labels.iter().all(|l| runner.labels.contains(l)) || !runner.takes(&repo) {
             continue;
         }
         if let Some(limit) = max_concurrent {
@@ -61,12 +92,14 @@ async fn try_lease(s: &Scheduler, runner: &RunnerInfo) -> Result<Option<LeasedJo
                 continue;
             }
         }
+        let lease_token = format!("sll_{}", hex::encode(rand::random::<[u8; 32]>()));
         let attempt: i64 = sqlx::query_scalar(
             "UPDATE jobs SET status = 'leased', attempt = attempt + 1, runner_id = ?,
-                 lease_expires_at = ?, started_at = COALESCE(started_at, ?)
+                 lease_token_hash = ?, lease_expires_at = ?, started_at = COALESCE(started_at, ?)
              WHERE id = ? AND status = 'queued' RETURNING attempt",
         )
         .bind(runner.id)
+        .bind(lease_token_hash(&lease_token))
         .bind(now + s.lease.as_millis() as i64)
         .bind(now)
         .bind(job_id)
@@ -91,6 +124,7 @@ async fn try_lease(s: &Scheduler, runner: &RunnerInfo) -> Result<Option<LeasedJo
             attempt,
             pipeline_id,
             definition,
+            lease_token,
         }));
     }
     Ok(None)

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 
 pub use advance::advance;
 pub use expire::expire_leases;
-pub use lease::{lease, renew, RunnerInfo};
+pub use lease::{lease, lease_token_hash, renew, RunnerInfo};
 pub use report::{cancel_pipeline, finish_job, report_step, ReportError};
 
 #[derive(Clone)]
@@ -123,6 +123,7 @@ mod tests {
                 id,
                 labels: vec![],
                 capacity: 1,
+                repositories: None,
             });
         }
         let s = Scheduler::new(db, Duration::from_secs(60), 2);

@@ -12,6 +12,8 @@ pub struct RunnerState {
     pub name: String,
     pub labels: Vec<String>,
     pub capacity: i64,
+    /// `None`: a shared runner.
+    pub repositories: Option<Vec<String>>,
     pub running: Vec<i64>,
     pub last_seen_at: Option<i64>,
     pub online: bool,
@@ -40,8 +42,10 @@ pub struct Waiting {
 
 pub async fn runners(db: &sqlx::SqlitePool) -> Result<Vec<RunnerState>, sqlx::Error> {
     let now = now_ms();
-    let rows: Vec<(i64, String, String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT id, name, labels, capacity, last_seen_at FROM runners ORDER BY name, id",
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(i64, String, String, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT id, name, labels, capacity, last_seen_at, repositories FROM runners
+         ORDER BY name, id",
     )
     .fetch_all(db)
     .await?;
@@ -52,19 +56,22 @@ pub async fn runners(db: &sqlx::SqlitePool) -> Result<Vec<RunnerState>, sqlx::Er
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, name, labels, capacity, last_seen_at)| RunnerState {
-            id,
-            name,
-            labels: serde_json::from_str(&labels).unwrap_or_default(),
-            capacity,
-            running: leased
-                .iter()
-                .filter(|(r, _)| *r == id)
-                .map(|(_, j)| *j)
-                .collect(),
-            online: last_seen_at.is_some_and(|t| now - t < ONLINE_WITHIN_MS),
-            last_seen_at,
-        })
+        .map(
+            |(id, name, labels, capacity, last_seen_at, repositories)| RunnerState {
+                id,
+                name,
+                labels: serde_json::from_str(&labels).unwrap_or_default(),
+                capacity,
+                repositories: repositories.map(|r| serde_json::from_str(&r).unwrap_or_default()),
+                running: leased
+                    .iter()
+                    .filter(|(r, _)| *r == id)
+                    .map(|(_, j)| *j)
+                    .collect(),
+                online: last_seen_at.is_some_and(|t| now - t < ONLINE_WITHIN_MS),
+                last_seen_at,
+            },
+        )
         .collect())
 }
 
@@ -112,7 +119,12 @@ pub async fn explain(db: &sqlx::SqlitePool) -> Result<Vec<Waiting>, sqlx::Error>
             .map(|r| {
                 let missing: Vec<&String> =
                     labels.iter().filter(|l| !r.labels.contains(l)).collect();
-                let why_not = if !missing.is_empty() {
+                let why_not = if !super::lease::takes(r.repositories.as_deref(), &repo) {
+                    Some(format!(
+                        "takes only jobs of {}",
+                        r.repositories.as_deref().unwrap_or_default().join(", ")
+                    ))
+                } else if !missing.is_empty() {
                     Some(format!(
                         "lacks label{} {}",
                         if missing.len() == 1 { "" } else { "s" },
