@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Slipway's whole test suite. Installs what the tests need when it is
-# missing: Debian packages (real registry clients, runc, and headless Chromium
-# with chromedriver for the browser tests) with apt-get, the Python `oras`
+# missing: Debian packages (real registry clients, runc, headless Chromium
+# with chromedriver for the browser tests, openssl and curl for the HTTPS
+# tests) with apt-get, the Python `oras`
 # client with pip, and crates with cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ declare -A tools=(
   [python3]=python3
   [pip3]=python3-pip
   [git]=git
+  [openssl]=openssl
+  [curl]=curl
   [chromium]=chromium
   [chromedriver]=chromium-driver
 )

@@ -521,6 +521,10 @@ fn cli_lint(file: &std::path::Path) -> anyhow::Result<i32> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Two rustls crypto backends are linked (reqwest brings ring beside
+    // aws-lc-rs); naming the process default means no TLS configuration
+    // built without an explicit provider can fail to choose one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Server { local, listen } => {
