@@ -158,14 +158,66 @@ fn too_many_jobs_commands_or_bytes_are_refused_where_they_are() {
         "{stderr}"
     );
 
-    // One 100 KB command run by 64 combinations: 6.4 MB of steps.
+    // One 100 KB command run by 256 combinations: 25.6 MB of steps.
     let long = "x".repeat(100_000);
+    let values = (0..16)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let (ok, stderr) = lint_text(&format!(
-        "jobs:\n  a:\n    matrix: {{A: [0, 1, 2, 3, 4, 5, 6, 7], B: [0, 1, 2, 3, 4, 5, 6, 7]}}\n    steps:\n      - image: busybox\n        commands: [\"echo {long}\"]\n"
+        "jobs:\n  a:\n    matrix: {{A: [{values}], B: [{values}]}}\n    steps:\n      - image: busybox\n        commands: [\"echo {long}\"]\n"
     ));
     assert!(!ok);
     assert!(
-        stderr.contains(".slipway.yml:2:3: the pipeline expands to 6401152 bytes of step definitions after the matrix; at most 4194304 are allowed"),
+        stderr.contains(".slipway.yml:2:3: the pipeline expands to 25610752 bytes of job definitions after the matrix; at most 16777216 are allowed"),
+        "{stderr}"
+    );
+
+    // The pipeline's env is copied into every step: 900 KB × 20 steps.
+    let big = "v".repeat(900_000);
+    let steps = (0..20)
+        .map(|i| format!("      - {{name: s{i}, image: busybox, commands: [true]}}\n"))
+        .collect::<String>();
+    let (ok, stderr) = lint_text(&format!(
+        "env: {{BIG: {big}}}\njobs:\n  a:\n    steps:\n{steps}"
+    ));
+    assert!(!ok);
+    assert!(
+        stderr.contains(".slipway.yml:3:3: the pipeline expands to 18000")
+            && stderr.contains(
+                "bytes of job definitions after the matrix; at most 16777216 are allowed"
+            ),
+        "{stderr}"
+    );
+
+    // 21 services in one job.
+    let services = (0..21)
+        .map(|i| format!("      s{i}: {{image: busybox}}\n"))
+        .collect::<String>();
+    let (ok, stderr) = lint_text(&format!(
+        "jobs:\n  a:\n    services:\n{services}    steps: [{{image: busybox, commands: [true]}}]\n"
+    ));
+    assert!(!ok);
+    assert!(
+        stderr.contains(".slipway.yml:2:3: job \"a\" has 21 services; at most 20 are allowed"),
+        "{stderr}"
+    );
+
+    // A matrix job of 110 instances needing one of 100: 11,000 needs.
+    let ten = (0..10)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let eleven = (0..11)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (ok, stderr) = lint_text(&format!(
+        "jobs:\n  a:\n    matrix: {{A: [{ten}], B: [{ten}]}}\n    steps: [{{image: busybox, commands: [true]}}]\n  b:\n    needs: [a]\n    matrix: {{A: [{eleven}], B: [{ten}]}}\n    steps: [{{image: busybox, commands: [true]}}]\n"
+    ));
+    assert!(!ok);
+    assert!(
+        stderr.contains(".slipway.yml:5:3: the pipeline expands to 11000 entries of needs after the matrix; at most 10000 are allowed (job \"b\""),
         "{stderr}"
     );
 }
