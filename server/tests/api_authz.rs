@@ -1139,3 +1139,115 @@ fn the_openapi_document_matches_the_routes() {
         }
     }
 }
+
+/// POST a JSON body as `auth`; the status and the error message (if any).
+fn post_json(
+    server: &TestServer,
+    auth: &Auth,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, String) {
+    let r = request_as(
+        server.url(),
+        auth,
+        Method::POST,
+        path,
+        &[("content-type", "application/json")],
+        Some(serde_json::to_vec(&body).unwrap()),
+    );
+    let message = if r.status >= 400 {
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    } else {
+        String::new()
+    };
+    (r.status, message)
+}
+
+/// The attack: an admin token limited to `team/*` sets `team/app`'s pull
+/// allowlist to `*` (or `other/*`), and `team/app`'s job tokens then pull
+/// `other/sec`'s images. A limited admin may allow only what its own pattern
+/// covers, what the list already holds, and the default `library/*`.
+#[test]
+fn limited_admins_allow_pulls_only_within_their_repositories() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("authz-pull-allow");
+    let url = one_job_repo(work.path());
+    for name in ["team/app", "other/sec"] {
+        let (status, message) = post_json(
+            &server,
+            &admin,
+            "/api/v1/repos",
+            json!({"name": name, "url": url}),
+        );
+        assert_eq!(status, 201, "{message}");
+    }
+    let limited = Auth::Bearer(server.create_token(&["admin"], "team/*"));
+    let set = |auth: &Auth, patterns: &[&str]| {
+        post_json(
+            &server,
+            auth,
+            "/api/v1/repos/pull-allow",
+            json!({"repo": "team/app", "patterns": patterns}),
+        )
+    };
+    let allowlist = || -> Vec<String> {
+        let r = request_as(
+            server.url(),
+            &admin,
+            Method::GET,
+            "/api/v1/repos",
+            &[],
+            None,
+        );
+        let repos = r.json();
+        let app = repos
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "team/app")
+            .unwrap()
+            .clone();
+        serde_json::from_value(app["pull_allow"].clone()).unwrap()
+    };
+
+    for beyond in [
+        &["*"][..],
+        &["other/*"],
+        &["other/sec"],
+        &["library/*", "other/sec"],
+        &["team"],
+    ] {
+        let (status, message) = set(&limited, beyond);
+        assert_eq!(status, 403, "{beyond:?}: {message}");
+        assert!(
+            message.contains("limited to repositories team/*")
+                && message.contains(beyond.last().unwrap()),
+            "{beyond:?}: {message}"
+        );
+        assert_eq!(allowlist(), ["library/*"], "{beyond:?} left no trace");
+    }
+    let (status, message) = set(&limited, &["Bad Name"]);
+    assert_eq!(status, 400, "{message}");
+
+    // Within its own pattern, and the default.
+    let (status, message) = set(&limited, &["library/*", "team/*", "team/tools"]);
+    assert_eq!(status, 204, "{message}");
+    assert_eq!(allowlist(), ["library/*", "team/*", "team/tools"]);
+
+    // What an unlimited admin allowed, a limited one may keep (or drop),
+    // but not widen.
+    let (status, message) = set(&admin, &["shared/base"]);
+    assert_eq!(status, 204, "{message}");
+    let (status, message) = set(&limited, &["shared/base", "team/x"]);
+    assert_eq!(status, 204, "{message}");
+    let (status, message) = set(&limited, &["shared/*"]);
+    assert_eq!(status, 403, "{message}");
+    assert_eq!(allowlist(), ["shared/base", "team/x"]);
+    // The unlimited admin may allow anything.
+    let (status, message) = set(&admin, &["*"]);
+    assert_eq!(status, 204, "{message}");
+}

@@ -218,6 +218,42 @@ impl RepoCaller {
         }
     }
 
+    /// Refuse a pull allowlist for `repo` that would let its pipelines pull
+    /// what the credential does not reach: each pattern must lie within the
+    /// credential's own pattern, be already on the list (set by someone
+    /// else), or be a default every new repository gets (`library/*`).
+    /// Otherwise an `a/*` admin could allow `a/app` `*` and pull any
+    /// repository with its job tokens.
+    pub fn check_pull_allow(
+        &self,
+        repo: &crate::pipeline::repo::GitRepo,
+        patterns: &[String],
+    ) -> Result<(), ApiError> {
+        let mine = &self.0.repositories;
+        let beyond: Vec<&str> = patterns
+            .iter()
+            .filter(|p| {
+                !mine.covers(&slipway_registry::access::RepoPattern::new(p.as_str()))
+                    && !repo.pull_allow.contains(p)
+                    && !crate::pipeline::pull_allow::DEFAULT.contains(&p.as_str())
+            })
+            .map(String::as_str)
+            .collect();
+        if beyond.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "this token is limited to repositories {}; pull allowlist pattern{} {} of {} \
+             reach{} beyond it (an admin not limited to repositories may allow {})",
+            mine.as_str(),
+            if beyond.len() == 1 { "" } else { "s" },
+            beyond.join(", "),
+            repo.name,
+            if beyond.len() == 1 { "es" } else { "" },
+            if beyond.len() == 1 { "it" } else { "them" },
+        )))
+    }
+
     /// Refuse a pipeline of a repository outside the credential's pattern
     /// (an unknown pipeline is left to the handler's 404).
     pub async fn check_pipeline(&self, app: &AppState, id: i64) -> Result<(), ApiError> {

@@ -270,6 +270,7 @@ pub async fn set_pull_allow(
     let repo = app.repos.get(&body.repo).await?;
     let patterns = crate::pipeline::pull_allow::validate(&body.patterns)
         .map_err(|e| ApiError::BadRequest(format!("pull allowlist: {e}")))?;
+    caller.check_pull_allow(&repo, &patterns)?;
     sqlx::query("UPDATE git_repos SET pull_allow = ? WHERE id = ?")
         .bind(serde_json::to_string(&patterns).expect("serialisable"))
         .bind(repo.id)
