@@ -718,30 +718,37 @@ fn repository_limited_tokens_reach_only_their_repositories() {
             200,
         ),
     ];
-    let url = url.as_str();
-    rows.extend(both(
-        Method::POST,
-        &|_, _, _| "/api/v1/repos".into(),
-        &|repo| Some(json!({"name": format!("{repo}-2"), "url": url})),
-        Need::Admin,
-        201,
-    ));
-    rows.extend(both(
-        Method::POST,
-        &|_, _, _| "/api/v1/repos/forge".into(),
-        &|repo| {
-            Some(json!({"repo": repo, "kind": "github", "api_url": "http://127.0.0.1:9/", "repository": "o/r"}))
-        },
-        Need::Admin,
-        204,
-    ));
-    rows.extend(both(
-        Method::POST,
-        &|_, _, _| "/api/v1/repos/notify".into(),
-        &|repo| Some(json!({"repo": repo, "url": null})),
-        Need::Admin,
-        204,
-    ));
+    // Settings that make the server fetch or call a URL the caller chooses,
+    // with its own network position and credentials: not for tokens limited
+    // to repositories, even about their own.
+    rows.extend([
+        (
+            Method::POST,
+            "/api/v1/repos".into(),
+            Some(json!({"name": "team/app-2", "url": url})),
+            About::Server,
+            Need::Admin,
+            201,
+        ),
+        (
+            Method::POST,
+            "/api/v1/repos/forge".into(),
+            Some(
+                json!({"repo": "team/app", "kind": "github", "api_url": "http://127.0.0.1:9/", "repository": "o/r"}),
+            ),
+            About::Server,
+            Need::Admin,
+            204,
+        ),
+        (
+            Method::POST,
+            "/api/v1/repos/notify".into(),
+            Some(json!({"repo": "team/app", "url": "http://127.0.0.1:9/"})),
+            About::Server,
+            Need::Admin,
+            204,
+        ),
+    ]);
     rows.extend(both(
         Method::POST,
         &|_, _, _| "/api/v1/repos/limits".into(),
@@ -1250,4 +1257,91 @@ fn limited_admins_allow_pulls_only_within_their_repositories() {
     // The unlimited admin may allow anything.
     let (status, message) = set(&admin, &["*"]);
     assert_eq!(status, 204, "{message}");
+}
+
+/// The attack: registering a repository whose URL is the server's own mirror
+/// of another repository (`<data>/git/<id>.git`), by its path, a `file://`
+/// URL, `..`, a symlink or a `.git` file, copies that repository's source.
+/// Refused for everyone; and a token limited to repositories may not register
+/// a URL at all (the server fetches it with its own credentials).
+#[test]
+fn repositories_may_not_come_from_the_servers_own_disk() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("authz-repo-url");
+    let url = one_job_repo(work.path());
+    let (status, message) = post_json(
+        &server,
+        &admin,
+        "/api/v1/repos",
+        json!({"name": "other/sec", "url": url}),
+    );
+    assert_eq!(status, 201, "{message}");
+    let mirrors = server.data_dir().join("git");
+    let mirror = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "git"))
+        .expect("other/sec's mirror");
+    let mirror_text = mirror.to_str().unwrap().to_owned();
+
+    let limited = Auth::Bearer(server.create_token(&["admin"], "team/*"));
+    let (status, message) = post_json(
+        &server,
+        &limited,
+        "/api/v1/repos",
+        json!({"name": "team/x", "url": url}),
+    );
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("not limited to repositories"), "{message}");
+
+    let link = work.path().join("link.git");
+    std::os::unix::fs::symlink(&mirror, &link).unwrap();
+    let gitfile = work.path().join("gitfile");
+    std::fs::create_dir_all(&gitfile).unwrap();
+    std::fs::write(gitfile.join(".git"), format!("gitdir: {mirror_text}\n")).unwrap();
+    let dotdot = format!(
+        "{}/../git/{}",
+        mirrors.display(),
+        mirror.file_name().unwrap().to_str().unwrap()
+    );
+    for (i, sneaky) in [
+        mirror_text.clone(),
+        format!("file://{mirror_text}"),
+        dotdot,
+        link.to_str().unwrap().to_owned(),
+        gitfile.to_str().unwrap().to_owned(),
+        format!("file://{}", mirror_text.replace('/', "%2F")),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (status, message) = post_json(
+            &server,
+            &admin,
+            "/api/v1/repos",
+            json!({"name": format!("copy/n{i}"), "url": sneaky}),
+        );
+        assert_eq!(status, 400, "{sneaky}: {message}");
+        assert!(
+            message.contains("data directory") || message.contains("must be http"),
+            "{sneaky}: {message}"
+        );
+    }
+    let r = request_as(
+        server.url(),
+        &admin,
+        Method::GET,
+        "/api/v1/repos",
+        &[],
+        None,
+    );
+    let names: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["other/sec"], "no copy was registered");
 }

@@ -201,6 +201,21 @@ impl RepoCaller {
         require_admin(&self.0)
     }
 
+    /// An admin whose credential is not limited to repositories: for
+    /// settings that make the server contact a URL of the caller's choosing
+    /// with its own network position and credentials (`what` says which).
+    pub fn require_unlimited_admin(&self, what: &str) -> Result<(), ApiError> {
+        require_admin(&self.0)?;
+        if self.0.repositories.is_all() {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "this token is limited to repositories {}; {what} needs an admin not limited \
+             to repositories",
+            self.0.repositories.as_str()
+        )))
+    }
+
     /// The credential reaches `repo`.
     pub fn sees(&self, repo: &str) -> bool {
         self.0.repositories.matches(repo)
