@@ -1345,3 +1345,38 @@ fn repositories_may_not_come_from_the_servers_own_disk() {
         .collect();
     assert_eq!(names, ["other/sec"], "no copy was registered");
 }
+
+/// The attack: a repository with a one-part name `team` pushes and pulls
+/// `team` and `team/*`, so registered beside `team/app` its job tokens read
+/// and overwrite `team/app`'s images. Registering either beside the other is
+/// refused (409), in both orders.
+#[test]
+fn a_one_part_repository_cannot_share_a_namespace() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("authz-namespace");
+    let url = one_job_repo(work.path());
+    let add = |name: &str| {
+        post_json(
+            &server,
+            &admin,
+            "/api/v1/repos",
+            json!({"name": name, "url": url}),
+        )
+    };
+    for (first, second) in [("team/app", "team"), ("solo", "solo/app")] {
+        let (status, message) = add(first);
+        assert_eq!(status, 201, "{first}: {message}");
+        let (status, message) = add(second);
+        assert_eq!(status, 409, "{second} beside {first}: {message}");
+        assert!(
+            message.contains(&format!("{first:?}")) && message.contains("namespace"),
+            "{message}"
+        );
+    }
+    // Names that merely start alike are separate namespaces.
+    for name in ["teamx", "team-app/x", "solo2/app"] {
+        let (status, message) = add(name);
+        assert_eq!(status, 201, "{name}: {message}");
+    }
+}

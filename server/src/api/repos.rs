@@ -53,7 +53,7 @@ impl From<RepoError> for ApiError {
             RepoError::BadName(_) | RepoError::BadUrl(_) | RepoError::InsideDataDir(_) => {
                 ApiError::BadRequest(e.to_string())
             }
-            RepoError::Exists(_) => ApiError::Conflict(e.to_string()),
+            RepoError::Exists(_) | RepoError::Overlaps { .. } => ApiError::Conflict(e.to_string()),
             RepoError::NotFound(_) | RepoError::UnknownRef { .. } => {
                 ApiError::NotFound(e.to_string())
             }

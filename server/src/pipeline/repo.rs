@@ -32,6 +32,12 @@ pub enum RepoError {
          keys): refused"
     )]
     InsideDataDir(String),
+    #[error(
+        "repository {name:?} would share a namespace with repository {other:?}: a pipeline of \
+         a one-part name `team` pushes and pulls team and team/*, so `team` and `team/...` \
+         cannot both be registered"
+    )]
+    Overlaps { name: String, other: String },
     #[error("repository {0:?} already exists")]
     Exists(String),
     #[error("no repository named {0:?}")]
@@ -199,19 +205,47 @@ impl Repos {
         }
         check_source(url, &self.data_dir)?;
         let secret = hex::encode(rand::random::<[u8; 24]>());
+        // Images live under the repository's name and below it (`team` and
+        // `team/*`), so `team` and `team/app` would share images, job tokens
+        // and pull rights: refuse the second, in one statement so that two
+        // concurrent registrations cannot both pass.
+        let parent = name.split_once('/').map_or("", |(first, _)| first);
+        let below = format!("{name}/");
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO git_repos (name, url, default_branch, webhook_secret, created_at)
-             VALUES (?, ?, ?, ?, ?) RETURNING id",
+             SELECT ?, ?, ?, ?, ?
+             WHERE NOT EXISTS (SELECT 1 FROM git_repos
+                               WHERE name = ? OR substr(name, 1, length(?)) = ?)
+             RETURNING id",
         )
         .bind(name)
         .bind(url)
         .bind(default_branch)
         .bind(&secret)
         .bind(now_ms())
-        .fetch_one(&self.db)
+        .bind(parent)
+        .bind(&below)
+        .bind(&below)
+        .fetch_optional(&self.db)
         .await;
         let id = match inserted {
-            Ok(id) => id,
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                let other: String = sqlx::query_scalar(
+                    "SELECT name FROM git_repos
+                     WHERE name = ? OR substr(name, 1, length(?)) = ? ORDER BY name LIMIT 1",
+                )
+                .bind(parent)
+                .bind(&below)
+                .bind(&below)
+                .fetch_optional(&self.db)
+                .await?
+                .unwrap_or_default();
+                return Err(RepoError::Overlaps {
+                    name: name.to_owned(),
+                    other,
+                });
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(RepoError::Exists(name.to_owned()))
             }
