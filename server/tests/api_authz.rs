@@ -1380,3 +1380,84 @@ fn a_one_part_repository_cannot_share_a_namespace() {
         assert_eq!(status, 201, "{name}: {message}");
     }
 }
+
+/// The attack: a token limited to `team/*` reads the queue, where a runner
+/// limited to `other/*` explains it "takes only jobs of other/sec, ...",
+/// naming repositories the token may not see. Their names are redacted; the
+/// unlimited admin still reads them.
+#[test]
+fn the_queue_names_no_repository_beyond_the_token() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("authz-queue");
+    let url = one_job_repo(work.path());
+    let (status, message) = post_json(
+        &server,
+        &admin,
+        "/api/v1/repos",
+        json!({"name": "team/app", "url": url}),
+    );
+    assert_eq!(status, 201, "{message}");
+    let (status, message) = post_json(
+        &server,
+        &admin,
+        "/api/v1/pipelines",
+        json!({"repo": "team/app"}),
+    );
+    assert_eq!(status, 201, "{message}");
+    // A runner for another team's secret project, and one for both.
+    for (name, repositories) in [
+        ("r-secret", json!(["secret/project", "other/*"])),
+        ("r-mixed", json!(["team/tools", "hidden/*"])),
+    ] {
+        let r = request_as(
+            server.url(),
+            &admin,
+            Method::POST,
+            "/api/v1/runner-tokens",
+            &[("content-type", "application/json")],
+            Some(serde_json::to_vec(&json!({"repositories": repositories})).unwrap()),
+        );
+        assert_eq!(r.status, 201, "{}", r.describe());
+        let body = json!({
+            "registration_token": r.json()["token"], "name": name, "labels": [], "capacity": 1
+        });
+        let (status, message) = post_json(&server, &Auth::None, "/api/v1/runner/register", body);
+        assert_eq!(status, 201, "{message}");
+    }
+    let why = |auth: &Auth| -> Vec<String> {
+        let r = request_as(server.url(), auth, Method::GET, "/api/v1/queue", &[], None);
+        assert_eq!(r.status, 200, "{}", r.describe());
+        let queue = r.json();
+        let mut out: Vec<String> = queue[0]["runners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c["runner"].as_str().unwrap(),
+                    c["why_not"].as_str().unwrap()
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(
+        why(&admin),
+        [
+            "r-mixed: takes only jobs of team/tools, hidden/*",
+            "r-secret: takes only jobs of secret/project, other/*",
+        ]
+    );
+    let limited = Auth::Bearer(server.create_token(&["pull"], "team/*"));
+    let seen = why(&limited);
+    assert_eq!(
+        seen,
+        [
+            "r-mixed: takes only jobs of team/tools, other repositories",
+            "r-secret: takes only jobs of other repositories",
+        ]
+    );
+}
