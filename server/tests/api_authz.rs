@@ -411,13 +411,15 @@ fn every_api_route_checks_who_is_calling() {
             None,
             404,
         ),
+        // Let in, and refused: the job's one step builds nothing (a report
+        // that is recorded: job_credentials::a_job_reports_only_images_its_build_steps_push).
         (
             Method::POST,
             format!("/api/v1/runner/jobs/{job}/images"),
             Some(
                 json!({"attempt": attempt, "step": 0, "repository": "demo", "tags": [], "digest": format!("sha256:{}", "a".repeat(64))}),
             ),
-            204,
+            403,
         ),
         (
             Method::POST,
