@@ -69,6 +69,21 @@ impl RepoPattern {
             None => self.0 == repository,
         }
     }
+
+    /// Every repository `other` matches, this pattern matches too: `a/*`
+    /// covers `a/b`, `a/b/*` and `a/*`, not `a`, `b/*` or `*`.
+    pub fn covers(&self, other: &RepoPattern) -> bool {
+        match (self.0.strip_suffix('*'), other.0.strip_suffix('*')) {
+            (Some(""), _) => true,
+            (Some(mine), Some(theirs)) if mine.ends_with('/') => {
+                theirs.ends_with('/') && theirs.starts_with(mine)
+            }
+            (Some(_), None) => self.matches(&other.0),
+            // `team*` matches nothing, and an exact name no wildcard.
+            (Some(_), Some(_)) | (None, Some(_)) => false,
+            (None, None) => self.0 == other.0,
+        }
+    }
 }
 
 /// One permission: these actions on repositories matching the pattern.
@@ -147,5 +162,33 @@ mod tests {
         assert!(RepoPattern::new("team/app").matches("team/app"));
         assert!(!RepoPattern::new("team/app").matches("team/app2"));
         assert!(!RepoPattern::new("team*").matches("team/app"));
+    }
+
+    #[test]
+    fn covering() {
+        let covers = |a: &str, b: &str| RepoPattern::new(a).covers(&RepoPattern::new(b));
+        for (a, b) in [
+            ("*", "*"),
+            ("*", "x/*"),
+            ("a/*", "a/*"),
+            ("a/*", "a/b"),
+            ("a/*", "a/b/*"),
+            ("a/b", "a/b"),
+        ] {
+            assert!(covers(a, b), "{a} covers {b}");
+        }
+        for (a, b) in [
+            ("a/*", "*"),
+            ("a/*", "b/*"),
+            ("a/*", "a"),
+            ("a/*", "ab/*"),
+            ("a/*", "a*"),
+            ("a/b", "a/b/*"),
+            ("a/b", "a/*"),
+            ("a/b", "*"),
+            ("a*", "a/b"),
+        ] {
+            assert!(!covers(a, b), "{a} does not cover {b}");
+        }
     }
 }

@@ -411,13 +411,15 @@ fn every_api_route_checks_who_is_calling() {
             None,
             404,
         ),
+        // Let in, and refused: the job's one step builds nothing (a report
+        // that is recorded: job_credentials::a_job_reports_only_images_its_build_steps_push).
         (
             Method::POST,
             format!("/api/v1/runner/jobs/{job}/images"),
             Some(
                 json!({"attempt": attempt, "step": 0, "repository": "demo", "tags": [], "digest": format!("sha256:{}", "a".repeat(64))}),
             ),
-            204,
+            403,
         ),
         (
             Method::POST,
@@ -718,30 +720,37 @@ fn repository_limited_tokens_reach_only_their_repositories() {
             200,
         ),
     ];
-    let url = url.as_str();
-    rows.extend(both(
-        Method::POST,
-        &|_, _, _| "/api/v1/repos".into(),
-        &|repo| Some(json!({"name": format!("{repo}-2"), "url": url})),
-        Need::Admin,
-        201,
-    ));
-    rows.extend(both(
-        Method::POST,
-        &|_, _, _| "/api/v1/repos/forge".into(),
-        &|repo| {
-            Some(json!({"repo": repo, "kind": "github", "api_url": "http://127.0.0.1:9/", "repository": "o/r"}))
-        },
-        Need::Admin,
-        204,
-    ));
-    rows.extend(both(
-        Method::POST,
-        &|_, _, _| "/api/v1/repos/notify".into(),
-        &|repo| Some(json!({"repo": repo, "url": null})),
-        Need::Admin,
-        204,
-    ));
+    // Settings that make the server fetch or call a URL the caller chooses,
+    // with its own network position and credentials: not for tokens limited
+    // to repositories, even about their own.
+    rows.extend([
+        (
+            Method::POST,
+            "/api/v1/repos".into(),
+            Some(json!({"name": "team/app-2", "url": url})),
+            About::Server,
+            Need::Admin,
+            201,
+        ),
+        (
+            Method::POST,
+            "/api/v1/repos/forge".into(),
+            Some(
+                json!({"repo": "team/app", "kind": "github", "api_url": "http://127.0.0.1:9/", "repository": "o/r"}),
+            ),
+            About::Server,
+            Need::Admin,
+            204,
+        ),
+        (
+            Method::POST,
+            "/api/v1/repos/notify".into(),
+            Some(json!({"repo": "team/app", "url": "http://127.0.0.1:9/"})),
+            About::Server,
+            Need::Admin,
+            204,
+        ),
+    ]);
     rows.extend(both(
         Method::POST,
         &|_, _, _| "/api/v1/repos/limits".into(),
@@ -1138,4 +1147,319 @@ fn the_openapi_document_matches_the_routes() {
             );
         }
     }
+}
+
+/// POST a JSON body as `auth`; the status and the error message (if any).
+fn post_json(
+    server: &TestServer,
+    auth: &Auth,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, String) {
+    let r = request_as(
+        server.url(),
+        auth,
+        Method::POST,
+        path,
+        &[("content-type", "application/json")],
+        Some(serde_json::to_vec(&body).unwrap()),
+    );
+    let message = if r.status >= 400 {
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    } else {
+        String::new()
+    };
+    (r.status, message)
+}
+
+/// The attack: an admin token limited to `team/*` sets `team/app`'s pull
+/// allowlist to `*` (or `other/*`), and `team/app`'s job tokens then pull
+/// `other/sec`'s images. A limited admin may allow only what its own pattern
+/// covers, what the list already holds, and the default `library/*`.
+#[test]
+fn limited_admins_allow_pulls_only_within_their_repositories() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("authz-pull-allow");
+    let url = one_job_repo(work.path());
+    for name in ["team/app", "other/sec"] {
+        let (status, message) = post_json(
+            &server,
+            &admin,
+            "/api/v1/repos",
+            json!({"name": name, "url": url}),
+        );
+        assert_eq!(status, 201, "{message}");
+    }
+    let limited = Auth::Bearer(server.create_token(&["admin"], "team/*"));
+    let set = |auth: &Auth, patterns: &[&str]| {
+        post_json(
+            &server,
+            auth,
+            "/api/v1/repos/pull-allow",
+            json!({"repo": "team/app", "patterns": patterns}),
+        )
+    };
+    let allowlist = || -> Vec<String> {
+        let r = request_as(
+            server.url(),
+            &admin,
+            Method::GET,
+            "/api/v1/repos",
+            &[],
+            None,
+        );
+        let repos = r.json();
+        let app = repos
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "team/app")
+            .unwrap()
+            .clone();
+        serde_json::from_value(app["pull_allow"].clone()).unwrap()
+    };
+
+    for beyond in [
+        &["*"][..],
+        &["other/*"],
+        &["other/sec"],
+        &["library/*", "other/sec"],
+        &["team"],
+    ] {
+        let (status, message) = set(&limited, beyond);
+        assert_eq!(status, 403, "{beyond:?}: {message}");
+        assert!(
+            message.contains("limited to repositories team/*")
+                && message.contains(beyond.last().unwrap()),
+            "{beyond:?}: {message}"
+        );
+        assert_eq!(allowlist(), ["library/*"], "{beyond:?} left no trace");
+    }
+    let (status, message) = set(&limited, &["Bad Name"]);
+    assert_eq!(status, 400, "{message}");
+
+    // Within its own pattern, and the default.
+    let (status, message) = set(&limited, &["library/*", "team/*", "team/tools"]);
+    assert_eq!(status, 204, "{message}");
+    assert_eq!(allowlist(), ["library/*", "team/*", "team/tools"]);
+
+    // What an unlimited admin allowed, a limited one may keep (or drop),
+    // but not widen.
+    let (status, message) = set(&admin, &["shared/base"]);
+    assert_eq!(status, 204, "{message}");
+    let (status, message) = set(&limited, &["shared/base", "team/x"]);
+    assert_eq!(status, 204, "{message}");
+    let (status, message) = set(&limited, &["shared/*"]);
+    assert_eq!(status, 403, "{message}");
+    assert_eq!(allowlist(), ["shared/base", "team/x"]);
+    // The unlimited admin may allow anything.
+    let (status, message) = set(&admin, &["*"]);
+    assert_eq!(status, 204, "{message}");
+}
+
+/// The attack: registering a repository whose URL is the server's own mirror
+/// of another repository (`<data>/git/<id>.git`), by its path, a `file://`
+/// URL, `..`, a symlink or a `.git` file, copies that repository's source.
+/// Refused for everyone; and a token limited to repositories may not register
+/// a URL at all (the server fetches it with its own credentials).
+#[test]
+fn repositories_may_not_come_from_the_servers_own_disk() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("authz-repo-url");
+    let url = one_job_repo(work.path());
+    let (status, message) = post_json(
+        &server,
+        &admin,
+        "/api/v1/repos",
+        json!({"name": "other/sec", "url": url}),
+    );
+    assert_eq!(status, 201, "{message}");
+    let mirrors = server.data_dir().join("git");
+    let mirror = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "git"))
+        .expect("other/sec's mirror");
+    let mirror_text = mirror.to_str().unwrap().to_owned();
+
+    let limited = Auth::Bearer(server.create_token(&["admin"], "team/*"));
+    let (status, message) = post_json(
+        &server,
+        &limited,
+        "/api/v1/repos",
+        json!({"name": "team/x", "url": url}),
+    );
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("not limited to repositories"), "{message}");
+
+    let link = work.path().join("link.git");
+    std::os::unix::fs::symlink(&mirror, &link).unwrap();
+    let gitfile = work.path().join("gitfile");
+    std::fs::create_dir_all(&gitfile).unwrap();
+    std::fs::write(gitfile.join(".git"), format!("gitdir: {mirror_text}\n")).unwrap();
+    let dotdot = format!(
+        "{}/../git/{}",
+        mirrors.display(),
+        mirror.file_name().unwrap().to_str().unwrap()
+    );
+    for (i, sneaky) in [
+        mirror_text.clone(),
+        format!("file://{mirror_text}"),
+        dotdot,
+        link.to_str().unwrap().to_owned(),
+        gitfile.to_str().unwrap().to_owned(),
+        format!("file://{}", mirror_text.replace('/', "%2F")),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (status, message) = post_json(
+            &server,
+            &admin,
+            "/api/v1/repos",
+            json!({"name": format!("copy/n{i}"), "url": sneaky}),
+        );
+        assert_eq!(status, 400, "{sneaky}: {message}");
+        assert!(
+            message.contains("data directory") || message.contains("must be http"),
+            "{sneaky}: {message}"
+        );
+    }
+    let r = request_as(
+        server.url(),
+        &admin,
+        Method::GET,
+        "/api/v1/repos",
+        &[],
+        None,
+    );
+    let names: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["other/sec"], "no copy was registered");
+}
+
+/// The attack: a repository with a one-part name `team` pushes and pulls
+/// `team` and `team/*`, so registered beside `team/app` its job tokens read
+/// and overwrite `team/app`'s images. Registering either beside the other is
+/// refused (409), in both orders.
+#[test]
+fn a_one_part_repository_cannot_share_a_namespace() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("authz-namespace");
+    let url = one_job_repo(work.path());
+    let add = |name: &str| {
+        post_json(
+            &server,
+            &admin,
+            "/api/v1/repos",
+            json!({"name": name, "url": url}),
+        )
+    };
+    for (first, second) in [("team/app", "team"), ("solo", "solo/app")] {
+        let (status, message) = add(first);
+        assert_eq!(status, 201, "{first}: {message}");
+        let (status, message) = add(second);
+        assert_eq!(status, 409, "{second} beside {first}: {message}");
+        assert!(
+            message.contains(&format!("{first:?}")) && message.contains("namespace"),
+            "{message}"
+        );
+    }
+    // Names that merely start alike are separate namespaces.
+    for name in ["teamx", "team-app/x", "solo2/app"] {
+        let (status, message) = add(name);
+        assert_eq!(status, 201, "{name}: {message}");
+    }
+}
+
+/// The attack: a token limited to `team/*` reads the queue, where a runner
+/// limited to `other/*` explains it "takes only jobs of other/sec, ...",
+/// naming repositories the token may not see. Their names are redacted; the
+/// unlimited admin still reads them.
+#[test]
+fn the_queue_names_no_repository_beyond_the_token() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let work = scratch_dir("authz-queue");
+    let url = one_job_repo(work.path());
+    let (status, message) = post_json(
+        &server,
+        &admin,
+        "/api/v1/repos",
+        json!({"name": "team/app", "url": url}),
+    );
+    assert_eq!(status, 201, "{message}");
+    let (status, message) = post_json(
+        &server,
+        &admin,
+        "/api/v1/pipelines",
+        json!({"repo": "team/app"}),
+    );
+    assert_eq!(status, 201, "{message}");
+    // A runner for another team's secret project, and one for both.
+    for (name, repositories) in [
+        ("r-secret", json!(["secret/project", "other/*"])),
+        ("r-mixed", json!(["team/tools", "hidden/*"])),
+    ] {
+        let r = request_as(
+            server.url(),
+            &admin,
+            Method::POST,
+            "/api/v1/runner-tokens",
+            &[("content-type", "application/json")],
+            Some(serde_json::to_vec(&json!({"repositories": repositories})).unwrap()),
+        );
+        assert_eq!(r.status, 201, "{}", r.describe());
+        let body = json!({
+            "registration_token": r.json()["token"], "name": name, "labels": [], "capacity": 1
+        });
+        let (status, message) = post_json(&server, &Auth::None, "/api/v1/runner/register", body);
+        assert_eq!(status, 201, "{message}");
+    }
+    let why = |auth: &Auth| -> Vec<String> {
+        let r = request_as(server.url(), auth, Method::GET, "/api/v1/queue", &[], None);
+        assert_eq!(r.status, 200, "{}", r.describe());
+        let queue = r.json();
+        let mut out: Vec<String> = queue[0]["runners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c["runner"].as_str().unwrap(),
+                    c["why_not"].as_str().unwrap()
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(
+        why(&admin),
+        [
+            "r-mixed: takes only jobs of team/tools, hidden/*",
+            "r-secret: takes only jobs of secret/project, other/*",
+        ]
+    );
+    let limited = Auth::Bearer(server.create_token(&["pull"], "team/*"));
+    let seen = why(&limited);
+    assert_eq!(
+        seen,
+        [
+            "r-mixed: takes only jobs of team/tools, other repositories",
+            "r-secret: takes only jobs of other repositories",
+        ]
+    );
 }

@@ -589,3 +589,74 @@ fn a_runner_limited_to_repositories_leases_only_theirs() {
         "{runners}"
     );
 }
+
+/// The attack: a runner holding `team/app`'s lease reports an image of
+/// `other/private` (or one its step does not build) as this pipeline's, so
+/// the pipeline page lists and links another repository's image. Only the
+/// repository a build step of the job pushes to is recorded.
+#[test]
+fn a_job_reports_only_images_its_build_steps_push() {
+    let server = TestServer::start();
+    let work = scratch_dir("report-image");
+    let spec = "jobs:
+  image:
+    steps:
+      - name: test
+        image: busybox
+        commands: [true]
+      - name: build
+        build:
+          image: team/app/web
+";
+    let url = repo_with_spec(&work.path().join("repo"), spec);
+    let pipeline = add_and_run(&server, "team/app", &url);
+    let runner = Auth::Bearer(server.register_runner("r"));
+    let lease = lease(&server, &runner).json();
+    let job = lease["job_id"].as_i64().unwrap();
+    let attempt = lease["attempt"].as_i64().unwrap();
+    let token = lease["lease_token"].as_str().unwrap().to_owned();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let report = |step: i64, repository: &str| {
+        request_as(
+            server.url(),
+            &runner,
+            Method::POST,
+            &format!("/api/v1/runner/jobs/{job}/images"),
+            &[
+                ("content-type", "application/json"),
+                ("x-slipway-lease", &token),
+            ],
+            Some(
+                serde_json::to_vec(&json!({
+                    "attempt": attempt, "step": step, "repository": repository,
+                    "tags": ["v1"], "digest": digest,
+                }))
+                .unwrap(),
+            ),
+        )
+    };
+    for (step, repository) in [
+        (1, "other/private"),
+        (1, "team/app"),
+        (0, "team/app/web"),
+        (7, "team/app/web"),
+    ] {
+        let r = report(step, repository);
+        assert_eq!(r.status, 403, "step {step} {repository}: {}", r.describe());
+        assert_eq!(r.json()["error"]["code"], "forbidden", "{}", r.describe());
+    }
+    let r = report(1, "team/app/web");
+    assert_eq!(r.status, 204, "{}", r.describe());
+
+    let shown = server.get(
+        &format!("/api/v1/pipelines/{}", pipeline["id"]),
+        &server.admin_auth(),
+    );
+    let images: Vec<String> = shown.json()["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["repository"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(images, ["team/app/web"]);
+}

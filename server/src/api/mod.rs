@@ -201,6 +201,21 @@ impl RepoCaller {
         require_admin(&self.0)
     }
 
+    /// An admin whose credential is not limited to repositories: for
+    /// settings that make the server contact a URL of the caller's choosing
+    /// with its own network position and credentials (`what` says which).
+    pub fn require_unlimited_admin(&self, what: &str) -> Result<(), ApiError> {
+        require_admin(&self.0)?;
+        if self.0.repositories.is_all() {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "this token is limited to repositories {}; {what} needs an admin not limited \
+             to repositories",
+            self.0.repositories.as_str()
+        )))
+    }
+
     /// The credential reaches `repo`.
     pub fn sees(&self, repo: &str) -> bool {
         self.0.repositories.matches(repo)
@@ -216,6 +231,42 @@ impl RepoCaller {
                 self.0.repositories.as_str()
             )))
         }
+    }
+
+    /// Refuse a pull allowlist for `repo` that would let its pipelines pull
+    /// what the credential does not reach: each pattern must lie within the
+    /// credential's own pattern, be already on the list (set by someone
+    /// else), or be a default every new repository gets (`library/*`).
+    /// Otherwise an `a/*` admin could allow `a/app` `*` and pull any
+    /// repository with its job tokens.
+    pub fn check_pull_allow(
+        &self,
+        repo: &crate::pipeline::repo::GitRepo,
+        patterns: &[String],
+    ) -> Result<(), ApiError> {
+        let mine = &self.0.repositories;
+        let beyond: Vec<&str> = patterns
+            .iter()
+            .filter(|p| {
+                !mine.covers(&slipway_registry::access::RepoPattern::new(p.as_str()))
+                    && !repo.pull_allow.contains(p)
+                    && !crate::pipeline::pull_allow::DEFAULT.contains(&p.as_str())
+            })
+            .map(String::as_str)
+            .collect();
+        if beyond.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden(format!(
+            "this token is limited to repositories {}; pull allowlist pattern{} {} of {} \
+             reach{} beyond it (an admin not limited to repositories may allow {})",
+            mine.as_str(),
+            if beyond.len() == 1 { "" } else { "s" },
+            beyond.join(", "),
+            repo.name,
+            if beyond.len() == 1 { "es" } else { "" },
+            if beyond.len() == 1 { "it" } else { "them" },
+        )))
     }
 
     /// Refuse a pipeline of a repository outside the credential's pattern

@@ -30,11 +30,13 @@ pub struct WaitingView {
 }
 
 /// The waiting jobs of the repositories the caller's credential reaches
-/// (positions stay those in the whole queue).
+/// (positions stay those in the whole queue). Why a runner cannot take one
+/// names no repository outside the credential's pattern.
 pub async fn list(
     State(app): State<AppState>,
     caller: RepoCaller,
 ) -> Result<Json<Vec<WaitingView>>, ApiError> {
+    let viewer = &caller.principal().repositories;
     Ok(Json(
         queue::explain(&app.db)
             .await?
@@ -53,9 +55,9 @@ pub async fn list(
                     .runners
                     .into_iter()
                     .map(|c| CandidateView {
-                        runner: c.runner,
                         can_take: c.why_not.is_none(),
-                        why_not: c.why_not,
+                        why_not: c.why_not_for(viewer),
+                        runner: c.runner,
                     })
                     .collect(),
             })

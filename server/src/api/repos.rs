@@ -50,8 +50,10 @@ fn view(repo: GitRepo, with_secret: bool) -> RepoView {
 impl From<RepoError> for ApiError {
     fn from(e: RepoError) -> Self {
         match e {
-            RepoError::BadName(_) | RepoError::BadUrl(_) => ApiError::BadRequest(e.to_string()),
-            RepoError::Exists(_) => ApiError::Conflict(e.to_string()),
+            RepoError::BadName(_) | RepoError::BadUrl(_) | RepoError::InsideDataDir(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            RepoError::Exists(_) | RepoError::Overlaps { .. } => ApiError::Conflict(e.to_string()),
             RepoError::NotFound(_) | RepoError::UnknownRef { .. } => {
                 ApiError::NotFound(e.to_string())
             }
@@ -61,14 +63,17 @@ impl From<RepoError> for ApiError {
     }
 }
 
-/// Admin: register a repository and make its mirror (a URL that cannot be
-/// fetched is refused, and nothing is kept).
+/// Admin not limited to repositories: register a repository and make its
+/// mirror (a URL that cannot be fetched is refused, and nothing is kept).
+/// The server fetches the URL with its own network position and git
+/// credentials (or from its own disk), so a token limited to repositories
+/// may not choose it.
 pub async fn create(
     State(app): State<AppState>,
     caller: RepoCaller,
     Json(body): Json<NewRepo>,
 ) -> Result<(StatusCode, Json<RepoView>), ApiError> {
-    caller.require_admin()?;
+    caller.require_unlimited_admin("registering a repository (a URL the server fetches)")?;
     caller.check(&body.name)?;
     let poll_ms = match &body.poll_interval {
         None => None,
@@ -149,13 +154,14 @@ fn http_url(what: &str, url: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Admin: report this repository's pipeline states to a forge's commit-status API.
+/// Admin not limited to repositories (the server calls the URL): report
+/// this repository's pipeline states to a forge's commit-status API.
 pub async fn set_forge(
     State(app): State<AppState>,
     caller: RepoCaller,
     Json(body): Json<ForgeSettings>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_admin()?;
+    caller.require_unlimited_admin("setting a forge (a URL the server calls)")?;
     caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     if crate::pipeline::notify::ForgeKind::parse(&body.kind).is_none() {
@@ -193,14 +199,15 @@ pub struct NotifySettings {
     url: Option<String>,
 }
 
-/// Admin: a generic outgoing webhook for state changes, signed with the
-/// repository's webhook secret.
+/// Admin not limited to repositories (the server calls the URL): a generic
+/// outgoing webhook for state changes, signed with the repository's
+/// webhook secret.
 pub async fn set_notify(
     State(app): State<AppState>,
     caller: RepoCaller,
     Json(body): Json<NotifySettings>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_admin()?;
+    caller.require_unlimited_admin("setting a notification URL (a URL the server calls)")?;
     caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     if let Some(url) = &body.url {
@@ -270,6 +277,7 @@ pub async fn set_pull_allow(
     let repo = app.repos.get(&body.repo).await?;
     let patterns = crate::pipeline::pull_allow::validate(&body.patterns)
         .map_err(|e| ApiError::BadRequest(format!("pull allowlist: {e}")))?;
+    caller.check_pull_allow(&repo, &patterns)?;
     sqlx::query("UPDATE git_repos SET pull_allow = ? WHERE id = ?")
         .bind(serde_json::to_string(&patterns).expect("serialisable"))
         .bind(repo.id)

@@ -689,6 +689,33 @@ async fn report_image(
             body.repository, body.digest
         )));
     }
+    // Only where the step's build pushes: a runner cannot list another
+    // repository's image among this pipeline's (same rules as the push
+    // token, `push_targets`).
+    let (from_fork, definition, repo_name): (bool, String, String) = sqlx::query_as(
+        "SELECT p.from_fork, j.definition, r.name FROM jobs j
+         JOIN pipelines p ON p.id = j.pipeline_id JOIN git_repos r ON r.id = p.repo_id
+         WHERE j.id = ?",
+    )
+    .bind(job)
+    .fetch_one(&app.db)
+    .await?;
+    let mut definition: JobDefinition =
+        serde_json::from_str(&definition).map_err(|e| ApiError::Internal(e.to_string()))?;
+    push_targets(&repo_name, from_fork, &mut definition.steps);
+    let pushes_there = definition.steps.iter().any(|s| {
+        s.position == body.step
+            && s.refused.is_none()
+            && s.build
+                .as_ref()
+                .is_some_and(|b| b.repository == body.repository)
+    });
+    if !pushes_there {
+        return Err(ApiError::Forbidden(format!(
+            "step {} of job {job} pushes no image to {}",
+            body.step, body.repository
+        )));
+    }
     sqlx::query(
         "INSERT INTO pipeline_images (pipeline_id, job_id, step, repository, tags, digest, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)

@@ -27,6 +27,17 @@ pub enum RepoError {
     BadName(String),
     #[error("repository URL {0:?} must be http(s)://, git://, ssh:// or an absolute local path")]
     BadUrl(String),
+    #[error(
+        "repository URL {0:?} is inside the server's data directory (its mirrors, blobs and \
+         keys): refused"
+    )]
+    InsideDataDir(String),
+    #[error(
+        "repository {name:?} would share a namespace with repository {other:?}: a pipeline of \
+         a one-part name `team` pushes and pulls team and team/*, so `team` and `team/...` \
+         cannot both be registered"
+    )]
+    Overlaps { name: String, other: String },
     #[error("repository {0:?} already exists")]
     Exists(String),
     #[error("no repository named {0:?}")]
@@ -80,10 +91,67 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 fn valid_url(url: &str) -> bool {
-    ["http://", "https://", "git://", "ssh://", "file://"]
+    ["http://", "https://", "git://", "ssh://"]
         .iter()
         .any(|p| url.starts_with(p))
-        || url.starts_with('/')
+        || local_path(url).is_some()
+}
+
+/// The path of a local source (`/srv/git/app.git` or `file:///srv/...`);
+/// `None` for a remote URL or a local one spelled so that it could hide where
+/// it leads (`file://host/...`, percent escapes).
+fn local_path(url: &str) -> Option<&Path> {
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    (path.starts_with('/') && !path.contains('%')).then(|| Path::new(path))
+}
+
+/// `path` with `.` and `..` resolved by the text alone (for a path that does
+/// not exist, or a symlink's own place).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Refuse a local source that leads into `data_dir`: by its text, where its
+/// symlinks resolve to, and where git would find the repository's own
+/// directories (a `.git` file's `gitdir:`, a worktree's common dir). The
+/// server's mirrors of other repositories, its blobs and keys live there.
+fn check_source(url: &str, data_dir: &Path) -> Result<(), RepoError> {
+    let Some(path) = local_path(url) else {
+        return Ok(());
+    };
+    let roots: Vec<PathBuf> = [Some(lexical(data_dir)), data_dir.canonicalize().ok()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut places = vec![lexical(path)];
+    places.extend(path.canonicalize().ok());
+    if let Ok(git) = git2::Repository::open_ext(
+        path,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    ) {
+        for dir in [git.path(), git.commondir()] {
+            places.push(lexical(dir));
+            places.extend(dir.canonicalize().ok());
+        }
+    }
+    if places
+        .iter()
+        .any(|p| roots.iter().any(|root| p.starts_with(root)))
+    {
+        return Err(RepoError::InsideDataDir(url.to_owned()));
+    }
+    Ok(())
 }
 
 /// Rows and mirrors.
@@ -91,6 +159,8 @@ fn valid_url(url: &str) -> bool {
 pub struct Repos {
     db: SqlitePool,
     root: PathBuf,
+    /// Local sources may not lead here ([`check_source`]).
+    data_dir: PathBuf,
     locks: Arc<Mutex<HashMap<i64, Arc<Mutex<()>>>>>,
 }
 
@@ -112,6 +182,7 @@ impl Repos {
         Repos {
             db,
             root: data_dir.join("git"),
+            data_dir: data_dir.to_owned(),
             locks: Arc::default(),
         }
     }
@@ -132,20 +203,49 @@ impl Repos {
         if !valid_url(url) || url.chars().any(char::is_whitespace) {
             return Err(RepoError::BadUrl(url.to_owned()));
         }
+        check_source(url, &self.data_dir)?;
         let secret = hex::encode(rand::random::<[u8; 24]>());
+        // Images live under the repository's name and below it (`team` and
+        // `team/*`), so `team` and `team/app` would share images, job tokens
+        // and pull rights: refuse the second, in one statement so that two
+        // concurrent registrations cannot both pass.
+        let parent = name.split_once('/').map_or("", |(first, _)| first);
+        let below = format!("{name}/");
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO git_repos (name, url, default_branch, webhook_secret, created_at)
-             VALUES (?, ?, ?, ?, ?) RETURNING id",
+             SELECT ?, ?, ?, ?, ?
+             WHERE NOT EXISTS (SELECT 1 FROM git_repos
+                               WHERE name = ? OR substr(name, 1, length(?)) = ?)
+             RETURNING id",
         )
         .bind(name)
         .bind(url)
         .bind(default_branch)
         .bind(&secret)
         .bind(now_ms())
-        .fetch_one(&self.db)
+        .bind(parent)
+        .bind(&below)
+        .bind(&below)
+        .fetch_optional(&self.db)
         .await;
         let id = match inserted {
-            Ok(id) => id,
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                let other: String = sqlx::query_scalar(
+                    "SELECT name FROM git_repos
+                     WHERE name = ? OR substr(name, 1, length(?)) = ? ORDER BY name LIMIT 1",
+                )
+                .bind(parent)
+                .bind(&below)
+                .bind(&below)
+                .fetch_optional(&self.db)
+                .await?
+                .unwrap_or_default();
+                return Err(RepoError::Overlaps {
+                    name: name.to_owned(),
+                    other,
+                });
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(RepoError::Exists(name.to_owned()))
             }
@@ -203,8 +303,11 @@ impl Repos {
         let path = self.mirror_path(repo.id);
         let lock = self.lock(repo.id);
         let repo = repo.clone();
+        let data_dir = self.data_dir.clone();
         blocking(&repo.name.clone(), "fetch", move || {
             let _held = lock.lock().unwrap();
+            // Again at each fetch: a symlink on the way may have changed.
+            check_source(&repo.url, &data_dir)?;
             fetch_blocking(&repo, &path, &extra)
         })
         .await

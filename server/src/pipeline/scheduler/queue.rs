@@ -24,6 +24,30 @@ pub struct Candidate {
     pub runner: String,
     /// `None` when it can take the job now.
     pub why_not: Option<String>,
+    /// When it is limited to repositories that exclude the job's: its
+    /// patterns (`why_not` names them; [`Candidate::why_not_for`] only
+    /// those a limited viewer reaches).
+    pub takes_only: Option<Vec<String>>,
+}
+
+impl Candidate {
+    /// `why_not` as a viewer whose credential reaches `viewer` may read
+    /// it: a runner's repository patterns outside the viewer's pattern are
+    /// "other repositories", not named.
+    pub fn why_not_for(&self, viewer: &slipway_registry::access::RepoPattern) -> Option<String> {
+        let Some(patterns) = &self.takes_only else {
+            return self.why_not.clone();
+        };
+        let mut named: Vec<&str> = patterns
+            .iter()
+            .filter(|p| viewer.covers(&slipway_registry::access::RepoPattern::new(p.as_str())))
+            .map(String::as_str)
+            .collect();
+        if named.len() < patterns.len() {
+            named.push("other repositories");
+        }
+        Some(format!("takes only jobs of {}", named.join(", ")))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -119,7 +143,8 @@ pub async fn explain(db: &sqlx::SqlitePool) -> Result<Vec<Waiting>, sqlx::Error>
             .map(|r| {
                 let missing: Vec<&String> =
                     labels.iter().filter(|l| !r.labels.contains(l)).collect();
-                let why_not = if !super::lease::takes(r.repositories.as_deref(), &repo) {
+                let excluded = !super::lease::takes(r.repositories.as_deref(), &repo);
+                let why_not = if excluded {
                     Some(format!(
                         "takes only jobs of {}",
                         r.repositories.as_deref().unwrap_or_default().join(", ")
@@ -151,6 +176,7 @@ pub async fn explain(db: &sqlx::SqlitePool) -> Result<Vec<Waiting>, sqlx::Error>
                 Candidate {
                     runner: r.name.clone(),
                     why_not,
+                    takes_only: excluded.then(|| r.repositories.clone().unwrap_or_default()),
                 }
             })
             .collect();
