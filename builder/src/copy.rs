@@ -50,10 +50,14 @@ pub fn clean(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// Symlinks followed by [`resolve_in`] before the path is called a loop.
+const MAX_LINKS: usize = 40;
+
 /// Follow `path` (absolute in the image) through symlinks inside `root`,
-/// never leaving it; the result is absolute in the image. Parts that do not
-/// exist are kept as written.
-pub fn resolve_in(root: &Path, path: &str) -> String {
+/// never leaving it; the result is absolute in the image, with no symlink
+/// left in it. Parts that do not exist are kept as written. More than 40
+/// links is an error (a loop), never a path still holding a symlink.
+pub fn resolve_in(root: &Path, path: &str) -> Result<String, String> {
     let mut todo: Vec<String> = clean(path)
         .split('/')
         .filter(|c| !c.is_empty())
@@ -75,10 +79,16 @@ pub fn resolve_in(root: &Path, path: &str) -> String {
         let Ok(meta) = std::fs::symlink_metadata(&here) else {
             continue;
         };
-        if !meta.file_type().is_symlink() || links >= 40 {
+        if !meta.file_type().is_symlink() {
             continue;
         }
         links += 1;
+        if links > MAX_LINKS {
+            return Err(format!(
+                "{}: too many levels of symbolic links",
+                short(path)
+            ));
+        }
         let Ok(target) = std::fs::read_link(&here) else {
             continue;
         };
@@ -91,7 +101,7 @@ pub fn resolve_in(root: &Path, path: &str) -> String {
             todo.push(t.to_owned());
         }
     }
-    format!("/{}", done.join("/"))
+    Ok(format!("/{}", done.join("/")))
 }
 
 /// The image's own `file` (e.g. `etc/passwd`) under its root filesystem
@@ -513,10 +523,30 @@ mod tests {
         std::fs::create_dir_all(root.join("usr/bin")).unwrap();
         std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
         std::os::unix::fs::symlink("/../../../etc", root.join("up")).unwrap();
-        assert_eq!(resolve_in(root, "/bin/tool"), "/usr/bin/tool");
-        assert_eq!(resolve_in(root, "/up/passwd"), "/etc/passwd");
-        assert_eq!(resolve_in(root, "/a/../../b"), "/b");
+        assert_eq!(resolve_in(root, "/bin/tool").unwrap(), "/usr/bin/tool");
+        assert_eq!(resolve_in(root, "/up/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(resolve_in(root, "/a/../../b").unwrap(), "/b");
         assert_eq!(clean("/a/./b//c/../"), "/a/b");
+    }
+
+    /// A loop (or a chain longer than 40 links) was left unresolved, so the
+    /// kernel followed the remaining symlink later, outside the root.
+    #[test]
+    fn too_many_links_are_an_error_not_a_path_with_a_symlink_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::os::unix::fs::symlink("b", root.join("a")).unwrap();
+        std::os::unix::fs::symlink("a", root.join("b")).unwrap();
+        let err = resolve_in(root, "/a/x").unwrap_err();
+        assert_eq!(err, "/a/x: too many levels of symbolic links");
+        // 41 links, the last out to the host: no path is handed back.
+        for i in 0..41 {
+            std::os::unix::fs::symlink(format!("l{}", i + 1), root.join(format!("l{i}"))).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc", root.join("l41")).unwrap();
+        assert!(resolve_in(root, "/l0/passwd").is_err());
+        // 40 are fine.
+        assert_eq!(resolve_in(root, "/l2/passwd").unwrap(), "/etc/passwd");
     }
 
     #[test]
