@@ -694,7 +694,8 @@ impl Build<'_> {
         let view = self.view(step.line, &done.layers)?;
         let root = view.as_ref().map(|v| v.path());
         let path = match root {
-            Some(r) => copy::resolve_in(r, &done.run.workdir),
+            Some(r) => copy::resolve_in(r, &done.run.workdir)
+                .map_err(|e| self.at(step.line, format!("WORKDIR {e}")))?,
             None => done.run.workdir.clone(),
         };
         let layer = if path == "/" || copy::existing_dir(root, &path).is_some() {
@@ -1186,7 +1187,9 @@ impl Build<'_> {
             }
         };
         let dest = match root {
-            Some(r) => copy::resolve_in(r, &dest),
+            Some(r) => {
+                copy::resolve_in(r, &dest).map_err(|e| self.at(line, format!("{what} {e}")))?
+            }
             None => dest,
         };
         let dest_is_dir = dir_dest || copy::existing_dir(root, &dest).is_some();
@@ -1280,7 +1283,8 @@ impl Build<'_> {
                             ),
                         ));
                     }
-                    let src = copy::resolve_in(&other_root, &copy::clean(&format!("/{s}")));
+                    let src = copy::resolve_in(&other_root, &copy::clean(&format!("/{s}")))
+                        .map_err(|e| self.at(line, format!("{what} --from: {e}")))?;
                     let on_disk = other_root.join(src.trim_start_matches('/'));
                     let meta = std::fs::symlink_metadata(&on_disk).map_err(|_| {
                         self.at(

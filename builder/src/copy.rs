@@ -4,6 +4,7 @@
 //! carrying the metadata they already have in the image.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -49,10 +50,14 @@ pub fn clean(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// Symlinks followed by [`resolve_in`] before the path is called a loop.
+const MAX_LINKS: usize = 40;
+
 /// Follow `path` (absolute in the image) through symlinks inside `root`,
-/// never leaving it; the result is absolute in the image. Parts that do not
-/// exist are kept as written.
-pub fn resolve_in(root: &Path, path: &str) -> String {
+/// never leaving it; the result is absolute in the image, with no symlink
+/// left in it. Parts that do not exist are kept as written. More than 40
+/// links is an error (a loop), never a path still holding a symlink.
+pub fn resolve_in(root: &Path, path: &str) -> Result<String, String> {
     let mut todo: Vec<String> = clean(path)
         .split('/')
         .filter(|c| !c.is_empty())
@@ -74,10 +79,16 @@ pub fn resolve_in(root: &Path, path: &str) -> String {
         let Ok(meta) = std::fs::symlink_metadata(&here) else {
             continue;
         };
-        if !meta.file_type().is_symlink() || links >= 40 {
+        if !meta.file_type().is_symlink() {
             continue;
         }
         links += 1;
+        if links > MAX_LINKS {
+            return Err(format!(
+                "{}: too many levels of symbolic links",
+                short(path)
+            ));
+        }
         let Ok(target) = std::fs::read_link(&here) else {
             continue;
         };
@@ -90,7 +101,7 @@ pub fn resolve_in(root: &Path, path: &str) -> String {
             todo.push(t.to_owned());
         }
     }
-    format!("/{}", done.join("/"))
+    Ok(format!("/{}", done.join("/")))
 }
 
 /// The image's own `file` (e.g. `etc/passwd`) under its root filesystem
@@ -134,10 +145,13 @@ pub fn owner(root: Option<&Path>, spec: &str) -> Result<(u64, u64), String> {
     Ok((uid, gid))
 }
 
-/// Metadata of `path` (absolute in the image) if it is a directory there.
+/// Metadata of `path` (absolute in the image) if it is a directory there,
+/// with no symlink on the way (the root's own, never a host directory's).
 pub fn existing_dir(root: Option<&Path>, path: &str) -> Option<Meta> {
-    let meta = std::fs::symlink_metadata(root?.join(path.trim_start_matches('/'))).ok()?;
-    meta.is_dir().then(|| Meta {
+    let rel = path.trim_start_matches('/');
+    let dir = beneath::open(root?, rel, beneath::Links::Refuse, beneath::Want::Dir).ok()?;
+    let meta = dir.metadata().ok()?;
+    Some(Meta {
         uid: u64::from(meta.uid()),
         gid: u64::from(meta.gid()),
         mode: meta.mode() & 0o7777,
@@ -146,7 +160,11 @@ pub fn existing_dir(root: Option<&Path>, path: &str) -> Option<Meta> {
 
 /// `items` sorted by path, with an entry for every parent directory they
 /// need: the image's own metadata where it has the directory, root 0755
-/// where it does not. Later items win over earlier ones at the same path.
+/// where it does not. Later items win over earlier ones at the same path:
+/// one that is not a directory drops everything an earlier one put below
+/// that path, and one below an earlier non-directory (a symlink, a file)
+/// makes that path a directory again. So no entry of a layer is ever below a
+/// symlink of the same layer, and nothing is written through one.
 pub fn plan(items: Vec<Item>, root: Option<&Path>) -> Vec<Item> {
     let mut by_path: std::collections::BTreeMap<String, Item> = std::collections::BTreeMap::new();
     for item in items {
@@ -155,16 +173,32 @@ pub fn plan(items: Vec<Item>, root: Option<&Path>) -> Vec<Item> {
             if p.is_empty() {
                 break;
             }
-            by_path.entry(p.to_owned()).or_insert_with(|| Item {
-                path: p.to_owned(),
-                meta: existing_dir(root, p).unwrap_or(Meta {
-                    uid: 0,
-                    gid: 0,
-                    mode: 0o755,
-                }),
-                content: Content::Dir,
-            });
+            if by_path.get(p).map(|i| &i.content) != Some(&Content::Dir) {
+                by_path.insert(
+                    p.to_owned(),
+                    Item {
+                        path: p.to_owned(),
+                        meta: existing_dir(root, p).unwrap_or(Meta {
+                            uid: 0,
+                            gid: 0,
+                            mode: 0o755,
+                        }),
+                        content: Content::Dir,
+                    },
+                );
+            }
             parent = p;
+        }
+        if item.content != Content::Dir {
+            let below = format!("{}/", item.path.trim_end_matches('/'));
+            let dropped: Vec<String> = by_path
+                .range(below.clone()..)
+                .take_while(|(k, _)| k.starts_with(&below))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in dropped {
+                by_path.remove(&k);
+            }
         }
         by_path.insert(item.path.clone(), item);
     }
@@ -235,17 +269,25 @@ pub fn unpack(
     previous: Option<(&Path, &Unpacked)>,
     mtime: u64,
 ) -> std::io::Result<Unpacked> {
-    use std::os::unix::fs::PermissionsExt;
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let open_root = |p: &Path| {
+        rustix::fs::open(
+            p,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+    };
+    let root = open_root(dir)?;
+    let before = previous.map(|(p, _)| open_root(p)).transpose()?;
     let mut made = Unpacked::new();
+    let stamp = rustix::fs::Timespec {
+        tv_sec: mtime as i64,
+        tv_nsec: 0,
+    };
     let times = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: mtime as i64,
-            tv_nsec: 0,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: mtime as i64,
-            tv_nsec: 0,
-        },
+        last_access: stamp,
+        last_modification: stamp,
     };
     let mut dirs = Vec::new();
     for item in planned {
@@ -253,70 +295,84 @@ pub fn unpack(
         if rel.is_empty() {
             continue;
         }
-        let path = dir.join(rel);
+        let fail = |e: rustix::io::Errno| std::io::Error::new(e.kind(), format!("{rel}: {e}"));
+        // The parent, reached with no symlink on the way: an entry of this
+        // layer that is a symlink is never written through.
+        let (parent, name) = parent_of(root.as_fd(), rel)?;
+        let parent = parent.as_fd();
         let sig = signature(item, hashes);
         let reusable = match (&sig, previous) {
-            (Some(s), Some((_, before))) if !s.starts_with("d:") => {
-                before.get(&item.path) == Some(s)
+            (Some(s), Some((_, made_before))) if !s.starts_with("d:") => {
+                made_before.get(&item.path) == Some(s)
             }
             _ => false,
         };
+        let owner = (
+            Some(rustix::fs::Uid::from_raw(item.meta.uid as u32)),
+            Some(rustix::fs::Gid::from_raw(item.meta.gid as u32)),
+        );
+        let mode = Mode::from_raw_mode(item.meta.mode & 0o7777);
+        // A new regular file: created here (never an existing one, never
+        // through a symlink), owner first (a chown clears set-id bits), then
+        // mode and time.
+        let create = |data: &mut dyn std::io::Read| -> std::io::Result<()> {
+            let fd = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(fail)?;
+            let mut file = std::fs::File::from(fd);
+            std::io::copy(data, &mut file)?;
+            rustix::fs::fchown(&file, owner.0, owner.1).map_err(fail)?;
+            rustix::fs::fchmod(&file, mode).map_err(fail)?;
+            rustix::fs::futimens(&file, &times).map_err(fail)?;
+            Ok(())
+        };
         if reusable {
-            let (from, _) = previous.expect("checked");
-            std::fs::hard_link(from.join(rel), &path)?;
+            let from = before.as_ref().expect("checked");
+            let (from_parent, from_name) = parent_of(from.as_fd(), rel)?;
+            rustix::fs::linkat(from_parent, from_name, parent, name, AtFlags::empty())
+                .map_err(fail)?;
         } else {
-            let owner = |p: &Path| {
-                rustix::fs::chownat(
-                    rustix::fs::CWD,
-                    p,
-                    Some(rustix::fs::Uid::from_raw(item.meta.uid as u32)),
-                    Some(rustix::fs::Gid::from_raw(item.meta.gid as u32)),
-                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                )
-            };
             match &item.content {
                 Content::Dir => {
-                    std::fs::create_dir(&path)?;
-                    std::fs::set_permissions(
-                        &path,
-                        std::fs::Permissions::from_mode(item.meta.mode),
-                    )?;
-                    owner(&path)?;
-                    dirs.push(path.clone());
+                    rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(fail)?;
+                    let fd = rustix::fs::openat(
+                        parent,
+                        name,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(fail)?;
+                    rustix::fs::fchown(&fd, owner.0, owner.1).map_err(fail)?;
+                    rustix::fs::fchmod(&fd, mode).map_err(fail)?;
+                    dirs.push(fd);
                 }
                 Content::File(src) => {
                     let mut from = beneath::open_canonical(src).map_err(std::io::Error::other)?;
-                    let mut to = std::fs::File::create_new(&path)?;
-                    std::io::copy(&mut from, &mut to)?;
-                    std::fs::set_permissions(
-                        &path,
-                        std::fs::Permissions::from_mode(item.meta.mode),
-                    )?;
-                    owner(&path)?;
+                    create(&mut from)?;
                 }
-                Content::Bytes(bytes) => {
-                    std::fs::write(&path, bytes)?;
-                    std::fs::set_permissions(
-                        &path,
-                        std::fs::Permissions::from_mode(item.meta.mode),
-                    )?;
-                    owner(&path)?;
-                }
+                Content::Bytes(bytes) => create(&mut &bytes[..])?,
                 Content::Symlink(target) => {
-                    std::os::unix::fs::symlink(target, &path)?;
-                    owner(&path)?;
+                    rustix::fs::symlinkat(target.as_path(), parent, name).map_err(fail)?;
+                    rustix::fs::chownat(parent, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(fail)?;
+                    let _ = rustix::fs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW);
                 }
                 Content::Hardlink(target) => {
-                    std::fs::hard_link(dir.join(target.trim_start_matches('/')), &path)?;
+                    // Another entry of this layer, reached the same way: a
+                    // symlink on the way to it is an error, so no host file
+                    // is linked in. Without AT_SYMLINK_FOLLOW, a symlink
+                    // entry is linked as itself.
+                    let (target_parent, target_name) =
+                        parent_of(root.as_fd(), target.trim_start_matches('/'))?;
+                    rustix::fs::linkat(target_parent, target_name, parent, name, AtFlags::empty())
+                        .map_err(fail)?;
                     continue; // shares its target's owner, mode and times
                 }
             }
-            let _ = rustix::fs::utimensat(
-                rustix::fs::CWD,
-                &path,
-                &times,
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            );
         }
         if let Some(s) = sig {
             made.insert(item.path.clone(), s);
@@ -324,9 +380,27 @@ pub fn unpack(
     }
     // Directory times last: creating their entries changed them.
     for d in dirs.iter().rev() {
-        let _ = rustix::fs::utimensat(rustix::fs::CWD, d, &times, rustix::fs::AtFlags::empty());
+        let _ = rustix::fs::futimens(d, &times);
     }
     Ok(made)
+}
+
+/// The directory holding `rel` under `root` (opened with no symlink and no
+/// `..` on the way) and `rel`'s last component.
+fn parent_of<'a>(
+    root: std::os::fd::BorrowedFd<'_>,
+    rel: &'a str,
+) -> std::io::Result<(std::fs::File, &'a str)> {
+    let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: not a name to unpack", short(rel)),
+        ));
+    }
+    let dir = beneath::open_at(root, parent, beneath::Links::Refuse, beneath::Want::Dir)
+        .map_err(|e| std::io::Error::other(format!("unpacking {}: {e}", short(rel))))?;
+    Ok((dir, name))
 }
 
 /// Is this file a tar archive (plain, gzip or zstd) that `ADD` unpacks?
@@ -449,10 +523,30 @@ mod tests {
         std::fs::create_dir_all(root.join("usr/bin")).unwrap();
         std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
         std::os::unix::fs::symlink("/../../../etc", root.join("up")).unwrap();
-        assert_eq!(resolve_in(root, "/bin/tool"), "/usr/bin/tool");
-        assert_eq!(resolve_in(root, "/up/passwd"), "/etc/passwd");
-        assert_eq!(resolve_in(root, "/a/../../b"), "/b");
+        assert_eq!(resolve_in(root, "/bin/tool").unwrap(), "/usr/bin/tool");
+        assert_eq!(resolve_in(root, "/up/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(resolve_in(root, "/a/../../b").unwrap(), "/b");
         assert_eq!(clean("/a/./b//c/../"), "/a/b");
+    }
+
+    /// A loop (or a chain longer than 40 links) was left unresolved, so the
+    /// kernel followed the remaining symlink later, outside the root.
+    #[test]
+    fn too_many_links_are_an_error_not_a_path_with_a_symlink_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::os::unix::fs::symlink("b", root.join("a")).unwrap();
+        std::os::unix::fs::symlink("a", root.join("b")).unwrap();
+        let err = resolve_in(root, "/a/x").unwrap_err();
+        assert_eq!(err, "/a/x: too many levels of symbolic links");
+        // 41 links, the last out to the host: no path is handed back.
+        for i in 0..41 {
+            std::os::unix::fs::symlink(format!("l{}", i + 1), root.join(format!("l{i}"))).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc", root.join("l41")).unwrap();
+        assert!(resolve_in(root, "/l0/passwd").is_err());
+        // 40 are fine.
+        assert_eq!(resolve_in(root, "/l2/passwd").unwrap(), "/etc/passwd");
     }
 
     #[test]
@@ -590,6 +684,142 @@ mod tests {
             (edited.uid(), edited.mode() & 0o7777, edited.mtime()),
             (7, 0o640, 1_700_000_000)
         );
+    }
+
+    /// A directory standing in for a host directory (`/etc/cron.d`), and
+    /// an empty one to unpack into.
+    fn host_and_layer() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let top = tempfile::tempdir().unwrap();
+        let host = top.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("shadow"), "HOST-SECRET").unwrap();
+        let layer = top.path().join("layer");
+        std::fs::create_dir(&layer).unwrap();
+        (top, host, layer)
+    }
+
+    fn item(path: &str, content: Content) -> Item {
+        Item {
+            path: path.into(),
+            meta: Meta {
+                uid: 0,
+                gid: 0,
+                mode: if content == Content::Dir {
+                    0o755
+                } else {
+                    0o644
+                },
+            },
+            content,
+        }
+    }
+
+    /// An `ADD`ed archive with `d -> <host dir>` and then `d/x`: unpacking
+    /// wrote `x` into the host directory as root. Planned, `d` is a
+    /// directory of the layer holding `x`; unpacked as given, the symlink on
+    /// the way is refused. Either way the host directory is untouched.
+    #[test]
+    fn unpacking_never_writes_through_a_symlink_of_the_layer() {
+        let (top, host, layer) = host_and_layer();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "d", &host).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(6);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "d/x", &b"owned\n"[..]).unwrap();
+        let archive = top.path().join("evil.tar");
+        std::fs::write(&archive, b.into_inner().unwrap()).unwrap();
+        let items = archive_items(&archive, "/dst").unwrap();
+
+        let planned = plan(items.clone(), None);
+        unpack(&layer, &planned, &HashMap::new(), None, 0).unwrap();
+        assert!(std::fs::symlink_metadata(layer.join("dst/d"))
+            .unwrap()
+            .is_dir());
+        assert_eq!(std::fs::read(layer.join("dst/d/x")).unwrap(), b"owned\n");
+        assert!(!host.join("x").exists(), "written into the host directory");
+
+        // As given (no plan): refused at the symlink.
+        let raw = top.path().join("raw");
+        std::fs::create_dir(&raw).unwrap();
+        let mut items = items;
+        items.insert(0, item("/dst", Content::Dir));
+        let err = unpack(&raw, &items, &HashMap::new(), None, 0).unwrap_err();
+        assert!(
+            err.to_string().contains("dst/d: is a symlink; refused"),
+            "{err}"
+        );
+        assert!(!host.join("x").exists(), "written into the host directory");
+        assert_eq!(std::fs::read_dir(&host).unwrap().count(), 1);
+    }
+
+    /// Two sources to one destination: a directory with `s/x`, then a
+    /// directory holding `s -> ../..` (inside the context lexically). The
+    /// later `s` wins, and what the earlier one had below it goes.
+    #[test]
+    fn a_later_non_directory_drops_what_was_below_its_path() {
+        let (_top, host, layer) = host_and_layer();
+        let up = format!("../../{}", host.file_name().unwrap().to_str().unwrap());
+        let items = vec![
+            item("/s", Content::Dir),
+            item("/s/x", Content::Bytes(b"owned\n".to_vec())),
+            item("/s/deeper/y", Content::Bytes(b"owned\n".to_vec())),
+            item("/s", Content::Symlink(PathBuf::from(&up))),
+        ];
+        let planned = plan(items, None);
+        let paths: Vec<&str> = planned.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["/s"]);
+        unpack(&layer, &planned, &HashMap::new(), None, 0).unwrap();
+        assert_eq!(std::fs::read_link(layer.join("s")).unwrap(), Path::new(&up));
+        assert!(!host.join("x").exists() && !host.join("deeper").exists());
+
+        // Unplanned, the write below the symlink is refused.
+        let raw = layer.with_file_name("raw");
+        std::fs::create_dir(&raw).unwrap();
+        let items = vec![
+            item("/s", Content::Symlink(host.clone())),
+            item("/s/x", Content::Bytes(b"owned\n".to_vec())),
+        ];
+        let err = unpack(&raw, &items, &HashMap::new(), None, 0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unpacking s/x: s: is a symlink; refused"),
+            "{err}"
+        );
+        assert!(!host.join("x").exists());
+    }
+
+    /// A hard-link entry `d/shadow` with `d -> <host dir>` would link the
+    /// host's file into the layer.
+    #[test]
+    fn a_hard_link_is_never_made_to_a_host_file() {
+        let (_top, host, layer) = host_and_layer();
+        let items = vec![
+            item("/d", Content::Symlink(host.clone())),
+            item("/stolen", Content::Hardlink("/d/shadow".into())),
+        ];
+        let err = unpack(&layer, &items, &HashMap::new(), None, 0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unpacking d/shadow: d: is a symlink; refused"),
+            "{err}"
+        );
+        assert!(!layer.join("stolen").exists());
+        // The same through plan: still no host file in the layer.
+        let planned = plan(items, None);
+        let err = unpack(
+            &layer.with_file_name("l2"),
+            &planned,
+            &HashMap::new(),
+            None,
+            0,
+        );
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(host.join("shadow")).unwrap(), b"HOST-SECRET");
     }
 
     #[test]

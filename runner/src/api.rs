@@ -31,7 +31,96 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A secret value in a `Debug` form: whether it is set, never what it is.
+fn redacted(value: &str) -> &'static str {
+    if value.is_empty() {
+        "\"\""
+    } else {
+        "<redacted>"
+    }
+}
+
+/// Secret `(name, value)` pairs as their names only.
+fn names(pairs: &[(String, String)]) -> Vec<&str> {
+    pairs.iter().map(|(name, _)| name.as_str()).collect()
+}
+
+impl std::fmt::Debug for RegisterRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterRequest")
+            .field("registration_token", &redacted(&self.registration_token))
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RegisterResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterResponse")
+            .field("runner_id", &self.runner_id)
+            .field("token", &redacted(&self.token))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("job_id", &self.job_id)
+            .field("attempt", &self.attempt)
+            .field("lease_ms", &self.lease_ms)
+            .field("lease_token", &redacted(&self.lease_token))
+            .field("registry_token", &redacted(&self.registry_token))
+            .field("push_token", &self.push_token.as_deref().map(redacted))
+            .field("context", &self.context)
+            .field("job", &self.job)
+            .field("artifacts_from", &self.artifacts_from)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for JobCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobCredentials")
+            .field("registry_token", &redacted(&self.registry_token))
+            .field("push_token", &self.push_token.as_deref().map(redacted))
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for StepCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepCredentials")
+            .field("position", &self.position)
+            .field("secrets", &names(&self.secrets))
+            .field("withheld", &self.withheld)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for StepDefinition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepDefinition")
+            .field("position", &self.position)
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("env", &self.env)
+            .field("secrets", &names(&self.secrets))
+            .field("withheld", &self.withheld)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retry", &self.retry)
+            .field("skip", &self.skip)
+            .field("build", &self.build)
+            .field("refused", &self.refused)
+            .finish()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub registration_token: String,
     pub name: String,
@@ -39,7 +128,7 @@ pub struct RegisterRequest {
     pub capacity: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct RegisterResponse {
     pub runner_id: i64,
     pub token: String,
@@ -56,7 +145,7 @@ pub struct LeaseRequest {
 /// The header carrying a lease's token on every `jobs/{job}/…` call.
 pub const LEASE_HEADER: &str = "x-slipway-lease";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Lease {
     pub job_id: i64,
     pub attempt: i64,
@@ -84,7 +173,7 @@ pub struct Lease {
 /// What only the current lease may have: the steps' secret values and the
 /// job's registry tokens (`GET jobs/{job}/credentials?attempt=N`, with the
 /// lease's token).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct JobCredentials {
     /// Pulls the pipeline's repository and its pull allowlist.
     pub registry_token: String,
@@ -94,7 +183,7 @@ pub struct JobCredentials {
     pub steps: Vec<StepCredentials>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct StepCredentials {
     pub position: i64,
     /// The values of the secrets the step names (masked in its logs).
@@ -153,7 +242,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct StepDefinition {
     pub position: i64,
     pub name: String,
@@ -293,4 +382,59 @@ pub struct JobReport {
     pub status: JobStatus,
     /// Why, when it is not a plain success or failure.
     pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    /// `{:?}` of the wire types that carry tokens and secret values shows
+    /// the names, never the values.
+    #[test]
+    fn debug_output_redacts_tokens_and_secret_values() {
+        let credentials = JobCredentials {
+            registry_token: "REG-VALUE".into(),
+            push_token: Some("PUSH-VALUE".into()),
+            steps: vec![StepCredentials {
+                position: 0,
+                secrets: vec![("API_TOKEN".into(), "SECRET-VALUE".into())],
+                withheld: vec![],
+            }],
+        };
+        let shown = format!(
+            "{credentials:?} {:?} {:?}",
+            RegisterRequest {
+                registration_token: "REGISTRATION-VALUE".into(),
+                name: "r".into(),
+                labels: vec![],
+                capacity: 1,
+            },
+            RegisterResponse {
+                runner_id: 1,
+                token: "RUNNER-VALUE".into(),
+            }
+        );
+        assert!(shown.contains("API_TOKEN"), "{shown}");
+        for value in [
+            "REG-VALUE",
+            "PUSH-VALUE",
+            "SECRET-VALUE",
+            "REGISTRATION-VALUE",
+            "RUNNER-VALUE",
+        ] {
+            assert!(!shown.contains(value), "{value} in {shown}");
+        }
+        let step: StepDefinition = serde_json::from_value(serde_json::json!({
+            "position": 0, "name": "s", "image": "busybox",
+            "command": {"Commands": ["true"]}, "env": [],
+            "secrets": [["API_TOKEN", "SECRET-VALUE"]],
+            "timeout_secs": null, "retry": 0, "skip": false
+        }))
+        .unwrap();
+        let shown = format!("{step:?}");
+        assert!(
+            shown.contains("API_TOKEN") && !shown.contains("SECRET-VALUE"),
+            "{shown}"
+        );
+    }
 }

@@ -1735,6 +1735,97 @@ fn artifacts_are_handed_to_the_jobs_that_need_them() {
     );
 }
 
+/// The reported attack: a step links `creds` to a host directory (here a
+/// canary standing in for the runner's credentials) and the spec names
+/// `creds/` or `creds/.`, so the kernel followed the link while the old check
+/// looked at the parent only. Such paths are refused with line:column before
+/// any job runs; a plain `creds`, or a link inside an artifact directory, is
+/// packed as a link: the canary is in no artifact.
+#[test]
+fn artifacts_never_follow_a_symlinked_directory_to_the_host() {
+    let (server, work) = with_busybox("pipelines-artifact-links");
+    let host = work.path().join("host-creds");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("runner-token"), "CANARY-RUNNER-TOKEN\n").unwrap();
+    let host = host.display();
+    let spec = format!(
+        r#"jobs:
+  slash:
+    artifacts: [creds/, creds/.]
+    steps:
+      - image: busybox
+        commands: [ln -s {host} creds]
+"#
+    );
+    add_repo(&server, work.path(), "slash", &[(".slipway.yml", &spec)]);
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let out = slipway(&server, &["run", "slash", "--wait"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(".slipway.yml:3:17: artifacts of job \"slash\": \"creds/\" ends with '/'"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            ".slipway.yml:3:25: artifacts of job \"slash\": \"creds/.\" has a '.' component"
+        ),
+        "{stdout}"
+    );
+
+    let spec = format!(
+        r#"jobs:
+  linked:
+    artifacts: [creds, keep]
+    steps:
+      - image: busybox
+        commands:
+          - ln -s {host} creds
+          - mkdir keep && ln -s {host} keep/creds && echo kept > keep/file
+"#
+    );
+    let repo = work.path().join("linked");
+    add_repo(&server, &repo, "linked", &[(".slipway.yml", &spec)]);
+    let out = slipway(&server, &["run", "linked", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let mut found = 0;
+    for pipeline in [1, 2] {
+        let p = server
+            .get(
+                &format!("/api/v1/pipelines/{pipeline}"),
+                &server.admin_auth(),
+            )
+            .json();
+        for job in p["jobs"].as_array().into_iter().flatten() {
+            let tar = server.get(
+                &format!("/api/v1/jobs/{}/artifacts", job["id"]),
+                &server.admin_auth(),
+            );
+            if tar.status != 200 {
+                continue;
+            }
+            found += 1;
+            assert!(
+                !tar.body.windows(7).any(|w| w == b"CANARY-"),
+                "the host directory's file is in job {}'s artifacts",
+                job["name"]
+            );
+            let files = tar_files(&tar.body);
+            assert_eq!(files["keep/file"], b"kept\n", "{files:?}");
+            assert!(
+                !files.keys().any(|k| k.contains("runner-token")),
+                "{files:?}"
+            );
+        }
+    }
+    assert_eq!(found, 1, "only the linked job has artifacts");
+}
+
 /// A step's log over Server-Sent Events: lines arrive while the step runs,
 /// then an `end` event; a reconnect with `Last-Event-ID` resumes after what was
 /// received.

@@ -34,15 +34,45 @@ pub struct ParseErrors {
     pub errors: Vec<ParseError>,
 }
 
+/// At most this many errors are shown: a file that is not a Containerfile
+/// (a symlinked secret, say) must not be echoed line by line.
+pub const SHOWN_ERRORS: usize = 10;
+
 impl std::fmt::Display for ParseErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
+        for (i, e) in self.errors.iter().take(SHOWN_ERRORS).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
             write!(f, "{}:{}:{}: {}", self.file, e.line, e.col, e.message)?;
         }
+        let more = self.errors.len().saturating_sub(SHOWN_ERRORS);
+        if more > 0 {
+            let s = if more == 1 { "" } else { "s" };
+            write!(f, "\n{}: … and {more} more error{s}", self.file)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A file of 50 bad lines (a secret read as a Containerfile) shows ten
+    /// errors and a count, not every line's first word.
+    #[test]
+    fn errors_are_capped_at_ten() {
+        let text: String = (0..50).map(|i| format!("SECRET{i:02} value\n")).collect();
+        let err = super::parse("Containerfile", &text).unwrap_err();
+        assert_eq!(err.errors.len(), 50);
+        let shown = err.to_string();
+        assert_eq!(shown.lines().count(), 11, "{shown}");
+        assert!(shown.contains("SECRET09"), "{shown}");
+        assert!(!shown.contains("SECRET10"), "{shown}");
+        assert!(!shown.contains("SECRET49"), "{shown}");
+        assert!(
+            shown.ends_with("Containerfile: … and 40 more errors"),
+            "{shown}"
+        );
     }
 }
 

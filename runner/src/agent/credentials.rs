@@ -22,6 +22,8 @@ const TOKEN_FILE: &str = "runner-token";
 pub enum CredentialsError {
     #[error("the credentials directory {dir} is inside the work dir {work_dir}, which jobs' files are placed in; choose one outside it (--credentials-dir)")]
     InsideWorkDir { dir: PathBuf, work_dir: PathBuf },
+    #[error("the work dir {work_dir} is inside the credentials directory {dir}, so jobs' files would be placed beside the token; choose them apart (--credentials-dir)")]
+    WorkDirInside { dir: PathBuf, work_dir: PathBuf },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -69,8 +71,16 @@ impl Credentials {
             .map_err(io("restricting", dir))?;
         let canonical = dir.canonicalize().map_err(io("opening", dir))?;
         let work = work_dir.canonicalize().map_err(io("opening", work_dir))?;
+        // Either way round (equal paths included): no job's files beside
+        // the token, and no token under the jobs' files.
         if canonical.starts_with(&work) {
             return Err(CredentialsError::InsideWorkDir {
+                dir: canonical,
+                work_dir: work,
+            });
+        }
+        if work.starts_with(&canonical) {
+            return Err(CredentialsError::WorkDirInside {
                 dir: canonical,
                 work_dir: work,
             });
@@ -180,6 +190,26 @@ mod tests {
         let err = Credentials::open(&work, &work).unwrap_err();
         assert!(
             matches!(err, CredentialsError::InsideWorkDir { .. }),
+            "{err}"
+        );
+    }
+
+    /// The work dir inside the credentials directory was accepted: jobs'
+    /// workspaces (`<work>/jobs`) then lie under the token's directory.
+    #[test]
+    fn a_work_dir_inside_the_credentials_dir_is_refused() {
+        let top = tempfile::tempdir().unwrap();
+        let creds = top.path().join("creds");
+        let work = creds.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let err = Credentials::open(&creds, &work).unwrap_err();
+        assert!(
+            matches!(err, CredentialsError::WorkDirInside { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("is inside the credentials directory"),
             "{err}"
         );
     }

@@ -419,7 +419,7 @@ async fn run_steps(
     if status == JobStatus::Success && !lease.job.artifacts.is_empty() {
         let paths = lease.job.artifacts.clone();
         let root = workspace.clone();
-        let tar = tokio::task::spawn_blocking(move || pack_artifacts(&root, &paths))
+        let tar = tokio::task::spawn_blocking(move || super::artifacts::pack(&root, &paths))
             .await
             .map_err(|e| e.to_string())??;
         retry(REPORT_FOR, || {
@@ -429,39 +429,6 @@ async fn run_steps(
         .map_err(|e| format!("uploading the artifacts: {e}"))?;
     }
     Ok(status)
-}
-
-/// A tar of `paths` (relative to `workspace`). A path must stay inside the
-/// workspace through any symlinked directory; symlinks are stored as links,
-/// never followed, so a step cannot make the runner read host files.
-fn pack_artifacts(workspace: &Path, paths: &[String]) -> Result<Vec<u8>, String> {
-    let root = workspace
-        .canonicalize()
-        .map_err(|e| format!("the workspace: {e}"))?;
-    let mut tar = tar::Builder::new(Vec::new());
-    tar.follow_symlinks(false);
-    for path in paths {
-        let full = workspace.join(path);
-        let parent = full.parent().unwrap_or(workspace);
-        let inside = parent
-            .canonicalize()
-            .map(|p| p.starts_with(&root))
-            .unwrap_or(false);
-        let meta = full.symlink_metadata();
-        if !inside || meta.is_err() {
-            return Err(format!(
-                "artifact {path:?} does not exist in the workspace (or leaves it through a symlink)"
-            ));
-        }
-        let result = if meta.map(|m| m.is_dir()).unwrap_or(false) {
-            tar.append_dir_all(path, &full)
-        } else {
-            tar.append_path_with_name(&full, path)
-        };
-        result.map_err(|e| format!("packing artifact {path:?}: {e}"))?;
-    }
-    tar.into_inner()
-        .map_err(|e| format!("packing artifacts: {e}"))
 }
 
 /// An image by the pull policy, from the server's registry unless the

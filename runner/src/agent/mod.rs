@@ -5,12 +5,15 @@
 //!
 //! - `client.rs`: the HTTP calls (`crate::api` wire types), with retries.
 //! - `job.rs`: one job: source, services, steps, heartbeat, reports.
+//! - `artifacts.rs`: a job's artifacts packed by descriptor, never through a
+//!   symlink.
 //! - `logship.rs`: a step's output to the server, by offset, buffered while the
 //!   server is unreachable.
 //! - `mask.rs`: secrets hidden in output, even split across chunks.
 //! - `guard.rs`: the process that removes a killed runner's containers.
 //! - `credentials.rs`: the runner's token, outside the work dir.
 
+mod artifacts;
 mod build;
 mod client;
 pub mod credentials;

@@ -703,14 +703,30 @@ impl Reader {
             let Some(path) = self.string(item, &format!("each entry of {what}")) else {
                 continue;
             };
-            if path.is_empty()
-                || path.starts_with('/')
-                || path.split('/').any(|c| c == "..")
-                || path.contains('\0')
-            {
+            // A trailing `/` or a `.` component would make the runner's
+            // kernel follow a symlinked directory; empty components hide
+            // one. The runner refuses the same paths again.
+            let why = if path.is_empty() {
+                Some("is empty")
+            } else if path.starts_with('/') {
+                Some("is absolute")
+            } else if path.contains('\0') {
+                Some("contains a NUL byte")
+            } else if path.ends_with('/') {
+                Some("ends with '/'")
+            } else if path.split('/').any(|c| c == "..") {
+                Some("has a '..' component")
+            } else if path.split('/').any(|c| c == ".") {
+                Some("has a '.' component")
+            } else if path.split('/').any(str::is_empty) {
+                Some("has an empty component ('//')")
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 self.error(
                     item.span(),
-                    format!("{what}: {path:?} must be a relative path inside the workspace, without '..'"),
+                    format!("{what}: {path:?} {why}; it must be a relative path inside the workspace (like dist/app), without '.', '..', '//' or a trailing '/'"),
                 );
             } else {
                 out.push(path);
