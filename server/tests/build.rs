@@ -928,3 +928,96 @@ fn beside_the_server_layers_are_linked_into_the_store() {
     let r = HttpResponse::send("POST", &url, http_client().post(&url));
     assert_eq!(r.status, 401);
 }
+
+/// A tar with a symlink `d` to `target` and then entries below `d`: a file
+/// `d/x`, and a hard link `shadow` to `d/secret`.
+fn tar_through_a_symlink(target: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    b.append_link(&mut link, "d", target).unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_size(6);
+    file.set_mode(0o644);
+    b.append_data(&mut file, "d/x", &b"pwned\n"[..]).unwrap();
+    let mut hard = tar::Header::new_gnu();
+    hard.set_entry_type(tar::EntryType::Link);
+    hard.set_size(0);
+    hard.set_mode(0o644);
+    b.append_link(&mut hard, "shadow", "d/secret").unwrap();
+    b.into_inner().unwrap()
+}
+
+/// The reviewed attack on unpacking a COPY/ADD layer (it is unpacked as root
+/// on the runner when a RUN follows): an archive whose symlink points at a
+/// host directory, then a file and a hard link through it. Neither writes
+/// to the host directory nor links its file into the image; and a context
+/// that replaces a directory by a symlink does not write below the link.
+#[test]
+fn copied_layers_never_reach_the_host_through_their_symlinks() {
+    let env = Env::new("build-unpack-");
+    let host = env.path().join("host-dir");
+    std::fs::create_dir(&host).unwrap();
+    let canary = format!("CANARY-{}", random_hex(8));
+    std::fs::write(host.join("secret"), &canary).unwrap();
+
+    let ctx = env.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("evil.tar"), tar_through_a_symlink(&host)).unwrap();
+    // Two sources to one destination: a directory holding s/x, then one
+    // whose `s` is a symlink (its target lexically inside the context).
+    write(&ctx, &[("one/s/x", "through the link\n")]);
+    std::fs::create_dir_all(ctx.join("two")).unwrap();
+    let up = "../".repeat(host.components().count() + 2);
+    std::os::unix::fs::symlink(
+        format!("{up}{}", host.to_str().unwrap().trim_start_matches('/')),
+        ctx.join("two/s"),
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM busybox\nADD evil.tar /dst/\nCOPY one/ two/ /both/\nRUN cat /dst/shadow /dst/d/x /both/s/x 2>&1; true\n",
+    )
+    .unwrap();
+    let out = env.slipway(
+        &["build", "-t", "evil/unpack:v1", ctx.to_str().unwrap()],
+        None,
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+
+    let mut left: Vec<String> = std::fs::read_dir(&host)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["secret"],
+        "the build wrote into the host directory\n{all}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("secret")).unwrap(),
+        canary
+    );
+    assert_eq!(
+        std::fs::metadata(host.join("secret"))
+            .map(|m| std::os::unix::fs::MetadataExt::nlink(&m))
+            .unwrap(),
+        1,
+        "the host file was hard-linked somewhere"
+    );
+    assert!(
+        !all.contains(&canary),
+        "the host file reached the build: {all}"
+    );
+    if out.status.success() {
+        // Whatever the image holds, it is not the host's file.
+        let listing = env.exec(
+            "evil/unpack:v1",
+            "cat /dst/shadow /dst/d/x /both/s/x 2>&1; true",
+        );
+        assert!(!listing.contains(&canary), "{listing}");
+    }
+}
