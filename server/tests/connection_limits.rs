@@ -266,13 +266,47 @@ fn the_header_timeout_closes_slow_heads_but_not_slow_bodies() {
 }
 
 /// Heads announcing a large body, on the routes that read their body before
-/// any check (no credentials needed), each followed by a first byte or two
-/// of the body and then nothing.
-const STALLED_BODIES: [&[u8]; 3] = [
-    b"POST /signin HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\nusername=",
-    b"POST /api/v1/webhooks/1 HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\nContent-Length: 1000000\r\n\r\n{",
-    b"POST /api/v1/runner/register HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{",
+/// any check (no credentials needed), and the first bytes of that body; the
+/// rest never comes. The heads ask for `100 Continue`, which the server sends
+/// when the handler starts reading the body: the attacker then knows its
+/// request is in flight.
+const STALLED_BODIES: [(&[u8], &[u8]); 3] = [
+    (
+        b"POST /signin HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+        b"username=",
+    ),
+    (
+        b"POST /api/v1/webhooks/1 HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+        b"{",
+    ),
+    (
+        b"POST /api/v1/runner/register HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+        b"{",
+    ),
 ];
+
+/// Send `head`, wait for the server's `100 Continue` (its handler is reading
+/// the body), then send `first` and stall.
+fn stall_body(stream: &mut TcpStream, (head, first): (&[u8], &[u8])) {
+    stream.write_all(head).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("the server's 100 Continue");
+        assert_eq!(n, 1, "closed before 100 Continue: {got:?}");
+        got.push(byte[0]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    stream.set_read_timeout(None).unwrap();
+    stream.write_all(first).unwrap();
+}
 
 /// Whether the server has closed this connection (after answering it or
 /// not): the stream reads to its end, or was reset.
@@ -306,14 +340,14 @@ fn stalled_bodies_are_cut_by_the_body_timeout_and_do_not_lock_out_healthz() {
         (0..n)
             .map(|i| {
                 let mut s = attacker.connect_from(source);
-                let _ = s.write_all(STALLED_BODIES[i % STALLED_BODIES.len()]);
+                stall_body(&mut s, STALLED_BODIES[i % STALLED_BODIES.len()]);
                 s
             })
             .collect()
     };
 
     // Four addresses, 16 each: every place is taken by a request whose
-    // handler waits for its body.
+    // handler waits for its body (each got its 100 Continue).
     let started = Instant::now();
     let mut stalled = Vec::new();
     for i in 1..=4 {
