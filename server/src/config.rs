@@ -77,6 +77,11 @@ pub struct HttpSettings {
     /// request, so an idle HTTP/1 connection closes after the shorter of the two.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A request body that sends no data for this long while the server waits
+    /// for it is aborted (the request fails, its connection closes). Only
+    /// pauses count: a slow but steady upload is never cut.
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
     /// Open connections in all. At start it is lowered to fit the process's
     /// open-file limit (raised to its hard limit first) with room to spare.
     pub max_connections: usize,
@@ -136,6 +141,7 @@ impl Default for HttpSettings {
         HttpSettings {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(30),
             max_connections: 4096,
             max_connections_per_ip: 256,
         }
@@ -249,8 +255,13 @@ impl Settings {
         if self.http.max_connections == 0 || self.http.max_connections_per_ip == 0 {
             return bad("http.max_connections and http.max_connections_per_ip must be at least 1");
         }
-        if self.http.header_read_timeout.is_zero() || self.http.idle_timeout.is_zero() {
-            return bad("http.header_read_timeout and http.idle_timeout must be longer than 0s");
+        if self.http.header_read_timeout.is_zero()
+            || self.http.idle_timeout.is_zero()
+            || self.http.body_idle_timeout.is_zero()
+        {
+            return bad(
+                "http.header_read_timeout, http.idle_timeout and http.body_idle_timeout must be longer than 0s",
+            );
         }
         Ok(())
     }

@@ -116,6 +116,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         per_ip: settings.http.max_connections_per_ip.min(max_connections),
         first_request: settings.http.header_read_timeout,
         idle: settings.http.idle_timeout,
+        body_idle: settings.http.body_idle_timeout,
     });
     let repos = Repos::new(pool.clone(), &settings.data_dir);
     let settings_data_dir = settings.data_dir.clone();
@@ -154,6 +155,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         max_connections_per_ip = connections.limits().per_ip,
         header_read_timeout = ?app.settings.http.header_read_timeout,
         idle_timeout = ?app.settings.http.idle_timeout,
+        body_idle_timeout = ?app.settings.http.body_idle_timeout,
         "server started"
     );
 

@@ -4,6 +4,10 @@
 //! second; the header timeout closes them; and long bodies (a slow download,
 //! a slow upload) are not cut by it.
 //!
+//! Bodies that stall are the same attack one step later: a head announcing a
+//! body that never comes. The body timeout ends them, and until it does a
+//! full server closes them for new connections as it closes idle ones.
+//!
 //! Attackers connect from other loopback addresses (127.0.2.1, 127.0.3.x):
 //! the whole of 127/8 reaches the server on 127.0.0.1.
 
@@ -259,4 +263,223 @@ fn the_header_timeout_closes_slow_heads_but_not_slow_bodies() {
     );
     let r = server.request(Method::HEAD, &format!("/v2/slow/blobs/{digest}"), &[], None);
     assert_eq!(r.status, 200);
+}
+
+/// Heads announcing a large body, on the routes that read their body before
+/// any check (no credentials needed), and the first bytes of that body; the
+/// rest never comes. The heads ask for `100 Continue`, which the server sends
+/// when the handler starts reading the body: the attacker then knows its
+/// request is in flight.
+const STALLED_BODIES: [(&[u8], &[u8]); 3] = [
+    (
+        b"POST /signin HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+        b"username=",
+    ),
+    (
+        b"POST /api/v1/webhooks/1 HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+        b"{",
+    ),
+    (
+        b"POST /api/v1/runner/register HTTP/1.1\r\nHost: slipway\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+        b"{",
+    ),
+];
+
+/// Send `head`, wait for the server's `100 Continue` (its handler is reading
+/// the body), then send `first` and stall.
+fn stall_body(stream: &mut TcpStream, (head, first): (&[u8], &[u8])) {
+    stream.write_all(head).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("the server's 100 Continue");
+        assert_eq!(n, 1, "closed before 100 Continue: {got:?}");
+        got.push(byte[0]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    stream.set_read_timeout(None).unwrap();
+    stream.write_all(first).unwrap();
+}
+
+/// Whether the server has closed this connection (after answering it or
+/// not): the stream reads to its end, or was reset.
+fn closed_by_server(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match (&*stream).read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+#[test]
+fn stalled_bodies_are_cut_by_the_body_timeout_and_do_not_lock_out_healthz() {
+    let server = TestServer::start_with_env(&[
+        ("SLIPWAY_HTTP__MAX_CONNECTIONS", "64"),
+        ("SLIPWAY_HTTP__MAX_CONNECTIONS_PER_IP", "32"),
+        // Nothing below may be rescued by the header or idle timeouts.
+        ("SLIPWAY_HTTP__HEADER_READ_TIMEOUT", "5m"),
+        ("SLIPWAY_HTTP__IDLE_TIMEOUT", "5m"),
+        ("SLIPWAY_HTTP__BODY_IDLE_TIMEOUT", "2s"),
+    ]);
+    let attacker = Attacker::new(&server);
+    let stall = |source: &str, n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|i| {
+                let mut s = attacker.connect_from(source);
+                stall_body(&mut s, STALLED_BODIES[i % STALLED_BODIES.len()]);
+                s
+            })
+            .collect()
+    };
+
+    // Four addresses, 16 each: every place is taken by a request whose
+    // handler waits for its body (each got its 100 Continue).
+    let started = Instant::now();
+    let mut stalled = Vec::new();
+    for i in 1..=4 {
+        stalled.extend(stall(&format!("127.0.4.{i}"), 16));
+    }
+    assert_eq!(count_held(&stalled), 64, "all 64 stalled requests are held");
+
+    // While they are held, /healthz answers from other addresses: a stalled
+    // connection makes room, as an idle one would.
+    for round in 0..3 {
+        for source in ["127.0.0.1", "127.0.0.2"] {
+            let (response, took) = healthz_from(&attacker, source);
+            assert!(
+                response.starts_with("HTTP/1.1 200"),
+                "round {round}, from {source}: {response:?} after {took:?}"
+            );
+            assert!(
+                took < HEALTHZ_WITHIN,
+                "round {round}, from {source}: /healthz took {took:?}"
+            );
+        }
+    }
+    assert!(count_held(&stalled) <= 64);
+
+    // And the body timeout ends them all: the server closes every one
+    // itself, freeing the places, with no new connection asking for them.
+    wait_for(
+        "the server to close every stalled request's connection",
+        Duration::from_secs(15),
+        || stalled.iter().all(closed_by_server),
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800),
+        "closed after {took:?}, before the 2s body timeout"
+    );
+    // With the places free again, a fresh batch is held as before...
+    let again = stall("127.0.4.9", 16);
+    assert_eq!(count_held(&again), 16);
+    // ...and /healthz still answers.
+    let (response, took) = healthz_from(&attacker, "127.0.0.1");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert!(took < HEALTHZ_WITHIN, "/healthz took {took:?}");
+}
+
+#[test]
+fn a_slow_but_steady_upload_outlasts_the_body_timeout() {
+    let server = TestServer::start_with_env(&[("SLIPWAY_HTTP__BODY_IDLE_TIMEOUT", "2s")]);
+
+    // 12 pieces of 64 KiB, 500 ms apart: 5.5 s in all, never 2 s silent.
+    struct Steady {
+        data: Vec<u8>,
+        at: usize,
+    }
+    impl Read for Steady {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            const PIECE: usize = 64 * 1024;
+            if self.at > 0 && self.at < self.data.len() && self.at.is_multiple_of(PIECE) {
+                // The client's pace.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let n = buf
+                .len()
+                .min(PIECE - self.at % PIECE)
+                .min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+    let data = random_bytes(12 * 64 * 1024);
+    let digest = sha256_digest(&data);
+    let started = Instant::now();
+    let r = server
+        .admin_auth()
+        .apply(
+            http_client()
+                .post(format!(
+                    "{}/v2/steady/blobs/uploads/?digest={digest}",
+                    server.url()
+                ))
+                .body(reqwest::blocking::Body::new(Steady { data, at: 0 })),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(
+        started.elapsed() > Duration::from_secs(5),
+        "the upload took {:?}, not longer than twice the body timeout",
+        started.elapsed()
+    );
+    let r = server.request(
+        Method::HEAD,
+        &format!("/v2/steady/blobs/{digest}"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 200);
+}
+
+/// GET /healthz with `pad` bytes of extra headers, on a new connection.
+fn healthz_with_head_of(attacker: &Attacker, pad: usize) -> String {
+    let mut s = attacker.connect_from("127.0.0.1");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: slipway\r\nConnection: close\r\n".to_vec();
+    // In headers of 4 KiB, like a few big cookies and tokens.
+    let mut left = pad;
+    let mut i = 0;
+    while left > 0 {
+        let n = left.min(4096);
+        head.extend_from_slice(format!("X-Pad-{i}: ").as_bytes());
+        head.extend(std::iter::repeat_n(b'a', n));
+        head.extend_from_slice(b"\r\n");
+        left -= n;
+        i += 1;
+    }
+    head.extend_from_slice(b"\r\n");
+    // The server may stop reading an oversized head before its end.
+    let _ = s.write_all(&head);
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn request_heads_are_bounded_with_room_for_big_tokens() {
+    let server = TestServer::start();
+    let attacker = Attacker::new(&server);
+    // 48 KiB of headers: more than any token and cookies we hand out.
+    let fits = healthz_with_head_of(&attacker, 48 * 1024);
+    assert!(fits.starts_with("HTTP/1.1 200"), "{fits:?}");
+    // 256 KiB: refused, without being buffered whole.
+    let too_big = healthz_with_head_of(&attacker, 256 * 1024);
+    assert!(too_big.starts_with("HTTP/1.1 431"), "{too_big:?}");
 }

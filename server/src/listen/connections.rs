@@ -8,12 +8,21 @@
 //! headers. A request is in flight from its head until its response body has
 //! been sent, so long downloads, uploads and SSE streams are never idle.
 //!
+//! A connection whose every request in flight is *waiting for its body* (the
+//! handler asked for data and the client has sent none since) is *stalled*:
+//! it is not swept (the body's own deadline, `http.body_idle_timeout`, ends
+//! such a request), but a full server closes it for a new connection just as
+//! it closes an idle one. A head announcing a body that never comes thus
+//! holds a place no better than a head that never ends.
+//!
 //! - A new connection from an address already holding `per_ip` is refused.
 //! - A new connection when `total` are open closes an idle one instead: the
-//!   one whose address holds the most connections, the longest idle among
-//!   those. One address cannot lock others out, and many addresses holding
-//!   half-open connections lose them to whoever comes next. Only when every
-//!   connection has a request in flight is the new one refused.
+//!   (or stalled) one: the one whose address holds the most connections, the
+//!   longest idle (or stalled) among those. One address cannot lock others
+//!   out, and many addresses holding half-open connections or stalled bodies
+//!   lose them to whoever comes next. Only when every connection has a
+//!   request in flight that is not waiting for its client is the new one
+//!   refused.
 //! - An idle connection is closed once it has waited `first_request` for its
 //!   first request or `idle` for the next one.
 
@@ -34,6 +43,9 @@ pub struct Limits {
     pub per_ip: usize,
     pub first_request: Duration,
     pub idle: Duration,
+    /// How long a request body may send nothing while the server waits for
+    /// it (see [`super::body`]); not enforced here.
+    pub body_idle: Duration,
 }
 
 pub struct Connections {
@@ -57,8 +69,12 @@ struct Inner {
 struct Entry {
     ip: IpAddr,
     in_flight: usize,
+    /// Requests in flight waiting for body data from the client.
+    waiting_for_body: usize,
     /// When the last request ended (or the connection was accepted).
     idle_since: Instant,
+    /// When a request last started waiting for its body.
+    waiting_since: Instant,
     served: bool,
     /// Closes the connection when sent or dropped.
     close: Option<oneshot::Sender<()>>,
@@ -100,11 +116,11 @@ impl Connections {
                 inner
                     .open
                     .iter()
-                    .filter(|(_, e)| e.in_flight == 0)
+                    .filter(|(_, e)| e.sheddable())
                     .max_by_key(|(_, e)| {
                         (
                             per_ip.get(&e.ip).copied().unwrap_or(0),
-                            now.duration_since(e.idle_since),
+                            now.duration_since(e.quiet_since()),
                         )
                     })
                     .map(|(id, _)| *id)
@@ -130,7 +146,9 @@ impl Connections {
             Entry {
                 ip,
                 in_flight: 0,
+                waiting_for_body: 0,
                 idle_since: now,
+                waiting_since: now,
                 served: false,
                 close: Some(tx),
             },
@@ -238,6 +256,22 @@ impl Connections {
     }
 }
 
+impl Entry {
+    /// Idle, or every request in flight is waiting for its client's body.
+    fn sheddable(&self) -> bool {
+        self.in_flight == self.waiting_for_body
+    }
+
+    /// Since when the client has kept this connection waiting.
+    fn quiet_since(&self) -> Instant {
+        if self.in_flight == 0 {
+            self.idle_since
+        } else {
+            self.waiting_since
+        }
+    }
+}
+
 impl Inner {
     /// Forget a connection and tell its task to close it.
     fn remove(&mut self, id: u64) {
@@ -262,6 +296,10 @@ pub struct Handle {
 }
 
 impl Handle {
+    pub fn limits(&self) -> Limits {
+        self.connections.limits
+    }
+
     /// A request has started on this connection; it counts as in flight
     /// until the returned guard is dropped (after the response body).
     pub fn request(&self) -> InFlight {
@@ -273,6 +311,7 @@ impl Handle {
         InFlight {
             id: self.id,
             connections: self.connections.clone(),
+            waiting: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -286,12 +325,37 @@ impl Drop for Handle {
 pub struct InFlight {
     id: u64,
     connections: Arc<Connections>,
+    waiting: std::sync::atomic::AtomicBool,
+}
+
+impl InFlight {
+    /// Whether this request's handler is waiting for body data the client
+    /// has not sent (see [`super::body`]).
+    pub fn waiting_for_body(&self, waiting: bool) {
+        use std::sync::atomic::Ordering;
+        if self.waiting.swap(waiting, Ordering::Relaxed) == waiting {
+            return;
+        }
+        let mut inner = self.connections.inner.lock().unwrap();
+        if let Some(entry) = inner.open.get_mut(&self.id) {
+            if waiting {
+                entry.waiting_for_body += 1;
+                entry.waiting_since = Instant::now();
+            } else {
+                entry.waiting_for_body -= 1;
+            }
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        let waiting = *self.waiting.get_mut();
         let mut inner = self.connections.inner.lock().unwrap();
         if let Some(entry) = inner.open.get_mut(&self.id) {
+            if waiting {
+                entry.waiting_for_body -= 1;
+            }
             entry.in_flight -= 1;
             if entry.in_flight == 0 {
                 entry.idle_since = Instant::now();
@@ -310,6 +374,7 @@ mod tests {
             per_ip,
             first_request: Duration::from_secs(60),
             idle: Duration::from_secs(60),
+            body_idle: Duration::from_secs(60),
         }
     }
 
@@ -346,12 +411,40 @@ mod tests {
     }
 
     #[test]
+    fn a_full_server_closes_a_connection_stalled_on_its_body() {
+        let c = Connections::new(limits(2, 2));
+        let (a, mut a_closed) = c.admit(ip("10.0.0.1")).unwrap();
+        let (b, mut b_closed) = c.admit(ip("10.0.0.2")).unwrap();
+        let a_req = a.request();
+        let b_req = b.request();
+        // Both busy: refused.
+        assert_eq!(c.admit(ip("10.0.0.3")).err(), Some(Refused::Total));
+        // b's handler waits for a body that does not come: b goes.
+        b_req.waiting_for_body(true);
+        let (c3, _) = c.admit(ip("10.0.0.3")).unwrap();
+        let _c3_req = c3.request();
+        assert!(b_closed.try_recv().is_ok());
+        assert!(a_closed.try_recv().is_err());
+        // a's body arrived after a pause: busy again, not sheddable.
+        a_req.waiting_for_body(true);
+        a_req.waiting_for_body(false);
+        assert_eq!(c.admit(ip("10.0.0.4")).err(), Some(Refused::Total));
+        // Nor is it swept while its request waits.
+        a_req.waiting_for_body(true);
+        c.sweep();
+        assert!(a_closed.try_recv().is_err());
+        drop(a_req);
+        drop(b_req);
+    }
+
+    #[test]
     fn idle_connections_time_out_and_busy_ones_do_not() {
         let c = Connections::new(Limits {
             total: 10,
             per_ip: 10,
             first_request: Duration::ZERO,
             idle: Duration::from_secs(3600),
+            body_idle: Duration::from_secs(3600),
         });
         let (fresh, mut fresh_closed) = c.admit(ip("10.0.0.1")).unwrap();
         let (served, mut served_closed) = c.admit(ip("10.0.0.1")).unwrap();

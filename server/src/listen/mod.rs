@@ -5,9 +5,16 @@
 //! Architecture invariant: a client that sends nothing, or a request head
 //! byte by byte, holds one place for at most `http.header_read_timeout`, and
 //! never more than `http.max_connections_per_ip` places; `/healthz` from
-//! another address still gets one. Bodies (uploads, downloads, SSE) have no
-//! deadline here.
+//! another address still gets one. A request body that stalls holds its
+//! place for at most `http.body_idle_timeout` after its last data ([`body`]).
+//! Otherwise bodies (uploads, downloads, SSE) have no deadline here: only
+//! pauses count, not their length.
+//!
+//! Per connection, memory is bounded too: an HTTP/1 head fits in
+//! [`MAX_HEAD`] (else 431), an HTTP/2 connection runs at most
+//! [`H2_MAX_STREAMS`] requests at once, each head within [`MAX_HEAD`].
 
+pub mod body;
 pub mod connections;
 pub mod tls;
 
@@ -40,6 +47,19 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// within `H2_PING_TIMEOUT`.
 const H2_PING_EVERY: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// The largest request head (request line and headers) read. Our own largest
+/// legitimate heads are a few KiB: a registry bearer token (a JWT whose
+/// `access` list grows with a job's pull allowlist), a session and a login
+/// cookie, an API token. 64 KiB leaves room for proxies' headers and big
+/// allowlists; a bigger HTTP/1 head gets 431. hyper's HTTP/1 buffer cannot
+/// be set below 8 KiB.
+const MAX_HEAD: usize = 64 * 1024;
+/// Requests in progress at once on one HTTP/2 connection (hyper's default is
+/// 200). Streams are not counted against the connection caps, so this bounds
+/// what one connection can hold: with `MAX_HEAD` and the 1 MiB flow-control
+/// window, each stream's buffers stay small, and a stalled body on any of
+/// them still ends after `http.body_idle_timeout`.
+const H2_MAX_STREAMS: u32 = 64;
 
 /// Raise the soft open-file limit to the hard one and return the connection
 /// cap that fits in it: `wanted`, or the limit less [`FD_RESERVE`] if lower.
@@ -140,12 +160,15 @@ fn hyper_builder(limits: Limits) -> auto::Builder<TokioExecutor> {
         .keep_alive(true)
         // Runs from the first byte of a head... and while waiting for the
         // next request on a kept-alive connection.
-        .header_read_timeout(limits.first_request);
+        .header_read_timeout(limits.first_request)
+        .max_buf_size(MAX_HEAD);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_EVERY)
-        .keep_alive_timeout(H2_PING_TIMEOUT);
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(MAX_HEAD as u32);
     builder
 }
 
@@ -187,11 +210,16 @@ async fn serve_io<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let body_idle = handle.limits().body_idle;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         // In flight from the head until the response body is dropped, which
         // hyper does once it has sent the body (or the client went away).
-        let in_flight = handle.request();
+        let in_flight = Arc::new(handle.request());
         let router = router.clone();
+        // A body that stalls fails after `body_idle`: the handler answers
+        // with an error and the request stops holding this connection.
+        let request = request
+            .map(|incoming| body::IdleTimeout::new(incoming, body_idle, Some(in_flight.clone())));
         async move {
             let response = match router.oneshot(request).await {
                 Ok(response) => response,
