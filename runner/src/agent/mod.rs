@@ -13,7 +13,7 @@
 //! - `guard.rs`: the process that removes a killed runner's containers.
 //! - `credentials.rs`: the runner's token, outside the work dir.
 
-mod artifacts;
+pub mod artifacts;
 mod build;
 mod client;
 pub mod credentials;

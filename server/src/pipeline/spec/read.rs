@@ -705,24 +705,8 @@ impl Reader {
             };
             // A trailing `/` or a `.` component would make the runner's
             // kernel follow a symlinked directory; empty components hide
-            // one. The runner refuses the same paths again.
-            let why = if path.is_empty() {
-                Some("is empty")
-            } else if path.starts_with('/') {
-                Some("is absolute")
-            } else if path.contains('\0') {
-                Some("contains a NUL byte")
-            } else if path.ends_with('/') {
-                Some("ends with '/'")
-            } else if path.split('/').any(|c| c == "..") {
-                Some("has a '..' component")
-            } else if path.split('/').any(|c| c == ".") {
-                Some("has a '.' component")
-            } else if path.split('/').any(str::is_empty) {
-                Some("has an empty component ('//')")
-            } else {
-                None
-            };
+            // one. The same rule as the runner's, which refuses them again.
+            let why = slipway_runner::agent::artifacts::invalid(&path);
             if let Some(why) = why {
                 self.error(
                     item.span(),
