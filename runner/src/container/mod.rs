@@ -5,6 +5,7 @@
 mod bundle;
 mod cgroup;
 mod engine;
+pub mod netns;
 mod pod;
 pub mod rootfs;
 mod userns;
