@@ -8,14 +8,17 @@
 //!   after the matrix).
 //! - `model.rs`: the domain types, and `when` evaluation.
 
+mod deploy;
 mod graph;
 pub mod limits;
 mod model;
 mod read;
 mod yaml;
 
+pub use deploy::{parse_memory, valid_label};
 pub use model::{
-    CronSpec, Event, JobSpec, Pattern, PipelineSpec, Run, ServiceSpec, StepSpec, Trigger, When,
+    CronSpec, DeploySpec, EnvironmentSettings, EnvironmentSpec, Event, JobSpec, Pattern,
+    PipelineSpec, Run, ServiceSpec, StepSpec, Strategy, Trigger, When,
 };
 pub use read::valid_repository;
 pub use yaml::Span;
@@ -78,6 +81,7 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineSpec, SpecErrors> {
     let mut errors = reader.errors;
     if let Some(spec) = &spec {
         graph::check(spec, &reader.needs, &mut errors);
+        deploy::check_image_is_built(spec, &mut errors);
         limits::check(spec, &mut errors);
     }
     match spec {

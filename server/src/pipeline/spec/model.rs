@@ -14,6 +14,7 @@ pub struct PipelineSpec {
     /// For every step of every job (a job's and a step's own env override it).
     pub env: Vec<(String, String)>,
     pub cron: Vec<CronSpec>,
+    pub deploy: Option<DeploySpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,4 +167,85 @@ pub struct CronSpec {
     pub schedule_text: String,
     /// The branch to run on; the repository's default branch when absent.
     pub branch: Option<String>,
+}
+
+/// `deploy:`: the app this repository deploys and its promotion chain.
+#[derive(Debug, Clone)]
+pub struct DeploySpec {
+    pub app: String,
+    pub span: Span,
+    /// The registry repository whose digest, pushed by this pipeline, is deployed.
+    pub image: String,
+    /// Every instance gets `PORT` and must listen on it.
+    pub port: u16,
+    /// An instance is ready once a GET of this path answers 2xx.
+    pub health: String,
+    pub defaults: EnvironmentSettings,
+    /// In promotion order.
+    pub environments: Vec<EnvironmentSpec>,
+}
+
+/// What the top of `deploy:` sets for every environment, and each environment
+/// may override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvironmentSettings {
+    pub replicas: u32,
+    pub env: Vec<(String, String)>,
+    pub memory_bytes: Option<u64>,
+    /// CPUs as a fraction (`0.5`).
+    pub cpus: Option<f64>,
+    /// How long a rollout waits for an instance to be ready.
+    pub deadline: Duration,
+    /// The blue/green rollback window.
+    pub keep: Duration,
+}
+
+impl Default for EnvironmentSettings {
+    fn default() -> Self {
+        EnvironmentSettings {
+            replicas: 1,
+            env: Vec::new(),
+            memory_bytes: None,
+            cpus: None,
+            deadline: Duration::from_secs(120),
+            keep: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvironmentSpec {
+    pub name: String,
+    pub span: Span,
+    pub strategy: Strategy,
+    /// The deploy section's defaults with this environment's overrides applied
+    /// (`env` merged, the environment's value winning).
+    pub settings: EnvironmentSettings,
+    /// Names of this environment's secrets given to its instances.
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Rolling,
+    BlueGreen,
+}
+
+impl Strategy {
+    pub const NAMES: [&'static str; 2] = ["rolling", "blue-green"];
+
+    pub fn parse(name: &str) -> Option<Strategy> {
+        match name {
+            "rolling" => Some(Strategy::Rolling),
+            "blue-green" => Some(Strategy::BlueGreen),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::BlueGreen => "blue-green",
+        }
+    }
 }

@@ -9,7 +9,7 @@ use super::model::{
 use super::yaml::{Key, Node, Span};
 use super::SpecError;
 
-const TOP_KEYS: &[&str] = &["jobs", "env", "cron"];
+const TOP_KEYS: &[&str] = &["jobs", "env", "cron", "deploy"];
 const JOB_KEYS: &[&str] = &[
     "steps",
     "needs",
@@ -62,24 +62,24 @@ pub struct Reader {
 }
 
 /// A mapping's entries, looked up by key.
-struct Fields<'a>(&'a [(Key, Node)]);
+pub(super) struct Fields<'a>(&'a [(Key, Node)]);
 
 impl<'a> Fields<'a> {
-    fn get(&self, key: &str) -> Option<&'a Node> {
+    pub(super) fn get(&self, key: &str) -> Option<&'a Node> {
         self.0.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
     }
 }
 
 /// Where a mapping visibly starts: its first key (a block mapping's own mark is
 /// where the parser noticed it, often past the first key).
-fn start_of(node: &Node) -> Span {
+pub(super) fn start_of(node: &Node) -> Span {
     match node {
         Node::Map(entries, _) if !entries.is_empty() => entries[0].0.span,
         other => other.span(),
     }
 }
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
         && name
@@ -128,7 +128,7 @@ fn valid_env_name(name: &str) -> bool {
 }
 
 impl Reader {
-    fn error(&mut self, span: Span, message: impl Into<String>) {
+    pub(super) fn error(&mut self, span: Span, message: impl Into<String>) {
         self.errors.push(SpecError {
             span,
             message: message.into(),
@@ -137,7 +137,12 @@ impl Reader {
 
     /// `node` as a mapping whose keys are all in `allowed`; unknown keys are
     /// reported with the nearest allowed one.
-    fn fields<'a>(&mut self, node: &'a Node, what: &str, allowed: &[&str]) -> Option<Fields<'a>> {
+    pub(super) fn fields<'a>(
+        &mut self,
+        node: &'a Node,
+        what: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'a>> {
         let Node::Map(entries, _) = node else {
             self.error(
                 node.span(),
@@ -160,7 +165,7 @@ impl Reader {
         Some(Fields(entries))
     }
 
-    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+    pub(super) fn string(&mut self, node: &Node, what: &str) -> Option<String> {
         match node {
             Node::Scalar { value, .. } => Some(value.clone()),
             other => {
@@ -173,7 +178,7 @@ impl Reader {
         }
     }
 
-    fn required<'a>(
+    pub(super) fn required<'a>(
         &mut self,
         fields: &Fields<'a>,
         key: &str,
@@ -188,7 +193,7 @@ impl Reader {
     }
 
     /// A list of strings; a single string is a list of one.
-    fn strings(&mut self, node: &Node, what: &str) -> Vec<String> {
+    pub(super) fn strings(&mut self, node: &Node, what: &str) -> Vec<String> {
         match node {
             Node::Scalar { value, .. } => vec![value.clone()],
             Node::Seq(items, _) => items
@@ -209,7 +214,7 @@ impl Reader {
     }
 
     /// Names that must look like `[A-Za-z0-9._-]+`, with the span of each.
-    fn names(&mut self, node: &Node, what: &str) -> Vec<(String, Span)> {
+    pub(super) fn names(&mut self, node: &Node, what: &str) -> Vec<(String, Span)> {
         let items: Vec<&Node> = match node {
             Node::Seq(items, _) => items.iter().collect(),
             other => vec![other],
@@ -232,7 +237,7 @@ impl Reader {
         names
     }
 
-    fn env(&mut self, node: &Node, what: &str) -> Vec<(String, String)> {
+    pub(super) fn env(&mut self, node: &Node, what: &str) -> Vec<(String, String)> {
         let Node::Map(entries, _) = node else {
             self.error(
                 node.span(),
@@ -266,7 +271,7 @@ impl Reader {
         env
     }
 
-    fn duration(&mut self, node: &Node, what: &str) -> Option<Duration> {
+    pub(super) fn duration(&mut self, node: &Node, what: &str) -> Option<Duration> {
         let text = self.string(node, what)?;
         let parsed = match text.parse::<u64>() {
             Ok(seconds) => Ok(Duration::from_secs(seconds)),
@@ -288,7 +293,7 @@ impl Reader {
         }
     }
 
-    fn number(&mut self, node: &Node, what: &str, max: u64) -> Option<u64> {
+    pub(super) fn number(&mut self, node: &Node, what: &str, max: u64) -> Option<u64> {
         let n = match node {
             Node::Scalar {
                 value, plain: true, ..
@@ -874,6 +879,7 @@ impl Reader {
             .map(|n| self.env(n, "the top-level env"))
             .unwrap_or_default();
         let cron = top.get("cron").map(|n| self.cron(n)).unwrap_or_default();
+        let deploy = top.get("deploy").and_then(|n| self.deploy(n));
         let mut jobs = Vec::new();
         match self.required(&top, "jobs", "the file", start_of(root)) {
             Some(Node::Map(entries, span)) => {
@@ -895,6 +901,11 @@ impl Reader {
             ),
             None => {}
         }
-        Some(PipelineSpec { jobs, env, cron })
+        Some(PipelineSpec {
+            jobs,
+            env,
+            cron,
+            deploy,
+        })
     }
 }

@@ -1,0 +1,433 @@
+//! `deploy:` of `.slipway.yml`: the app, its image and its promotion chain.
+//! What protects an environment (its cluster, approvals) is never read from
+//! here: that is server-side configuration a commit cannot change.
+
+use super::model::{DeploySpec, EnvironmentSettings, EnvironmentSpec, PipelineSpec, Strategy};
+use super::read::{nearest, start_of, valid_repository, Fields, Reader};
+use super::yaml::Node;
+use super::SpecError;
+
+const DEPLOY_KEYS: &[&str] = &[
+    "app",
+    "image",
+    "port",
+    "health",
+    "replicas",
+    "env",
+    "memory",
+    "cpus",
+    "deadline",
+    "keep",
+    "environments",
+];
+const ENVIRONMENT_KEYS: &[&str] = &[
+    "strategy", "replicas", "env", "secrets", "memory", "cpus", "deadline", "keep",
+];
+
+pub const MAX_REPLICAS: u64 = 50;
+pub const MAX_ENVIRONMENTS: usize = 20;
+const MAX_CPUS: f64 = 256.0;
+/// Below this an instance cannot start a shell.
+const MIN_MEMORY: u64 = 4 << 20;
+
+/// An app or environment name: it appears in URLs, paths and labels, so it is
+/// a DNS label (lowercase letters, digits and inner '-', at most 63).
+pub fn valid_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// `512M`, `1Gi`, `256k` or a number of bytes.
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "b" | "B" => 1,
+        "k" | "K" | "Ki" | "KiB" | "kB" | "KB" => 1 << 10,
+        "m" | "M" | "Mi" | "MiB" | "MB" => 1 << 20,
+        "g" | "G" | "Gi" | "GiB" | "GB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+impl Reader {
+    pub(super) fn deploy(&mut self, node: &Node) -> Option<DeploySpec> {
+        let what = "deploy";
+        let fields = self.fields(node, what, DEPLOY_KEYS)?;
+        let at = start_of(node);
+        let app = self
+            .required(&fields, "app", what, at)
+            .and_then(|n| self.label(n, "deploy.app"));
+        let image = self
+            .required(&fields, "image", what, at)
+            .and_then(|n| self.repository(n, "deploy.image"));
+        let port = self
+            .required(&fields, "port", what, at)
+            .and_then(|n| self.port(n));
+        let health = self
+            .required(&fields, "health", what, at)
+            .and_then(|n| self.health(n));
+        let defaults = self.settings(&fields, what, &EnvironmentSettings::default());
+        let environments = match self.required(&fields, "environments", what, at) {
+            Some(node) => self.environments(node, &defaults),
+            None => Vec::new(),
+        };
+        Some(DeploySpec {
+            app: app?,
+            span: at,
+            image: image?,
+            port: port?,
+            health: health?,
+            defaults,
+            environments,
+        })
+    }
+
+    fn label(&mut self, node: &Node, what: &str) -> Option<String> {
+        let name = self.string(node, what)?;
+        if valid_label(&name) {
+            return Some(name);
+        }
+        self.error(
+            node.span(),
+            format!(
+                "{what} {name:?} is not a valid name: lowercase letters, digits and '-' \
+                 (not first or last), at most 63"
+            ),
+        );
+        None
+    }
+
+    fn repository(&mut self, node: &Node, what: &str) -> Option<String> {
+        let name = self.string(node, what)?;
+        if valid_repository(&name) {
+            return Some(name);
+        }
+        self.error(
+            node.span(),
+            format!(
+                "{what} {name:?} is not a registry repository (lowercase path components \
+                 such as team/web); give the repository without a tag or digest"
+            ),
+        );
+        None
+    }
+
+    fn port(&mut self, node: &Node) -> Option<u16> {
+        match self.number(node, "deploy.port", 65535)? {
+            0 => {
+                self.error(node.span(), "deploy.port must be from 1 to 65535");
+                None
+            }
+            port => Some(port as u16),
+        }
+    }
+
+    fn health(&mut self, node: &Node) -> Option<String> {
+        let path = self.string(node, "deploy.health")?;
+        let ok = path.starts_with('/')
+            && path.len() <= 1024
+            && path.bytes().all(|b| b.is_ascii_graphic())
+            && !path.contains('#');
+        if ok {
+            return Some(path);
+        }
+        self.error(
+            node.span(),
+            format!(
+                "deploy.health {path:?} must be a URL path starting with '/', without \
+                 spaces or a fragment, such as /healthz"
+            ),
+        );
+        None
+    }
+
+    /// The settings an environment shares with the deploy section: `base`
+    /// with what `fields` sets.
+    fn settings(
+        &mut self,
+        fields: &Fields<'_>,
+        what: &str,
+        base: &EnvironmentSettings,
+    ) -> EnvironmentSettings {
+        let mut out = base.clone();
+        if let Some(n) = fields.get("replicas") {
+            match self.number(n, &format!("{what}.replicas"), MAX_REPLICAS) {
+                Some(0) => self.error(n.span(), format!("{what}.replicas must be at least 1")),
+                Some(r) => out.replicas = r as u32,
+                None => {}
+            }
+        }
+        if let Some(n) = fields.get("env") {
+            for (name, value) in self.env(n, &format!("{what}.env")) {
+                out.env.retain(|(k, _)| *k != name);
+                out.env.push((name, value));
+            }
+        }
+        if let Some(n) = fields.get("memory") {
+            let text = self.string(n, &format!("{what}.memory"));
+            match text.as_deref().map(|t| (t, parse_memory(t))) {
+                Some((_, Some(bytes))) if bytes >= MIN_MEMORY => out.memory_bytes = Some(bytes),
+                Some((t, Some(_))) => self.error(
+                    n.span(),
+                    format!("{what}.memory {t:?} is below the 4M an instance needs"),
+                ),
+                Some((t, None)) => self.error(
+                    n.span(),
+                    format!("{what}.memory {t:?} is not a size such as 256M or 1G"),
+                ),
+                None => {}
+            }
+        }
+        if let Some(n) = fields.get("cpus") {
+            let parsed = match n {
+                Node::Scalar {
+                    value, plain: true, ..
+                } => value.parse::<f64>().ok(),
+                _ => None,
+            };
+            match parsed {
+                Some(c) if c.is_finite() && c > 0.0 && c <= MAX_CPUS => out.cpus = Some(c),
+                _ => self.error(
+                    n.span(),
+                    format!(
+                        "{what}.cpus must be a number of CPUs above 0 and at most 256, such as 0.5"
+                    ),
+                ),
+            }
+        }
+        if let Some(n) = fields.get("deadline") {
+            if let Some(d) = self.duration(n, &format!("{what}.deadline")) {
+                out.deadline = d;
+            }
+        }
+        if let Some(n) = fields.get("keep") {
+            if let Some(d) = self.duration(n, &format!("{what}.keep")) {
+                out.keep = d;
+            }
+        }
+        out
+    }
+
+    fn environments(
+        &mut self,
+        node: &Node,
+        defaults: &EnvironmentSettings,
+    ) -> Vec<EnvironmentSpec> {
+        let Node::Map(entries, span) = node else {
+            self.error(
+                node.span(),
+                format!(
+                    "deploy.environments must be a mapping of name: {{ strategy: ... }}, in \
+                     promotion order, found {}",
+                    node.kind()
+                ),
+            );
+            return Vec::new();
+        };
+        if entries.is_empty() {
+            self.error(
+                *span,
+                "deploy.environments is empty; name at least one environment",
+            );
+        }
+        if entries.len() > MAX_ENVIRONMENTS {
+            self.error(
+                *span,
+                format!(
+                    "deploy.environments has {} environments; at most {MAX_ENVIRONMENTS} are allowed",
+                    entries.len()
+                ),
+            );
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (key, value) in entries {
+            if !valid_label(&key.name) {
+                self.error(
+                    key.span,
+                    format!(
+                        "environment {:?} is not a valid name: lowercase letters, digits and \
+                         '-' (not first or last), at most 63",
+                        key.name
+                    ),
+                );
+                continue;
+            }
+            let what = format!("environment {:?}", key.name);
+            let Some(fields) = self.fields(value, &what, ENVIRONMENT_KEYS) else {
+                continue;
+            };
+            let strategy = match self.required(&fields, "strategy", &what, key.span) {
+                Some(n) => self.strategy(n, &what),
+                None => None,
+            };
+            let settings = self.settings(&fields, &what, defaults);
+            let secrets = fields
+                .get("secrets")
+                .map(|n| self.names(n, &format!("{what}.secrets")))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            if let Some(strategy) = strategy {
+                out.push(EnvironmentSpec {
+                    name: key.name.clone(),
+                    span: key.span,
+                    strategy,
+                    settings,
+                    secrets,
+                });
+            }
+        }
+        out
+    }
+
+    fn strategy(&mut self, node: &Node, what: &str) -> Option<Strategy> {
+        let name = self.string(node, &format!("{what}.strategy"))?;
+        let strategy = Strategy::parse(&name);
+        if strategy.is_none() {
+            let hint = match nearest(&name, Strategy::NAMES) {
+                Some(near) => format!("did you mean {near:?}?"),
+                None => format!("expected one of: {}", Strategy::NAMES.join(", ")),
+            };
+            self.error(
+                node.span(),
+                format!("{what}: unknown strategy {name:?}; {hint}"),
+            );
+        }
+        strategy
+    }
+}
+
+/// The image deployed must be one this file builds: a build step pushing
+/// `deploy.image`, or one pushing to the pipeline's repository by default.
+pub(super) fn check_image_is_built(spec: &PipelineSpec, errors: &mut Vec<SpecError>) {
+    let Some(deploy) = &spec.deploy else {
+        return;
+    };
+    let builds: Vec<Option<&str>> = spec
+        .jobs
+        .iter()
+        .flat_map(|j| &j.steps)
+        .filter_map(|s| s.build.as_ref())
+        .map(|b| b.image.as_deref())
+        .collect();
+    if builds
+        .iter()
+        .any(|image| image.is_none() || *image == Some(deploy.image.as_str()))
+    {
+        return;
+    }
+    let pushed: Vec<&str> = builds.iter().flatten().copied().collect();
+    let message = if pushed.is_empty() {
+        format!(
+            "deploy.image {:?} is not built by this file: add a step with `build: {{ image: {} }}`",
+            deploy.image, deploy.image
+        )
+    } else {
+        format!(
+            "deploy.image {:?} is not built by this file (its build steps push {})",
+            deploy.image,
+            pushed.join(", ")
+        )
+    };
+    errors.push(SpecError {
+        span: deploy.span,
+        message,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, Strategy};
+    use std::time::Duration;
+
+    /// The example of the deploys issue, which the README shows.
+    const EXAMPLE: &str = "\
+jobs:
+  image:
+    steps:
+      - name: build
+        build:
+          image: demo/web
+deploy:
+  app: web
+  image: demo/web          # deploys the digest this pipeline's build step pushed
+  port: 8080               # every instance gets PORT=8080 and must listen on it
+  health: /healthz         # an instance is ready once this answers 2xx
+  replicas: 2
+  environments:
+    dev:     { strategy: rolling }
+    staging: { strategy: blue-green }
+    prod:    { strategy: blue-green, replicas: 3 }
+";
+
+    #[test]
+    fn the_example_reads_into_a_promotion_chain() {
+        let spec = parse(".slipway.yml", EXAMPLE).unwrap();
+        let deploy = spec.deploy.unwrap();
+        assert_eq!(
+            (deploy.app.as_str(), deploy.image.as_str(), deploy.port),
+            ("web", "demo/web", 8080)
+        );
+        assert_eq!(deploy.health, "/healthz");
+        let chain: Vec<(&str, Strategy, u32)> = deploy
+            .environments
+            .iter()
+            .map(|e| (e.name.as_str(), e.strategy, e.settings.replicas))
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                ("dev", Strategy::Rolling, 2),
+                ("staging", Strategy::BlueGreen, 2),
+                ("prod", Strategy::BlueGreen, 3)
+            ]
+        );
+        assert_eq!(
+            deploy.environments[0].settings.deadline,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            deploy.environments[0].settings.keep,
+            Duration::from_secs(600)
+        );
+    }
+
+    #[test]
+    fn environments_override_and_merge_the_defaults() {
+        let text = EXAMPLE.replace(
+            "  replicas: 2\n",
+            "  replicas: 2\n  memory: 256M\n  cpus: 0.5\n  deadline: 30s\n  env: { MODE: base, LEVEL: info }\n",
+        ).replace(
+            "prod:    { strategy: blue-green, replicas: 3 }",
+            "prod:    { strategy: blue-green, replicas: 3, keep: 1m, memory: 1G, env: { LEVEL: warn }, secrets: [DB_PASSWORD] }",
+        );
+        let spec = parse(".slipway.yml", &text).unwrap();
+        let deploy = spec.deploy.unwrap();
+        let dev = &deploy.environments[0];
+        let prod = &deploy.environments[2];
+        assert_eq!(dev.settings.memory_bytes, Some(256 << 20));
+        assert_eq!(prod.settings.memory_bytes, Some(1 << 30));
+        assert_eq!(prod.settings.cpus, Some(0.5));
+        assert_eq!(prod.settings.deadline, Duration::from_secs(30));
+        assert_eq!(prod.settings.keep, Duration::from_secs(60));
+        assert_eq!(
+            prod.settings.env,
+            [
+                ("MODE".into(), "base".into()),
+                ("LEVEL".into(), "warn".into())
+            ]
+        );
+        assert_eq!(prod.secrets, ["DB_PASSWORD"]);
+        assert!(dev.secrets.is_empty());
+    }
+}
