@@ -12,6 +12,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::Auth;
 use crate::config::Settings;
+use crate::deploy::instance_logs::InstanceLogs;
+use crate::deploy::Deploys;
 use crate::metrics::Metrics;
 use crate::pipeline::artifacts::Artifacts;
 use crate::pipeline::logs::Logs;
@@ -31,6 +33,8 @@ pub struct App {
     pub logs: Logs,
     pub secrets: Secrets,
     pub artifacts: Artifacts,
+    pub deploys: Deploys,
+    pub instance_logs: InstanceLogs,
 }
 
 impl App {

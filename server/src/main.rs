@@ -12,6 +12,7 @@ mod cli_pipeline;
 mod client;
 mod config;
 mod db;
+mod deploy;
 mod health;
 mod listen;
 mod metrics;

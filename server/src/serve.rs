@@ -138,11 +138,14 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         artifacts: Artifacts::new(&settings_data_dir),
         logs,
         secrets,
+        deploys: crate::deploy::Deploys::default(),
+        instance_logs: crate::deploy::instance_logs::InstanceLogs::new(&settings_data_dir),
     });
     let gc = registry_gc::spawn(app.clone());
     let expiry = spawn_lease_expiry(app.scheduler.clone());
     let notifier = crate::pipeline::notify::spawn(app.clone());
     let triggers = crate::pipeline::triggers::spawn(app.clone());
+    let reconciler = crate::deploy::reconcile::spawn(app.clone());
 
     let reloader = certificates.map(spawn_certificate_reload);
 
@@ -190,6 +193,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     expiry.abort();
     notifier.abort();
     triggers.abort();
+    reconciler.abort();
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

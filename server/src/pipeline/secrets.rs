@@ -56,6 +56,12 @@ fn aad(repo_id: i64, name: &str) -> Vec<u8> {
     format!("slipway-secret\0{repo_id}\0{name}").into_bytes()
 }
 
+/// An environment secret's associated data: a ciphertext cannot move to
+/// another environment (a prod value never decrypts as dev's).
+fn environment_aad(environment_id: i64, name: &str) -> Vec<u8> {
+    format!("slipway-environment-secret\0{environment_id}\0{name}").into_bytes()
+}
+
 /// The key from configuration (hex), or the one in `<data>/secrets.key`,
 /// created if missing.
 pub fn load_key(configured: Option<&str>, data_dir: &Path) -> Result<[u8; 32], SecretError> {
@@ -225,6 +231,115 @@ impl Secrets {
                     Payload {
                         msg: &ciphertext,
                         aad: &aad(repo_id, name),
+                    },
+                )
+                .map_err(|_| SecretError::Undecryptable(name.clone()))?;
+            let value =
+                String::from_utf8(plain).map_err(|_| SecretError::Undecryptable(name.clone()))?;
+            out.push((name.clone(), value));
+        }
+        Ok(out)
+    }
+}
+
+/// Secrets scoped to one deploy environment: given only to that
+/// environment's instances.
+impl Secrets {
+    pub async fn set_environment(
+        &self,
+        environment_id: i64,
+        name: &str,
+        value: &str,
+    ) -> Result<(), SecretError> {
+        if !valid_name(name) {
+            return Err(SecretError::BadName(name.to_owned()));
+        }
+        if value.len() > 64 << 10 {
+            return Err(SecretError::TooLarge);
+        }
+        let nonce: [u8; 12] = rand::random();
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: value.as_bytes(),
+                    aad: &environment_aad(environment_id, name),
+                },
+            )
+            .map_err(|_| SecretError::Key("encryption failed".into()))?;
+        sqlx::query(
+            "INSERT INTO environment_secrets (environment_id, name, nonce, ciphertext, updated_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (environment_id, name) DO UPDATE SET nonce = excluded.nonce,
+                 ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+        )
+        .bind(environment_id)
+        .bind(name)
+        .bind(&nonce[..])
+        .bind(ciphertext)
+        .bind(now_ms())
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_environment(
+        &self,
+        environment_id: i64,
+        name: &str,
+    ) -> Result<bool, SecretError> {
+        let done =
+            sqlx::query("DELETE FROM environment_secrets WHERE environment_id = ? AND name = ?")
+                .bind(environment_id)
+                .bind(name)
+                .execute(&self.db)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Names and update times, never values.
+    pub async fn list_environment(
+        &self,
+        environment_id: i64,
+    ) -> Result<Vec<(String, i64)>, SecretError> {
+        Ok(sqlx::query_as(
+            "SELECT name, updated_at FROM environment_secrets WHERE environment_id = ? ORDER BY name",
+        )
+        .bind(environment_id)
+        .fetch_all(&self.db)
+        .await?)
+    }
+
+    /// The values of `names` in environment `environment_id`; a name not set
+    /// there is left out.
+    pub async fn environment_values(
+        &self,
+        environment_id: i64,
+        names: &[String],
+    ) -> Result<Vec<(String, String)>, SecretError> {
+        let mut out = Vec::new();
+        for name in names {
+            let row: Option<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+                "SELECT nonce, ciphertext FROM environment_secrets WHERE environment_id = ? AND name = ?",
+            )
+            .bind(environment_id)
+            .bind(name)
+            .fetch_optional(&self.db)
+            .await?;
+            let Some((nonce, ciphertext)) = row else {
+                continue;
+            };
+            if nonce.len() != 12 {
+                return Err(SecretError::Undecryptable(name.clone()));
+            }
+            let plain = self
+                .cipher
+                .decrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: &ciphertext,
+                        aad: &environment_aad(environment_id, name),
                     },
                 )
                 .map_err(|_| SecretError::Undecryptable(name.clone()))?;

@@ -119,6 +119,9 @@ pub async fn advance(conn: &mut SqliteConnection, pipeline_id: i64) -> Result<bo
     .await?;
     if changed {
         crate::pipeline::notify::record(&mut *conn, pipeline_id, pipeline_status).await?;
+        if pipeline_status == "success" {
+            crate::deploy::trigger::record(&mut *conn, pipeline_id).await?;
+        }
     }
     Ok(queued_any)
 }

@@ -1,0 +1,73 @@
+//! Blue/green (2N): start N new instances on the preview address; when all N
+//! are ready, one atomic swap of the route table; the old set stays running,
+//! out of the table, for `keep` (a rollback inside that window finds it by
+//! its spec hash and is a swap back, with no new container); then the old set
+//! is drained and stopped.
+
+use super::model::Instance;
+use super::reconcile::{not_ready_reason, Action, Ctx, Outcome};
+
+pub(super) fn step(ctx: &Ctx<'_>) -> (Vec<Action>, Outcome) {
+    let n = ctx.config.replicas as usize;
+    let hash = &ctx.target.spec_hash;
+    let mut actions = Vec::new();
+    let running: Vec<&Instance> = ctx.instances.iter().filter(|i| i.running()).collect();
+    let (matching, others): (Vec<&Instance>, Vec<&Instance>) =
+        running.into_iter().partition(|i| &i.spec_hash == hash);
+    let live_matching = matching.iter().filter(|i| i.routed == "live").count();
+    let live_others = others.iter().filter(|i| i.routed == "live").count();
+
+    // Already swapped: the new set serves alone.
+    if live_matching >= n && live_others == 0 {
+        // A scale-down, or spare ready copies: stop what exceeds N.
+        for i in matching.iter().filter(|i| i.routed != "live") {
+            actions.push(Action::Stop(i.id));
+        }
+        for i in matching.iter().filter(|i| i.routed == "live").skip(n) {
+            actions.push(Action::Stop(i.id));
+        }
+        return (actions, Outcome::Done(format!("{n}/{n} instances serving")));
+    }
+
+    // The green set: prefer ready (warm) instances, then the oldest.
+    let mut green: Vec<_> = matching.clone();
+    green.sort_by_key(|i| (!i.ready(), i.id));
+    let green: Vec<_> = green.into_iter().take(n).collect();
+    // Wait: each green instance has `deadline` to be ready; action: fail.
+    // A warm instance kept from an earlier deployment counts from when it
+    // was made ready, so only new ones can time out.
+    for (k, i) in green.iter().enumerate() {
+        if !i.ready() && ctx.now - i.created_at > ctx.config.deadline_ms as i64 {
+            return (actions, Outcome::Failed(not_ready_reason(ctx, i, k + 1, n)));
+        }
+    }
+    for _ in green.len()..n {
+        actions.push(Action::Start("preview"));
+    }
+    for i in green.iter().filter(|i| i.routed == "none") {
+        actions.push(Action::Route(i.id, "preview"));
+    }
+    let ready = green.iter().filter(|i| i.ready()).count();
+    if green.len() == n && ready == n {
+        // The swap: one transaction, one route table on the node.
+        actions.retain(|a| !matches!(a, Action::Route(..)));
+        actions.push(Action::Swap {
+            live: green.iter().map(|i| i.id).collect(),
+            warm: others
+                .iter()
+                .filter(|i| i.routed == "live")
+                .map(|i| i.id)
+                .collect(),
+        });
+        return (
+            actions,
+            Outcome::Done(format!("swapped to {n} new instances")),
+        );
+    }
+    (
+        actions,
+        Outcome::Progress(format!(
+            "{ready}/{n} new instances ready on the preview address"
+        )),
+    )
+}

@@ -1,0 +1,81 @@
+//! Deploys: a digest a pipeline built goes live in an environment, then moves
+//! along the promotion chain.
+//!
+//! The controller is a reconciler (see `reconcile.rs`): desired state in the
+//! database (deployments, instances with a goal and a route), observed state
+//! reported by nodes (`nodes.rs`), and one idempotent step per environment
+//! that moves one notch and records why. One file per strategy
+//! (`rolling.rs`, `blue_green.rs`).
+//!
+//! - `model.rs`: deployment states, the configuration snapshot, instance rows.
+//! - `trigger.rs`: a successful default-branch pipeline deploys to the first
+//!   environment (through `deploy_outbox`, so a restart loses none).
+//! - `request.rs`: new deployments (pipeline, promote, rollback): one
+//!   environment's deploys are serialised, a newer pending one supersedes
+//!   older pending ones.
+//! - `environments.rs`: a repository's environments from its spec, cluster
+//!   binding, placement on a node and router ports, the status shown by
+//!   `env list`.
+//! - `nodes.rs`: join tokens, nodes, each node's desired state and revision,
+//!   the status nodes report.
+//! - `instance_logs.rs`: instances' output, shipped by nodes.
+//!
+//! Architecture invariant: only the reconciler changes an instance's goal or
+//! route (besides `nodes.rs` recording what a node observed), and every
+//! change to what a node must do bumps that node's revision in the same
+//! transaction, which wakes its long-poll.
+
+pub mod environments;
+pub mod instance_logs;
+pub mod model;
+pub mod nodes;
+pub mod reconcile;
+pub mod request;
+pub mod trigger;
+
+mod blue_green;
+mod rolling;
+
+use std::sync::Arc;
+
+use tokio::sync::{watch, Notify};
+
+/// Wakes the reconciler and the nodes' long-polls.
+#[derive(Clone)]
+pub struct Deploys {
+    /// Something changed that the reconciler should look at now.
+    pub wake: Arc<Notify>,
+    /// Bumped whenever any node's revision changed; long-polls re-check theirs.
+    pub nodes_changed: watch::Sender<u64>,
+}
+
+impl Default for Deploys {
+    fn default() -> Self {
+        Deploys {
+            wake: Arc::new(Notify::new()),
+            nodes_changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Deploys {
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn nodes_changed(&self) {
+        self.nodes_changed.send_modify(|n| *n += 1);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}

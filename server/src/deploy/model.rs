@@ -1,0 +1,183 @@
+//! The deploy controller's domain: deployment states, the configuration a
+//! deployment snapshots, and instances as the controller sees them.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::pipeline::spec::{EnvironmentSpec, Strategy};
+
+/// pending → progressing → succeeded | failed | superseded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Pending,
+    Progressing,
+    Succeeded,
+    Failed,
+    Superseded,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Progressing => "progressing",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Superseded => "superseded",
+        }
+    }
+}
+
+/// What a deployment runs besides its digest, frozen when it is made (so a
+/// rollback restores the configuration too). Stored as JSON in
+/// `deployments.config`; secrets by name only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub app: String,
+    pub strategy: String,
+    pub replicas: u32,
+    pub port: u16,
+    pub health: String,
+    pub env: Vec<(String, String)>,
+    pub secrets: Vec<String>,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub deadline_ms: u64,
+    pub keep_ms: u64,
+}
+
+impl Config {
+    pub fn from_spec(app: &str, port: u16, health: &str, env: &EnvironmentSpec) -> Config {
+        Config {
+            app: app.to_owned(),
+            strategy: env.strategy.name().to_owned(),
+            replicas: env.settings.replicas,
+            port,
+            health: health.to_owned(),
+            env: env.settings.env.clone(),
+            secrets: env.secrets.clone(),
+            memory_bytes: env.settings.memory_bytes,
+            cpus: env.settings.cpus,
+            deadline_ms: env.settings.deadline.as_millis() as u64,
+            keep_ms: env.settings.keep.as_millis() as u64,
+        }
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        Strategy::parse(&self.strategy).unwrap_or(Strategy::Rolling)
+    }
+
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    pub fn keep(&self) -> Duration {
+        Duration::from_millis(self.keep_ms)
+    }
+
+    /// Instances of two deployments with the same hash run the same thing
+    /// and are interchangeable (a rollback finds its warm set by it).
+    pub fn spec_hash(&self, digest: &str) -> String {
+        let instance = serde_json::json!({
+            "digest": digest,
+            "port": self.port,
+            "health": self.health,
+            "env": self.env,
+            "secrets": self.secrets,
+            "memory_bytes": self.memory_bytes,
+            "cpus": self.cpus,
+        });
+        hex::encode(&Sha256::digest(instance.to_string().as_bytes())[..16])
+    }
+}
+
+/// A deployment row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Deployment {
+    pub id: i64,
+    pub environment_id: i64,
+    pub kind: String,
+    pub repository: String,
+    pub digest: String,
+    pub pipeline_id: Option<i64>,
+    pub commit_sha: Option<String>,
+    pub config: String,
+    pub spec_hash: String,
+    pub state: String,
+    pub progress: Option<String>,
+    pub reason: Option<String>,
+    pub requested_by: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+impl Deployment {
+    pub fn config(&self) -> Config {
+        serde_json::from_str(&self.config).unwrap_or_else(|e| {
+            tracing::error!(deployment = self.id, error = %e, "unreadable deployment config");
+            Config {
+                app: String::new(),
+                strategy: "rolling".into(),
+                replicas: 1,
+                port: 8080,
+                health: "/".into(),
+                env: Vec::new(),
+                secrets: Vec::new(),
+                memory_bytes: None,
+                cpus: None,
+                deadline_ms: 120_000,
+                keep_ms: 600_000,
+            }
+        })
+    }
+
+    /// `repository@sha256:…`.
+    pub fn image(&self) -> String {
+        format!("{}@{}", self.repository, self.digest)
+    }
+}
+
+/// An instance row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Instance {
+    pub id: i64,
+    pub name: String,
+    pub environment_id: i64,
+    pub deployment_id: i64,
+    pub node_id: i64,
+    pub spec_hash: String,
+    pub goal: String,
+    pub routed: String,
+    pub observed: String,
+    pub warm_until: Option<i64>,
+    pub container_id: Option<String>,
+    pub restarts: i64,
+    pub health: Option<String>,
+    pub log_tail: Option<String>,
+    pub created_at: i64,
+    pub ready_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl Instance {
+    pub fn running(&self) -> bool {
+        self.goal == "run"
+    }
+
+    pub fn ready(&self) -> bool {
+        self.observed == "ready"
+    }
+
+    /// Still on the node in some form (counts toward N+1 / 2N).
+    pub fn alive(&self) -> bool {
+        self.observed != "gone"
+    }
+}
+
+/// The short form of a digest people read: `sha256:ab12cd34ef56`.
+pub fn short_digest(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}

@@ -1,0 +1,468 @@
+//! The reconciler: one idempotent step per environment, run on every wake-up
+//! (a new deployment, a node's report) and at least every [`TICK`].
+//!
+//! An environment's *target* is its progressing deployment, or else the last
+//! one that succeeded (the steady state: a crashed node's instances are made
+//! again, a failed rollout's previous digest is brought back). The target's
+//! strategy says what to do next (`rolling.rs`, `blue_green.rs`); the
+//! actions are applied in one transaction that also bumps the node's
+//! revision.
+//!
+//! The state machine, with each wait's deadline and action:
+//! - pending → progressing: when no other deployment of the environment is
+//!   progressing (deploys to one environment are serialised).
+//! - progressing, no node in the cluster: waits `deadline`; then failed.
+//! - progressing, a new instance not ready: waits `deadline` from its
+//!   creation; then failed, every instance of the new spec is stopped and
+//!   the previous deployment is the target again.
+//! - progressing → succeeded: the strategy reports done (rolling: N new
+//!   ready and no old one left; blue/green: swapped).
+//! - instances told to stop: the node drains and stops them; a node that
+//!   never reports them gone keeps them listed, never routed.
+//! - kept warm (blue/green's old set): stopped when `warm_until` passes.
+//!
+//! A killed server resumes from these rows: nothing is held in memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::SqliteConnection;
+
+use super::model::{short_digest, Config, Deployment, Instance, State};
+use super::{blue_green, environments, rolling};
+use crate::app::App;
+use crate::db::now_ms;
+use crate::pipeline::spec::Strategy;
+
+/// The longest the reconciler sleeps between passes.
+pub const TICK: Duration = Duration::from_millis(500);
+
+pub(super) struct Ctx<'a> {
+    pub now: i64,
+    pub target: &'a Deployment,
+    pub config: Config,
+    /// Every instance of the environment, stopping ones included.
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Action {
+    /// A new instance of the target, with this route (`none`, `preview`).
+    Start(&'static str),
+    Route(i64, &'static str),
+    /// Out of the table, then drained and stopped by the node.
+    Stop(i64),
+    /// Blue/green's switch: `live` take all traffic, `warm` leave the table
+    /// and are kept running for the rollback window.
+    Swap {
+        live: Vec<i64>,
+        warm: Vec<i64>,
+    },
+}
+
+pub(super) enum Outcome {
+    Progress(String),
+    Done(String),
+    Failed(String),
+}
+
+/// Why instance `k` of `n` is not ready, in words a person can act on.
+pub(super) fn not_ready_reason(ctx: &Ctx<'_>, i: &Instance, k: usize, n: usize) -> String {
+    let waited =
+        humantime::format_duration(Duration::from_secs((ctx.config.deadline_ms / 1000).max(1)));
+    let what = match (i.observed.as_str(), i.health.as_deref()) {
+        ("pending", _) => "the node never started it".to_owned(),
+        ("crashed", Some(h)) => format!("it keeps exiting ({h})"),
+        ("crashed", None) => "it keeps exiting".to_owned(),
+        ("failed", Some(h)) => format!("it could not start: {h}"),
+        (_, Some(h)) => format!("{} {h}", ctx.config.health),
+        (state, None) => format!("still {state}"),
+    };
+    let restarts = if i.restarts > 0 {
+        format!(" ({} restarts)", i.restarts)
+    } else {
+        String::new()
+    };
+    let tail = i
+        .log_tail
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            let lines: Vec<&str> = t.lines().rev().take(5).collect();
+            let lines: Vec<&str> = lines.into_iter().rev().collect();
+            format!("; last log lines: {}", lines.join(" | "))
+        })
+        .unwrap_or_default();
+    format!(
+        "instance {k}/{n} of {}@{}: not ready after {waited}: {what}{restarts}{tail}",
+        ctx.target.repository,
+        short_digest(&ctx.target.digest)
+    )
+}
+
+/// Run the reconciler until the server stops.
+pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = super::trigger::drain(&app).await {
+                tracing::warn!(error = %e, "deploy trigger failed");
+            }
+            if let Err(e) = pass(&app).await {
+                tracing::warn!(error = %e, "deploy reconcile failed");
+            }
+            let _ = tokio::time::timeout(TICK, app.deploys.wake.notified()).await;
+        }
+    })
+}
+
+/// One pass over every environment that has something to do.
+pub async fn pass(app: &App) -> Result<(), sqlx::Error> {
+    let envs: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT environment_id FROM deployments WHERE state IN ('pending', 'progressing')
+         UNION SELECT DISTINCT environment_id FROM instances",
+    )
+    .fetch_all(&app.db)
+    .await?;
+    for env in envs {
+        if let Err(e) = environment(app, env).await {
+            tracing::warn!(environment = env, error = %e, "reconciling an environment failed");
+        }
+    }
+    Ok(())
+}
+
+async fn deployment(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    env: i64,
+) -> Result<Option<Deployment>, sqlx::Error> {
+    sqlx::query_as::<_, Deployment>(sql)
+        .bind(env)
+        .fetch_optional(conn)
+        .await
+}
+
+/// One step for one environment.
+pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let mut changed = false;
+    let mut tx = app.db.begin().await?;
+    // Serialise: the oldest pending one starts when none is progressing.
+    let mut active = deployment(
+        &mut tx,
+        "SELECT * FROM deployments WHERE environment_id = ? AND state = 'progressing' ORDER BY id LIMIT 1",
+        env_id,
+    )
+    .await?;
+    if active.is_none() {
+        if let Some(next) = deployment(
+            &mut tx,
+            "SELECT * FROM deployments WHERE environment_id = ? AND state = 'pending' ORDER BY id LIMIT 1",
+            env_id,
+        )
+        .await?
+        {
+            sqlx::query(
+                "UPDATE deployments SET state = 'progressing', started_at = ?, progress = 'starting' WHERE id = ?",
+            )
+            .bind(now)
+            .bind(next.id)
+            .execute(&mut *tx)
+            .await?;
+            active = deployment(&mut tx, "SELECT * FROM deployments WHERE id = ?", next.id).await?;
+        }
+    }
+    let target = match &active {
+        Some(d) => Some(d.clone()),
+        None => {
+            deployment(
+                &mut tx,
+                "SELECT * FROM deployments WHERE environment_id = ? AND state = 'succeeded' ORDER BY id DESC LIMIT 1",
+                env_id,
+            )
+            .await?
+        }
+    };
+    let instances: Vec<Instance> =
+        sqlx::query_as("SELECT * FROM instances WHERE environment_id = ? ORDER BY id")
+            .bind(env_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    // Gone and no longer wanted: forget them.
+    let gone: Vec<i64> = instances
+        .iter()
+        .filter(|i| !i.running() && !i.alive())
+        .map(|i| i.id)
+        .collect();
+    for id in &gone {
+        sqlx::query("DELETE FROM instances WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let instances: Vec<Instance> = instances
+        .into_iter()
+        .filter(|i| !gone.contains(&i.id))
+        .collect();
+
+    let Some(target) = target else {
+        // Nothing ever succeeded and nothing is in progress: stop leftovers.
+        let stop: Vec<Action> = instances
+            .iter()
+            .filter(|i| i.running())
+            .map(|i| Action::Stop(i.id))
+            .collect();
+        changed |= apply(&mut tx, env_id, None, &stop, now).await?;
+        tx.commit().await?;
+        if changed {
+            app.deploys.nodes_changed();
+        }
+        return Ok(());
+    };
+    let config = target.config();
+    let Some(node_id) = environments::place(&mut tx, env_id).await? else {
+        if active.is_some() && now - target.started_at.unwrap_or(now) > config.deadline_ms as i64 {
+            finish(
+                &mut tx,
+                target.id,
+                State::Failed,
+                "no node of the environment's cluster has joined; start `slipway node` with a join token from `slipway cluster add`",
+                now,
+            )
+            .await?;
+        } else if active.is_some() {
+            progress(
+                &mut tx,
+                target.id,
+                "waiting for a node of the cluster to join",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        return Ok(());
+    };
+    let ctx = Ctx {
+        now,
+        target: &target,
+        config: config.clone(),
+        instances: instances.clone(),
+    };
+    let (mut actions, outcome) = match config.strategy() {
+        Strategy::Rolling => rolling::step(&ctx),
+        Strategy::BlueGreen => blue_green::step(&ctx),
+    };
+    // Whatever the strategy: instances of another spec that are neither
+    // serving nor kept warm go; warm ones go when their window ends.
+    let mentioned = |id: i64, actions: &[Action]| {
+        actions.iter().any(|a| match a {
+            Action::Stop(s) | Action::Route(s, _) => *s == id,
+            Action::Swap { live, warm } => live.contains(&id) || warm.contains(&id),
+            Action::Start(_) => false,
+        })
+    };
+    for i in instances.iter().filter(|i| i.running()) {
+        let other = i.spec_hash != target.spec_hash;
+        let idle = i.routed != "live";
+        let warm = i.warm_until.is_some_and(|t| t > now);
+        let expired = i.warm_until.is_some_and(|t| t <= now);
+        if ((other && idle && !warm) || expired) && !mentioned(i.id, &actions) {
+            actions.push(Action::Stop(i.id));
+        }
+    }
+    match (&active, outcome) {
+        (Some(d), Outcome::Failed(reason)) => {
+            // The new spec's instances go; the previous deployment becomes
+            // the target again on the next pass and is brought back if needed.
+            let stop: Vec<Action> = instances
+                .iter()
+                .filter(|i| i.running() && i.spec_hash == d.spec_hash)
+                .map(|i| Action::Stop(i.id))
+                .collect();
+            changed |= apply(
+                &mut tx,
+                env_id,
+                Some((&target, &config, node_id)),
+                &stop,
+                now,
+            )
+            .await?;
+            finish(&mut tx, d.id, State::Failed, &reason, now).await?;
+            tracing::warn!(deployment = d.id, %reason, "deployment failed; reverting");
+            app.deploys.wake();
+        }
+        (Some(d), Outcome::Done(what)) => {
+            changed |= apply(
+                &mut tx,
+                env_id,
+                Some((&target, &config, node_id)),
+                &actions,
+                now,
+            )
+            .await?;
+            finish(&mut tx, d.id, State::Succeeded, &what, now).await?;
+            tracing::info!(deployment = d.id, %what, "deployment succeeded");
+        }
+        (Some(d), Outcome::Progress(what)) => {
+            changed |= apply(
+                &mut tx,
+                env_id,
+                Some((&target, &config, node_id)),
+                &actions,
+                now,
+            )
+            .await?;
+            progress(&mut tx, d.id, &what).await?;
+        }
+        (None, _) => {
+            // Steady state: keep the last good deployment whole.
+            changed |= apply(
+                &mut tx,
+                env_id,
+                Some((&target, &config, node_id)),
+                &actions,
+                now,
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    if changed {
+        app.deploys.nodes_changed();
+    }
+    Ok(())
+}
+
+async fn progress(conn: &mut SqliteConnection, id: i64, what: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET progress = ? WHERE id = ? AND (progress IS NOT ? )")
+        .bind(what)
+        .bind(id)
+        .bind(what)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn finish(
+    conn: &mut SqliteConnection,
+    id: i64,
+    state: State,
+    reason: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deployments SET state = ?, reason = ?, progress = NULL, finished_at = ? WHERE id = ?",
+    )
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Apply actions in the caller's transaction and bump the node's revision
+/// when anything changed for it (the caller wakes the long-polls after its
+/// commit).
+async fn apply(
+    conn: &mut SqliteConnection,
+    env_id: i64,
+    target: Option<(&Deployment, &Config, i64)>,
+    actions: &[Action],
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    if actions.is_empty() {
+        return Ok(false);
+    }
+    let mut changed = false;
+    for action in actions {
+        let done = match action {
+            Action::Start(routed) => {
+                let Some((d, _, node)) = target else { continue };
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO instances (name, environment_id, deployment_id, node_id, spec_hash,
+                         goal, routed, created_at, updated_at)
+                     VALUES ('', ?, ?, ?, ?, 'run', ?, ?, ?) RETURNING id",
+                )
+                .bind(env_id)
+                .bind(d.id)
+                .bind(node)
+                .bind(&d.spec_hash)
+                .bind(routed)
+                .bind(now)
+                .bind(now)
+                .fetch_one(&mut *conn)
+                .await?;
+                let env_name: String =
+                    sqlx::query_scalar("SELECT app || '-' || name FROM environments WHERE id = ?")
+                        .bind(env_id)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                sqlx::query("UPDATE instances SET name = ? WHERE id = ?")
+                    .bind(format!("{env_name}-{id}"))
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+            }
+            Action::Route(id, routed) => sqlx::query(
+                "UPDATE instances SET routed = ?, updated_at = ? WHERE id = ? AND routed != ?",
+            )
+            .bind(routed)
+            .bind(now)
+            .bind(id)
+            .bind(routed)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+            Action::Stop(id) => sqlx::query(
+                "UPDATE instances SET goal = 'stop', routed = 'none', warm_until = NULL, updated_at = ?
+                 WHERE id = ? AND goal = 'run'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+            Action::Swap { live, warm } => {
+                let keep = target.map(|(_, c, _)| c.keep_ms as i64).unwrap_or(0);
+                let mut n = 0;
+                for id in live {
+                    n += sqlx::query(
+                        "UPDATE instances SET routed = 'live', warm_until = NULL, updated_at = ? WHERE id = ?",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                }
+                for id in warm {
+                    n += sqlx::query(
+                        "UPDATE instances SET routed = 'none', warm_until = ?, updated_at = ? WHERE id = ?",
+                    )
+                    .bind(now + keep)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                }
+                n
+            }
+        };
+        changed |= done > 0;
+    }
+    if changed {
+        sqlx::query(
+            "UPDATE nodes SET revision = revision + 1
+             WHERE id IN (SELECT node_id FROM instances WHERE environment_id = ?
+                          UNION SELECT node_id FROM environments WHERE id = ?)",
+        )
+        .bind(env_id)
+        .bind(env_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(changed)
+}

@@ -1,0 +1,287 @@
+//! New deployments: from a pipeline, a promotion or a rollback. A deployment
+//! is (environment, digest, configuration snapshot); it starts pending and
+//! supersedes the environment's older pending ones.
+
+use sqlx::SqlitePool;
+
+use super::environments::{self, Environment};
+use super::model::{Config, Deployment};
+use super::DeployError;
+use crate::app::App;
+use crate::db::now_ms;
+use crate::pipeline::repo::{GitRepo, SPEC_FILE};
+use crate::pipeline::spec::{self, DeploySpec};
+
+pub struct NewDeployment {
+    pub kind: &'static str,
+    pub repository: String,
+    pub digest: String,
+    pub pipeline_id: Option<i64>,
+    pub commit_sha: Option<String>,
+    pub config: Config,
+    pub requested_by: String,
+}
+
+/// Queue a deployment to `env`; returns its id.
+pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<i64, DeployError> {
+    if !new.digest.starts_with("sha256:") || new.digest.len() != 71 {
+        return Err(DeployError::Invalid(format!(
+            "{:?} is not a sha256 digest: deploys take digests, never tags",
+            new.digest
+        )));
+    }
+    let now = now_ms();
+    let spec_hash = new.config.spec_hash(&new.digest);
+    let config = serde_json::to_string(&new.config).expect("config serialises");
+    let mut tx = app.db.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO deployments (environment_id, kind, repository, digest, pipeline_id, commit_sha,
+             config, spec_hash, state, requested_by, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING id",
+    )
+    .bind(env.id)
+    .bind(new.kind)
+    .bind(&new.repository)
+    .bind(&new.digest)
+    .bind(new.pipeline_id)
+    .bind(&new.commit_sha)
+    .bind(&config)
+    .bind(&spec_hash)
+    .bind(&new.requested_by)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE deployments SET state = 'superseded', reason = ?, finished_at = ?
+         WHERE environment_id = ? AND state = 'pending' AND id < ?",
+    )
+    .bind(format!("superseded by deployment {id}"))
+    .bind(now)
+    .bind(env.id)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    app.deploys.wake();
+    tracing::info!(
+        deployment = id,
+        environment = %env.name,
+        image = %format!("{}@{}", new.repository, new.digest),
+        kind = new.kind,
+        "deployment queued"
+    );
+    Ok(id)
+}
+
+/// The deploy section of `.slipway.yml` at `sha`.
+pub async fn deploy_spec(app: &App, repo: &GitRepo, sha: &str) -> Result<DeploySpec, DeployError> {
+    let text = app
+        .repos
+        .read_file(repo, sha, SPEC_FILE, spec::MAX_BYTES)
+        .await
+        .map_err(|e| DeployError::Refused(e.to_string()))?
+        .ok_or_else(|| DeployError::Refused(format!("there is no {SPEC_FILE} at commit {sha}")))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| DeployError::Refused(format!("{SPEC_FILE} at {sha} is not UTF-8")))?;
+    let parsed = spec::parse(SPEC_FILE, &text)
+        .map_err(|e| DeployError::Refused(format!("{SPEC_FILE} at {sha}: {e}")))?;
+    parsed
+        .deploy
+        .ok_or_else(|| DeployError::Refused(format!("{SPEC_FILE} at {sha} has no deploy section")))
+}
+
+/// The configuration of environment `env` in `deploy`.
+pub fn config_for(deploy: &DeploySpec, env: &str) -> Result<Config, DeployError> {
+    let e = deploy
+        .environments
+        .iter()
+        .find(|e| e.name == env)
+        .ok_or_else(|| {
+            DeployError::Refused(format!(
+                "the deploy section of the commit that built this image has no environment {env:?}"
+            ))
+        })?;
+    Ok(Config::from_spec(
+        &deploy.app,
+        deploy.port,
+        &deploy.health,
+        e,
+    ))
+}
+
+/// `promote --to ENV`: deploy to ENV the digest that runs healthy in the
+/// environment before it in the chain.
+pub async fn promote(
+    app: &App,
+    repo: &GitRepo,
+    to: &str,
+    requested_by: &str,
+) -> Result<(i64, Deployment), DeployError> {
+    let target = environments::get(&app.db, repo.id, to).await?;
+    if target.position < 0 {
+        return Err(DeployError::Refused(format!(
+            "environment {to:?} is no longer in the deploy section's chain"
+        )));
+    }
+    if target.position == 0 {
+        return Err(DeployError::Refused(format!(
+            "{to:?} is the first environment of the chain: pipelines on the default branch deploy to it"
+        )));
+    }
+    let from: Environment =
+        sqlx::query_as("SELECT * FROM environments WHERE repo_id = ? AND position = ?")
+            .bind(repo.id)
+            .bind(target.position - 1)
+            .fetch_one(&app.db)
+            .await?;
+    let source = healthy_deployment(&app.db, &from).await?;
+    let sha = source.commit_sha.clone().ok_or_else(|| {
+        DeployError::Refused(format!(
+            "deployment {} in {} has no commit to read the deploy section from",
+            source.id, from.name
+        ))
+    })?;
+    let deploy = deploy_spec(app, repo, &sha).await?;
+    let config = config_for(&deploy, to)?;
+    let id = create(
+        app,
+        &target,
+        NewDeployment {
+            kind: "promote",
+            repository: source.repository.clone(),
+            digest: source.digest.clone(),
+            pipeline_id: source.pipeline_id,
+            commit_sha: source.commit_sha.clone(),
+            config,
+            requested_by: requested_by.to_owned(),
+        },
+    )
+    .await?;
+    Ok((id, source))
+}
+
+/// The environment's current deployment, if it is whole and healthy now.
+async fn healthy_deployment(db: &SqlitePool, env: &Environment) -> Result<Deployment, DeployError> {
+    let current: Option<Deployment> = sqlx::query_as(
+        "SELECT * FROM deployments WHERE environment_id = ? AND state = 'succeeded' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(env.id)
+    .fetch_optional(db)
+    .await?;
+    let Some(current) = current else {
+        return Err(DeployError::Refused(format!(
+            "nothing runs in {} yet: a successful deployment there comes first",
+            env.name
+        )));
+    };
+    let progressing: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM deployments WHERE environment_id = ? AND state = 'progressing'",
+    )
+    .bind(env.id)
+    .fetch_optional(db)
+    .await?;
+    if let Some(id) = progressing {
+        return Err(DeployError::Refused(format!(
+            "deployment {id} is in progress in {}; promote once it has ended",
+            env.name
+        )));
+    }
+    let (ready, wanted): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(observed = 'ready'), 0), ? FROM instances
+         WHERE environment_id = ? AND spec_hash = ? AND goal = 'run' AND routed = 'live'",
+    )
+    .bind(current.config().replicas as i64)
+    .bind(env.id)
+    .bind(&current.spec_hash)
+    .fetch_one(db)
+    .await?;
+    if ready < wanted {
+        return Err(DeployError::Refused(format!(
+            "{}@{} is not healthy in {}: {ready} of {wanted} instances ready",
+            current.repository,
+            super::model::short_digest(&current.digest),
+            env.name
+        )));
+    }
+    Ok(current)
+}
+
+/// `rollback --env ENV [--to DIGEST]`: the previous digest that succeeded
+/// there (or the named one), with the configuration it had.
+pub async fn rollback(
+    app: &App,
+    repo: &GitRepo,
+    env_name: &str,
+    to: Option<&str>,
+    requested_by: &str,
+) -> Result<(i64, Deployment), DeployError> {
+    let env = environments::get(&app.db, repo.id, env_name).await?;
+    let succeeded: Vec<Deployment> = sqlx::query_as(
+        "SELECT * FROM deployments WHERE environment_id = ? AND state = 'succeeded' ORDER BY id DESC",
+    )
+    .bind(env.id)
+    .fetch_all(&app.db)
+    .await?;
+    let current = succeeded.first();
+    let chosen = match to {
+        Some(digest) => succeeded
+            .iter()
+            .find(|d| d.digest == digest)
+            .ok_or_else(|| {
+                DeployError::Refused(format!(
+                "{digest} never succeeded in {env_name}: a rollback goes only to a digest that did"
+            ))
+            })?,
+        None => succeeded
+            .iter()
+            .find(|d| current.is_none_or(|c| d.spec_hash != c.spec_hash))
+            .ok_or_else(|| {
+                DeployError::Refused(format!(
+                    "no earlier successful deployment in {env_name} to roll back to"
+                ))
+            })?,
+    };
+    let id = create(
+        app,
+        &env,
+        NewDeployment {
+            kind: "rollback",
+            repository: chosen.repository.clone(),
+            digest: chosen.digest.clone(),
+            pipeline_id: chosen.pipeline_id,
+            commit_sha: chosen.commit_sha.clone(),
+            config: chosen.config(),
+            requested_by: requested_by.to_owned(),
+        },
+    )
+    .await?;
+    Ok((id, chosen.clone()))
+}
+
+/// A repository's deployments, newest first.
+pub async fn history(
+    db: &SqlitePool,
+    repo_id: i64,
+    env: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(String, Deployment)>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT e.name, d.id FROM deployments d JOIN environments e ON e.id = d.environment_id
+         WHERE e.repo_id = ? AND (? IS NULL OR e.name = ?) ORDER BY d.id DESC LIMIT ?",
+    )
+    .bind(repo_id)
+    .bind(env)
+    .bind(env)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let mut out = Vec::new();
+    for (name, id) in rows {
+        let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
+            .bind(id)
+            .fetch_one(db)
+            .await?;
+        out.push((name, d));
+    }
+    Ok(out)
+}
