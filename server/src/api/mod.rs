@@ -4,6 +4,8 @@
 //! (`team/*`): [`ApiCaller`], for routes not about one repository, refuses
 //! them; [`RepoCaller`] lets them in and its handler checks the repository.
 
+mod deploys;
+mod nodes;
 pub mod pipelines;
 mod queue;
 mod registry_gc;
@@ -69,7 +71,23 @@ pub fn router() -> Router<AppState> {
                 .post(secrets::set)
                 .delete(secrets::delete),
         )
+        .route(
+            "/clusters",
+            get(deploys::list_clusters).post(deploys::add_cluster),
+        )
+        .route("/environments", get(deploys::list_environments))
+        .route("/environments/cluster", post(deploys::bind_cluster))
+        .route(
+            "/environments/secrets",
+            get(deploys::list_secrets).post(deploys::set_secret),
+        )
+        .route("/deployments", get(deploys::list_deployments))
+        .route("/deployments/{id}", get(deploys::show_deployment))
+        .route("/deployments/promote", post(deploys::promote))
+        .route("/deployments/rollback", post(deploys::rollback))
+        .route("/instances/{name}/log", get(deploys::instance_log))
         .nest("/runner", runner::router())
+        .nest("/node", nodes::router())
 }
 
 /// REST API errors, as `{"error": {"code", "message"}}`.

@@ -1,0 +1,466 @@
+//! Deploys: `/clusters` (admin), `/environments` (status, cluster binding,
+//! environment secrets), `/deployments` (history, promote, rollback) and
+//! `/instances/{name}/log`. Reading needs access to the repository; promote
+//! and rollback need the push scope; clusters, bindings and secrets an admin.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiCaller, ApiError, RepoCaller};
+use crate::app::AppState;
+use crate::deploy::environments::{self, EnvironmentStatus};
+use crate::deploy::model::{Deployment, Instance};
+use crate::deploy::{nodes, request, DeployError};
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        match e {
+            DeployError::NotFound(m) => ApiError::NotFound(m),
+            DeployError::Refused(m) => ApiError::Conflict(m),
+            DeployError::Invalid(m) => ApiError::BadRequest(m),
+            DeployError::Db(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddCluster {
+    name: String,
+}
+
+#[derive(Serialize)]
+pub struct ClusterAdded {
+    cluster: String,
+    created: bool,
+    /// Shown once: `slipway node --token …` joins with it.
+    join_token: String,
+}
+
+pub async fn add_cluster(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    Json(body): Json<AddCluster>,
+) -> Result<(StatusCode, Json<ClusterAdded>), ApiError> {
+    caller.require_admin()?;
+    let (created, join_token) =
+        nodes::add_cluster(&app.db, &body.name, &caller.0.user.username).await?;
+    tracing::info!(cluster = %body.name, created, by = %caller.0.user.username, "cluster join token made");
+    Ok((
+        StatusCode::CREATED,
+        Json(ClusterAdded {
+            cluster: body.name,
+            created,
+            join_token,
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+pub struct ClusterView {
+    name: String,
+    kind: String,
+    nodes: Vec<NodeView>,
+}
+
+#[derive(Serialize)]
+pub struct NodeView {
+    name: String,
+    router_host: String,
+    last_seen: Option<i64>,
+    instances: i64,
+}
+
+pub async fn list_clusters(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+) -> Result<Json<Vec<ClusterView>>, ApiError> {
+    caller.require_admin()?;
+    let clusters = nodes::list_clusters(&app.db).await?;
+    Ok(Json(
+        clusters
+            .into_iter()
+            .map(|c| ClusterView {
+                name: c.name,
+                kind: c.kind,
+                nodes: c
+                    .nodes
+                    .into_iter()
+                    .map(|n| NodeView {
+                        name: n.name,
+                        router_host: n.router_host,
+                        last_seen: n.last_seen,
+                        instances: n.instances,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Serialize)]
+pub struct DeploymentView {
+    id: i64,
+    environment: String,
+    kind: String,
+    image: String,
+    digest: String,
+    pipeline_id: Option<i64>,
+    commit: Option<String>,
+    strategy: String,
+    replicas: u32,
+    state: String,
+    progress: Option<String>,
+    reason: Option<String>,
+    requested_by: String,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+fn deployment_view(environment: &str, d: &Deployment) -> DeploymentView {
+    let config = d.config();
+    DeploymentView {
+        id: d.id,
+        environment: environment.to_owned(),
+        kind: d.kind.clone(),
+        image: d.image(),
+        digest: d.digest.clone(),
+        pipeline_id: d.pipeline_id,
+        commit: d.commit_sha.clone(),
+        strategy: config.strategy,
+        replicas: config.replicas,
+        state: d.state.clone(),
+        progress: d.progress.clone(),
+        reason: d.reason.clone(),
+        requested_by: d.requested_by.clone(),
+        created_at: d.created_at,
+        started_at: d.started_at,
+        finished_at: d.finished_at,
+    }
+}
+
+#[derive(Serialize)]
+pub struct InstanceView {
+    name: String,
+    digest: String,
+    state: String,
+    goal: String,
+    routed: String,
+    container_id: Option<String>,
+    restarts: i64,
+    health: Option<String>,
+    ready_at: Option<i64>,
+    warm_until: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub struct EnvironmentView {
+    name: String,
+    app: String,
+    /// Place in the promotion chain (0 first); -1 when the spec no longer names it.
+    position: i64,
+    cluster: String,
+    url: Option<String>,
+    preview_url: Option<String>,
+    current: Option<DeploymentView>,
+    in_progress: Option<DeploymentView>,
+    instances: Vec<InstanceView>,
+}
+
+async fn environment_view(
+    app: &AppState,
+    status: EnvironmentStatus,
+) -> Result<EnvironmentView, ApiError> {
+    let name = status.env.name.clone();
+    let mut digests = std::collections::HashMap::new();
+    for i in &status.instances {
+        if !digests.contains_key(&i.deployment_id) {
+            let digest: Option<String> =
+                sqlx::query_scalar("SELECT digest FROM deployments WHERE id = ?")
+                    .bind(i.deployment_id)
+                    .fetch_optional(&app.db)
+                    .await?;
+            digests.insert(i.deployment_id, digest.unwrap_or_default());
+        }
+    }
+    let instance = |i: &Instance| InstanceView {
+        name: i.name.clone(),
+        digest: digests.get(&i.deployment_id).cloned().unwrap_or_default(),
+        state: i.observed.clone(),
+        goal: i.goal.clone(),
+        routed: i.routed.clone(),
+        container_id: i.container_id.clone(),
+        restarts: i.restarts,
+        health: i.health.clone(),
+        ready_at: i.ready_at,
+        warm_until: i.warm_until,
+    };
+    Ok(EnvironmentView {
+        app: status.env.app.clone(),
+        position: status.env.position,
+        cluster: status.cluster.clone(),
+        url: status.url.clone(),
+        preview_url: status.preview_url.clone(),
+        current: status.current.as_ref().map(|d| deployment_view(&name, d)),
+        in_progress: status
+            .in_progress
+            .as_ref()
+            .map(|d| deployment_view(&name, d)),
+        instances: status.instances.iter().map(instance).collect(),
+        name,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoQuery {
+    repo: String,
+}
+
+pub async fn list_environments(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Query(q): Query<RepoQuery>,
+) -> Result<Json<Vec<EnvironmentView>>, ApiError> {
+    caller.check(&q.repo)?;
+    let repo = app.repos.get(&q.repo).await?;
+    let mut out = Vec::new();
+    for env in environments::list(&app.db, repo.id).await? {
+        let status = environments::status(&app.db, env).await?;
+        out.push(environment_view(&app, status).await?);
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindCluster {
+    repo: String,
+    env: String,
+    cluster: String,
+}
+
+pub async fn bind_cluster(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Json(body): Json<BindCluster>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    caller.check(&body.repo)?;
+    let repo = app.repos.get(&body.repo).await?;
+    let env = environments::get(&app.db, repo.id, &body.env).await?;
+    environments::bind(&app.db, &env, &body.cluster).await?;
+    tracing::info!(repo = %repo.name, env = %env.name, cluster = %body.cluster, by = %caller.user().username, "environment bound to cluster");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetEnvSecret {
+    repo: String,
+    env: String,
+    name: String,
+    value: String,
+}
+
+pub async fn set_secret(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Json(body): Json<SetEnvSecret>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    caller.check(&body.repo)?;
+    let repo = app.repos.get(&body.repo).await?;
+    let env = environments::get(&app.db, repo.id, &body.env).await?;
+    app.secrets
+        .set_environment(env.id, &body.name, &body.value)
+        .await?;
+    tracing::info!(repo = %repo.name, env = %env.name, secret = %body.name, by = %caller.user().username, "environment secret set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvQuery {
+    repo: String,
+    env: String,
+}
+
+#[derive(Serialize)]
+pub struct EnvSecretView {
+    name: String,
+    updated_at: i64,
+}
+
+pub async fn list_secrets(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Query(q): Query<EnvQuery>,
+) -> Result<Json<Vec<EnvSecretView>>, ApiError> {
+    caller.check(&q.repo)?;
+    let repo = app.repos.get(&q.repo).await?;
+    let env = environments::get(&app.db, repo.id, &q.env).await?;
+    Ok(Json(
+        app.secrets
+            .list_environment(env.id)
+            .await?
+            .into_iter()
+            .map(|(name, updated_at)| EnvSecretView { name, updated_at })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    repo: String,
+    env: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn list_deployments(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<DeploymentView>>, ApiError> {
+    caller.check(&q.repo)?;
+    let repo = app.repos.get(&q.repo).await?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be from 1 to 500, not {limit}"
+        )));
+    }
+    let rows = request::history(&app.db, repo.id, q.env.as_deref(), limit as i64).await?;
+    Ok(Json(
+        rows.iter()
+            .map(|(env, d)| deployment_view(env, d))
+            .collect(),
+    ))
+}
+
+pub async fn show_deployment(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Path(id): Path<i64>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT r.name, e.name FROM deployments d JOIN environments e ON e.id = d.environment_id
+         JOIN git_repos r ON r.id = e.repo_id WHERE d.id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&app.db)
+    .await?;
+    let Some((repo, env)) = row.filter(|(repo, _)| caller.sees(repo)) else {
+        return Err(ApiError::NotFound(format!("no deployment {id}")));
+    };
+    let _ = repo;
+    let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await?;
+    Ok(Json(deployment_view(&env, &d)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    repo: String,
+    to: String,
+}
+
+#[derive(Serialize)]
+pub struct Queued {
+    deployment: DeploymentView,
+}
+
+async fn queued(app: &AppState, id: i64) -> Result<Json<Queued>, ApiError> {
+    let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await?;
+    let env: String = sqlx::query_scalar("SELECT name FROM environments WHERE id = ?")
+        .bind(d.environment_id)
+        .fetch_one(&app.db)
+        .await?;
+    Ok(Json(Queued {
+        deployment: deployment_view(&env, &d),
+    }))
+}
+
+pub async fn promote(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Json(body): Json<Promote>,
+) -> Result<(StatusCode, Json<Queued>), ApiError> {
+    caller.require_developer()?;
+    caller.check(&body.repo)?;
+    let repo = app.repos.get(&body.repo).await?;
+    let by = caller.user().username.clone();
+    let (id, _) = request::promote(&app, &repo, &body.to, &by).await?;
+    Ok((StatusCode::ACCEPTED, queued(&app, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    repo: String,
+    env: String,
+    to: Option<String>,
+}
+
+pub async fn rollback(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Json(body): Json<Rollback>,
+) -> Result<(StatusCode, Json<Queued>), ApiError> {
+    caller.require_developer()?;
+    caller.check(&body.repo)?;
+    let repo = app.repos.get(&body.repo).await?;
+    let by = caller.user().username.clone();
+    let (id, _) = request::rollback(&app, &repo, &body.env, body.to.as_deref(), &by).await?;
+    Ok((StatusCode::ACCEPTED, queued(&app, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    from: Option<u64>,
+}
+
+/// An instance's output from stream offset `from`; the stream's length in
+/// `X-Slipway-Log-Length` (where to continue).
+pub async fn instance_log(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Path(name): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let repo: Option<String> = sqlx::query_scalar(
+        "SELECT r.name FROM instances i JOIN environments e ON e.id = i.environment_id
+         JOIN git_repos r ON r.id = e.repo_id WHERE i.name = ?",
+    )
+    .bind(&name)
+    .fetch_optional(&app.db)
+    .await?;
+    if !repo.is_some_and(|r| caller.sees(&r)) {
+        return Err(ApiError::NotFound(format!("no instance {name:?}")));
+    }
+    let (bytes, length) = app.instance_logs.read(&name, q.from.unwrap_or(0));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (
+                header::HeaderName::from_static("x-slipway-log-length"),
+                length.to_string(),
+            ),
+        ],
+        Body::from(bytes),
+    )
+        .into_response())
+}
