@@ -176,6 +176,49 @@ enum Command {
         #[arg(long)]
         runtime: PathBuf,
     },
+    /// Clusters deploy environments run on (admin).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// A repository's environments: what runs where, logs, secrets.
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Deploy to ENV the digest that runs healthy in the environment before it.
+    Promote {
+        repo: String,
+        #[arg(long)]
+        to: String,
+        /// Follow the deployment until it ends (exit 1 if it fails).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Go back to the previous digest that succeeded in an environment, or to
+    /// a named one that succeeded there.
+    Rollback {
+        repo: String,
+        #[arg(long)]
+        env: String,
+        /// A digest (sha256:…) that succeeded in the environment before.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A repository's deployments, newest first.
+    Deployments {
+        repo: String,
+        #[arg(long)]
+        env: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Check a pipeline spec (.slipway.yml) and print every error with its
     /// line and column.
     Lint {
@@ -309,6 +352,74 @@ enum RepoCommand {
         /// branch, for repositories that cannot send webhooks.
         #[arg(long)]
         poll: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Create a cluster (if new) and print a join token for its nodes.
+    Add {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Clusters and their nodes.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnvCommand {
+    /// Per environment: URL, running digest and commit, instances and their
+    /// health, the deployment in progress.
+    List {
+        repo: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The output of an environment's instances.
+    Logs {
+        repo: String,
+        env: String,
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run an environment on another cluster (admin; server-side only).
+    Bind {
+        repo: String,
+        env: String,
+        #[arg(long)]
+        cluster: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Environment-scoped secrets (a prod secret never reaches dev).
+    Secret {
+        #[command(subcommand)]
+        command: EnvSecretCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnvSecretCommand {
+    /// Set a secret; the value is read from stdin.
+    Set {
+        repo: String,
+        env: String,
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Names of an environment's secrets.
+    List {
+        repo: String,
+        env: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -626,9 +737,7 @@ pub async fn run() -> anyhow::Result<()> {
                     off,
                     client,
                 },
-        } => {
-            pipeline::repo_notify(&client.client()?, &repo, if off { None } else { url }).await
-        }
+        } => pipeline::repo_notify(&client.client()?, &repo, if off { None } else { url }).await,
         Command::Repo {
             command:
                 RepoCommand::Limit {
@@ -718,9 +827,7 @@ pub async fn run() -> anyhow::Result<()> {
             let ok = pipeline::rerun(&client.client()?, pipeline, failed, wait).await?;
             std::process::exit(if ok { 0 } else { 1 });
         }
-        Command::Cancel { pipeline, client } => {
-            pipeline::cancel(&client.client()?, pipeline).await
-        }
+        Command::Cancel { pipeline, client } => pipeline::cancel(&client.client()?, pipeline).await,
         Command::RunnerToken {
             command: RunnerTokenCommand::Create { repos, client },
         } => pipeline::runner_token_create(&client.client()?, &repos).await,
@@ -797,6 +904,82 @@ pub async fn run() -> anyhow::Result<()> {
                 Err(e) => eprintln!("slipway runner-guard: {e}"),
             }
             Ok(())
+        }
+        Command::Cluster {
+            command: ClusterCommand::Add { name, client },
+        } => deploy::cluster_add(&client.client()?, &name).await,
+        Command::Cluster {
+            command: ClusterCommand::List { client },
+        } => deploy::cluster_list(&client.client()?).await,
+        Command::Env {
+            command: EnvCommand::List { repo, client },
+        } => deploy::env_list(&client.client()?, repo.as_deref()).await,
+        Command::Env {
+            command:
+                EnvCommand::Logs {
+                    repo,
+                    env,
+                    follow,
+                    client,
+                },
+        } => deploy::env_logs(&client.client()?, &repo, &env, follow).await,
+        Command::Env {
+            command:
+                EnvCommand::Bind {
+                    repo,
+                    env,
+                    cluster,
+                    client,
+                },
+        } => deploy::env_bind(&client.client()?, &repo, &env, &cluster).await,
+        Command::Env {
+            command:
+                EnvCommand::Secret {
+                    command:
+                        EnvSecretCommand::Set {
+                            repo,
+                            env,
+                            name,
+                            client,
+                        },
+                },
+        } => {
+            let mut value = String::new();
+            std::io::stdin().read_to_string(&mut value)?;
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            deploy::env_secret_set(&client.client()?, &repo, &env, &name, value).await
+        }
+        Command::Env {
+            command:
+                EnvCommand::Secret {
+                    command: EnvSecretCommand::List { repo, env, client },
+                },
+        } => deploy::env_secret_list(&client.client()?, &repo, &env).await,
+        Command::Promote {
+            repo,
+            to,
+            wait,
+            client,
+        } => {
+            if !deploy::promote(&client.client()?, &repo, &to, wait).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Rollback {
+            repo,
+            env,
+            to,
+            wait,
+            client,
+        } => {
+            if !deploy::rollback(&client.client()?, &repo, &env, to.as_deref(), wait).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Deployments { repo, env, client } => {
+            deploy::history(&client.client()?, &repo, env.as_deref()).await
         }
         Command::Lint { file } => {
             let code = cli_lint(&file)?;

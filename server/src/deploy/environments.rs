@@ -12,7 +12,6 @@ use crate::pipeline::spec::DeploySpec;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Environment {
     pub id: i64,
-    pub repo_id: i64,
     pub name: String,
     pub app: String,
     pub position: i64,
@@ -20,7 +19,6 @@ pub struct Environment {
     pub node_id: Option<i64>,
     pub port: Option<i64>,
     pub preview_port: Option<i64>,
-    pub created_at: i64,
 }
 
 /// Record the spec's environments for `repo_id`: new ones join cluster

@@ -1,31 +1,24 @@
 //! The deploy controller's domain: deployment states, the configuration a
 //! deployment snapshots, and instances as the controller sees them.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::pipeline::spec::{EnvironmentSpec, Strategy};
 
-/// pending → progressing → succeeded | failed | superseded.
+/// How a deployment ended (pending → progressing → succeeded | failed |
+/// superseded; the first two and superseded are set in SQL where they happen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    Pending,
-    Progressing,
     Succeeded,
     Failed,
-    Superseded,
 }
 
 impl State {
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Pending => "pending",
-            State::Progressing => "progressing",
             State::Succeeded => "succeeded",
             State::Failed => "failed",
-            State::Superseded => "superseded",
         }
     }
 }
@@ -67,14 +60,6 @@ impl Config {
 
     pub fn strategy(&self) -> Strategy {
         Strategy::parse(&self.strategy).unwrap_or(Strategy::Rolling)
-    }
-
-    pub fn deadline(&self) -> Duration {
-        Duration::from_millis(self.deadline_ms)
-    }
-
-    pub fn keep(&self) -> Duration {
-        Duration::from_millis(self.keep_ms)
     }
 
     /// Instances of two deployments with the same hash run the same thing
@@ -147,7 +132,6 @@ pub struct Instance {
     pub name: String,
     pub environment_id: i64,
     pub deployment_id: i64,
-    pub node_id: i64,
     pub spec_hash: String,
     pub goal: String,
     pub routed: String,
@@ -159,7 +143,6 @@ pub struct Instance {
     pub log_tail: Option<String>,
     pub created_at: i64,
     pub ready_at: Option<i64>,
-    pub updated_at: i64,
 }
 
 impl Instance {

@@ -79,7 +79,6 @@ pub struct ClusterInfo {
 }
 
 pub struct NodeInfo {
-    pub id: i64,
     pub name: String,
     pub router_host: String,
     pub last_seen: Option<i64>,
@@ -93,8 +92,8 @@ pub async fn list_clusters(db: &SqlitePool) -> Result<Vec<ClusterInfo>, sqlx::Er
             .await?;
     let mut out = Vec::new();
     for (id, name, kind) in clusters {
-        let nodes: Vec<(i64, String, String, Option<i64>, i64)> = sqlx::query_as(
-            "SELECT n.id, n.name, n.router_host, n.last_seen,
+        let nodes: Vec<(String, String, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT n.name, n.router_host, n.last_seen,
                     (SELECT COUNT(*) FROM instances i WHERE i.node_id = n.id)
              FROM nodes n WHERE n.cluster_id = ? ORDER BY n.name",
         )
@@ -106,8 +105,7 @@ pub async fn list_clusters(db: &SqlitePool) -> Result<Vec<ClusterInfo>, sqlx::Er
             kind,
             nodes: nodes
                 .into_iter()
-                .map(|(id, name, router_host, last_seen, instances)| NodeInfo {
-                    id,
+                .map(|(name, router_host, last_seen, instances)| NodeInfo {
                     name,
                     router_host,
                     last_seen,

@@ -284,20 +284,6 @@ impl Secrets {
         Ok(())
     }
 
-    pub async fn delete_environment(
-        &self,
-        environment_id: i64,
-        name: &str,
-    ) -> Result<bool, SecretError> {
-        let done =
-            sqlx::query("DELETE FROM environment_secrets WHERE environment_id = ? AND name = ?")
-                .bind(environment_id)
-                .bind(name)
-                .execute(&self.db)
-                .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
     /// Names and update times, never values.
     pub async fn list_environment(
         &self,
