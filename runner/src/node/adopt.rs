@@ -33,7 +33,7 @@ pub(super) async fn open(
     runc_path: &Path,
     cache: LayerCache,
     options: SupervisorOptions,
-) -> Result<Arc<Inner>, NodeError> {
+) -> Result<(Arc<Inner>, std::fs::File), NodeError> {
     let root_error = |path: &Path| {
         let path = path.to_owned();
         move |source| NodeError::Root { path, source }
@@ -58,7 +58,6 @@ pub(super) async fn open(
         userns: Mutex::new(None),
         instances: Mutex::new(BTreeMap::new()),
         changes: tokio::sync::watch::channel(0).0,
-        _lock: lock,
     });
 
     let entries = std::fs::read_dir(inner.instances_dir()).map_err(root_error(root))?;
@@ -97,7 +96,7 @@ pub(super) async fn open(
         }
     }
     reap_strays(&inner).await;
-    Ok(inner)
+    Ok((inner, lock))
 }
 
 /// The instance in `dir`, if its shim still runs the container.

@@ -241,6 +241,9 @@ impl Default for SupervisorOptions {
 /// stops watching and leaves every instance running for the next supervisor.
 pub struct Supervisor {
     inner: Arc<Inner>,
+    /// The exclusive `flock` on `supervisor.lock`, released as soon as the
+    /// supervisor is dropped (its tasks may take a moment longer to end).
+    _lock: std::fs::File,
 }
 
 pub(crate) struct Inner {
@@ -253,8 +256,6 @@ pub(crate) struct Inner {
     instances: Mutex<BTreeMap<String, Arc<Instance>>>,
     /// Bumped on every state change.
     changes: tokio::sync::watch::Sender<u64>,
-    /// The exclusive `flock` on `supervisor.lock`.
-    _lock: std::fs::File,
 }
 
 /// What the supervisor knows of one instance.
@@ -356,8 +357,8 @@ impl Supervisor {
         cache: LayerCache,
         options: SupervisorOptions,
     ) -> Result<Supervisor, NodeError> {
-        let inner = adopt::open(root, runc, cache, options).await?;
-        Ok(Supervisor { inner })
+        let (inner, lock) = adopt::open(root, runc, cache, options).await?;
+        Ok(Supervisor { inner, _lock: lock })
     }
 
     /// Every instance and how it is.
