@@ -507,6 +507,19 @@ async fn instances_survive_a_killed_agent() {
         "the agent process never got ready"
     );
 
+    // With no agent, the shim's lock still keeps the instance's layer from
+    // eviction, even by a cache that wants it gone (cap 0).
+    let layer_dir = w
+        .root
+        .join("../cache/layers")
+        .join(w.digest.trim_start_matches("sha256:"));
+    let evicting = LayerCache::open(w.root.join("../cache"), 0).unwrap();
+    drop(evicting.cached(&w.digest));
+    assert!(
+        layer_dir.is_dir(),
+        "the running instance's layer was evicted"
+    );
+
     let opened = Instant::now();
     let sup = w.supervisor().await;
     let id = "survivor-1";
@@ -520,6 +533,80 @@ async fn instances_survive_a_killed_agent() {
     assert_eq!(after.pid, Some(pid));
     assert_eq!(after.restarts, 0);
     assert_eq!(get(&sup, id, "/version").await, (200, "v1\n".to_owned()));
+    sup.stop(id, Duration::from_millis(500)).await.unwrap();
+    w.assert_clean(id);
+    // Once the instance is gone, the same eviction removes the layer.
+    drop(sup);
+    drop(evicting.cached(&w.digest));
+    assert!(!layer_dir.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_and_a_failed_start_leave_nothing() {
+    let w = world().await;
+    let sup = w.supervisor().await;
+    for bad in ["../x", "", "A", "-x", "a/b", &"x".repeat(64)] {
+        let err = sup.start(w.spec(bad, HTTPD)).await.unwrap_err();
+        assert!(err.to_string().contains("is invalid"), "{bad:?}: {err}");
+    }
+    let mut spec = w.spec("bad-health", HTTPD);
+    spec.health = "/x HTTP/1.1\r\nHost: evil".to_owned();
+    let err = sup.start(spec).await.unwrap_err();
+    assert!(err.to_string().contains("health path"), "{err}");
+
+    // runc cannot run a command that does not exist: the start fails with
+    // runc's reason, and everything made for it is gone.
+    let id = "nocmd-1";
+    let mut spec = w.spec(id, "");
+    spec.entrypoint = Some(vec!["/no/such/program".to_owned()]);
+    spec.command = Some(Vec::new());
+    let err = sup.start(spec).await.unwrap_err();
+    assert!(err.to_string().contains("/no/such/program"), "{err}");
+    assert!(status_of(&sup, id).is_none());
+    w.assert_clean(id);
+    assert!(sup.status().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_is_capped() {
+    let w = world().await;
+    let options = SupervisorOptions {
+        log_cap_bytes: 4096,
+        ..Default::default()
+    };
+    let sup = Supervisor::open(&w.root, &w.runc, w.cache.clone(), options)
+        .await
+        .unwrap();
+    let id = "chatty-1";
+    let script = format!(
+        "i=0; while [ $i -lt 1000 ]; do echo \"line $i of the noisy start\"; i=$((i+1)); done; {HTTPD}"
+    );
+    sup.start(w.spec(id, &script)).await.unwrap();
+    wait_until(&sup, id, &mut Vec::new(), |s| {
+        s.state == InstanceState::Ready
+    })
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while !sup
+        .log_tail(id, 1)
+        .contains(&"listening on 8080".to_owned())
+    {
+        assert!(Instant::now() < deadline, "{:?}", sup.log_tail(id, 3));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tail = sup.log_tail(id, 2);
+    assert_eq!(
+        tail,
+        vec!["line 999 of the noisy start", "listening on 8080"]
+    );
+    let dir = w.root.join("instances").join(id);
+    let size = |f: &str| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
+    // About 27 KB were written; at most two caps (plus one read) are kept.
+    let kept = size("log") + size("log.1");
+    assert!(kept <= 2 * (4096 + 16384), "{kept} bytes kept");
+    assert!(size("log.1") > 0);
+    let all = sup.log_tail(id, 10_000);
+    assert!(!all.iter().any(|l| l == "line 0 of the noisy start"));
     sup.stop(id, Duration::from_millis(500)).await.unwrap();
     w.assert_clean(id);
 }
