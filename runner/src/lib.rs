@@ -12,4 +12,5 @@ pub mod build;
 pub mod container;
 pub mod image;
 pub mod layer;
+pub mod node;
 pub mod node_protocol;

@@ -265,23 +265,8 @@ impl Engine {
         Ok(fd)
     }
 
-    /// Container root in a user namespace is "others" to host-owned directories:
-    /// every directory down to the containers' must let others search it.
     fn check_reachable(&self) -> Result<(), EngineError> {
-        let containers = self.containers_dir();
-        for dir in containers.ancestors() {
-            let Ok(meta) = std::fs::metadata(dir) else {
-                continue;
-            };
-            let mode = meta.permissions().mode() & 0o7777;
-            if mode & 0o001 == 0 {
-                return Err(EngineError::Unreachable {
-                    path: dir.to_owned(),
-                    mode,
-                });
-            }
-        }
-        Ok(())
+        check_searchable(&self.containers_dir())
     }
 
     pub async fn run(&self, request: RunRequest<'_>) -> Result<Outcome, EngineError> {
@@ -454,6 +439,24 @@ impl Engine {
         }
         std::fs::rename(dir.join("upper"), to)
     }
+}
+
+/// Container root in a user namespace is "others" to host-owned directories:
+/// every directory down to `dir` must let others search it.
+pub(crate) fn check_searchable(dir: &Path) -> Result<(), EngineError> {
+    for dir in dir.ancestors() {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o001 == 0 {
+            return Err(EngineError::Unreachable {
+                path: dir.to_owned(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The pid in a container id `slipway-<pid>-<engine>-<n>`.

@@ -3,13 +3,14 @@
 //! with runc (`engine`).
 
 mod bundle;
-mod cgroup;
+pub(crate) mod cgroup;
 mod engine;
 pub mod netns;
-mod pod;
+pub(crate) mod pod;
 pub mod rootfs;
-mod userns;
+pub(crate) mod userns;
 
+pub(crate) use engine::check_searchable;
 pub use engine::{Cancel, Engine, EngineError, Outcome, RunRequest, Stream};
 pub use pod::Pod;
 pub use userns::Mapping;

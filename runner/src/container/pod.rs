@@ -31,10 +31,7 @@ impl Pod {
         let netns = dir.join("netns");
         std::fs::File::create(&netns)?;
         let pod = Pod { dir, netns };
-        let holder = spawn_namespace_holder()?;
-        let mounted = rustix::mount::mount_bind(format!("/proc/{}/ns/net", holder.pid), &pod.netns);
-        holder.release();
-        mounted?;
+        bind_new_netns(&pod.netns)?;
         Ok(pod)
     }
 
@@ -52,6 +49,16 @@ impl Drop for Pod {
     fn drop(&mut self) {
         remove(&self.dir);
     }
+}
+
+/// Make a network namespace with loopback only and bind it onto `file` (an
+/// existing empty file), which then keeps it alive until unmounted, whatever
+/// happens to this process: deployed instances outlive the node agent.
+pub(crate) fn bind_new_netns(file: &Path) -> io::Result<()> {
+    let holder = spawn_namespace_holder()?;
+    let mounted = rustix::mount::mount_bind(format!("/proc/{}/ns/net", holder.pid), file);
+    holder.release();
+    Ok(mounted?)
 }
 
 /// Unmount and remove a pod directory (also for reaping a crashed engine's).

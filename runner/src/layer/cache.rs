@@ -80,6 +80,18 @@ impl LayerLease {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The layer's digest (`sha256:<hex>`).
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", self.hex)
+    }
+
+    /// The file holding the shared lock. A process that inherits it (a forked
+    /// child) shares the lock, so the layer outlives this process while that
+    /// child runs: a node's instance keeps its layers this way.
+    pub fn lock_file(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.lock.as_ref().map(std::os::fd::AsFd::as_fd)
+    }
 }
 
 impl Drop for LayerLease {
