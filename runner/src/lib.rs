@@ -12,3 +12,4 @@ pub mod build;
 pub mod container;
 pub mod image;
 pub mod layer;
+pub mod router;
