@@ -14,3 +14,4 @@ pub mod image;
 pub mod layer;
 pub mod node;
 pub mod node_protocol;
+pub mod router;

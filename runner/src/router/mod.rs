@@ -1,0 +1,271 @@
+//! The router of one (app, environment): an HTTP/1.1 listener (and a preview
+//! listener) in front of the environment's instances, each reached inside its
+//! own network namespace.
+//!
+//! A request goes through small phases (`proxy`): it takes one snapshot of
+//! the route table, picks an instance (`pick`), filters its headers
+//! (`headers`), gets a pooled or new connection (`upstream`), sends, and
+//! streams the response back (`body`), switching protocols when asked
+//! (`upgrade`). `metrics` counts per instance. The table is an immutable
+//! value swapped atomically (`arc-swap`); no lock is held across a request.
+
+mod body;
+mod headers;
+mod listen;
+mod metrics;
+mod page;
+mod pick;
+mod proxy;
+mod table;
+mod upgrade;
+mod upstream;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use table::{Backend, RouteTable};
+
+use metrics::RouterMetrics;
+use page::Pages;
+use table::Table;
+use upstream::Upstream;
+
+/// Where a router listens and how long it waits.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Metrics label `app`, and named on the router's own pages.
+    pub app: String,
+    /// Metrics label `env`.
+    pub env: String,
+    /// The main listener: routes to the live set.
+    pub listen: SocketAddr,
+    /// The preview listener: routes to the preview set (blue/green's next set).
+    pub preview: Option<SocketAddr>,
+    /// Connecting to an instance; past it the request goes to another one.
+    pub connect_timeout: Duration,
+    /// From the request sent to the response head; past it, 504.
+    pub response_head_timeout: Duration,
+    /// A client's request head must arrive within this (after connecting or
+    /// between keep-alive requests), else the connection is closed.
+    pub header_read_timeout: Duration,
+    /// `shutdown` lets open requests finish this long, then cuts them.
+    pub shutdown_grace: Duration,
+}
+
+impl RouterConfig {
+    pub fn new(app: impl Into<String>, env: impl Into<String>, listen: SocketAddr) -> Self {
+        RouterConfig {
+            app: app.into(),
+            env: env.into(),
+            listen,
+            preview: None,
+            connect_timeout: Duration::from_secs(5),
+            response_head_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `drain` waited past its deadline with requests still in flight.
+#[derive(Debug, thiserror::Error)]
+#[error("instance {instance} still had {in_flight} request(s) in flight after {deadline:?}")]
+pub struct DrainTimedOut {
+    pub instance: String,
+    pub in_flight: u64,
+    pub deadline: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    Live,
+    Preview,
+}
+
+/// What every request reads.
+pub(crate) struct Shared {
+    config: RouterConfig,
+    table: ArcSwap<Table>,
+    /// Every instance seen in a table and not drained since, by id. Only
+    /// `set_table`, `drain` and `render_metrics` take this lock.
+    known: Mutex<HashMap<String, Arc<Upstream>>>,
+    pages: Pages,
+    metrics: RouterMetrics,
+}
+
+impl Table {
+    fn backends(&self, side: Side) -> &[Arc<Upstream>] {
+        match side {
+            Side::Live => &self.live,
+            Side::Preview => &self.preview,
+        }
+    }
+}
+
+pub struct Router {
+    shared: Arc<Shared>,
+    local: SocketAddr,
+    preview: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<()>>,
+}
+
+impl Router {
+    /// Bind the listeners and start serving, with an empty table (503).
+    pub async fn start(config: RouterConfig) -> io::Result<Router> {
+        let live = TcpListener::bind(config.listen).await?;
+        let preview = match config.preview {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let local = live.local_addr()?;
+        let preview_addr = preview.as_ref().map(TcpListener::local_addr).transpose()?;
+        let shared = Arc::new(Shared {
+            pages: Pages::new(&config.app, &config.env),
+            config,
+            table: ArcSwap::from_pointee(Table::empty()),
+            known: Mutex::new(HashMap::new()),
+            metrics: RouterMetrics::default(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut listeners = vec![tokio::spawn(listen::accept_loop(
+            live,
+            shared.clone(),
+            Side::Live,
+            stopped.clone(),
+        ))];
+        if let Some(preview) = preview {
+            listeners.push(tokio::spawn(listen::accept_loop(
+                preview,
+                shared.clone(),
+                Side::Preview,
+                stopped,
+            )));
+        }
+        Ok(Router {
+            shared,
+            local,
+            preview: preview_addr,
+            stop,
+            listeners,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn preview_addr(&self) -> Option<SocketAddr> {
+        self.preview
+    }
+
+    /// Route to `table` from now on: one atomic swap. A request already
+    /// routed keeps its instance; instances left out finish their requests.
+    pub fn set_table(&self, table: RouteTable) {
+        let mut known = self.shared.known.lock().unwrap_or_else(|e| e.into_inner());
+        let resolved = Table::resolve(table, &mut known);
+        self.shared.table.store(Arc::new(resolved));
+    }
+
+    /// Requests in flight to an instance (0 for one the router does not know).
+    pub fn in_flight(&self, backend_id: &str) -> u64 {
+        self.upstream(backend_id).map_or(0, |u| u.in_flight())
+    }
+
+    /// Take an instance out of service, once it has left the table: no new
+    /// request goes to it (even from an older snapshot), then wait until
+    /// nothing is in flight to it and close its pooled keep-alive
+    /// connections. Deadline: `deadline`; action: `DrainTimedOut` (the caller
+    /// decides; requests still running are not cut). Putting it back in a
+    /// table serves it again.
+    pub async fn drain(&self, backend_id: &str, deadline: Duration) -> Result<(), DrainTimedOut> {
+        let Some(upstream) = self.upstream(backend_id) else {
+            return Ok(());
+        };
+        upstream.retire();
+        if tokio::time::timeout(deadline, upstream.until_idle())
+            .await
+            .is_err()
+        {
+            return Err(DrainTimedOut {
+                instance: backend_id.to_owned(),
+                in_flight: upstream.in_flight(),
+                deadline,
+            });
+        }
+        upstream.close_idle();
+        let mut known = self.shared.known.lock().unwrap_or_else(|e| e.into_inner());
+        let table = self.shared.table.load();
+        if !table.contains(backend_id)
+            && known
+                .get(backend_id)
+                .is_some_and(|u| Arc::ptr_eq(u, &upstream))
+        {
+            // Forget it: its namespace descriptor is closed with it.
+            known.remove(backend_id);
+        }
+        Ok(())
+    }
+
+    /// Prometheus text: per instance (labels app, env, instance, version)
+    /// requests, 5xx, connect errors, in flight and the latency histogram;
+    /// and the requests the router answered itself.
+    pub fn render_metrics(&self, out: &mut String) {
+        let mut upstreams: Vec<Arc<Upstream>> = self
+            .shared
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        upstreams.sort_by(|a, b| a.id.cmp(&b.id));
+        let series: Vec<metrics::Series> = upstreams
+            .iter()
+            .map(|u| metrics::Series {
+                instance: &u.id,
+                version: &u.version,
+                in_flight: u.in_flight(),
+                metrics: &u.metrics,
+            })
+            .collect();
+        let config = &self.shared.config;
+        metrics::render(out, &config.app, &config.env, &series, &self.shared.metrics);
+    }
+
+    /// Stop accepting, let open requests finish within the shutdown grace,
+    /// close every connection.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for listener in self.listeners {
+            let _ = listener.await;
+        }
+        self.shared.table.store(Arc::new(Table::empty()));
+        for upstream in self
+            .shared
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            upstream.1.retire();
+        }
+    }
+
+    fn upstream(&self, id: &str) -> Option<Arc<Upstream>> {
+        self.shared
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
