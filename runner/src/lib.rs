@@ -13,5 +13,6 @@ pub mod container;
 pub mod image;
 pub mod layer;
 pub mod node;
+pub mod node_agent;
 pub mod node_protocol;
 pub mod router;
