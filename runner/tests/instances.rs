@@ -257,9 +257,15 @@ async fn becomes_ready_answers_in_its_namespace_and_stop_leaves_nothing() {
     let w = world().await;
     let sup = w.supervisor().await;
     let id = "ready-1";
+    let started = Instant::now();
     sup.start(w.spec(id, HTTPD)).await.unwrap();
+    let running = started.elapsed();
     let mut seen = Vec::new();
     let ready = wait_until(&sup, id, &mut seen, |s| s.state == InstanceState::Ready).await;
+    eprintln!(
+        "start returned after {running:?}, ready after {:?}",
+        started.elapsed()
+    );
     assert_eq!(seen.first(), Some(&InstanceState::Starting));
     assert!(ready.ready_since.is_some());
     assert_eq!(ready.container_id, "slipway-inst-ready-1");
@@ -399,6 +405,7 @@ async fn a_new_supervisor_adopts_running_instances() {
     })
     .await;
     let took = opened.elapsed();
+    eprintln!("adopted and ready {took:?} after open");
     assert_eq!(after.container_id, before.container_id);
     assert_eq!(after.pid, before.pid, "the same container, not restarted");
     assert_eq!(after.restarts, 0);

@@ -273,7 +273,7 @@ pub(super) async fn launch(
     let spawned = tokio::task::spawn_blocking(move || spawn_shim(&inner2, &instance2))
         .await
         .map_err(|e| io(&id, "starting the shim")(std::io::Error::other(e)))??;
-    let shim = ShimProcess::watch(spawned.pid, spawned.start_time);
+    let shim = ShimProcess::with_pidfd(spawned.pid, spawned.start_time, spawned.pidfd);
     if spawned.runc_status != 0 {
         if let Ok(shim) = &shim {
             // Its log copy ends with runc's error message.

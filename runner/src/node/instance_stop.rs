@@ -29,7 +29,7 @@ impl Supervisor {
         {
             let mut live = instance.live.lock().unwrap();
             if live.state == InstanceState::Stopping {
-                return Err(NodeError::Unknown(id.to_owned()));
+                return Err(NodeError::Stopping(id.to_owned()));
             }
             live.state = InstanceState::Stopping;
             live.ready_since = None;

@@ -72,6 +72,8 @@ pub enum NodeError {
     Exists(String),
     #[error("no instance {0} on this node")]
     Unknown(String),
+    #[error("instance {0} is already being stopped")]
+    Stopping(String),
     #[error("instance {id}: {what}: {source}")]
     Io {
         id: String,

@@ -35,6 +35,11 @@ impl ShimProcess {
         if super::adopt::start_time(pid) != Some(start_time) {
             return Err(gone());
         }
+        ShimProcess::with_pidfd(pid, start_time, fd)
+    }
+
+    /// A shim whose pidfd is already open.
+    pub fn with_pidfd(pid: u32, start_time: u64, fd: OwnedFd) -> std::io::Result<ShimProcess> {
         // SAFETY: an `OwnedFd` keeps its descriptor open and the same for as
         // long as it lives, and the `AsyncFd` owns it.
         let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }

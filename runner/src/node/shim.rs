@@ -48,6 +48,8 @@ pub(super) struct ShimArgs {
 pub(super) struct Spawned {
     pub pid: u32,
     pub start_time: u64,
+    /// Opened before the shim could exit (it waits for that).
+    pub pidfd: OwnedFd,
     pub runc_status: i32,
 }
 
@@ -61,6 +63,9 @@ pub(super) fn spawn(args: &ShimArgs, deadline: Duration) -> io::Result<Spawned> 
     let cloexec = rustix::pipe::PipeFlags::CLOEXEC;
     let (report_read, report_write) = rustix::pipe::pipe_with(cloexec)?;
     let (log_read, log_write) = rustix::pipe::pipe_with(cloexec)?;
+    // Closed by the agent once it holds the shim's pidfd: a shim whose
+    // container ends at once waits for that before exiting.
+    let (ack_read, ack_write) = rustix::pipe::pipe_with(cloexec)?;
     let null = OwnedFd::from(
         std::fs::OpenOptions::new()
             .read(true)
@@ -85,6 +90,7 @@ pub(super) fn spawn(args: &ShimArgs, deadline: Duration) -> io::Result<Spawned> 
         log_read.as_raw_fd(),
         log_write.as_raw_fd(),
         null.as_raw_fd(),
+        ack_read.as_raw_fd(),
     ]);
     keep.sort_unstable();
     keep.dedup();
@@ -93,6 +99,7 @@ pub(super) fn spawn(args: &ShimArgs, deadline: Duration) -> io::Result<Spawned> 
         log_read: log_read.as_raw_fd(),
         log_write: log_write.as_raw_fd(),
         null: null.as_raw_fd(),
+        ack: ack_read.as_raw_fd(),
     };
 
     // SAFETY: the child runs `intermediate`, which makes raw syscalls only on
@@ -104,7 +111,7 @@ pub(super) fn spawn(args: &ShimArgs, deadline: Duration) -> io::Result<Spawned> 
     if pid == 0 {
         unsafe { intermediate(args, &argv, &envp, &keep, fds) }
     }
-    drop((report_write, log_write, log_read, null));
+    drop((report_write, log_write, log_read, null, ack_read));
     let mut status = 0;
     // The intermediate child exits right after forking the shim.
     unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -112,9 +119,14 @@ pub(super) fn spawn(args: &ShimArgs, deadline: Duration) -> io::Result<Spawned> 
     let until = Instant::now() + deadline;
     let shim = read_u32(&report_read, until)
         .map_err(|e| io::Error::new(e.kind(), format!("the instance shim did not start: {e}")))?;
-    let start_time = super::adopt::start_time(shim).ok_or_else(|| {
-        io::Error::other(format!("the instance shim {shim} died before runc ran"))
-    })?;
+    let gone = || io::Error::other(format!("the instance shim {shim} died before runc ran"));
+    let pidfd = rustix::process::Pid::from_raw(shim as i32)
+        .ok_or_else(gone)
+        .and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)
+                .map_err(io::Error::from)
+        })?;
+    let start_time = super::adopt::start_time(shim).ok_or_else(gone)?;
     let runc_status = match read_u32(&report_read, until) {
         Ok(status) => status as i32,
         Err(e) => {
@@ -126,9 +138,11 @@ pub(super) fn spawn(args: &ShimArgs, deadline: Duration) -> io::Result<Spawned> 
             ));
         }
     };
+    drop(ack_write);
     Ok(Spawned {
         pid: shim,
         start_time,
+        pidfd,
         runc_status: exit_code(runc_status),
     })
 }
@@ -139,6 +153,7 @@ struct ShimFds {
     log_read: RawFd,
     log_write: RawFd,
     null: RawFd,
+    ack: RawFd,
 }
 
 /// Read 4 bytes (native endian) before `until`.
@@ -361,6 +376,11 @@ unsafe fn shim(
             libc::close(out);
             libc::rename(args.exit_tmp.as_ptr(), args.exit.as_ptr());
         }
+        // Until the agent that started it holds its pidfd (or is gone).
+        let mut byte = [0u8; 1];
+        while libc::read(fds.ack, byte.as_mut_ptr().cast(), 1) < 0
+            && *libc::__errno_location() == libc::EINTR
+        {}
         libc::_exit(0)
     }
 }
