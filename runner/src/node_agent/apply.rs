@@ -185,7 +185,10 @@ pub(super) async fn apply(node: &Arc<Node>) {
         .filter(|i| i.desired == InstanceGoal::Run)
     {
         if existing.contains(spec.name.as_str()) {
-            if matches!(node.task(&spec.name), Some(Task::Starting | Task::Failed { .. })) {
+            if matches!(
+                node.task(&spec.name),
+                Some(Task::Starting | Task::Failed { .. })
+            ) {
                 node.set_task(&spec.name, None);
             }
             continue;

@@ -168,6 +168,43 @@ enum Command {
         #[arg(long, env = "SLIPWAY_CA_CERT")]
         ca_cert: Option<PathBuf>,
     },
+    /// Join a cluster and run its environments' instances and routers here
+    /// (root, runc). Instances keep running when the node agent stops.
+    Node {
+        /// URL of the Slipway server.
+        #[arg(long, env = "SLIPWAY_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Join token (from `slipway cluster add`); needed the first time only.
+        #[arg(long, env = "SLIPWAY_JOIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Name of this node in its cluster.
+        #[arg(long, default_value = "local")]
+        name: String,
+        /// Layers, images and instances.
+        #[arg(
+            long,
+            env = "SLIPWAY_NODE_DIR",
+            default_value = "/var/lib/slipway/node"
+        )]
+        work_dir: PathBuf,
+        /// The node's own token. Default: `<work dir>-credentials`.
+        #[arg(long, env = "SLIPWAY_NODE_CREDENTIALS")]
+        credentials_dir: Option<PathBuf>,
+        /// The OCI runtime binary.
+        #[arg(long, env = "SLIPWAY_RUNTIME", default_value = "runc")]
+        runtime: PathBuf,
+        /// private (instances in a user namespace) or host.
+        #[arg(long, default_value = "private")]
+        userns: String,
+        /// Where routers listen, as clients reach them.
+        #[arg(long, default_value = "127.0.0.1")]
+        router_host: String,
+        /// Ports the server may give this node's routers (FROM-TO).
+        #[arg(long, default_value = "20000-20999")]
+        router_ports: String,
+        #[arg(long, env = "SLIPWAY_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+    },
     /// Started by `slipway runner`: removes its containers if it dies.
     #[command(hide = true)]
     RunnerGuard {
@@ -893,6 +930,67 @@ pub async fn run() -> anyhow::Result<()> {
             })
             .await?;
             drop(guard);
+            Ok(())
+        }
+        Command::Node {
+            server,
+            token,
+            name,
+            work_dir,
+            credentials_dir,
+            runtime,
+            userns,
+            router_host,
+            router_ports,
+            ca_cert,
+        } => {
+            init_logging(
+                &std::env::var("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()),
+                LogFormat::Human,
+            );
+            let mapping = match userns.as_str() {
+                "private" => Some(slipway_runner::container::Mapping::default()),
+                "host" => None,
+                other => anyhow::bail!("--userns {other:?} is not private or host"),
+            };
+            let ports = router_ports
+                .split_once('-')
+                .and_then(|(a, b)| {
+                    Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+                })
+                .filter(|(a, b)| *a > 0 && b > a)
+                .with_context(|| {
+                    format!("--router-ports {router_ports:?}: give FROM-TO, such as 20000-20999")
+                })?;
+            let config = slipway_runner::node_agent::NodeConfig {
+                server,
+                join_token: token,
+                name,
+                credentials_dir: credentials_dir
+                    .unwrap_or_else(|| slipway_runner::agent::credentials::default_dir(&work_dir)),
+                work_dir,
+                runtime,
+                mapping,
+                router_host,
+                router_ports: ports,
+                cache_bytes: 10 << 30,
+                ca_certs: ca_cert
+                    .map(|path| {
+                        std::fs::read(&path)
+                            .with_context(|| format!("reading --ca-cert {}", path.display()))
+                    })
+                    .transpose()?,
+            };
+            slipway_runner::node_agent::run(config, async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("a SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            })
+            .await?;
             Ok(())
         }
         Command::RunnerGuard { work_dir, runtime } => {

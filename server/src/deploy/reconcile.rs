@@ -75,7 +75,7 @@ pub(super) fn not_ready_reason(ctx: &Ctx<'_>, i: &Instance, k: usize, n: usize) 
         ("crashed", Some(h)) => format!("it keeps exiting ({h})"),
         ("crashed", None) => "it keeps exiting".to_owned(),
         ("failed", Some(h)) => format!("it could not start: {h}"),
-        (_, Some(h)) => format!("{} {h}", ctx.config.health),
+        (_, Some(h)) => h.to_owned(),
         (state, None) => format!("still {state}"),
     };
     let restarts = if i.restarts > 0 {
@@ -398,8 +398,12 @@ async fn apply(
                         .bind(env_id)
                         .fetch_one(&mut *conn)
                         .await?;
+                // A node's instance id: at most 63 of [a-z0-9-], unique by the row id.
+                let mut name = format!("i{id}-{env_name}");
+                name.truncate(63);
+                let name = name.trim_end_matches('-').to_owned();
                 sqlx::query("UPDATE instances SET name = ? WHERE id = ?")
-                    .bind(format!("{env_name}-{id}"))
+                    .bind(name)
                     .bind(id)
                     .execute(&mut *conn)
                     .await?
