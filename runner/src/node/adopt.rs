@@ -38,6 +38,15 @@ pub(super) async fn open(
         let path = path.to_owned();
         move |source| NodeError::Root { path, source }
     };
+    // The shim execs runc without a PATH search: find it now.
+    let found = find_program(runc_path).ok_or_else(|| NodeError::Root {
+        path: runc_path.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the OCI runtime is not an executable file here nor in PATH",
+        ),
+    })?;
+    let runc_path = found.as_path();
     for dir in [root.join("instances"), root.join("runc")] {
         std::fs::create_dir_all(&dir).map_err(root_error(&dir))?;
     }
@@ -168,4 +177,20 @@ async fn reap_strays(inner: &Inner) {
             delete_by_id(inner, &cid).await;
         }
     }
+}
+
+/// `program` itself when it names a path, else the first executable of that
+/// name in `PATH`.
+fn find_program(program: &Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 || program.is_absolute() {
+        return executable(program).then(|| program.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
 }

@@ -47,7 +47,7 @@ pub async fn add_cluster(
         )));
     }
     let now = now_ms();
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let created = sqlx::query(
         "INSERT INTO clusters (name, kind, created_at) VALUES (?, 'local', ?) ON CONFLICT (name) DO NOTHING",
     )
@@ -337,7 +337,7 @@ pub async fn desired(app: &App, node: i64) -> Result<Desired, DeployError> {
 /// Record what a node observed; wakes the reconciler when anything changed.
 pub async fn report(app: &App, node: i64, status: &NodeStatus) -> Result<(), DeployError> {
     let now = now_ms();
-    let mut tx = app.db.begin().await?;
+    let mut tx = app.db.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("UPDATE nodes SET last_seen = ? WHERE id = ?")
         .bind(now)
         .bind(node)

@@ -146,7 +146,7 @@ async fn deployment(
 pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
     let now = now_ms();
     let mut changed = false;
-    let mut tx = app.db.begin().await?;
+    let mut tx = app.db.begin_with("BEGIN IMMEDIATE").await?;
     // Serialise: the oldest pending one starts when none is progressing.
     let mut active = deployment(
         &mut tx,

@@ -33,7 +33,7 @@ pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<
     let now = now_ms();
     let spec_hash = new.config.spec_hash(&new.digest);
     let config = serde_json::to_string(&new.config).expect("config serialises");
-    let mut tx = app.db.begin().await?;
+    let mut tx = app.db.begin_with("BEGIN IMMEDIATE").await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO deployments (environment_id, kind, repository, digest, pipeline_id, commit_sha,
              config, spec_hash, state, requested_by, created_at)
