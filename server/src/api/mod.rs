@@ -201,7 +201,7 @@ fn envelope(
 ) -> Response {
     (
         status,
-        axum::Json(ErrorBody {
+        extract::Json(ErrorBody {
             error: ErrorDetail {
                 code,
                 message,
