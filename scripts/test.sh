@@ -3,7 +3,7 @@
 # missing: Debian packages (real registry clients, runc, headless Chromium
 # with chromedriver for the browser tests, openssl and curl for the HTTPS
 # tests) with apt-get, the Python `oras`
-# client with pip, and crates with cargo.
+# client with pip, schemathesis in a venv, and crates with cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,21 @@ if ! python3 -c 'import oras' >/dev/null 2>&1; then
   echo "==> installing the Python oras client"
   pip3 install -q oras 2>/dev/null || pip3 install -q --break-system-packages oras
 fi
+
+# schemathesis (server/tests/api_contract.rs fuzzes the REST API against its
+# OpenAPI document), pinned, in its own venv under the cache directory.
+schemathesis_version=4.32.5
+schemathesis_venv="${XDG_CACHE_HOME:-$HOME/.cache}/slipway/schemathesis-$schemathesis_version"
+if [[ ! -x "$schemathesis_venv/bin/st" ]]; then
+  echo "==> installing schemathesis $schemathesis_version"
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+  fi
+  python3 -m venv "$schemathesis_venv"
+  "$schemathesis_venv/bin/pip" install -q "schemathesis==$schemathesis_version"
+fi
+export SLIPWAY_SCHEMATHESIS="$schemathesis_venv/bin/st"
 
 echo "==> cargo test --workspace"
 cargo test --workspace --locked

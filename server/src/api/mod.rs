@@ -5,6 +5,7 @@
 //! them; [`RepoCaller`] lets them in and its handler checks the repository.
 
 mod deploys;
+mod extract;
 mod nodes;
 pub mod pipelines;
 mod queue;
@@ -88,9 +89,22 @@ pub fn router() -> Router<AppState> {
         .route("/instances/{name}/log", get(deploys::instance_log))
         .nest("/runner", runner::router())
         .nest("/node", nodes::router())
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
 }
 
-/// REST API errors, as `{"error": {"code", "message"}}`.
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no API route {}", uri.path()))
+}
+
+async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{} does not take {method}", uri.path()))
+}
+
+/// REST API errors, as `{"error": {"code", "message", "in", "field"}}`
+/// (`in` and `field` only where one part of the request is at fault). The
+/// one envelope of every error of `/api/v1`, webhooks and the runner
+/// protocol included.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -99,12 +113,74 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A value the handler refuses, in a named part of the request.
+    #[error("{message}")]
+    Invalid {
+        part: Part,
+        field: String,
+        message: String,
+    },
+    /// A request the extractors (`api::extract`) could not read.
+    #[error("{}", .0.message)]
+    Input(Input),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl ApiError {
+    /// 400 `bad_request` about `field` in `part`.
+    pub fn invalid(part: Part, field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid {
+            part,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where in a request a problem is.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Path,
+    Query,
+    Header,
+    Body,
+}
+
+/// A refusal of the extractors: its status (400, 413, 415 or 422), code
+/// and where.
+#[derive(Debug)]
+pub struct Input {
+    status: StatusCode,
+    code: &'static str,
+    part: Part,
+    field: Option<String>,
+    message: String,
+}
+
+impl Input {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        part: Part,
+        field: Option<String>,
+        message: String,
+    ) -> Input {
+        Input {
+            status,
+            code,
+            part,
+            field,
+            message,
+        }
+    }
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -122,17 +198,68 @@ struct ErrorBody<'a> {
 struct ErrorDetail<'a> {
     code: &'a str,
     message: String,
+    #[serde(rename = "in", skip_serializing_if = "Option::is_none")]
+    part: Option<Part>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+/// The envelope with any status and code (webhooks answer their forge's
+/// refusals with it too).
+pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    envelope(status, code, message, None, None)
+}
+
+fn envelope(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    part: Option<Part>,
+    field: Option<&str>,
+) -> Response {
+    (
+        status,
+        extract::Json(ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                part,
+                field,
+            },
+        }),
+    )
+        .into_response()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        let (status, code, part, field) = match &self {
+            ApiError::Unauthenticated(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthenticated", None, None)
+            }
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None, None),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None, None),
+            ApiError::Invalid { part, field, .. } => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                Some(*part),
+                Some(field.as_str()),
+            ),
+            ApiError::Input(input) => (
+                input.status,
+                input.code,
+                Some(input.part),
+                input.field.as_deref(),
+            ),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None, None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None, None),
+            ApiError::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                None,
+                None,
+            ),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, None),
         };
         let message = match &self {
             ApiError::Internal(detail) => {
@@ -141,13 +268,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (
-            status,
-            axum::Json(ErrorBody {
-                error: ErrorDetail { code, message },
-            }),
-        )
-            .into_response();
+        let mut response = envelope(status, code, message, part, field);
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

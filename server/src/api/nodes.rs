@@ -4,16 +4,16 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::Deserialize;
 use slipway_runner::node_protocol::{JoinRequest, LogAck, NodeStatus, LONG_POLL_SECS};
 
+use super::extract::{Bytes, Json, Path, Query};
 use super::ApiError;
 use crate::app::AppState;
 use crate::deploy::nodes;
@@ -109,7 +109,7 @@ async fn append_log(
     NodeCaller(node): NodeCaller,
     Path(name): Path<String>,
     Query(q): Query<Offset>,
-    body: Bytes,
+    Bytes(body): Bytes,
 ) -> Result<Json<LogAck>, ApiError> {
     let known: Option<i64> =
         sqlx::query_scalar("SELECT id FROM instances WHERE node_id = ? AND name = ?")

@@ -1,13 +1,13 @@
 //! Pipelines: start one (`POST /api/v1/pipelines`), read it with its jobs and
 //! steps, cancel it, and read a step's log.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, RepoCaller, SqlScope};
+use super::extract::{Json, OptionalJson, Path, Query};
+use super::{ApiError, Part, RepoCaller, SqlScope};
 use crate::app::AppState;
 use crate::pipeline::create::{create, Cause};
 use crate::pipeline::scheduler::cancel_pipeline;
@@ -92,8 +92,30 @@ pub async fn trigger(
 ) -> Result<(StatusCode, Json<PipelineView>), ApiError> {
     caller.require_developer()?;
     caller.check(&body.repo)?;
+    if let Some(r) = &body.git_ref {
+        if !crate::pipeline::repo::valid_ref(r) {
+            return Err(ApiError::invalid(
+                Part::Body,
+                "ref",
+                format!(
+                    "ref {:?} is not a branch, tag, full ref or commit: at most {} bytes, \
+                     git check-ref-format rules",
+                    excerpt(r),
+                    crate::pipeline::repo::MAX_REF
+                ),
+            ));
+        }
+    }
     let id = start(&app, &body.repo, body.git_ref, &caller.user().username).await?;
     Ok((StatusCode::CREATED, Json(load(&app, id).await?)))
+}
+
+/// At most 40 characters of untrusted text, for a message.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 /// A manual run of `repo` at `git_ref` (its default branch when none), by
@@ -107,10 +129,10 @@ pub async fn start(
 ) -> Result<i64, ApiError> {
     let repo = app.repos.get(repo).await?;
     app.repos.fetch(&repo, Vec::new()).await?;
-    let wanted = git_ref
-        .filter(|r| !r.trim().is_empty())
-        .unwrap_or_else(|| repo.default_branch.clone());
-    let commit = app.repos.resolve(&repo, wanted.trim()).await?;
+    let commit = match git_ref.filter(|r| !r.trim().is_empty()) {
+        Some(wanted) => app.repos.resolve(&repo, wanted.trim()).await?,
+        None => app.repos.resolve_default(&repo).await?,
+    };
     let cause = Cause {
         event: Event::Manual,
         triggered_by: format!("manual by {by}"),
@@ -129,7 +151,7 @@ pub async fn start(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     repo: Option<String>,
-    /// At most this many, newest first (default 25, at most 200).
+    /// At most this many, newest first (default 25, 1 to [`MAX_LIST`]).
     limit: Option<i64>,
 }
 
@@ -151,6 +173,9 @@ pub struct PipelineSummary {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
 }
+
+/// The most pipelines a list returns.
+pub const MAX_LIST: i64 = 200;
 
 /// Recent pipelines, newest first, of every repository in `scope` or one.
 pub async fn recent(
@@ -184,7 +209,7 @@ pub async fn recent(
          ORDER BY p.id DESC LIMIT ?2",
     )
     .bind(repo)
-    .bind(limit.clamp(1, 200))
+    .bind(limit.clamp(1, MAX_LIST))
     .bind(&scope.exact)
     .bind(&scope.prefix)
     .fetch_all(&app.db)
@@ -216,6 +241,13 @@ pub async fn list(
 ) -> Result<Json<Vec<PipelineSummary>>, ApiError> {
     if let Some(repo) = &q.repo {
         caller.check(repo)?;
+    }
+    if q.limit.is_some_and(|n| !(1..=MAX_LIST).contains(&n)) {
+        return Err(ApiError::invalid(
+            Part::Query,
+            "limit",
+            format!("limit must be 1 to {MAX_LIST}"),
+        ));
     }
     Ok(Json(
         recent(
@@ -250,18 +282,11 @@ pub async fn rerun(
     State(app): State<AppState>,
     caller: RepoCaller,
     Path(id): Path<i64>,
-    body: axum::body::Bytes,
+    OptionalJson(body): OptionalJson<Rerun>,
 ) -> Result<(StatusCode, Json<PipelineView>), ApiError> {
     caller.require_developer()?;
     caller.check_pipeline(&app, id).await?;
-    // The body is optional, and read only once the caller may re-run.
-    let failed_only = if body.iter().all(u8::is_ascii_whitespace) {
-        false
-    } else {
-        serde_json::from_slice::<Rerun>(&body)
-            .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
-            .failed_only
-    };
+    let failed_only = body.failed_only;
     let new = crate::pipeline::create::rerun(
         &app.db,
         &app.repos,
@@ -367,9 +392,11 @@ pub async fn log(
         None | Some("text") => false,
         Some("json") => true,
         Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "format={other}: the formats are text and json"
-            )))
+            return Err(ApiError::invalid(
+                Part::Query,
+                "format",
+                format!("format={other}: the formats are text and json"),
+            ))
         }
     };
     let logs = app.logs.clone();
@@ -382,8 +409,10 @@ pub async fn log(
     let tail = q.tail.map(|n| n.min(10_000));
     if lines.is_none() && tail.is_none() {
         if json {
-            return Err(ApiError::BadRequest(
-                "format=json reads lines: give from_line or tail".into(),
+            return Err(ApiError::invalid(
+                Part::Query,
+                "from_line",
+                "format=json reads lines: give from_line or tail",
             ));
         }
         let bytes = blocking(move || logs.read_from(job, position, attempt, offset, MAX)).await?;
@@ -852,10 +881,18 @@ pub async fn log_search(
     caller.check_job(&app, job).await?;
     use crate::pipeline::logs::{SearchQuery, MAX_NEEDLE};
     if q.q.is_empty() || q.q.len() > MAX_NEEDLE {
-        return Err(ApiError::BadRequest(format!(
-            "q has {} bytes: search for 1 to {MAX_NEEDLE}",
-            q.q.len()
-        )));
+        return Err(ApiError::invalid(
+            Part::Query,
+            "q",
+            format!("q has {} bytes: search for 1 to {MAX_NEEDLE}", q.q.len()),
+        ));
+    }
+    if q.limit.is_some_and(|n| !(1..=10_000).contains(&n)) {
+        return Err(ApiError::invalid(
+            Part::Query,
+            "limit",
+            "limit must be 1 to 10000",
+        ));
     }
     let step = step_detail(&app, job, position).await?;
     let attempt = step.log_attempt(q.attempt);

@@ -2,9 +2,9 @@
 //! take it or why not) and `GET /api/v1/runners`.
 
 use axum::extract::State;
-use axum::Json;
 use serde::Serialize;
 
+use super::extract::Json;
 use super::{ApiCaller, ApiError, RepoCaller};
 use crate::app::AppState;
 use crate::pipeline::scheduler::queue;

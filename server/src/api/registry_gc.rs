@@ -1,9 +1,9 @@
 //! `POST /api/v1/registry/gc[?dry_run=true]` (admin): run one GC pass now.
 
-use axum::extract::{Query, State};
-use axum::Json;
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
+use super::extract::{Json, Query};
 use super::{ApiCaller, ApiError};
 use crate::app::AppState;
 

@@ -2,10 +2,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, RepoCaller};
+use super::extract::Json;
+use super::{ApiError, Part, RepoCaller};
 use crate::app::AppState;
 use crate::pipeline::repo::{GitRepo, RepoError};
 
@@ -14,14 +14,11 @@ use crate::pipeline::repo::{GitRepo, RepoError};
 pub struct NewRepo {
     name: String,
     url: String,
-    #[serde(default = "main")]
-    default_branch: String,
+    /// The branch `slipway run` uses without `--ref`; absent: the remote's
+    /// HEAD (`Repos::remote_head`).
+    default_branch: Option<String>,
     /// Fetch this often (e.g. "1m") and run new commits of the default branch.
     poll_interval: Option<String>,
-}
-
-fn main() -> String {
-    "main".into()
 }
 
 #[derive(Serialize)]
@@ -50,13 +47,17 @@ fn view(repo: GitRepo, with_secret: bool) -> RepoView {
 impl From<RepoError> for ApiError {
     fn from(e: RepoError) -> Self {
         match e {
-            RepoError::BadName(_) | RepoError::BadUrl(_) | RepoError::InsideDataDir(_) => {
-                ApiError::BadRequest(e.to_string())
+            RepoError::BadName(_) => ApiError::invalid(Part::Body, "name", e.to_string()),
+            RepoError::BadUrl(_) | RepoError::InsideDataDir(_) => {
+                ApiError::invalid(Part::Body, "url", e.to_string())
+            }
+            RepoError::BadBranch(_) => {
+                ApiError::invalid(Part::Body, "default_branch", e.to_string())
             }
             RepoError::Exists(_) | RepoError::Overlaps { .. } => ApiError::Conflict(e.to_string()),
-            RepoError::NotFound(_) | RepoError::UnknownRef { .. } => {
-                ApiError::NotFound(e.to_string())
-            }
+            RepoError::NotFound(_)
+            | RepoError::UnknownRef { .. }
+            | RepoError::NoDefaultBranch { .. } => ApiError::NotFound(e.to_string()),
             RepoError::Git { .. } => ApiError::BadRequest(e.to_string()),
             RepoError::Db(e) => e.into(),
         }
@@ -79,21 +80,32 @@ pub async fn create(
         None => None,
         Some(text) => {
             let d = humantime::parse_duration(text).map_err(|e| {
-                ApiError::BadRequest(format!("poll_interval {text:?}: {e} (e.g. 30s, 5m)"))
+                ApiError::invalid(
+                    Part::Body,
+                    "poll_interval",
+                    format!("poll_interval {text:?}: {e} (e.g. 30s, 5m)"),
+                )
             })?;
-            if d < std::time::Duration::from_secs(1) {
-                return Err(ApiError::BadRequest(
-                    "poll_interval must be at least 1s".into(),
+            if d < std::time::Duration::from_secs(1) || d > MAX_POLL {
+                return Err(ApiError::invalid(
+                    Part::Body,
+                    "poll_interval",
+                    "poll_interval must be 1s to 366d",
                 ));
             }
             Some(d.as_millis() as i64)
         }
     };
-    let repo = app
+    let branch = body.default_branch.as_deref();
+    let mut repo = app
         .repos
-        .add(&body.name, &body.url, &body.default_branch)
+        .add(&body.name, &body.url, branch.unwrap_or("main"))
         .await?;
-    if let Err(e) = app.repos.fetch(&repo, Vec::new()).await {
+    let fetched = match app.repos.fetch(&repo, Vec::new()).await {
+        Ok(()) if branch.is_none() => app.repos.record_remote_head(&mut repo).await,
+        other => other,
+    };
+    if let Err(e) = fetched {
         let _ = sqlx::query("DELETE FROM git_repos WHERE id = ?")
             .bind(repo.id)
             .execute(&app.db)
@@ -142,15 +154,25 @@ pub struct ForgeSettings {
     token: Option<String>,
 }
 
+/// The longest `poll_interval`.
+const MAX_POLL: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// An http(s) URL with a host, for the body field `what`.
 fn http_url(what: &str, url: &str) -> Result<(), ApiError> {
-    if (url.starts_with("http://") || url.starts_with("https://"))
-        && !url.chars().any(char::is_whitespace)
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && url.len() <= 2048
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!(
-            "{what} {url:?} must be an http(s):// URL"
-        )))
+        Err(ApiError::invalid(
+            Part::Body,
+            what,
+            format!("{what} {url:?} must be an http(s):// URL with a host"),
+        ))
     }
 }
 
@@ -165,14 +187,19 @@ pub async fn set_forge(
     caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     if crate::pipeline::notify::ForgeKind::parse(&body.kind).is_none() {
-        return Err(ApiError::BadRequest(format!(
-            "forge kind {:?} is not github, gitea or gitlab",
-            body.kind
-        )));
+        return Err(ApiError::invalid(
+            Part::Body,
+            "kind",
+            format!("forge kind {:?} is not github, gitea or gitlab", body.kind),
+        ));
     }
     http_url("api_url", &body.api_url)?;
     if body.repository.is_empty() || body.repository.chars().any(char::is_whitespace) {
-        return Err(ApiError::BadRequest("repository must be owner/name".into()));
+        return Err(ApiError::invalid(
+            Part::Body,
+            "repository",
+            "repository must be owner/name, without white space",
+        ));
     }
     sqlx::query(
         "UPDATE git_repos SET forge_kind = ?, forge_api = ?, forge_repository = ? WHERE id = ?",
@@ -242,8 +269,10 @@ pub async fn set_limits(
         .max_concurrent
         .is_some_and(|n| !(1..=10_000).contains(&n))
     {
-        return Err(ApiError::BadRequest(
-            "max_concurrent must be 1 to 10000, or null".into(),
+        return Err(ApiError::invalid(
+            Part::Body,
+            "max_concurrent",
+            "max_concurrent must be 1 to 10000, or null",
         ));
     }
     sqlx::query("UPDATE git_repos SET max_concurrent = ? WHERE id = ?")
@@ -276,7 +305,7 @@ pub async fn set_pull_allow(
     caller.check(&body.repo)?;
     let repo = app.repos.get(&body.repo).await?;
     let patterns = crate::pipeline::pull_allow::validate(&body.patterns)
-        .map_err(|e| ApiError::BadRequest(format!("pull allowlist: {e}")))?;
+        .map_err(|e| ApiError::invalid(Part::Body, "patterns", format!("pull allowlist: {e}")))?;
     caller.check_pull_allow(&repo, &patterns)?;
     sqlx::query("UPDATE git_repos SET pull_allow = ? WHERE id = ?")
         .bind(serde_json::to_string(&patterns).expect("serialisable"))

@@ -13,13 +13,13 @@
 //! such a runner only leases those repositories' jobs, so its token, should
 //! it leak, reaches nothing else.
 
-use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::body::Body;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use slipway_runner::api::{
@@ -28,6 +28,7 @@ use slipway_runner::api::{
     StepDefinition, StepReport, LEASE_HEADER,
 };
 
+use super::extract::{Bytes, Json, OptionalJson, Path, Query};
 use super::{ApiCaller, ApiError};
 use crate::app::AppState;
 use crate::auth::registry_token::AccessEntry;
@@ -91,14 +92,9 @@ pub struct NewRegistration {
 pub async fn create_registration_token(
     State(app): State<AppState>,
     caller: ApiCaller,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<NewRegistration>,
 ) -> Result<(StatusCode, Json<RegistrationToken>), ApiError> {
     caller.require_admin()?;
-    let body: NewRegistration = if body.iter().all(u8::is_ascii_whitespace) {
-        NewRegistration::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
-    };
     if let Some(patterns) = &body.repositories {
         if patterns.is_empty() || patterns.len() > 100 {
             return Err(ApiError::BadRequest(
@@ -335,7 +331,7 @@ async fn register(
         ));
     };
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || body.name.chars().count() > 100 {
         return Err(ApiError::BadRequest(
             "runner name must be 1 to 100 characters".into(),
         ));
@@ -346,7 +342,7 @@ async fn register(
     if body
         .labels
         .iter()
-        .any(|l| l.is_empty() || l.len() > 64 || l.contains(','))
+        .any(|l| l.is_empty() || l.chars().count() > 64 || l.contains(','))
     {
         return Err(ApiError::BadRequest(
             "labels must be 1 to 64 characters, without commas".into(),
@@ -557,7 +553,7 @@ async fn append_log(
     LeaseCaller(runner): LeaseCaller,
     Path((job, position)): Path<(i64, i64)>,
     Query(q): Query<LogQuery>,
-    body: Bytes,
+    Bytes(body): Bytes,
 ) -> Result<Response, ApiError> {
     // Only the current lease writes; a stale attempt's bytes are refused.
     let current: Option<i64> = sqlx::query_scalar(
@@ -618,7 +614,13 @@ async fn upload_artifacts(
 ) -> Result<StatusCode, ApiError> {
     leased_pipeline(&app, runner.id, job, q.attempt).await?;
     let size = app.artifacts.store(job, body).await.map_err(|e| match e {
-        crate::pipeline::artifacts::ArtifactError::TooLarge => ApiError::BadRequest(e.to_string()),
+        crate::pipeline::artifacts::ArtifactError::TooLarge => ApiError::Input(super::Input::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            super::Part::Body,
+            None,
+            e.to_string(),
+        )),
         other => ApiError::Internal(other.to_string()),
     })?;
     sqlx::query("UPDATE jobs SET artifacts_bytes = ? WHERE id = ?")

@@ -1,11 +1,11 @@
 //! `/api/v1/secrets`: a repository's pipeline secrets. Setting and deleting
 //! need an admin; listing shows names and settings, never values.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::extract::{Json, Query};
 use super::{ApiError, RepoCaller};
 use crate::app::AppState;
 use crate::pipeline::secrets::SecretError;

@@ -4,9 +4,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::extract::Json;
 use super::{ApiCaller, ApiError};
 use crate::app::AppState;
 use crate::auth::{api_tokens, Scope};
@@ -39,7 +39,7 @@ pub async fn create(
     Json(body): Json<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || body.name.chars().count() > 100 {
         return Err(ApiError::BadRequest(
             "token name must be 1 to 100 characters".into(),
         ));

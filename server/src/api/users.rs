@@ -2,9 +2,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::extract::Json;
 use super::{ApiCaller, ApiError, RepoCaller};
 use crate::app::AppState;
 use crate::auth::users::{self, Role, UserError};

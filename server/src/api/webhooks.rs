@@ -4,37 +4,53 @@
 //! anything in the body is trusted. A refused delivery is logged (without the
 //! body or the secret) and starts nothing.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
+use super::extract::{Bytes, Json, Path};
 use crate::app::AppState;
 use crate::pipeline::create::{create, Cause};
 use crate::pipeline::repo::Commit;
 use crate::pipeline::spec::Event;
-use crate::pipeline::webhook::{self, EventKind};
+use crate::pipeline::webhook::{self, EventKind, WebhookError};
 
-fn answer(status: u16, message: String) -> Response {
+/// A delivery that starts nothing: 202 `{"result": "ignored", "message"}`
+/// for an authentic one with nothing to run (forges then do not mark the
+/// hook as failing), else the API's error envelope.
+fn answer(status: u16, code: &str, message: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    let code = if status.is_success() {
-        "ignored"
-    } else {
-        "refused"
-    };
-    (status, Json(json!({ "result": code, "message": message }))).into_response()
+    if status.is_success() {
+        return (
+            status,
+            Json(json!({ "result": "ignored", "message": message })),
+        )
+            .into_response();
+    }
+    super::error_response(status, code, message)
+}
+
+/// The envelope's code for a refused delivery.
+fn code(e: &WebhookError) -> &'static str {
+    match e {
+        WebhookError::TooLarge { .. } => "too_large",
+        WebhookError::MissingSignature { .. } | WebhookError::BadSignature { .. } => {
+            "bad_signature"
+        }
+        WebhookError::UnknownForge | WebhookError::Malformed { .. } => "bad_request",
+        WebhookError::Ignored { .. } => "ignored",
+    }
 }
 
 pub async fn receive(
     State(app): State<AppState>,
     Path(repo_id): Path<i64>,
     headers: HeaderMap,
-    body: Bytes,
+    Bytes(body): Bytes,
 ) -> Response {
     let Ok(repo) = app.repos.by_id(repo_id).await else {
-        return answer(404, format!("no repository {repo_id}"));
+        return answer(404, "not_found", format!("no repository {repo_id}"));
     };
     let event = match webhook::parse(&headers, &body, &repo.webhook_secret) {
         Ok(event) => event,
@@ -45,7 +61,7 @@ pub async fn receive(
             } else {
                 tracing::info!(repo = %repo.name, reason = %e, "webhook ignored");
             }
-            return answer(status, e.to_string());
+            return answer(status, code(&e), e.to_string());
         }
     };
     // Pull requests' heads live outside branches and tags: fetch that ref too.
@@ -55,7 +71,11 @@ pub async fn receive(
     };
     if let Err(e) = app.repos.fetch(&repo, extra).await {
         tracing::error!(repo = %repo.name, error = %e, "fetch after webhook failed");
-        return answer(502, format!("fetching {} failed: {e}", repo.name));
+        return answer(
+            502,
+            "fetch_failed",
+            format!("fetching {} failed: {e}", repo.name),
+        );
     }
     let commit = match app.repos.resolve(&repo, &event.commit).await {
         Ok(c) => Commit {
@@ -65,6 +85,7 @@ pub async fn receive(
         Err(e) => {
             return answer(
                 422,
+                "unknown_commit",
                 format!("the pushed commit is not in the repository: {e}"),
             )
         }
@@ -92,7 +113,7 @@ pub async fn receive(
         }
         Err(e) => {
             tracing::error!(repo = %repo.name, error = %e, "creating a pipeline failed");
-            answer(500, "creating the pipeline failed".into())
+            answer(500, "internal", "creating the pipeline failed".into())
         }
     }
 }

@@ -75,7 +75,7 @@ pub async fn create(
     if !valid_username(username) {
         return Err(UserError::InvalidName(username.to_owned()));
     }
-    if password.len() < 8 {
+    if password.chars().count() < 8 {
         return Err(UserError::WeakPassword);
     }
     let password = password.to_owned();

@@ -382,9 +382,9 @@ enum RepoCommand {
         /// Where to fetch it: https://…, git://…, or a local path.
         #[arg(long)]
         url: String,
-        /// Its default branch.
-        #[arg(long, default_value = "main")]
-        branch: String,
+        /// Its default branch (default: the one the remote's HEAD names).
+        #[arg(long)]
+        branch: Option<String>,
         /// Fetch this often (e.g. 1m) and run new commits of the default
         /// branch, for repositories that cannot send webhooks.
         #[arg(long)]
@@ -755,7 +755,16 @@ pub async fn run() -> anyhow::Result<()> {
                     poll,
                     client,
                 },
-        } => pipeline::repo_add(&client.client()?, &name, &url, &branch, poll.as_deref()).await,
+        } => {
+            pipeline::repo_add(
+                &client.client()?,
+                &name,
+                &url,
+                branch.as_deref(),
+                poll.as_deref(),
+            )
+            .await
+        }
         Command::Repo {
             command:
                 RepoCommand::Forge {

@@ -22,7 +22,7 @@ pub async fn repo_add(
     client: &Client,
     name: &str,
     url: &str,
-    branch: &str,
+    branch: Option<&str>,
     poll: Option<&str>,
 ) -> anyhow::Result<()> {
     let body = json!({ "name": name, "url": url, "default_branch": branch, "poll_interval": poll });

@@ -25,6 +25,10 @@ pub enum RepoError {
         "repository name {0:?} must be 1-100 of a-z 0-9 . _ - with at most one '/' between parts"
     )]
     BadName(String),
+    #[error(
+        "branch {0:?} is not a git branch name (at most 255 bytes, git check-ref-format rules)"
+    )]
+    BadBranch(String),
     #[error("repository URL {0:?} must be http(s)://, git://, ssh:// or an absolute local path")]
     BadUrl(String),
     #[error(
@@ -50,6 +54,15 @@ pub enum RepoError {
     },
     #[error("{repo}: no ref or commit {wanted:?}")]
     UnknownRef { repo: String, wanted: String },
+    #[error(
+        "{repo}: its default branch {branch:?} (recorded when it was added) is not in the \
+         repository; its branches are {branches}: give a ref (slipway run --ref BRANCH)"
+    )]
+    NoDefaultBranch {
+        repo: String,
+        branch: String,
+        branches: String,
+    },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -88,6 +101,24 @@ pub fn valid_name(name: &str) -> bool {
                 && p.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         })
+}
+
+/// The longest ref (a branch, tag, full ref or commit) the API takes: 255
+/// bytes, the longest file name, which is where git keeps a loose ref.
+pub const MAX_REF: usize = 255;
+
+/// A ref as `git check-ref-format` takes it: a full ref (`refs/...`) as it
+/// is, a short one (a branch, tag or commit) as a branch would be named.
+pub fn valid_ref(r: &str) -> bool {
+    if r.is_empty() || r.len() > MAX_REF {
+        return false;
+    }
+    let full = if r.starts_with("refs/") {
+        r.to_owned()
+    } else {
+        format!("refs/heads/{r}")
+    };
+    git2::Reference::is_valid_name(&full)
 }
 
 fn valid_url(url: &str) -> bool {
@@ -204,6 +235,9 @@ impl Repos {
             return Err(RepoError::BadUrl(url.to_owned()));
         }
         check_source(url, &self.data_dir)?;
+        if !valid_ref(default_branch) || default_branch.starts_with("refs/") {
+            return Err(RepoError::BadBranch(default_branch.to_owned()));
+        }
         let secret = hex::encode(rand::random::<[u8; 24]>());
         // Images live under the repository's name and below it (`team` and
         // `team/*`), so `team` and `team/app` would share images, job tokens
@@ -311,6 +345,54 @@ impl Repos {
             fetch_blocking(&repo, &path, &extra)
         })
         .await
+    }
+
+    /// Make the branch the remote's HEAD names `repo`'s default branch (a
+    /// remote whose HEAD names none keeps the one it has).
+    pub async fn record_remote_head(&self, repo: &mut GitRepo) -> Result<(), RepoError> {
+        let remote = repo.clone();
+        let Some(branch) = blocking(&repo.name.clone(), "remote HEAD", move || {
+            remote_head(&remote)
+        })
+        .await?
+        else {
+            return Ok(());
+        };
+        if !valid_ref(&branch) {
+            return Err(RepoError::BadBranch(branch));
+        }
+        sqlx::query("UPDATE git_repos SET default_branch = ? WHERE id = ?")
+            .bind(&branch)
+            .bind(repo.id)
+            .execute(&self.db)
+            .await?;
+        repo.default_branch = branch;
+        Ok(())
+    }
+
+    /// Resolve the default branch: when it is not in the repository, the
+    /// error says which it is and which branches there are.
+    pub async fn resolve_default(&self, repo: &GitRepo) -> Result<Commit, RepoError> {
+        match self.resolve(repo, &repo.default_branch).await {
+            Err(RepoError::UnknownRef { .. }) => {
+                let names: Vec<String> = self
+                    .branches(repo)
+                    .await?
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect();
+                Err(RepoError::NoDefaultBranch {
+                    repo: repo.name.clone(),
+                    branch: repo.default_branch.clone(),
+                    branches: if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    },
+                })
+            }
+            other => other,
+        }
     }
 
     /// Resolve a branch, tag, full ref or commit sha in the mirror.
@@ -545,28 +627,78 @@ fn fetch_blocking(repo: &GitRepo, path: &Path, extra: &[String]) -> Result<(), R
         "+refs/tags/*:refs/tags/*".to_owned(),
     ];
     refspecs.extend(extra.iter().cloned());
-    // The transport is git's own (https with the system's certificates and
-    // credential helpers, ssh, local paths); never a prompt, bounded in time.
-    let mut child = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(path)
-        .args(["fetch", "--prune", "--quiet", "--no-write-fetch-head", "--"])
-        .arg(&repo.url)
-        .args(&refspecs)
+    git(
+        repo,
+        std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(path)
+            .args(["fetch", "--prune", "--quiet", "--no-write-fetch-head", "--"])
+            .arg(&repo.url)
+            .args(&refspecs),
+        format!("fetching {}", repo.url),
+    )
+    .map(drop)
+}
+
+/// The branch the remote's HEAD names (`git ls-remote --symref URL HEAD`
+/// prints `ref: refs/heads/NAME<TAB>HEAD`), if it names one.
+fn remote_head(repo: &GitRepo) -> Result<Option<String>, RepoError> {
+    let out = git(
+        repo,
+        std::process::Command::new("git")
+            .args(["ls-remote", "--symref", "--"])
+            .arg(&repo.url)
+            .arg("HEAD"),
+        format!("reading the HEAD of {}", repo.url),
+    )?;
+    Ok(out.lines().find_map(|line| {
+        let name = line
+            .strip_prefix("ref: refs/heads/")?
+            .strip_suffix("\tHEAD")?;
+        Some(name.to_owned())
+    }))
+}
+
+/// Run `command` (git) for `repo`, what it does being `what`; its standard
+/// output. The transport is git's own (https with the system's
+/// certificates and credential helpers, ssh, local paths); never a prompt,
+/// and killed past [`FETCH_TIMEOUT`].
+fn git(
+    repo: &GitRepo,
+    command: &mut std::process::Command,
+    what: String,
+) -> Result<String, RepoError> {
+    let mut child = command
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "true")
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| RepoError::Git {
             repo: repo.name.clone(),
-            what: "running git fetch (is git installed?)".into(),
+            what: format!("running git for {what} (is git installed?)"),
             message: e.to_string(),
         })?;
+    // Read on threads, so that a full pipe never stops git.
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = std::time::Instant::now() + FETCH_TIMEOUT;
     let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| io_err(&repo.name, path, e))? {
+        if let Some(status) = child.try_wait().map_err(|e| RepoError::Git {
+            repo: repo.name.clone(),
+            what: what.clone(),
+            message: e.to_string(),
+        })? {
             break status;
         }
         if std::time::Instant::now() > deadline {
@@ -574,22 +706,20 @@ fn fetch_blocking(repo: &GitRepo, path: &Path, extra: &[String]) -> Result<(), R
             let _ = child.wait();
             return Err(RepoError::Git {
                 repo: repo.name.clone(),
-                what: format!("fetching {}", repo.url),
+                what,
                 message: format!("no answer within {FETCH_TIMEOUT:?}"),
             });
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
     if status.success() {
-        return Ok(());
-    }
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        return Ok(stdout);
     }
     Err(RepoError::Git {
         repo: repo.name.clone(),
-        what: format!("fetching {}", repo.url),
+        what,
         message: stderr.trim().chars().take(500).collect(),
     })
 }
