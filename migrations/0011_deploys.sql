@@ -107,6 +107,8 @@ CREATE TABLE instances (
     spec_hash       TEXT NOT NULL,
     goal            TEXT NOT NULL DEFAULT 'run',
     routed          TEXT NOT NULL DEFAULT 'none',
+    -- The route the node's router gives it now (what `routed` asked, once applied).
+    node_route      TEXT NOT NULL DEFAULT 'none',
     observed        TEXT NOT NULL DEFAULT 'pending',
     -- Until when an unrouted, running instance is kept warm (blue/green's
     -- rollback window); then it is stopped.

@@ -109,6 +109,13 @@ pub struct InstanceStatus {
     pub log_tail: Vec<String>,
     /// Requests its router has in flight to it.
     pub in_flight: u64,
+    /// Where its router's current table puts it: `live`, `preview` or `none`.
+    #[serde(default = "no_route")]
+    pub route: String,
+}
+
+fn no_route() -> String {
+    "none".to_owned()
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]

@@ -293,3 +293,482 @@ fn a_commit_is_built_deployed_to_dev_and_promoted_to_prod() {
         "{history}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Rollouts under load.
+
+/// One request's record: when it started and ended, and which version
+/// answered (or why it failed).
+#[derive(Clone, Debug)]
+struct Seen {
+    start: Instant,
+    end: Instant,
+    outcome: Result<String, String>,
+}
+
+/// Clients hammering `/version` through a router: `keep_alive` connections
+/// reused for every request, plus one stream of new connections.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<Seen>>>,
+}
+
+/// One HTTP/1.1 GET on `stream`; the body, or why not.
+fn get_on(
+    stream: &mut std::net::TcpStream,
+    reader: &mut std::io::BufReader<std::net::TcpStream>,
+    host: &str,
+    close: bool,
+) -> Result<String, String> {
+    use std::io::{BufRead, Read, Write};
+    let connection = if close { "close" } else { "keep-alive" };
+    write!(
+        stream,
+        "GET /version HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    let mut status = String::new();
+    reader
+        .read_line(&mut status)
+        .map_err(|e| format!("read: {e}"))?;
+    if status.is_empty() {
+        return Err("connection closed before a response".into());
+    }
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line {status:?}"))?;
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("read: {e}"))?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let mut body = vec![0; length.ok_or("no content-length")?];
+    reader
+        .read_exact(&mut body)
+        .map_err(|e| format!("read body: {e}"))?;
+    let body = String::from_utf8_lossy(&body).trim().to_owned();
+    if !(200..300).contains(&code) {
+        return Err(format!("status {code}: {body}"));
+    }
+    Ok(body)
+}
+
+impl Load {
+    fn start(url: &str, keep_alive: usize) -> Load {
+        let addr = url.trim_start_matches("http://").to_owned();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for i in 0..=keep_alive {
+            let new_connections = i == keep_alive;
+            let (addr, stop) = (addr.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let connect = || -> Result<(std::net::TcpStream, std::io::BufReader<std::net::TcpStream>), String> {
+                    let s = std::net::TcpStream::connect(&addr).map_err(|e| format!("connect: {e}"))?;
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let r = std::io::BufReader::new(s.try_clone().unwrap());
+                    Ok((s, r))
+                };
+                let mut conn = None;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let outcome = (|| {
+                        if conn.is_none() || new_connections {
+                            conn = Some(connect()?);
+                        }
+                        let (s, r) = conn.as_mut().unwrap();
+                        get_on(s, r, &addr, new_connections)
+                    })();
+                    if outcome.is_err() {
+                        conn = None;
+                    }
+                    seen.push(Seen {
+                        start,
+                        end: Instant::now(),
+                        outcome,
+                    });
+                    if new_connections {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                seen
+            }));
+        }
+        Load { stop, threads }
+    }
+
+    fn finish(self) -> Vec<Seen> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all: Vec<Seen> = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort_by_key(|s| s.start);
+        all
+    }
+}
+
+/// Every request answered 2xx; the failures otherwise.
+fn assert_no_failures(seen: &[Seen], what: &str) {
+    let failed: Vec<&Seen> = seen.iter().filter(|s| s.outcome.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{what}: {} of {} requests failed, e.g. {:?}",
+        failed.len(),
+        seen.len(),
+        failed
+            .iter()
+            .take(5)
+            .map(|s| &s.outcome)
+            .collect::<Vec<_>>()
+    );
+    assert!(seen.len() > 100, "{what}: only {} requests", seen.len());
+}
+
+/// Containers the node runs now (its runc root).
+fn node_containers(node_work: &Path) -> Vec<String> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(node_work.join("supervisor/runc"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// Sample the node's container count until stopped; the largest seen.
+struct MaxContainers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl MaxContainers {
+    fn start(node_work: &Path) -> MaxContainers {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (dir, flag) = (node_work.to_owned(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut max = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                max = max.max(node_containers(&dir).len());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            max
+        });
+        MaxContainers { stop, thread }
+    }
+
+    fn finish(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// A world for rollout tests: a server with busybox, a runner, a node, and
+/// repository `demo` with one environment `dev` of `strategy` x3.
+struct World {
+    server: TestServer,
+    work: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    _runner: Process,
+    node: Option<Process>,
+    ports: (u16, u16),
+    spec: String,
+}
+
+const ROLLOUT_SPEC: &str = "jobs:
+  image:
+    steps:
+      - name: build
+        build:
+          image: demo/web
+deploy:
+  app: web
+  image: demo/web
+  port: 8080
+  health: /healthz
+  replicas: 3
+  deadline: 20s
+  environments:
+    dev: { strategy: STRATEGY, keep: 2m }
+";
+
+impl World {
+    fn new(prefix: &str, strategy: &str) -> World {
+        let server = TestServer::start();
+        let work = scratch_dir(prefix);
+        std::fs::set_permissions(
+            work.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .unwrap();
+        ok(&server, &["image", "bootstrap", "busybox"]);
+        let spec = ROLLOUT_SPEC.replace("STRATEGY", strategy);
+        let repo = work.path().join("repo");
+        commit(
+            &repo,
+            &[
+                (".slipway.yml", spec.as_str()),
+                ("Containerfile", CONTAINERFILE),
+                ("version", "v1\n"),
+            ],
+            "v1",
+        );
+        ok(
+            &server,
+            &["repo", "add", "demo", "--url", repo.to_str().unwrap()],
+        );
+        let runner = start_runner(&server, &work.path().join("runner"));
+        let ports = free_ports(20);
+        let node = start_node(&server, &work.path().join("node"), ports);
+        let world = World {
+            server,
+            work,
+            repo,
+            _runner: runner,
+            node: Some(node),
+            ports,
+            spec,
+        };
+        world.run_pipeline();
+        world.wait_deployment(1, "succeeded", Duration::from_secs(120));
+        world
+    }
+
+    fn node_work(&self) -> std::path::PathBuf {
+        self.work.path().join("node")
+    }
+
+    fn run_pipeline(&self) {
+        let out = slipway(&self.server, &["run", "demo", "--wait"]);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+
+    /// Commit `files` (besides the spec) and run the pipeline: the next
+    /// deployment to dev.
+    fn push(&self, files: &[(&str, &str)], message: &str) {
+        let mut all = vec![(".slipway.yml", self.spec.as_str())];
+        all.extend_from_slice(files);
+        commit(&self.repo, &all, message);
+        self.run_pipeline();
+    }
+
+    fn deployment(&self, id: i64) -> Value {
+        let r = self.server.get(
+            &format!("/api/v1/deployments/{id}"),
+            &self.server.admin_auth(),
+        );
+        assert_eq!(r.status, 200, "{}", r.describe());
+        r.json()
+    }
+
+    /// Wait until deployment `id` is in `state`; fail at once if it ends otherwise.
+    fn wait_deployment(&self, id: i64, state: &str, deadline: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let r = self.server.get(
+                &format!("/api/v1/deployments/{id}"),
+                &self.server.admin_auth(),
+            );
+            if r.status == 200 {
+                let d = r.json();
+                if d["state"] == state {
+                    return d;
+                }
+                let ended = ["succeeded", "failed", "superseded"]
+                    .contains(&d["state"].as_str().unwrap_or(""));
+                assert!(
+                    !ended,
+                    "deployment {id} ended {}, not {state}: {d:#}",
+                    d["state"]
+                );
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "deployment {id} not {state} after {deadline:?}: {}\nserver log:\n{}",
+                r.body_text(),
+                self.server.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn dev(&self) -> Value {
+        environment(&self.server, "demo", "dev")
+    }
+
+    fn url(&self) -> String {
+        self.dev()["url"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Acceptance 2: a rolling deploy of 3 instances from v1 to v2 under load
+/// (8 keep-alive connections and a stream of new ones): no failed request,
+/// never more than 4 instances, and only v2 at the end.
+#[test]
+fn a_rolling_deploy_under_load_fails_no_request() {
+    let world = World::new("deploys-rolling", "rolling");
+    let url = world.url();
+    assert_eq!(get_text(&format!("{url}/version")).1, "v1\n");
+    let load = Load::start(&url, 8);
+    let alive = MaxContainers::start(&world.node_work());
+    world.push(
+        &[("Containerfile", CONTAINERFILE), ("version", "v2\n")],
+        "v2",
+    );
+    world.wait_deployment(2, "succeeded", Duration::from_secs(120));
+    // The last old instance leaves after the deployment ends: let it go.
+    let start = Instant::now();
+    while node_containers(&world.node_work()).len() > 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "old instances linger"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let max = alive.finish();
+    let seen = load.finish();
+    assert_no_failures(&seen, "rolling v1 -> v2");
+    assert!(max <= 4, "{max} instances were alive at once");
+    let versions: std::collections::BTreeSet<String> =
+        seen.iter().filter_map(|s| s.outcome.clone().ok()).collect();
+    assert!(
+        versions.contains("v1") && versions.contains("v2"),
+        "{versions:?}"
+    );
+    for _ in 0..20 {
+        assert_eq!(get_text(&format!("{url}/version")).1, "v2\n");
+    }
+    eprintln!(
+        "rolling: {} requests, 0 failed, at most {max} instances",
+        seen.len()
+    );
+}
+
+/// Acceptances 3 and 5: blue/green under the same load. The preview URL
+/// answers v2 before the swap; once any request saw v2, none started later
+/// sees v1; a rollback inside the window is a swap back in under a second
+/// with no new container, again without a failed request.
+#[test]
+fn blue_green_swaps_atomically_and_rolls_back_warm() {
+    let world = World::new("deploys-bluegreen", "blue-green");
+    let url = world.url();
+    let preview = world.dev()["preview_url"].as_str().unwrap().to_owned();
+    let load = Load::start(&url, 8);
+    world.push(
+        &[("Containerfile", CONTAINERFILE), ("version", "v2\n")],
+        "v2",
+    );
+    // Before the swap the preview address serves the new set: a prober
+    // records when it saw what.
+    let probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let prober = {
+        let (preview, probing) = (preview.clone(), probing.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while probing.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = get_text(&format!("{preview}/version"));
+                seen.push((std::time::SystemTime::now(), status, body));
+            }
+            seen
+        })
+    };
+    world.wait_deployment(2, "succeeded", Duration::from_secs(120));
+    probing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let previewed = prober.join().unwrap();
+    let swapped_at = std::time::SystemTime::UNIX_EPOCH
+        + Duration::from_millis(world.deployment(2)["finished_at"].as_i64().unwrap() as u64);
+    assert!(
+        previewed
+            .iter()
+            .any(|(at, status, body)| *at < swapped_at && *status == 200 && body == "v2\n"),
+        "the preview URL never answered v2 before the swap"
+    );
+    // Let the new set serve a while, then roll back.
+    std::thread::sleep(Duration::from_secs(2));
+    let containers_before: std::collections::BTreeSet<String> =
+        node_containers(&world.node_work()).into_iter().collect();
+    assert_eq!(
+        containers_before.len(),
+        6,
+        "3 live + 3 warm: {containers_before:?}"
+    );
+    let rollback_started = Instant::now();
+    ok(&world.server, &["rollback", "demo", "--env", "dev"]);
+    world.wait_deployment(3, "succeeded", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    let containers_after: std::collections::BTreeSet<String> =
+        node_containers(&world.node_work()).into_iter().collect();
+    let seen = load.finish();
+    assert_no_failures(&seen, "blue/green v1 -> v2 -> v1");
+    assert_eq!(
+        containers_before, containers_after,
+        "the rollback started or stopped a container"
+    );
+
+    // Atomic swap: after the first v2 answer, no request started later got v1.
+    let first_v2 = seen
+        .iter()
+        .filter(|s| s.outcome.as_deref() == Ok("v2") && s.start < rollback_started)
+        .map(|s| s.end)
+        .min()
+        .expect("some request saw v2");
+    let late_v1: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| {
+            s.start > first_v2 && s.start < rollback_started && s.outcome.as_deref() == Ok("v1")
+        })
+        .collect();
+    assert!(
+        late_v1.is_empty(),
+        "{} requests saw v1 after v2 was seen",
+        late_v1.len()
+    );
+    // Rollback: from the command, all traffic on v1 in under a second.
+    let last_v2_start = seen
+        .iter()
+        .filter(|s| s.start >= rollback_started && s.outcome.as_deref() == Ok("v2"))
+        .map(|s| s.start)
+        .max();
+    let back = last_v2_start.map_or(Duration::ZERO, |t| t - rollback_started);
+    assert!(
+        back < Duration::from_secs(1),
+        "v2 still answered {back:?} after the rollback command"
+    );
+    for _ in 0..20 {
+        assert_eq!(get_text(&format!("{url}/version")).1, "v1\n");
+    }
+    let swap_to_v2 = seen
+        .iter()
+        .filter(|s| s.outcome.as_deref() == Ok("v2"))
+        .map(|s| s.end)
+        .min()
+        .unwrap();
+    let since_swap = std::time::SystemTime::now()
+        .duration_since(swapped_at)
+        .unwrap_or_default()
+        .saturating_sub(Instant::now() - swap_to_v2);
+    eprintln!(
+        "blue/green: {} requests, 0 failed; swap decision to first v2 response {:?}; rollback to v1 within {back:?}",
+        seen.len(),
+        since_swap
+    );
+}

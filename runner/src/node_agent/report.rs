@@ -18,13 +18,19 @@ async fn status(node: &Node) -> NodeStatus {
     let revision = node.desired.borrow().revision;
     let tasks: HashMap<String, Task> = node.tasks.lock().unwrap().clone();
     let mut in_flight: HashMap<String, u64> = HashMap::new();
-    let routers: Vec<_> = node
-        .routers
-        .lock()
-        .await
-        .values()
-        .map(|e| e.router.clone())
-        .collect();
+    let (routers, routes): (Vec<_>, HashMap<String, &'static str>) = {
+        let entries = node.routers.lock().await;
+        let mut routes = HashMap::new();
+        for e in entries.values() {
+            for b in &e.table.preview {
+                routes.insert(b.id.clone(), "preview");
+            }
+            for b in &e.table.live {
+                routes.insert(b.id.clone(), "live");
+            }
+        }
+        (entries.values().map(|e| e.router.clone()).collect(), routes)
+    };
     let mut instances = Vec::new();
     let mut seen = HashSet::new();
     for s in node.supervisor.status() {
@@ -53,6 +59,7 @@ async fn status(node: &Node) -> NodeStatus {
             health,
             log_tail: node.supervisor.log_tail(&s.id, TAIL_LINES),
             in_flight: flying,
+            route: routes.get(&s.id).copied().unwrap_or("none").to_owned(),
         });
     }
     for (name, task) in tasks {
@@ -73,6 +80,7 @@ async fn status(node: &Node) -> NodeStatus {
             health,
             log_tail: Vec::new(),
             in_flight: 0,
+            route: "none".to_owned(),
         });
     }
     NodeStatus {

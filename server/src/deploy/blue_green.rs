@@ -48,7 +48,13 @@ pub(super) fn step(ctx: &Ctx<'_>) -> (Vec<Action>, Outcome) {
         actions.push(Action::Route(i.id, "preview"));
     }
     let ready = green.iter().filter(|i| i.ready()).count();
-    if green.len() == n && ready == n {
+    // The swap waits until the node's preview router serves every green
+    // instance (a warm set kept from a swap is already known good).
+    let previewed = green
+        .iter()
+        .filter(|i| i.ready() && (i.node_route == "preview" || i.warm_until.is_some()))
+        .count();
+    if green.len() == n && previewed == n {
         // The swap: one transaction, one route table on the node.
         actions.retain(|a| !matches!(a, Action::Route(..)));
         actions.push(Action::Swap {

@@ -135,6 +135,8 @@ pub struct Instance {
     pub spec_hash: String,
     pub goal: String,
     pub routed: String,
+    /// The route the node reports it has (`routed`, once applied there).
+    pub node_route: String,
     pub observed: String,
     pub warm_until: Option<i64>,
     pub container_id: Option<String>,

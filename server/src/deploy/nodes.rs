@@ -374,12 +374,18 @@ async fn record_instance(
         .container_id
         .as_ref()
         .map(|c| c.chars().take(128).collect());
+    let route = match s.route.as_str() {
+        "live" => "live",
+        "preview" => "preview",
+        _ => "none",
+    };
     let done = sqlx::query(
         "UPDATE instances SET observed = ?, container_id = COALESCE(?, container_id), restarts = ?,
-             health = ?, log_tail = ?, updated_at = ?,
+             health = ?, log_tail = ?, updated_at = ?, node_route = ?,
              ready_at = CASE WHEN ? = 'ready' THEN COALESCE(ready_at, ?) ELSE ready_at END
          WHERE node_id = ? AND name = ?
-           AND (observed IS NOT ? OR restarts != ? OR health IS NOT ? OR container_id IS NOT ?)",
+           AND (observed IS NOT ? OR restarts != ? OR health IS NOT ? OR container_id IS NOT ?
+                OR node_route != ?)",
     )
     .bind(s.state.as_str())
     .bind(&container)
@@ -387,6 +393,7 @@ async fn record_instance(
     .bind(&health)
     .bind(&tail)
     .bind(now)
+    .bind(route)
     .bind(s.state.as_str())
     .bind(now)
     .bind(node)
@@ -395,6 +402,7 @@ async fn record_instance(
     .bind(s.restarts as i64)
     .bind(&health)
     .bind(&container)
+    .bind(route)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
