@@ -772,3 +772,86 @@ fn blue_green_swaps_atomically_and_rolls_back_warm() {
         since_swap
     );
 }
+
+/// What the node holds for its instances: container ids, instance
+/// directories, mounts below its work dir, instance cgroups.
+fn node_leftovers(node_work: &Path) -> (usize, usize, usize, usize) {
+    let containers = node_containers(node_work).len();
+    let dirs = std::fs::read_dir(node_work.join("supervisor/instances"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let prefix = node_work.to_str().unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(prefix)))
+        .count();
+    let cgroups = std::fs::read_dir("/sys/fs/cgroup/slipway-instances")
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().is_dir()).count())
+        .unwrap_or(0);
+    (containers, dirs, mounts, cgroups)
+}
+
+/// Acceptance 4: a version whose /healthz answers 500, one that exits at
+/// once and one that never listens each fail at the deadline with a reason,
+/// while v1 serves on without a failed request, and leave nothing behind.
+#[test]
+fn a_bad_version_fails_at_its_deadline_and_v1_serves_on() {
+    let world = World::new("deploys-bad", "rolling");
+    let url = world.url();
+    let healthy = node_leftovers(&world.node_work());
+    assert_eq!(healthy.0, 3, "{healthy:?}");
+    let load = Load::start(&url, 8);
+    let respond500 = "#!/bin/sh\nprintf 'HTTP/1.0 500 Internal Server Error\\r\\nContent-Length: 6\\r\\n\\r\\nbroken'\n";
+    let variants = [
+        (
+            "FROM busybox\nCOPY respond500 /respond500\nRUN chmod +x /respond500\nCMD [\"sh\", \"-c\", \"exec nc -ll -p $PORT -e /respond500\"]\n",
+            "/healthz answered 500",
+        ),
+        (
+            "FROM busybox\nCMD [\"sh\", \"-c\", \"echo crashing on purpose; exit 3\"]\n",
+            "exited with code 3",
+        ),
+        (
+            "FROM busybox\nCMD [\"sh\", \"-c\", \"echo not listening; exec sleep 3600\"]\n",
+            "connection refused",
+        ),
+    ];
+    for (n, (containerfile, reason)) in variants.iter().enumerate() {
+        let id = n as i64 + 2;
+        world.push(
+            &[
+                ("Containerfile", containerfile),
+                ("respond500", respond500),
+                ("version", "bad\n"),
+            ],
+            &format!("bad {n}"),
+        );
+        let failed = world.wait_deployment(id, "failed", Duration::from_secs(90));
+        let text = failed["reason"].as_str().unwrap();
+        assert!(text.to_lowercase().contains(reason), "deployment {id}: {text}");
+        assert!(text.contains("not ready after 20s"), "{text}");
+        if n == 1 {
+            assert!(text.contains("crashing on purpose"), "the log lines: {text}");
+        }
+        // Its instances go; v1's three remain, and nothing else.
+        let start = Instant::now();
+        loop {
+            let now = node_leftovers(&world.node_work());
+            if now == healthy {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "after {id}: {now:?}, healthy was {healthy:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let dev = world.dev();
+        assert_eq!(dev["current"]["id"], 1, "{dev:#}");
+        assert_eq!(get_text(&format!("{url}/version")), (200, "v1\n".into()));
+    }
+    let seen = load.finish();
+    assert_no_failures(&seen, "v1 through three bad versions");
+    assert!(seen.iter().all(|s| s.outcome.as_deref() == Ok("v1")));
+}
