@@ -86,6 +86,8 @@ CREATE TABLE deployments (
     state           TEXT NOT NULL,
     -- Where the rollout is, for people (`2/3 instances ready`, `swapped`).
     progress        TEXT,
+    -- Blue/green: when the node's preview router first served the whole new set.
+    preview_since   INTEGER,
     reason          TEXT,
     requested_by    TEXT NOT NULL,
     created_at      INTEGER NOT NULL,

@@ -97,6 +97,30 @@ impl Drop for Process {
     }
 }
 
+/// A node agent; dropped, it stops and its instances are removed (they
+/// would outlive it otherwise: that is what they are for).
+struct Node {
+    process: Option<Process>,
+    work: std::path::PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        drop(self.process.take());
+        let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .arg("node-reset")
+            .arg("--work-dir")
+            .arg(&self.work)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "node-reset: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
 fn start_runner(server: &TestServer, work: &Path) -> Process {
     let token = ok(server, &["runner-token", "create"]).trim().to_owned();
     Process(
@@ -131,10 +155,13 @@ fn rand_u16() -> u16 {
 }
 
 /// A node of cluster `local` joined with a fresh join token.
-fn start_node(server: &TestServer, work: &Path, ports: (u16, u16)) -> Process {
+fn start_node(server: &TestServer, work: &Path, ports: (u16, u16)) -> Node {
     let token = ok(server, &["cluster", "add", "local"]).trim().to_owned();
     assert!(token.starts_with("slj_"), "{token}");
-    spawn_node(server, work, Some(&token), ports)
+    Node {
+        process: Some(spawn_node(server, work, Some(&token), ports)),
+        work: work.to_owned(),
+    }
 }
 
 fn spawn_node(server: &TestServer, work: &Path, token: Option<&str>, ports: (u16, u16)) -> Process {
@@ -484,7 +511,7 @@ struct World {
     work: tempfile::TempDir,
     repo: std::path::PathBuf,
     _runner: Process,
-    node: Option<Process>,
+    node: Node,
     ports: (u16, u16),
     spec: String,
 }
@@ -539,7 +566,7 @@ impl World {
             work,
             repo,
             _runner: runner,
-            node: Some(node),
+            node,
             ports,
             spec,
         };
@@ -773,6 +800,17 @@ fn blue_green_swaps_atomically_and_rolls_back_warm() {
     );
 }
 
+/// The instance names of the node (its instance directories).
+fn instance_names(node_work: &Path) -> Vec<String> {
+    std::fs::read_dir(node_work.join("supervisor/instances"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What the node holds for its instances: container ids, instance
 /// directories, mounts below its work dir, instance cgroups.
 fn node_leftovers(node_work: &Path) -> (usize, usize, usize, usize) {
@@ -786,9 +824,27 @@ fn node_leftovers(node_work: &Path) -> (usize, usize, usize, usize) {
         .lines()
         .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(prefix)))
         .count();
-    let cgroups = std::fs::read_dir("/sys/fs/cgroup/slipway-instances")
-        .map(|d| d.filter_map(Result::ok).filter(|e| e.path().is_dir()).count())
-        .unwrap_or(0);
+    // The node's instance cgroups carry a tag of its supervisor root (cgroup
+    // v2, or v1's unified hierarchy beside the controllers).
+    let root = node_work.join("supervisor");
+    let tag = sha256_digest(root.to_str().unwrap().as_bytes())[7..15].to_owned();
+    let cgroups = [
+        "/sys/fs/cgroup/slipway-instances",
+        "/sys/fs/cgroup/unified/slipway-instances",
+    ]
+    .iter()
+    .map(|dir| {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| {
+                        e.path().is_dir() && e.file_name().to_string_lossy().starts_with(&tag)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    })
+    .sum();
     (containers, dirs, mounts, cgroups)
 }
 
@@ -829,10 +885,16 @@ fn a_bad_version_fails_at_its_deadline_and_v1_serves_on() {
         );
         let failed = world.wait_deployment(id, "failed", Duration::from_secs(90));
         let text = failed["reason"].as_str().unwrap();
-        assert!(text.to_lowercase().contains(reason), "deployment {id}: {text}");
+        assert!(
+            text.to_lowercase().contains(reason),
+            "deployment {id}: {text}"
+        );
         assert!(text.contains("not ready after 20s"), "{text}");
         if n == 1 {
-            assert!(text.contains("crashing on purpose"), "the log lines: {text}");
+            assert!(
+                text.contains("crashing on purpose"),
+                "the log lines: {text}"
+            );
         }
         // Its instances go; v1's three remain, and nothing else.
         let start = Instant::now();
@@ -854,4 +916,106 @@ fn a_bad_version_fails_at_its_deadline_and_v1_serves_on() {
     let seen = load.finish();
     assert_no_failures(&seen, "v1 through three bad versions");
     assert!(seen.iter().all(|s| s.outcome.as_deref() == Ok("v1")));
+}
+
+/// Acceptance 6: SIGKILL the server in the middle of a rolling deploy and
+/// restart it: the deployment ends and nothing leaks, with no failed
+/// request. SIGKILL the node agent: its instances survive, and a new agent
+/// adopts the same containers and serves within 2 s of starting.
+#[test]
+fn killed_server_and_node_agent_leave_no_deploy_half_done() {
+    let mut world = World::new("deploys-faults", "rolling");
+    let url = world.url();
+    let load = Load::start(&url, 8);
+    world.push(
+        &[("Containerfile", CONTAINERFILE), ("version", "v2\n")],
+        "v2",
+    );
+    // Mid-rollout: some new instance exists, not all are ready.
+    let start = Instant::now();
+    loop {
+        let d = world.deployment(2);
+        let progress = d["progress"].as_str().unwrap_or("");
+        if d["state"] == "progressing" && progress.starts_with("1/3") {
+            break;
+        }
+        assert!(
+            d["state"] != "succeeded",
+            "the rollout ended before the kill: {d:#}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60), "{d:#}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    world.server.kill_hard();
+    std::thread::sleep(Duration::from_secs(2));
+    world.server.restart_same_address();
+    let start = Instant::now();
+    let ended = loop {
+        let d = world.deployment(2);
+        if ["succeeded", "failed"].contains(&d["state"].as_str().unwrap()) {
+            break d;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "{d:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let start = Instant::now();
+    while node_leftovers(&world.node_work()).0 != 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "{:?}",
+            node_leftovers(&world.node_work())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = load.finish();
+    assert_no_failures(&seen, "rolling through a killed server");
+    let expected = if ended["state"] == "succeeded" {
+        "v2\n"
+    } else {
+        "v1\n"
+    };
+    assert_eq!(get_text(&format!("{url}/version")), (200, expected.into()));
+    let (containers, dirs, _, cgroups) = node_leftovers(&world.node_work());
+    assert_eq!((containers, dirs, cgroups), (3, 3, 3));
+
+    // The node agent: SIGKILL, instances live on.
+    let before: std::collections::BTreeSet<String> =
+        node_containers(&world.node_work()).into_iter().collect();
+    let mut node = world.node.process.take().unwrap();
+    node.0.kill().unwrap();
+    node.0.wait().unwrap();
+    std::mem::forget(node);
+    std::thread::sleep(Duration::from_secs(1));
+    let survivors: std::collections::BTreeSet<String> =
+        node_containers(&world.node_work()).into_iter().collect();
+    assert_eq!(before, survivors, "instances died with their agent");
+    let started = Instant::now();
+    let node = spawn_node(&world.server, &world.node_work(), None, world.ports);
+    let answered = loop {
+        if get_text(&format!("{url}/version")).0 == 200 {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the router never came back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        answered < Duration::from_secs(2),
+        "the router answered {answered:?} after the agent started"
+    );
+    world.node.process = Some(node);
+    std::thread::sleep(Duration::from_secs(2));
+    let adopted: std::collections::BTreeSet<String> =
+        node_containers(&world.node_work()).into_iter().collect();
+    assert_eq!(
+        before, adopted,
+        "the new agent did not adopt the same containers"
+    );
+    let dev = world.dev();
+    for i in dev["instances"].as_array().unwrap() {
+        assert_eq!(i["restarts"], 0, "{dev:#}");
+    }
+    eprintln!("faults: deployment 2 {} after the server was killed; router back {answered:?} after the agent started", ended["state"]);
 }

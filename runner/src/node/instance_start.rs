@@ -192,7 +192,11 @@ fn prepare(inner: &Inner, instance: &Instance, spec: InstanceSpec) -> Result<(),
         runtime_spec(&config, "rootfs", &options, host_nofile_hard()).map_err(bundle_error)?;
     if let Some(linux) = runtime.linux_mut() {
         linux.set_cgroups_path(Some(
-            format!("/{CGROUP_PARENT}/{}", instance.container_id).into(),
+            format!(
+                "/{CGROUP_PARENT}/{}",
+                inner.cgroup_name(&instance.container_id)
+            )
+            .into(),
         ));
     }
     let bundle = dir.join("bundle");

@@ -150,7 +150,7 @@ pub(super) fn remove_leftovers(
             tracing::error!(instance = %id, mount = %mount.display(), error = %e, "unmounting");
         }
     }
-    for cgroup in cgroups(container_id) {
+    for cgroup in cgroups(&inner.cgroup_name(container_id)) {
         let _ = std::fs::remove_dir(&cgroup);
     }
     if let Err(e) = std::fs::remove_dir_all(dir) {
@@ -168,7 +168,7 @@ pub(super) fn remove_leftovers(
             .map(|m| format!("mount {}", m.display())),
     );
     left.extend(
-        cgroups(container_id)
+        cgroups(&inner.cgroup_name(container_id))
             .iter()
             .filter(|c| c.exists())
             .map(|c| format!("cgroup {}", c.display())),
@@ -187,20 +187,16 @@ pub(super) fn remove_leftovers(
 }
 
 /// The container's cgroup in every hierarchy.
-pub(super) fn cgroups(container_id: &str) -> Vec<std::path::PathBuf> {
+pub(super) fn cgroups(name: &str) -> Vec<std::path::PathBuf> {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return Vec::new();
     };
     let mut found: Vec<_> = hierarchies
         .flatten()
-        .map(|h| h.path().join(CGROUP_PARENT).join(container_id))
+        .map(|h| h.path().join(CGROUP_PARENT).join(name))
         .collect();
     // cgroup v2: the parent is at the top of the unified tree.
-    found.push(
-        Path::new("/sys/fs/cgroup")
-            .join(CGROUP_PARENT)
-            .join(container_id),
-    );
+    found.push(Path::new("/sys/fs/cgroup").join(CGROUP_PARENT).join(name));
     found.sort();
     found.dedup();
     found

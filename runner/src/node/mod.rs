@@ -316,6 +316,15 @@ impl Inner {
         self.changes.send_modify(|n| *n += 1);
     }
 
+    /// An instance's cgroup name: its container id after a tag of this
+    /// supervisor's root, so two nodes on one host (tests, or nodes of two
+    /// clusters) never share a cgroup even when their instance ids match.
+    pub(crate) fn cgroup_name(&self, container_id: &str) -> String {
+        use sha2::Digest;
+        let tag = sha2::Sha256::digest(self.root.as_os_str().as_encoded_bytes());
+        format!("{}-{container_id}", &hex::encode(tag)[..8])
+    }
+
     fn instances_dir(&self) -> PathBuf {
         self.root.join("instances")
     }

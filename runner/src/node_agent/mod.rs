@@ -295,3 +295,26 @@ async fn poll(node: Arc<Node>) {
         }
     }
 }
+
+/// `slipway node-reset`: stop and remove every instance of the node whose
+/// work dir is `work_dir` (the agent must not be running). For taking a
+/// machine out of service; returns how many instances were stopped.
+pub async fn reset(
+    work_dir: &std::path::Path,
+    runtime: &std::path::Path,
+) -> Result<usize, NodeAgentError> {
+    let cache = LayerCache::open(work_dir.join("layers"), 10 << 30)?;
+    let supervisor = Supervisor::open(
+        &work_dir.join("supervisor"),
+        runtime,
+        cache,
+        SupervisorOptions::default(),
+    )
+    .await?;
+    let ids: Vec<String> = supervisor.status().into_iter().map(|s| s.id).collect();
+    for id in &ids {
+        supervisor.stop(id, Duration::from_secs(5)).await?;
+    }
+    let _ = std::fs::remove_file(work_dir.join("desired.json"));
+    Ok(ids.len())
+}

@@ -205,6 +205,18 @@ enum Command {
         #[arg(long, env = "SLIPWAY_CA_CERT")]
         ca_cert: Option<PathBuf>,
     },
+    /// Stop and remove every instance of a node (its agent must be stopped):
+    /// to take a machine out of service.
+    NodeReset {
+        #[arg(
+            long,
+            env = "SLIPWAY_NODE_DIR",
+            default_value = "/var/lib/slipway/node"
+        )]
+        work_dir: PathBuf,
+        #[arg(long, env = "SLIPWAY_RUNTIME", default_value = "runc")]
+        runtime: PathBuf,
+    },
     /// Started by `slipway runner`: removes its containers if it dies.
     #[command(hide = true)]
     RunnerGuard {
@@ -1000,6 +1012,11 @@ pub async fn run() -> anyhow::Result<()> {
                 }
             })
             .await?;
+            Ok(())
+        }
+        Command::NodeReset { work_dir, runtime } => {
+            let stopped = slipway_runner::node_agent::reset(&work_dir, &runtime).await?;
+            println!("stopped and removed {stopped} instance(s)");
             Ok(())
         }
         Command::RunnerGuard { work_dir, runtime } => {

@@ -4,8 +4,15 @@
 //! its spec hash and is a swap back, with no new container); then the old set
 //! is drained and stopped.
 
+use std::time::Duration;
+
 use super::model::Instance;
 use super::reconcile::{not_ready_reason, Action, Ctx, Outcome};
+
+/// How long the whole new set serves on the preview address before the swap
+/// (a rollback to a warm set swaps at once): the preview is seen working,
+/// by smoke checks and people, before it takes traffic.
+pub(super) const PREVIEW_DWELL: Duration = Duration::from_secs(1);
 
 pub(super) fn step(ctx: &Ctx<'_>) -> (Vec<Action>, Outcome) {
     let n = ctx.config.replicas as usize;
@@ -54,7 +61,15 @@ pub(super) fn step(ctx: &Ctx<'_>) -> (Vec<Action>, Outcome) {
         .iter()
         .filter(|i| i.ready() && (i.node_route == "preview" || i.warm_until.is_some()))
         .count();
-    if green.len() == n && previewed == n {
+    let warm_set = green.iter().all(|i| i.warm_until.is_some());
+    let shown = ctx
+        .target
+        .preview_since
+        .is_some_and(|t| ctx.now - t >= PREVIEW_DWELL.as_millis() as i64);
+    if green.len() == n && previewed == n && !warm_set && ctx.target.preview_since.is_none() {
+        actions.push(Action::Previewed);
+    }
+    if green.len() == n && previewed == n && (warm_set || shown) {
         // The swap: one transaction, one route table on the node.
         actions.retain(|a| !matches!(a, Action::Route(..)));
         actions.push(Action::Swap {

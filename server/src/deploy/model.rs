@@ -92,6 +92,7 @@ pub struct Deployment {
     pub spec_hash: String,
     pub state: String,
     pub progress: Option<String>,
+    pub preview_since: Option<i64>,
     pub reason: Option<String>,
     pub requested_by: String,
     pub created_at: i64,

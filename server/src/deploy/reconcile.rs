@@ -58,6 +58,8 @@ pub(super) enum Action {
         live: Vec<i64>,
         warm: Vec<i64>,
     },
+    /// Blue/green: the whole new set is on the preview address (from now).
+    Previewed,
 }
 
 pub(super) enum Outcome {
@@ -257,7 +259,7 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
         actions.iter().any(|a| match a {
             Action::Stop(s) | Action::Route(s, _) => *s == id,
             Action::Swap { live, warm } => live.contains(&id) || warm.contains(&id),
-            Action::Start(_) => false,
+            Action::Start(_) | Action::Previewed => false,
         })
     };
     for i in instances.iter().filter(|i| i.running()) {
@@ -428,6 +430,18 @@ async fn apply(
             .execute(&mut *conn)
             .await?
             .rows_affected(),
+            Action::Previewed => {
+                let Some((d, _, _)) = target else { continue };
+                sqlx::query(
+                    "UPDATE deployments SET preview_since = ? WHERE id = ? AND preview_since IS NULL",
+                )
+                .bind(now)
+                .bind(d.id)
+                .execute(&mut *conn)
+                .await?;
+                // Not a change for the node.
+                0
+            }
             Action::Swap { live, warm } => {
                 let keep = target.map(|(_, c, _)| c.keep_ms as i64).unwrap_or(0);
                 let mut n = 0;
