@@ -116,7 +116,7 @@ fn full(text: impl Into<Bytes>) -> Body {
     Full::new(text.into()).map_err(|e| match e {}).boxed()
 }
 
-async fn answer(state: &UpstreamState, mut request: Request<Incoming>) -> Response<Body> {
+async fn answer(state: &Arc<UpstreamState>, mut request: Request<Incoming>) -> Response<Body> {
     let version = state.version.clone();
     match request.uri().path() {
         "/slow" => {
@@ -153,6 +153,33 @@ async fn answer(state: &UpstreamState, mut request: Request<Incoming>) -> Respon
             Response::new(full(text))
         }
         "/echo" => Response::new(request.into_body().boxed()),
+        "/first-chunk" => {
+            // Answers with the request body's first chunk, without waiting
+            // for the rest of it.
+            let first = request.into_body().frame().await;
+            let first = first.and_then(|f| f.ok()).and_then(|f| f.into_data().ok());
+            Response::new(full(first.unwrap_or_default()))
+        }
+        "/stream" => {
+            // "first", then "second" only once released.
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(Ok(hyper::body::Frame::data(Bytes::from("first"))))
+                .await
+                .unwrap();
+            let state = state.clone();
+            tokio::spawn(async move {
+                let release = state.release.notified();
+                tokio::pin!(release);
+                release.as_mut().enable();
+                if !state.released.load(Ordering::SeqCst) {
+                    release.await;
+                }
+                let _ = tx
+                    .send(Ok(hyper::body::Frame::data(Bytes::from("second"))))
+                    .await;
+            });
+            Response::new(http_body_util::StreamBody::new(tokio_stream(rx)).boxed())
+        }
         "/ws" => {
             let upgrade = hyper::upgrade::on(&mut request);
             tokio::spawn(async move {
@@ -738,6 +765,44 @@ async fn bodies_stream_both_ways() {
     sender.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(echoed.as_bytes() == payload.as_slice(), "the echo differs");
+
+    // The response head and first chunk arrive while the request body is
+    // still open: the request streams.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, hyper::Error>>(1);
+    tx.send(Ok(hyper::body::Frame::data(Bytes::from("early"))))
+        .await
+        .unwrap();
+    let request = Request::post("/first-chunk")
+        .header("host", "app.test")
+        .body(http_body_util::StreamBody::new(tokio_stream(rx)).boxed())
+        .unwrap();
+    let mut other = Client::connect(router.local_addr()).await.unwrap();
+    other.sender.ready().await.unwrap();
+    let response = tokio::time::timeout(DEADLINE, other.sender.send_request(request))
+        .await
+        .expect("no response while the request body was open")
+        .unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(DEADLINE, body.frame()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "early");
+    drop(tx);
+
+    // The first chunk of a response arrives before the instance has sent
+    // the rest: the response streams.
+    let response = client
+        .sender
+        .send_request(get_request("/stream"))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(DEADLINE, body.frame()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "first");
+    v1.state.released.store(true, Ordering::SeqCst);
+    v1.state.release.notify_waiters();
+    let rest = tokio::time::timeout(DEADLINE, body.collect())
+        .await
+        .unwrap();
+    assert_eq!(rest.unwrap().to_bytes(), "second");
 }
 
 fn tokio_stream<T: Send + 'static>(

@@ -51,6 +51,11 @@ pub struct RouterConfig {
     pub preview: Option<SocketAddr>,
     /// Connecting to an instance; past it the request goes to another one.
     pub connect_timeout: Duration,
+    /// A pooled connection idle longer than this is closed rather than
+    /// reused: shorter than common servers' keep-alive timeouts (Node 5 s,
+    /// gunicorn 2 s), so the router is not sending on a connection the
+    /// instance is closing at that moment.
+    pub upstream_idle_timeout: Duration,
     /// From the request sent to the response head; past it, 504.
     pub response_head_timeout: Duration,
     /// A client's request head must arrive within this (after connecting or
@@ -68,6 +73,7 @@ impl RouterConfig {
             listen,
             preview: None,
             connect_timeout: Duration::from_secs(5),
+            upstream_idle_timeout: Duration::from_secs(1),
             response_head_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),

@@ -54,7 +54,13 @@ pub(super) async fn handle(
             continue;
         }
         // Phase: a connection.
-        let mut sender = match upstream.checkout(shared.config.connect_timeout).await {
+        let mut sender = match upstream
+            .checkout(
+                shared.config.connect_timeout,
+                shared.config.upstream_idle_timeout,
+            )
+            .await
+        {
             Ok(sender) => sender,
             Err(e) => {
                 upstream.metrics.connect_error();

@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
@@ -40,7 +40,8 @@ pub(super) struct Upstream {
     idle: Notify,
     /// Set by `drain`: no new request picks it, no connection returns to the pool.
     retired: AtomicBool,
-    pool: Mutex<Vec<Sender>>,
+    /// Idle connections, the most recently returned last, with when.
+    pool: Mutex<Vec<(Sender, Instant)>>,
     pub metrics: UpstreamMetrics,
 }
 
@@ -127,11 +128,25 @@ impl Upstream {
     }
 
     /// A connection ready for a request: the most recently used idle one that
-    /// is still open, else a new one.
-    pub async fn checkout(&self, connect_timeout: Duration) -> Result<Sender, ConnectError> {
+    /// is still open and was idle for less than `idle_timeout`, else a new one.
+    pub async fn checkout(
+        &self,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
         loop {
-            let idle = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(mut sender) = idle else { break };
+            let idle = {
+                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                match pool.pop() {
+                    // The instance may be closing it; the ones below are older.
+                    Some((_, since)) if since.elapsed() > idle_timeout => {
+                        pool.clear();
+                        None
+                    }
+                    idle => idle,
+                }
+            };
+            let Some((mut sender, _)) = idle else { break };
             if sender.is_ready() {
                 return Ok(sender);
             }
@@ -140,7 +155,7 @@ impl Upstream {
             }
             // Returned at the end of a response, the connection becomes ready
             // as soon as its task has seen that end. Deadline: the connect
-            // timeout; then a new connection is made instead.
+            // timeout; action: a new connection instead.
             if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, sender.ready()).await {
                 return Ok(sender);
             }
@@ -155,7 +170,7 @@ impl Upstream {
         }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < MAX_IDLE {
-            pool.push(sender);
+            pool.push((sender, Instant::now()));
         }
     }
 
