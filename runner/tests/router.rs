@@ -228,8 +228,14 @@ fn live(backends: Vec<Backend>) -> RouteTable {
 }
 
 async fn router() -> Router {
+    router_on_threads(0).await
+}
+
+/// A router on `threads` threads of its own (0: the test's runtime).
+async fn router_on_threads(threads: usize) -> Router {
     let mut config = RouterConfig::new("web", "dev", "127.0.0.1:0".parse().unwrap());
     config.preview = Some("127.0.0.1:0".parse().unwrap());
+    config.threads = threads;
     Router::start(config).await.unwrap()
 }
 
@@ -483,7 +489,8 @@ async fn blue_green_swap_under_load_is_atomic_and_loses_nothing() {
 }
 
 /// Rolling: instances replaced one at a time (new one in, old one out and
-/// drained) under load; nothing fails and at the end only v2 answers.
+/// drained) under load; nothing fails and at the end only v2 answers. The
+/// router runs on two threads of its own (one pool each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_replacement_under_load_loses_nothing() {
     let w = world();
@@ -504,7 +511,7 @@ async fn rolling_replacement_under_load_loses_nothing() {
         backend("new0", &pods[2], &new[0]),
         backend("new1", &pods[3], &new[1]),
     ];
-    let router = router().await;
+    let router = router_on_threads(2).await;
     router.set_table(live(old_b.to_vec()));
     let load = Load::start(router.local_addr(), 8, 2);
     let mut seen = 0;

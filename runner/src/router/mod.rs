@@ -19,6 +19,7 @@ mod proxy;
 mod table;
 mod upgrade;
 mod upstream;
+mod workers;
 
 use std::collections::HashMap;
 use std::io;
@@ -27,9 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use table::{Backend, RouteTable};
 
@@ -63,6 +62,10 @@ pub struct RouterConfig {
     pub header_read_timeout: Duration,
     /// `shutdown` lets open requests finish this long, then cuts them.
     pub shutdown_grace: Duration,
+    /// 0: serve on the caller's runtime. N: on N threads of the router's
+    /// own, each with its own listeners and upstream pools (a busy
+    /// environment; the benchmark runs one per core).
+    pub threads: usize,
 }
 
 impl RouterConfig {
@@ -77,6 +80,7 @@ impl RouterConfig {
             response_head_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            threads: 0,
         }
     }
 }
@@ -121,19 +125,21 @@ pub struct Router {
     local: SocketAddr,
     preview: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    listeners: Vec<JoinHandle<()>>,
+    running: workers::Running,
 }
 
 impl Router {
     /// Bind the listeners and start serving, with an empty table (503).
     pub async fn start(config: RouterConfig) -> io::Result<Router> {
-        let live = TcpListener::bind(config.listen).await?;
+        let copies = config.threads.max(1);
+        let live = workers::bind(config.listen, copies)?;
         let preview = match config.preview {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
+            Some(addr) => workers::bind(addr, copies)?,
+            None => Vec::new(),
         };
-        let local = live.local_addr()?;
-        let preview_addr = preview.as_ref().map(TcpListener::local_addr).transpose()?;
+        let local = live[0].local_addr()?;
+        let preview_addr = preview.first().map(|l| l.local_addr()).transpose()?;
+        let threads = config.threads;
         let shared = Arc::new(Shared {
             pages: Pages::new(&config.app, &config.env),
             config,
@@ -142,26 +148,13 @@ impl Router {
             metrics: RouterMetrics::default(),
         });
         let (stop, stopped) = watch::channel(false);
-        let mut listeners = vec![tokio::spawn(listen::accept_loop(
-            live,
-            shared.clone(),
-            Side::Live,
-            stopped.clone(),
-        ))];
-        if let Some(preview) = preview {
-            listeners.push(tokio::spawn(listen::accept_loop(
-                preview,
-                shared.clone(),
-                Side::Preview,
-                stopped,
-            )));
-        }
+        let running = workers::start(&shared, threads, live, preview, &stopped)?;
         Ok(Router {
             shared,
             local,
             preview: preview_addr,
             stop,
-            listeners,
+            running,
         })
     }
 
@@ -177,7 +170,8 @@ impl Router {
     /// routed keeps its instance; instances left out finish their requests.
     pub fn set_table(&self, table: RouteTable) {
         let mut known = self.shared.known.lock().unwrap_or_else(|e| e.into_inner());
-        let resolved = Table::resolve(table, &mut known);
+        let pools = self.shared.config.threads.max(1);
+        let resolved = Table::resolve(table, &mut known, pools);
         self.shared.table.store(Arc::new(resolved));
     }
 
@@ -251,9 +245,7 @@ impl Router {
     /// close every connection.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for listener in self.listeners {
-            let _ = listener.await;
-        }
+        self.running.join().await;
         self.shared.table.store(Arc::new(Table::empty()));
         for upstream in self
             .shared

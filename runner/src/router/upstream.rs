@@ -40,8 +40,9 @@ pub(super) struct Upstream {
     idle: Notify,
     /// Set by `drain`: no new request picks it, no connection returns to the pool.
     retired: AtomicBool,
-    /// Idle connections, the most recently returned last, with when.
-    pool: Mutex<Vec<(Sender, Instant)>>,
+    /// Idle connections per router thread (`workers::current`), the most
+    /// recently returned last, with when.
+    pools: Box<[Mutex<Vec<(Sender, Instant)>>]>,
     pub metrics: UpstreamMetrics,
 }
 
@@ -64,7 +65,7 @@ pub(super) enum ConnectError {
 }
 
 impl Upstream {
-    pub fn new(backend: Backend) -> Upstream {
+    pub fn new(backend: Backend, pools: usize) -> Upstream {
         let reach = match &backend.netns {
             None => Reach::Host,
             Some(path) => match Namespace::open(path) {
@@ -80,7 +81,7 @@ impl Upstream {
             in_flight: AtomicU64::new(0),
             idle: Notify::new(),
             retired: AtomicBool::new(false),
-            pool: Mutex::new(Vec::new()),
+            pools: (0..pools.max(1)).map(|_| Mutex::default()).collect(),
             metrics: UpstreamMetrics::default(),
         }
     }
@@ -110,8 +111,10 @@ impl Upstream {
     }
 
     pub fn close_idle(&self) {
-        let idle = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
-        drop(idle);
+        for pool in &self.pools {
+            let idle = std::mem::take(&mut *pool.lock().unwrap_or_else(|e| e.into_inner()));
+            drop(idle);
+        }
     }
 
     /// Resolves once nothing is in flight to this instance.
@@ -136,7 +139,7 @@ impl Upstream {
     ) -> Result<Sender, ConnectError> {
         loop {
             let idle = {
-                let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                let mut pool = self.pool().lock().unwrap_or_else(|e| e.into_inner());
                 match pool.pop() {
                     // The instance may be closing it; the ones below are older.
                     Some((_, since)) if since.elapsed() > idle_timeout => {
@@ -163,12 +166,17 @@ impl Upstream {
         self.connect(connect_timeout).await
     }
 
+    /// This thread's pool.
+    fn pool(&self) -> &Mutex<Vec<(Sender, Instant)>> {
+        &self.pools[super::workers::current() % self.pools.len()]
+    }
+
     /// Keep `sender` for a later request (it carried a complete exchange).
     pub fn give_back(&self, sender: Sender) {
         if self.is_retired() || sender.is_closed() {
             return;
         }
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = self.pool().lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < MAX_IDLE {
             pool.push((sender, Instant::now()));
         }
