@@ -7,8 +7,11 @@
 #   2. wrk, a new connection per request (`Connection: close`)
 #   3. Slipway alone with the upstream inside a network namespace (reached the way
 #      deployed instances are: a socket made in the namespace), both load shapes
+#   4. Slipway on a shared multi-threaded tokio runtime (`threads: 0`, as when it runs
+#      inside the node agent) instead of its own threads (one per worker)
 #
-# For each: requests/s, p99 latency, and memory of the proxy under load (peak over
+# For each: requests/s, p99 latency, the proxy's CPU time per request (user + system,
+# all its processes: steadier than req/s when the machine is shared), and memory of the proxy under load (peak over
 # the run of the summed VmRSS and of the summed Pss of all its processes: nginx and
 # HAProxy run a master and workers). Ratios are Slipway relative to nginx.
 #
@@ -33,6 +36,7 @@ NGINX_PORT=18081
 HAPROXY_PORT=18082
 SLIPWAY_PORT=18083
 SLIPWAY_NS_PORT=18084
+SLIPWAY_SHARED_PORT=18085
 
 [ "$(id -u)" = 0 ] || { echo "bench/router.sh: run as root" >&2; exit 1; }
 missing=()
@@ -138,13 +142,14 @@ nginx -c "$WORK/upstream/nginx.conf" & PIDS+=($!); UPSTREAM_PID=$!
 nginx -c "$WORK/proxy/nginx.conf" & PIDS+=($!); NGINX_PID=$!
 haproxy -f "$WORK/haproxy.cfg" -db & PIDS+=($!); HAPROXY_PID=$!
 "$ROUTER" 127.0.0.1:$SLIPWAY_PORT $UPSTREAM_PORT --workers "$WORKERS" 2>"$WORK/router.log" & PIDS+=($!); SLIPWAY_PID=$!
+"$ROUTER" 127.0.0.1:$SLIPWAY_SHARED_PORT $UPSTREAM_PORT --shared-runtime --workers "$WORKERS" 2>"$WORK/router-shared.log" & PIDS+=($!); SLIPWAY_SHARED_PID=$!
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 ip netns exec "$NS" nginx -c "$WORK/upstream-ns/nginx.conf" & PIDS+=($!)
 "$ROUTER" 127.0.0.1:$SLIPWAY_NS_PORT $UPSTREAM_PORT --netns "/run/netns/$NS" --workers "$WORKERS" 2>"$WORK/router-ns.log" & PIDS+=($!); SLIPWAY_NS_PID=$!
-for port in $UPSTREAM_PORT $NGINX_PORT $HAPROXY_PORT $SLIPWAY_PORT $SLIPWAY_NS_PORT; do wait_port $port; done
+for port in $UPSTREAM_PORT $NGINX_PORT $HAPROXY_PORT $SLIPWAY_PORT $SLIPWAY_NS_PORT $SLIPWAY_SHARED_PORT; do wait_port $port; done
 wait_port $UPSTREAM_PORT "$NS"
-for port in $NGINX_PORT $HAPROXY_PORT $SLIPWAY_PORT $SLIPWAY_NS_PORT; do
+for port in $NGINX_PORT $HAPROXY_PORT $SLIPWAY_PORT $SLIPWAY_NS_PORT $SLIPWAY_SHARED_PORT; do
     body=$(curl -fsS "http://127.0.0.1:$port/") || { echo "proxy on $port does not answer" >&2; exit 1; }
     [ "$body" = "hello from the upstream" ] || { echo "proxy on $port answered: $body" >&2; exit 1; }
 done
@@ -168,34 +173,42 @@ sample_memory() { # PID STOPFILE OUT
     echo "$peak_rss $peak_pss" > "$3"
 }
 
+# CPU time (clock ticks, user + system) of a process tree so far.
+tree_cpu() { local t=0 p; for p in $(tree_pids "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+
 # wrk's p99 in ms.
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 }; printf "%.3f", v }'; }
 
-# One wrk run against PORT with proxy PID: prints "req/s p99_ms rss_kib pss_kib errors".
+# One wrk run against PORT with proxy PID: prints
+# "req/s p99_ms rss_kib pss_kib errors cpu_us_per_request".
 run_wrk() { # PORT PID MODE
     local extra=() stop="$WORK/stop.$RANDOM"
     [ "$3" = close ] && extra=(-H "Connection: close")
     sample_memory "$2" "$stop" "$stop.mem" &
-    local sampler=$!
+    local sampler=$! cpu0 cpu1
+    cpu0=$(tree_cpu "$2")
     wrk -t2 -c32 -d"${DURATION}s" --latency "${extra[@]}" "http://127.0.0.1:$1/" > "$WORK/wrk.out" 2>&1
+    cpu1=$(tree_cpu "$2")
     touch "$stop"; wait "$sampler"
-    local rps p99 errors
+    local rps p99 errors requests
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.out")
     p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out" | to_ms)
     errors=$(awk '/Non-2xx or 3xx responses:/ {n+=$NF} /Socket errors:/ {gsub(/,/,""); n+=$4+$6+$8+$10} END {print n+0}' "$WORK/wrk.out")
-    echo "$rps $p99 $(cat "$stop.mem") $errors"
+    requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")
+    echo "$rps $p99 $(cat "$stop.mem") $errors $(awk -v c=$((cpu1 - cpu0)) -v r="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", c * 1e6 / hz / r }')"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A RPS P99 RSS PSS ERR
+declare -A RPS P99 RSS PSS ERR CPU
 for mode in keepalive close; do
-    for name in nginx haproxy slipway slipway-netns; do
+    for name in nginx haproxy slipway slipway-netns slipway-shared; do
         case $name in
             nginx) port=$NGINX_PORT pid=$NGINX_PID ;;
             haproxy) port=$HAPROXY_PORT pid=$HAPROXY_PID ;;
             slipway) port=$SLIPWAY_PORT pid=$SLIPWAY_PID ;;
             slipway-netns) port=$SLIPWAY_NS_PORT pid=$SLIPWAY_NS_PID ;;
+            slipway-shared) port=$SLIPWAY_SHARED_PORT pid=$SLIPWAY_SHARED_PID ;;
         esac
         wrk -t2 -c32 -d1s "http://127.0.0.1:$port/" >/dev/null # warm-up
         : > "$WORK/runs"
@@ -206,7 +219,8 @@ for mode in keepalive close; do
         RSS[$key]=$(awk '{print $3}' "$WORK/runs" | sort -g | tail -1)
         PSS[$key]=$(awk '{print $4}' "$WORK/runs" | sort -g | tail -1)
         ERR[$key]=$(awk '{n+=$5} END {print n+0}' "$WORK/runs")
-        echo "$key: ${RPS[$key]} req/s, p99 ${P99[$key]} ms, peak RSS ${RSS[$key]} KiB, Pss ${PSS[$key]} KiB, errors ${ERR[$key]}" >&2
+        CPU[$key]=$(awk '{print $6}' "$WORK/runs" | median)
+        echo "$key: ${RPS[$key]} req/s, p99 ${P99[$key]} ms, peak RSS ${RSS[$key]} KiB, Pss ${PSS[$key]} KiB, errors ${ERR[$key]}, CPU ${CPU[$key]} us/request" >&2
     done
 done
 
@@ -226,19 +240,20 @@ echo "### Router benchmark: slipway vs nginx vs HAProxy ($(date -u '+%Y-%m-%d %H
 echo
 echo "- Command: \`$CMDLINE\`"
 echo "- Host: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM; CPU busy with other work just after the run: $(busy)%"
-echo "- Slipway: commit $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- runner || echo ' + uncommitted changes'), \`runner/examples/router.rs\` release build, $WORKERS worker threads"
+echo "- Slipway: commit $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- runner || echo ' + uncommitted changes'), \`runner/examples/router.rs\` release build: $WORKERS threads of its own (\`RouterConfig::threads\`); \"shared runtime\": on a multi-threaded tokio runtime of $WORKERS workers"
 echo "- Peers: $(nginx -v 2>&1 | sed 's/.*: //') ($WORKERS workers, upstream keepalive 64, proxy_buffering off), $(haproxy -v | head -1 | awk '{print "HAProxy", $3}') (nbthread $WORKERS, http-reuse always); all set X-Forwarded-For/-Proto/-Host"
 echo "- Upstream: nginx, 1 worker, \`return 200\` (24 bytes), on 127.0.0.1; for \"slipway, netns\" the same inside its own network namespace (loopback only)"
 echo "- Load: $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'), 2 threads, 32 connections, ${DURATION} s per run, $RUNS runs per row (medians; memory: the peak over the runs of the sampled sum over the proxy's processes); the new-connection rows send \`Connection: close\`"
 echo "- Ratios are slipway relative to nginx (for p99 and memory, lower is better)"
 echo
-echo "| Load | Proxy | req/s | p99 | peak RSS | peak Pss | errors |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+echo "| Load | Proxy | req/s | p99 | peak RSS | peak Pss | proxy CPU per request | errors |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for mode in keepalive close; do
     label=$([ $mode = keepalive ] && echo "32 keep-alive conns" || echo "new conn per request")
-    for name in nginx haproxy slipway slipway-netns; do
+    for name in nginx haproxy slipway slipway-netns slipway-shared; do
         key=$name/$mode
-        echo "| $label | ${name/-netns/, netns} | ${RPS[$key]} | ${P99[$key]} ms | $(mib "${RSS[$key]}") | $(mib "${PSS[$key]}") | ${ERR[$key]} |"
+        shown=${name/-netns/, upstream in a netns}; shown=${shown/-shared/, shared runtime}
+        echo "| $label | $shown | ${RPS[$key]} | ${P99[$key]} ms | $(mib "${RSS[$key]}") | $(mib "${PSS[$key]}") | ${CPU[$key]} µs | ${ERR[$key]} |"
     done
 done
 echo
@@ -250,6 +265,7 @@ for mode in keepalive close; do
     r=$(ratio "${P99[slipway/$mode]}" "${P99[nginx/$mode]}"); echo "| $label | p99 | $r | ≤ 1.2x | $(verdict "$r" "<=" 1.2) |"
     r=$(ratio "${PSS[slipway/$mode]}" "${PSS[nginx/$mode]}"); echo "| $label | memory (Pss) | $r | ≤ 1.0x | $(verdict "$r" "<=" 1.0) |"
     r=$(ratio "${RSS[slipway/$mode]}" "${RSS[nginx/$mode]}"); echo "| $label | memory (RSS) | $r | – | – |"
+    r=$(ratio "${CPU[slipway/$mode]}" "${CPU[nginx/$mode]}"); echo "| $label | proxy CPU per request | $r | – | – |"
 done
 [ -n "${BENCH_NOTE:-}" ] && { echo; echo "$BENCH_NOTE"; }
 echo

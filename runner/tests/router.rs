@@ -650,10 +650,20 @@ async fn no_instance_answers_503_quickly_and_preview_routes_apart() {
     });
     assert_eq!(get_once(router.local_addr(), "/").await.unwrap().1, "v1");
     assert_eq!(get_once(preview, "/").await.unwrap().1, "v2");
+    // A drained instance is out of service even while still listed: 503;
+    // listed again by a new table, it serves again.
+    router.drain("a", DEADLINE).await.unwrap();
+    let (status, _) = get_once(router.local_addr(), "/").await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    router.set_table(RouteTable {
+        live: vec![backend("a", &pod, &v1)],
+        preview: vec![backend("b", &pod, &v2)],
+    });
+    assert_eq!(get_once(router.local_addr(), "/").await.unwrap().1, "v1");
     let mut metrics = String::new();
     router.render_metrics(&mut metrics);
     assert!(
-        metrics.contains("slipway_router_unrouted_total{app=\"web\",env=\"dev\",status=\"503\"} 2"),
+        metrics.contains("slipway_router_unrouted_total{app=\"web\",env=\"dev\",status=\"503\"} 3"),
         "{metrics}"
     );
     router.shutdown().await;

@@ -185,7 +185,8 @@ impl Router {
     /// nothing is in flight to it and close its pooled keep-alive
     /// connections. Deadline: `deadline`; action: `DrainTimedOut` (the caller
     /// decides; requests still running are not cut). Putting it back in a
-    /// table serves it again.
+    /// table serves it again. An instance the router does not know is
+    /// drained already.
     pub async fn drain(&self, backend_id: &str, deadline: Duration) -> Result<(), DrainTimedOut> {
         let Some(upstream) = self.upstream(backend_id) else {
             return Ok(());

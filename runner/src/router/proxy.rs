@@ -32,6 +32,7 @@ pub(super) async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let mut tried = Tried::default();
     let mut tries_left = table.backends(side).len() + EXTRA_TRIES;
+    let mut attempted = false;
     loop {
         let backends = table.backends(side);
         if backends.is_empty() {
@@ -40,6 +41,11 @@ pub(super) async fn handle(
         }
         // Phase: pick.
         let Some(index) = pick(backends, &table.next, tried).filter(|_| tries_left > 0) else {
+            if !attempted {
+                // Every instance of the table is being drained.
+                shared.metrics.no_instance.fetch_add(1, Ordering::Relaxed);
+                return shared.pages.no_instance();
+            }
             break;
         };
         tries_left -= 1;
@@ -54,6 +60,7 @@ pub(super) async fn handle(
             continue;
         }
         // Phase: a connection.
+        attempted = true;
         let mut sender = match upstream
             .checkout(
                 shared.config.connect_timeout,
