@@ -875,6 +875,13 @@ async fn a_dead_instance_is_retried_on_another() {
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         socket.local_addr().unwrap().port()
     };
+    // What health checks use: a connection inside the namespace, refused
+    // where nothing listens.
+    let refused = netns::connect(pod.netns_path(), dead_port)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    netns::connect(pod.netns_path(), v1.port).await.unwrap();
     let router = router().await;
     let dead = Backend {
         id: "dead".into(),

@@ -19,6 +19,9 @@ use crate::container::netns::Namespace;
 /// A connection to an instance, ready for one request.
 pub(super) type Sender = SendRequest<Incoming>;
 
+/// Idle connections, the most recently returned last, with when.
+type Pool = Mutex<Vec<(Sender, Instant)>>;
+
 /// Idle connections kept per instance; more are closed when returned.
 const MAX_IDLE: usize = 1024;
 
@@ -40,9 +43,8 @@ pub(super) struct Upstream {
     idle: Notify,
     /// Set by `drain`: no new request picks it, no connection returns to the pool.
     retired: AtomicBool,
-    /// Idle connections per router thread (`workers::current`), the most
-    /// recently returned last, with when.
-    pools: Box<[Mutex<Vec<(Sender, Instant)>>]>,
+    /// Idle connections per router thread (`workers::current`).
+    pools: Box<[Pool]>,
     pub metrics: UpstreamMetrics,
 }
 
@@ -167,7 +169,7 @@ impl Upstream {
     }
 
     /// This thread's pool.
-    fn pool(&self) -> &Mutex<Vec<(Sender, Instant)>> {
+    fn pool(&self) -> &Pool {
         &self.pools[super::workers::current() % self.pools.len()]
     }
 
