@@ -930,3 +930,42 @@ async fn a_missing_namespace_is_a_502() {
     let (status, _) = get_once(router.local_addr(), "/").await.unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY);
 }
+
+/// A response body that stops delivering fails at the response idle
+/// deadline: the client sees the body break, the request leaves the
+/// in-flight count (a drain is not held up forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_response_body_fails_at_its_deadline() {
+    let w = world();
+    let pod = w.engine.create_pod().unwrap();
+    let v1 = upstream(&pod, "v1").await;
+    let mut config = RouterConfig::new("web", "dev", "127.0.0.1:0".parse().unwrap());
+    config.response_idle_timeout = Duration::from_millis(300);
+    let router = Router::start(config).await.unwrap();
+    router.set_table(live(vec![backend("a", &pod, &v1)]));
+    let mut client = Client::connect(router.local_addr()).await.unwrap();
+    // "/stream" sends "first", then waits for a release that never comes.
+    let response = client
+        .sender
+        .send_request(get_request("/stream"))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(DEADLINE, body.frame()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "first");
+    let started = Instant::now();
+    let rest = tokio::time::timeout(DEADLINE, body.collect())
+        .await
+        .unwrap();
+    assert!(rest.is_err(), "the stalled body ended normally");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::timeout(DEADLINE, router.drain("a", DEADLINE))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(router.in_flight("a"), 0);
+}

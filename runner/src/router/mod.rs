@@ -57,6 +57,9 @@ pub struct RouterConfig {
     pub upstream_idle_timeout: Duration,
     /// From the request sent to the response head; past it, 504.
     pub response_head_timeout: Duration,
+    /// A response body that delivers nothing for this long fails (the
+    /// client's connection is closed, the request leaves the in-flight count).
+    pub response_idle_timeout: Duration,
     /// A client's request head must arrive within this (after connecting or
     /// between keep-alive requests), else the connection is closed.
     pub header_read_timeout: Duration,
@@ -78,6 +81,7 @@ impl RouterConfig {
             connect_timeout: Duration::from_secs(5),
             upstream_idle_timeout: Duration::from_secs(1),
             response_head_timeout: Duration::from_secs(60),
+            response_idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             threads: 0,

@@ -128,7 +128,8 @@ pub(super) async fn handle(
             in_flight,
             sender: (!upgrade).then_some(sender),
         };
-        return Response::from_parts(parts, ProxyBody::upstream(body, exchange));
+        let body = ProxyBody::upstream(body, exchange, shared.config.response_idle_timeout);
+        return Response::from_parts(parts, body);
     }
     shared.metrics.all_failed.fetch_add(1, Ordering::Relaxed);
     shared.pages.upstream_failed()
