@@ -1,8 +1,11 @@
 //! The deploy router on its own, for `bench/router.sh`.
 //!
-//! `router LISTEN PORT[,PORT...] [--netns PATH] [--workers N]`: route
-//! `LISTEN` to `127.0.0.1:PORT` (inside the network namespace at `PATH` when
-//! given) until SIGTERM or SIGINT.
+//! `router LISTEN PORT[,PORT...] [--netns PATH] [--workers N] [--shared-runtime]`:
+//! route `LISTEN` to `127.0.0.1:PORT` (inside the network namespace at `PATH`
+//! when given) until SIGTERM or SIGINT. With N threads of the router's own
+//! (`RouterConfig::threads`, default: one per CPU), or with
+//! `--shared-runtime` on a multi-threaded tokio runtime of N workers, as
+//! when the router shares the node agent's runtime.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +14,8 @@ use slipway_runner::router::{Backend, RouteTable, Router, RouterConfig};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: router LISTEN PORT[,PORT...] [--netns PATH] [--workers N]";
+    let usage =
+        "usage: router LISTEN PORT[,PORT...] [--netns PATH] [--workers N] [--shared-runtime]";
     let listen: SocketAddr = args
         .next()
         .and_then(|a| a.parse().ok())
@@ -26,7 +30,12 @@ fn main() {
         .unwrap_or_else(|| fail(usage));
     let mut netns: Option<PathBuf> = None;
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut shared_runtime = false;
     while let Some(flag) = args.next() {
+        if flag == "--shared-runtime" {
+            shared_runtime = true;
+            continue;
+        }
         let value = args.next().unwrap_or_else(|| fail(usage));
         match flag.as_str() {
             "--netns" => netns = Some(value.into()),
@@ -34,13 +43,21 @@ fn main() {
             _ => fail(usage),
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    let mut runtime = if shared_runtime {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = runtime
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(&format!("starting the runtime: {e}")));
     runtime.block_on(async move {
-        let router = Router::start(RouterConfig::new("bench", "bench", listen))
+        let mut config = RouterConfig::new("bench", "bench", listen);
+        config.threads = if shared_runtime { 0 } else { workers };
+        let router = Router::start(config)
             .await
             .unwrap_or_else(|e| fail(&format!("listening on {listen}: {e}")));
         let live = ports

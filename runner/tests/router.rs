@@ -116,7 +116,7 @@ fn full(text: impl Into<Bytes>) -> Body {
     Full::new(text.into()).map_err(|e| match e {}).boxed()
 }
 
-async fn answer(state: &UpstreamState, mut request: Request<Incoming>) -> Response<Body> {
+async fn answer(state: &Arc<UpstreamState>, mut request: Request<Incoming>) -> Response<Body> {
     let version = state.version.clone();
     match request.uri().path() {
         "/slow" => {
@@ -153,6 +153,33 @@ async fn answer(state: &UpstreamState, mut request: Request<Incoming>) -> Respon
             Response::new(full(text))
         }
         "/echo" => Response::new(request.into_body().boxed()),
+        "/first-chunk" => {
+            // Answers with the request body's first chunk, without waiting
+            // for the rest of it.
+            let first = request.into_body().frame().await;
+            let first = first.and_then(|f| f.ok()).and_then(|f| f.into_data().ok());
+            Response::new(full(first.unwrap_or_default()))
+        }
+        "/stream" => {
+            // "first", then "second" only once released.
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(Ok(hyper::body::Frame::data(Bytes::from("first"))))
+                .await
+                .unwrap();
+            let state = state.clone();
+            tokio::spawn(async move {
+                let release = state.release.notified();
+                tokio::pin!(release);
+                release.as_mut().enable();
+                if !state.released.load(Ordering::SeqCst) {
+                    release.await;
+                }
+                let _ = tx
+                    .send(Ok(hyper::body::Frame::data(Bytes::from("second"))))
+                    .await;
+            });
+            Response::new(http_body_util::StreamBody::new(tokio_stream(rx)).boxed())
+        }
         "/ws" => {
             let upgrade = hyper::upgrade::on(&mut request);
             tokio::spawn(async move {
@@ -201,8 +228,14 @@ fn live(backends: Vec<Backend>) -> RouteTable {
 }
 
 async fn router() -> Router {
+    router_on_threads(0).await
+}
+
+/// A router on `threads` threads of its own (0: the test's runtime).
+async fn router_on_threads(threads: usize) -> Router {
     let mut config = RouterConfig::new("web", "dev", "127.0.0.1:0".parse().unwrap());
     config.preview = Some("127.0.0.1:0".parse().unwrap());
+    config.threads = threads;
     Router::start(config).await.unwrap()
 }
 
@@ -456,7 +489,8 @@ async fn blue_green_swap_under_load_is_atomic_and_loses_nothing() {
 }
 
 /// Rolling: instances replaced one at a time (new one in, old one out and
-/// drained) under load; nothing fails and at the end only v2 answers.
+/// drained) under load; nothing fails and at the end only v2 answers. The
+/// router runs on two threads of its own (one pool each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_replacement_under_load_loses_nothing() {
     let w = world();
@@ -477,7 +511,7 @@ async fn rolling_replacement_under_load_loses_nothing() {
         backend("new0", &pods[2], &new[0]),
         backend("new1", &pods[3], &new[1]),
     ];
-    let router = router().await;
+    let router = router_on_threads(2).await;
     router.set_table(live(old_b.to_vec()));
     let load = Load::start(router.local_addr(), 8, 2);
     let mut seen = 0;
@@ -616,10 +650,20 @@ async fn no_instance_answers_503_quickly_and_preview_routes_apart() {
     });
     assert_eq!(get_once(router.local_addr(), "/").await.unwrap().1, "v1");
     assert_eq!(get_once(preview, "/").await.unwrap().1, "v2");
+    // A drained instance is out of service even while still listed: 503;
+    // listed again by a new table, it serves again.
+    router.drain("a", DEADLINE).await.unwrap();
+    let (status, _) = get_once(router.local_addr(), "/").await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    router.set_table(RouteTable {
+        live: vec![backend("a", &pod, &v1)],
+        preview: vec![backend("b", &pod, &v2)],
+    });
+    assert_eq!(get_once(router.local_addr(), "/").await.unwrap().1, "v1");
     let mut metrics = String::new();
     router.render_metrics(&mut metrics);
     assert!(
-        metrics.contains("slipway_router_unrouted_total{app=\"web\",env=\"dev\",status=\"503\"} 2"),
+        metrics.contains("slipway_router_unrouted_total{app=\"web\",env=\"dev\",status=\"503\"} 3"),
         "{metrics}"
     );
     router.shutdown().await;
@@ -738,6 +782,44 @@ async fn bodies_stream_both_ways() {
     sender.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(echoed.as_bytes() == payload.as_slice(), "the echo differs");
+
+    // The response head and first chunk arrive while the request body is
+    // still open: the request streams.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, hyper::Error>>(1);
+    tx.send(Ok(hyper::body::Frame::data(Bytes::from("early"))))
+        .await
+        .unwrap();
+    let request = Request::post("/first-chunk")
+        .header("host", "app.test")
+        .body(http_body_util::StreamBody::new(tokio_stream(rx)).boxed())
+        .unwrap();
+    let mut other = Client::connect(router.local_addr()).await.unwrap();
+    other.sender.ready().await.unwrap();
+    let response = tokio::time::timeout(DEADLINE, other.sender.send_request(request))
+        .await
+        .expect("no response while the request body was open")
+        .unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(DEADLINE, body.frame()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "early");
+    drop(tx);
+
+    // The first chunk of a response arrives before the instance has sent
+    // the rest: the response streams.
+    let response = client
+        .sender
+        .send_request(get_request("/stream"))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(DEADLINE, body.frame()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "first");
+    v1.state.released.store(true, Ordering::SeqCst);
+    v1.state.release.notify_waiters();
+    let rest = tokio::time::timeout(DEADLINE, body.collect())
+        .await
+        .unwrap();
+    assert_eq!(rest.unwrap().to_bytes(), "second");
 }
 
 fn tokio_stream<T: Send + 'static>(
@@ -793,6 +875,13 @@ async fn a_dead_instance_is_retried_on_another() {
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         socket.local_addr().unwrap().port()
     };
+    // What health checks use: a connection inside the namespace, refused
+    // where nothing listens.
+    let refused = netns::connect(pod.netns_path(), dead_port)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    netns::connect(pod.netns_path(), v1.port).await.unwrap();
     let router = router().await;
     let dead = Backend {
         id: "dead".into(),
@@ -840,4 +929,43 @@ async fn a_missing_namespace_is_a_502() {
     }]));
     let (status, _) = get_once(router.local_addr(), "/").await.unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+/// A response body that stops delivering fails at the response idle
+/// deadline: the client sees the body break, the request leaves the
+/// in-flight count (a drain is not held up forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_response_body_fails_at_its_deadline() {
+    let w = world();
+    let pod = w.engine.create_pod().unwrap();
+    let v1 = upstream(&pod, "v1").await;
+    let mut config = RouterConfig::new("web", "dev", "127.0.0.1:0".parse().unwrap());
+    config.response_idle_timeout = Duration::from_millis(300);
+    let router = Router::start(config).await.unwrap();
+    router.set_table(live(vec![backend("a", &pod, &v1)]));
+    let mut client = Client::connect(router.local_addr()).await.unwrap();
+    // "/stream" sends "first", then waits for a release that never comes.
+    let response = client
+        .sender
+        .send_request(get_request("/stream"))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(DEADLINE, body.frame()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "first");
+    let started = Instant::now();
+    let rest = tokio::time::timeout(DEADLINE, body.collect())
+        .await
+        .unwrap();
+    assert!(rest.is_err(), "the stalled body ended normally");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::timeout(DEADLINE, router.drain("a", DEADLINE))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(router.in_flight("a"), 0);
 }

@@ -2,8 +2,10 @@
 //! (holding the request in flight until it ends, then pooling the
 //! connection), or one of the router's own pages.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -17,6 +19,10 @@ pub(crate) enum ProxyBody {
         /// Until the body has ended: the request's in-flight count and its
         /// connection (given back to the pool at the end).
         exchange: Option<Exchange>,
+        /// How long the instance may leave the body without a frame.
+        idle_timeout: Duration,
+        /// Armed while waiting for a frame (made only when one is not ready).
+        idle: Option<Pin<Box<tokio::time::Sleep>>>,
     },
     Page(Option<Bytes>),
     Empty,
@@ -39,7 +45,11 @@ impl Exchange {
 
 impl ProxyBody {
     /// An instance's body; an empty one completes the exchange at once.
-    pub(super) fn upstream(body: Incoming, exchange: Exchange) -> ProxyBody {
+    pub(super) fn upstream(
+        body: Incoming,
+        exchange: Exchange,
+        idle_timeout: Duration,
+    ) -> ProxyBody {
         if body.is_end_stream() {
             exchange.complete();
             return ProxyBody::Empty;
@@ -47,21 +57,55 @@ impl ProxyBody {
         ProxyBody::Upstream {
             body,
             exchange: Some(exchange),
+            idle_timeout,
+            idle: None,
         }
     }
 }
 
+/// Why a response body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("the instance's response body broke off: {0}")]
+    Upstream(#[from] hyper::Error),
+    #[error("the instance sent nothing of its response body for {0:?}")]
+    Idle(Duration),
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, exchange } => {
-                let frame = std::task::ready!(Pin::new(&mut *body).poll_frame(cx));
+            ProxyBody::Upstream {
+                body,
+                exchange,
+                idle_timeout,
+                idle,
+            } => {
+                let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        *idle = None;
+                        frame
+                    }
+                    Poll::Pending => {
+                        // Deadline: the response idle timeout; action: the
+                        // body fails (the client's connection is closed) and
+                        // the instance's connection is dropped.
+                        let timer =
+                            idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle_timeout)));
+                        if timer.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        drop(exchange.take());
+                        return Poll::Ready(Some(Err(BodyError::Idle(*idle_timeout))));
+                    }
+                };
+                let frame = frame.map(|f| f.map_err(BodyError::from));
                 match &frame {
                     Some(Ok(_)) if !body.is_end_stream() => {}
                     Some(Ok(_)) | None => {

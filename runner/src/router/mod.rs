@@ -19,6 +19,7 @@ mod proxy;
 mod table;
 mod upgrade;
 mod upstream;
+mod workers;
 
 use std::collections::HashMap;
 use std::io;
@@ -27,9 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use table::{Backend, RouteTable};
 
@@ -51,13 +50,25 @@ pub struct RouterConfig {
     pub preview: Option<SocketAddr>,
     /// Connecting to an instance; past it the request goes to another one.
     pub connect_timeout: Duration,
+    /// A pooled connection idle longer than this is closed rather than
+    /// reused: shorter than common servers' keep-alive timeouts (Node 5 s,
+    /// gunicorn 2 s), so the router is not sending on a connection the
+    /// instance is closing at that moment.
+    pub upstream_idle_timeout: Duration,
     /// From the request sent to the response head; past it, 504.
     pub response_head_timeout: Duration,
+    /// A response body that delivers nothing for this long fails (the
+    /// client's connection is closed, the request leaves the in-flight count).
+    pub response_idle_timeout: Duration,
     /// A client's request head must arrive within this (after connecting or
     /// between keep-alive requests), else the connection is closed.
     pub header_read_timeout: Duration,
     /// `shutdown` lets open requests finish this long, then cuts them.
     pub shutdown_grace: Duration,
+    /// 0: serve on the caller's runtime. N: on N threads of the router's
+    /// own, each with its own listeners and upstream pools (a busy
+    /// environment; the benchmark runs one per core).
+    pub threads: usize,
 }
 
 impl RouterConfig {
@@ -68,9 +79,12 @@ impl RouterConfig {
             listen,
             preview: None,
             connect_timeout: Duration::from_secs(5),
+            upstream_idle_timeout: Duration::from_secs(1),
             response_head_timeout: Duration::from_secs(60),
+            response_idle_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            threads: 0,
         }
     }
 }
@@ -115,19 +129,21 @@ pub struct Router {
     local: SocketAddr,
     preview: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    listeners: Vec<JoinHandle<()>>,
+    running: workers::Running,
 }
 
 impl Router {
     /// Bind the listeners and start serving, with an empty table (503).
     pub async fn start(config: RouterConfig) -> io::Result<Router> {
-        let live = TcpListener::bind(config.listen).await?;
+        let copies = config.threads.max(1);
+        let live = workers::bind(config.listen, copies)?;
         let preview = match config.preview {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
+            Some(addr) => workers::bind(addr, copies)?,
+            None => Vec::new(),
         };
-        let local = live.local_addr()?;
-        let preview_addr = preview.as_ref().map(TcpListener::local_addr).transpose()?;
+        let local = live[0].local_addr()?;
+        let preview_addr = preview.first().map(|l| l.local_addr()).transpose()?;
+        let threads = config.threads;
         let shared = Arc::new(Shared {
             pages: Pages::new(&config.app, &config.env),
             config,
@@ -136,26 +152,13 @@ impl Router {
             metrics: RouterMetrics::default(),
         });
         let (stop, stopped) = watch::channel(false);
-        let mut listeners = vec![tokio::spawn(listen::accept_loop(
-            live,
-            shared.clone(),
-            Side::Live,
-            stopped.clone(),
-        ))];
-        if let Some(preview) = preview {
-            listeners.push(tokio::spawn(listen::accept_loop(
-                preview,
-                shared.clone(),
-                Side::Preview,
-                stopped,
-            )));
-        }
+        let running = workers::start(&shared, threads, live, preview, &stopped)?;
         Ok(Router {
             shared,
             local,
             preview: preview_addr,
             stop,
-            listeners,
+            running,
         })
     }
 
@@ -171,7 +174,8 @@ impl Router {
     /// routed keeps its instance; instances left out finish their requests.
     pub fn set_table(&self, table: RouteTable) {
         let mut known = self.shared.known.lock().unwrap_or_else(|e| e.into_inner());
-        let resolved = Table::resolve(table, &mut known);
+        let pools = self.shared.config.threads.max(1);
+        let resolved = Table::resolve(table, &mut known, pools);
         self.shared.table.store(Arc::new(resolved));
     }
 
@@ -185,7 +189,8 @@ impl Router {
     /// nothing is in flight to it and close its pooled keep-alive
     /// connections. Deadline: `deadline`; action: `DrainTimedOut` (the caller
     /// decides; requests still running are not cut). Putting it back in a
-    /// table serves it again.
+    /// table serves it again. An instance the router does not know is
+    /// drained already.
     pub async fn drain(&self, backend_id: &str, deadline: Duration) -> Result<(), DrainTimedOut> {
         let Some(upstream) = self.upstream(backend_id) else {
             return Ok(());
@@ -245,9 +250,7 @@ impl Router {
     /// close every connection.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for listener in self.listeners {
-            let _ = listener.await;
-        }
+        self.running.join().await;
         self.shared.table.store(Arc::new(Table::empty()));
         for upstream in self
             .shared

@@ -32,6 +32,7 @@ pub(super) async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let mut tried = Tried::default();
     let mut tries_left = table.backends(side).len() + EXTRA_TRIES;
+    let mut attempted = false;
     loop {
         let backends = table.backends(side);
         if backends.is_empty() {
@@ -40,6 +41,11 @@ pub(super) async fn handle(
         }
         // Phase: pick.
         let Some(index) = pick(backends, &table.next, tried).filter(|_| tries_left > 0) else {
+            if !attempted {
+                // Every instance of the table is being drained.
+                shared.metrics.no_instance.fetch_add(1, Ordering::Relaxed);
+                return shared.pages.no_instance();
+            }
             break;
         };
         tries_left -= 1;
@@ -54,7 +60,14 @@ pub(super) async fn handle(
             continue;
         }
         // Phase: a connection.
-        let mut sender = match upstream.checkout(shared.config.connect_timeout).await {
+        attempted = true;
+        let mut sender = match upstream
+            .checkout(
+                shared.config.connect_timeout,
+                shared.config.upstream_idle_timeout,
+            )
+            .await
+        {
             Ok(sender) => sender,
             Err(e) => {
                 upstream.metrics.connect_error();
@@ -115,7 +128,8 @@ pub(super) async fn handle(
             in_flight,
             sender: (!upgrade).then_some(sender),
         };
-        return Response::from_parts(parts, ProxyBody::upstream(body, exchange));
+        let body = ProxyBody::upstream(body, exchange, shared.config.response_idle_timeout);
+        return Response::from_parts(parts, body);
     }
     shared.metrics.all_failed.fetch_add(1, Ordering::Relaxed);
     shared.pages.upstream_failed()

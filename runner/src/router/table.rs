@@ -52,8 +52,13 @@ impl Table {
 
     /// Resolve `table` against the upstreams known so far (`known`, keyed by
     /// id): an instance keeps its counters and its pooled connections across
-    /// tables; a new one (or one whose address changed) gets a fresh state.
-    pub fn resolve(table: RouteTable, known: &mut HashMap<String, Arc<Upstream>>) -> Table {
+    /// tables; a new one (or one whose address changed) gets a fresh state
+    /// with `pools` connection pools (one per router thread).
+    pub fn resolve(
+        table: RouteTable,
+        known: &mut HashMap<String, Arc<Upstream>>,
+        pools: usize,
+    ) -> Table {
         let mut resolve = |backends: Vec<Backend>| -> Vec<Arc<Upstream>> {
             backends
                 .into_iter()
@@ -61,7 +66,7 @@ impl Table {
                     let upstream = match known.get(&backend.id) {
                         Some(upstream) if upstream.serves(&backend) => upstream.clone(),
                         _ => {
-                            let upstream = Arc::new(Upstream::new(backend));
+                            let upstream = Arc::new(Upstream::new(backend, pools));
                             known.insert(upstream.id.clone(), upstream.clone());
                             upstream
                         }

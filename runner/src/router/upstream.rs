@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
@@ -18,6 +18,9 @@ use crate::container::netns::Namespace;
 
 /// A connection to an instance, ready for one request.
 pub(super) type Sender = SendRequest<Incoming>;
+
+/// Idle connections, the most recently returned last, with when.
+type Pool = Mutex<Vec<(Sender, Instant)>>;
 
 /// Idle connections kept per instance; more are closed when returned.
 const MAX_IDLE: usize = 1024;
@@ -40,7 +43,8 @@ pub(super) struct Upstream {
     idle: Notify,
     /// Set by `drain`: no new request picks it, no connection returns to the pool.
     retired: AtomicBool,
-    pool: Mutex<Vec<Sender>>,
+    /// Idle connections per router thread (`workers::current`).
+    pools: Box<[Pool]>,
     pub metrics: UpstreamMetrics,
 }
 
@@ -63,7 +67,7 @@ pub(super) enum ConnectError {
 }
 
 impl Upstream {
-    pub fn new(backend: Backend) -> Upstream {
+    pub fn new(backend: Backend, pools: usize) -> Upstream {
         let reach = match &backend.netns {
             None => Reach::Host,
             Some(path) => match Namespace::open(path) {
@@ -79,7 +83,7 @@ impl Upstream {
             in_flight: AtomicU64::new(0),
             idle: Notify::new(),
             retired: AtomicBool::new(false),
-            pool: Mutex::new(Vec::new()),
+            pools: (0..pools.max(1)).map(|_| Mutex::default()).collect(),
             metrics: UpstreamMetrics::default(),
         }
     }
@@ -109,8 +113,10 @@ impl Upstream {
     }
 
     pub fn close_idle(&self) {
-        let idle = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
-        drop(idle);
+        for pool in &self.pools {
+            let idle = std::mem::take(&mut *pool.lock().unwrap_or_else(|e| e.into_inner()));
+            drop(idle);
+        }
     }
 
     /// Resolves once nothing is in flight to this instance.
@@ -127,11 +133,25 @@ impl Upstream {
     }
 
     /// A connection ready for a request: the most recently used idle one that
-    /// is still open, else a new one.
-    pub async fn checkout(&self, connect_timeout: Duration) -> Result<Sender, ConnectError> {
+    /// is still open and was idle for less than `idle_timeout`, else a new one.
+    pub async fn checkout(
+        &self,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
         loop {
-            let idle = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(mut sender) = idle else { break };
+            let idle = {
+                let mut pool = self.pool().lock().unwrap_or_else(|e| e.into_inner());
+                match pool.pop() {
+                    // The instance may be closing it; the ones below are older.
+                    Some((_, since)) if since.elapsed() > idle_timeout => {
+                        pool.clear();
+                        None
+                    }
+                    idle => idle,
+                }
+            };
+            let Some((mut sender, _)) = idle else { break };
             if sender.is_ready() {
                 return Ok(sender);
             }
@@ -140,7 +160,7 @@ impl Upstream {
             }
             // Returned at the end of a response, the connection becomes ready
             // as soon as its task has seen that end. Deadline: the connect
-            // timeout; then a new connection is made instead.
+            // timeout; action: a new connection instead.
             if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, sender.ready()).await {
                 return Ok(sender);
             }
@@ -148,14 +168,19 @@ impl Upstream {
         self.connect(connect_timeout).await
     }
 
+    /// This thread's pool.
+    fn pool(&self) -> &Pool {
+        &self.pools[super::workers::current() % self.pools.len()]
+    }
+
     /// Keep `sender` for a later request (it carried a complete exchange).
     pub fn give_back(&self, sender: Sender) {
         if self.is_retired() || sender.is_closed() {
             return;
         }
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = self.pool().lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < MAX_IDLE {
-            pool.push(sender);
+            pool.push((sender, Instant::now()));
         }
     }
 
