@@ -397,4 +397,21 @@ fn the_chain_refuses_with_its_reason() {
         Some(b"x".to_vec()),
     );
     assert_error(&r, 404, not_found("no instance \"i999-dev\" on this node"));
+    // A revision beyond i64 (which JSON's f64 rounds to -2^63) is refused.
+    let r = request_as(
+        server.url(),
+        &node,
+        Method::POST,
+        "/api/v1/node/status",
+        &[("content-type", "application/json")],
+        Some(br#"{"revision": -9223372036854775809, "instances": []}"#.to_vec()),
+    );
+    assert_eq!(r.status, 422, "{}", r.describe());
+    let error = &r.json()["error"];
+    assert_eq!(
+        (&error["code"], &error["in"], &error["field"]),
+        (&json!("invalid_body"), &json!("body"), &json!("revision")),
+        "{}",
+        r.describe()
+    );
 }
