@@ -15,6 +15,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use common::deploy_peers::{deploy_to_dev, join_local_node, Deployed};
 use common::*;
 use reqwest::Method;
 use serde_json::json;
@@ -32,17 +33,25 @@ fn call(
 }
 
 /// A path as the router and openapi.json spell it, below `/api/v1` and
-/// without the query, with every parameter (a number here, `{name}` there)
-/// as `{}`: `/api/v1/jobs/1/steps/0/log?q=x` and `/jobs/{job}/steps/{position}/log`
-/// are both `/jobs/{}/steps/{}/log`.
+/// without the query, with every parameter (a number here, `{name}` there,
+/// an instance's name after `instances/`) as `{}`:
+/// `/api/v1/jobs/1/steps/0/log?q=x` and `/jobs/{job}/steps/{position}/log`
+/// are both `/jobs/{}/steps/{}/log`, `/api/v1/instances/i1-dev/log` is
+/// `/instances/{}/log`.
 fn template(path: &str) -> String {
     let path = path.split('?').next().unwrap();
-    path.strip_prefix("/api/v1")
+    let segments: Vec<&str> = path
+        .strip_prefix("/api/v1")
         .unwrap_or(path)
         .split('/')
-        .map(|seg| {
+        .collect();
+    segments
+        .iter()
+        .enumerate()
+        .map(|(i, seg)| {
             let number = !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit());
-            if number || (seg.starts_with('{') && seg.ends_with('}')) {
+            let instance = i > 0 && segments[i - 1] == "instances";
+            if number || instance || (seg.starts_with('{') && seg.ends_with('}')) {
                 "{}"
             } else {
                 seg
@@ -486,6 +495,147 @@ fn every_api_route_checks_who_is_calling() {
     )];
     check_user_routes(&server, &callers, &after_the_runner, &mut covered);
 
+    // Deploys: a repository whose pipeline (run by the runner, now idle)
+    // pushed its image, running in dev on a node that joined cluster local.
+    let node = Auth::Bearer(join_local_node(&server, "n1"));
+    let dev = deploy_to_dev(
+        &server,
+        &callers.runner,
+        &node,
+        "team/web",
+        &work.path().join("web"),
+    );
+    let deploy_routes: Vec<Row> = vec![
+        (Method::GET, "/api/v1/clusters".into(), None, 403, 200),
+        (
+            Method::POST,
+            "/api/v1/clusters".into(),
+            Some(json!({"name": "edge"})),
+            403,
+            201,
+        ),
+        (
+            Method::GET,
+            "/api/v1/environments?repo=team/web".into(),
+            None,
+            200,
+            200,
+        ),
+        (
+            Method::POST,
+            "/api/v1/environments/cluster".into(),
+            Some(json!({"repo": "team/web", "env": "staging", "cluster": "edge"})),
+            403,
+            204,
+        ),
+        (
+            Method::POST,
+            "/api/v1/environments/secrets".into(),
+            Some(json!({"repo": "team/web", "env": "dev", "name": "DB", "value": "v"})),
+            403,
+            204,
+        ),
+        (
+            Method::GET,
+            "/api/v1/environments/secrets?repo=team/web&env=dev".into(),
+            None,
+            200,
+            200,
+        ),
+        (
+            Method::GET,
+            "/api/v1/deployments?repo=team/web&env=dev&limit=10".into(),
+            None,
+            200,
+            200,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/deployments/{}", dev.deployment),
+            None,
+            200,
+            200,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/instances/{}/log?from=0", dev.instance),
+            None,
+            200,
+            200,
+        ),
+        (
+            Method::POST,
+            "/api/v1/deployments/promote".into(),
+            Some(json!({"repo": "team/web", "to": "staging"})),
+            403,
+            202,
+        ),
+        (
+            Method::POST,
+            "/api/v1/deployments/rollback".into(),
+            Some(json!({"repo": "team/web", "env": "dev", "to": dev.digest})),
+            403,
+            202,
+        ),
+    ];
+    check_user_routes(&server, &callers, &deploy_routes, &mut covered);
+    // A node's token is for the node protocol only.
+    for (method, path, body, _, _) in &deploy_routes {
+        assert_eq!(
+            call(&server, &node, method.clone(), path, body.clone()),
+            401,
+            "node {method} {path}"
+        );
+    }
+
+    // The node protocol takes node tokens only: users, even admins, and
+    // runners are refused. Joining takes a join token in its body.
+    // (method, path, body, the node's status)
+    let node_routes: Vec<(Method, String, Option<serde_json::Value>, u16)> = vec![
+        (
+            Method::POST,
+            "/api/v1/node/join".into(),
+            Some(json!({
+                "join_token": "slj_nope", "name": "n2",
+                "router_host": "127.0.0.1", "router_ports": [21000, 21100]
+            })),
+            401,
+        ),
+        (
+            Method::GET,
+            "/api/v1/node/desired?after=0&wait=0".into(),
+            None,
+            200,
+        ),
+        (
+            Method::POST,
+            "/api/v1/node/status".into(),
+            Some(json!({"revision": 0, "instances": []})),
+            204,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/node/instances/{}/log?offset=0", dev.instance),
+            Some(json!("listening on 8080")),
+            200,
+        ),
+    ];
+    for (method, path, body, as_node) in &node_routes {
+        covered.insert((method.to_string(), template(path)));
+        for (who, auth) in everyone {
+            assert_eq!(
+                call(&server, auth, method.clone(), path, body.clone()),
+                401,
+                "{who} {method} {path}"
+            );
+        }
+        assert_eq!(
+            call(&server, &node, method.clone(), path, body.clone()),
+            *as_node,
+            "node {method} {path}"
+        );
+    }
+
     // Webhooks authenticate by signature: credentials alone are not enough.
     covered.insert(("POST".into(), template("/api/v1/webhooks/1")));
     for (who, auth) in everyone {
@@ -555,6 +705,9 @@ enum About {
     Own,
     /// `other/…`: refused whatever the scope.
     Other,
+    /// `other/…` by its id or name: not found (404), so that a token does
+    /// not learn what another repository has.
+    OtherUnseen,
     /// Things of every repository, filtered (checked after the table).
     List,
     /// Not one repository's (users, tokens, runners, GC): refused.
@@ -602,6 +755,12 @@ fn repository_limited_tokens_reach_only_their_repositories() {
         "/api/v1/repos",
         json!({"name": "other/sec", "url": url}),
     );
+    // Two repositories running in dev (a runner and a node that only
+    // report), before any other job is queued.
+    let runner = Auth::Bearer(server.register_runner("r"));
+    let node = Auth::Bearer(join_local_node(&server, "n1"));
+    let own_web = deploy_to_dev(&server, &runner, &node, "team/web", &work.path().join("a"));
+    let other_web = deploy_to_dev(&server, &runner, &node, "other/web", &work.path().join("b"));
     let own = post(&admin, "/api/v1/pipelines", json!({"repo": "team/app"}));
     let other = post(&admin, "/api/v1/pipelines", json!({"repo": "other/sec"}));
     let own_pipeline = own["id"].as_i64().unwrap();
@@ -852,13 +1011,119 @@ fn repository_limited_tokens_reach_only_their_repositories() {
         404,
     ));
 
+    // Deploys: clusters and where an environment runs are the server's;
+    // the rest is about one repository.
+    rows.extend([
+        (
+            Method::GET,
+            "/api/v1/clusters".into(),
+            None,
+            About::Server,
+            Need::Admin,
+            200,
+        ),
+        (
+            Method::POST,
+            "/api/v1/clusters".into(),
+            Some(json!({"name": "edge"})),
+            About::Server,
+            Need::Admin,
+            201,
+        ),
+        (
+            Method::POST,
+            "/api/v1/environments/cluster".into(),
+            Some(json!({"repo": "team/web", "env": "staging", "cluster": "local"})),
+            About::Server,
+            Need::Admin,
+            204,
+        ),
+    ]);
+    let deploy_rows = |d: &Deployed, about: About| -> Vec<LimitedRow> {
+        let repo = d.repo.as_str();
+        // A deployment or an instance of another repository is not found.
+        let by_id = if about == About::Own {
+            About::Own
+        } else {
+            About::OtherUnseen
+        };
+        vec![
+            (
+                Method::GET,
+                format!("/api/v1/environments?repo={repo}"),
+                None,
+                about,
+                Need::Read,
+                200,
+            ),
+            (
+                Method::POST,
+                "/api/v1/environments/secrets".into(),
+                Some(json!({"repo": repo, "env": "dev", "name": "DB", "value": "v"})),
+                about,
+                Need::Admin,
+                204,
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/environments/secrets?repo={repo}&env=dev"),
+                None,
+                about,
+                Need::Read,
+                200,
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/deployments?repo={repo}&env=dev"),
+                None,
+                about,
+                Need::Read,
+                200,
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/deployments/{}", d.deployment),
+                None,
+                by_id,
+                Need::Read,
+                200,
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/instances/{}/log", d.instance),
+                None,
+                by_id,
+                Need::Read,
+                200,
+            ),
+            (
+                Method::POST,
+                "/api/v1/deployments/promote".into(),
+                Some(json!({"repo": repo, "to": "staging"})),
+                about,
+                Need::Push,
+                202,
+            ),
+            (
+                Method::POST,
+                "/api/v1/deployments/rollback".into(),
+                Some(json!({"repo": repo, "env": "dev", "to": d.digest})),
+                about,
+                Need::Push,
+                202,
+            ),
+        ]
+    };
+    rows.extend(deploy_rows(&own_web, About::Own));
+    rows.extend(deploy_rows(&other_web, About::Other));
+
     let mut covered = BTreeSet::new();
     for (method, path, body, about, need, ok) in &rows {
         covered.insert((method.to_string(), template(path)));
         for (scope, auth) in &tokens {
             let allow = match about {
                 About::Own | About::List | About::Caller => allowed(scope, *need),
-                About::Other | About::Server => false,
+                About::Other | About::OtherUnseen | About::Server => false,
             };
             let r = request_as(
                 server.url(),
@@ -868,7 +1133,11 @@ fn repository_limited_tokens_reach_only_their_repositories() {
                 &[("content-type", "application/json")],
                 body.as_ref().map(|b| serde_json::to_vec(b).unwrap()),
             );
-            let want = if allow { *ok } else { 403 };
+            let (want, code) = match (allow, about) {
+                (true, _) => (*ok, ""),
+                (false, About::OtherUnseen) => (404, "not_found"),
+                (false, _) => (403, "forbidden"),
+            };
             assert_eq!(
                 r.status,
                 want,
@@ -878,7 +1147,7 @@ fn repository_limited_tokens_reach_only_their_repositories() {
             if !allow {
                 assert_eq!(
                     r.json()["error"]["code"],
-                    "forbidden",
+                    code,
                     "{scope}: {method} {path}: {}",
                     r.body_text()
                 );
@@ -970,14 +1239,29 @@ fn repository_limited_tokens_reach_only_their_repositories() {
         ),
         (Method::POST, "/api/v1/webhooks/1".into(), 401),
         (Method::GET, "/api/v1/openapi.json".into(), 200),
+        // The node protocol takes node tokens (and join tokens to join).
+        (Method::POST, "/api/v1/node/join".into(), 401),
+        (Method::GET, "/api/v1/node/desired?wait=0".into(), 401),
+        (Method::POST, "/api/v1/node/status".into(), 401),
+        (
+            Method::POST,
+            format!("/api/v1/node/instances/{}/log?offset=0", own_web.instance),
+            401,
+        ),
     ];
     for (method, path, want) in &elsewhere {
         covered.insert((method.to_string(), template(path)));
-        // Registering reads its registration token from the body.
+        // Registering and joining read their tokens from the body.
         let body = if path.ends_with("/register") {
             serde_json::to_vec(
                 &json!({"registration_token": "srt_nope", "name": "r", "labels": [], "capacity": 1}),
             )
+            .unwrap()
+        } else if path.ends_with("/join") {
+            serde_json::to_vec(&json!({
+                "join_token": "slj_nope", "name": "n2",
+                "router_host": "127.0.0.1", "router_ports": [21000, 21100]
+            }))
             .unwrap()
         } else {
             b"{}".to_vec()
@@ -1095,19 +1379,21 @@ fn the_openapi_document_matches_the_routes() {
         );
     }
     // Every route in the router's source is documented. The API's router
-    // nests the runner protocol's; a router nested anywhere else needs
-    // adding here.
+    // nests the runner protocol's and the node protocol's; a router nested
+    // anywhere else needs adding here.
     let api = concat!(env!("CARGO_MANIFEST_DIR"), "/src/api");
     let read = |file: &str| std::fs::read_to_string(format!("{api}/{file}")).unwrap();
     let top = read("mod.rs");
     assert_eq!(
-        top.matches(".nest(").collect::<Vec<_>>(),
-        [".nest("],
+        top.matches(".nest(").count(),
+        2,
         "src/api/mod.rs nests a router this test does not read"
     );
     assert!(top.contains(r#".nest("/runner", runner::router())"#));
+    assert!(top.contains(r#".nest("/node", nodes::router())"#));
     let mut routed = routes_in_source(&top, "");
     routed.extend(routes_in_source(&read("runner.rs"), "/runner"));
+    routed.extend(routes_in_source(&read("nodes.rs"), "/node"));
     let undocumented: Vec<_> = routed.difference(&documented).collect();
     assert!(
         undocumented.is_empty(),
@@ -1127,7 +1413,8 @@ fn the_openapi_document_matches_the_routes() {
             .replace("{job}", "1")
             .replace("{position}", "0")
             .replace("{from}", "2")
-            .replace("{repo}", "1");
+            .replace("{repo}", "1")
+            .replace("{name}", "i1-dev");
         for method in methods.as_object().unwrap().keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let r = request_as(

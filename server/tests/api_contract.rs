@@ -4,7 +4,7 @@
 //! method), is the one JSON error envelope naming where the problem is;
 //! `src/api` reads its input only through its own extractors, so routes
 //! added later do too; schemathesis, run against the real server as admin,
-//! viewer, runner and anonymously with every check, finds the OpenAPI
+//! viewer, runner, node and anonymously with every check, finds the OpenAPI
 //! document true; and a repository added without a default branch records
 //! the remote's HEAD.
 
@@ -448,8 +448,8 @@ fn a_repository_added_without_a_branch_records_the_remotes_head() {
 }
 
 /// schemathesis (installed by scripts/test.sh; `SLIPWAY_SCHEMATHESIS` names
-/// it) against the real server with every check, as admin, viewer, runner
-/// and anonymously, `SLIPWAY_SCHEMATHESIS_EXAMPLES` examples an operation
+/// it) against the real server with every check, as admin, viewer, runner,
+/// node and anonymously, `SLIPWAY_SCHEMATHESIS_EXAMPLES` examples an operation
 /// (default 4, to stay within a few minutes). Any finding fails the test.
 #[test]
 fn schemathesis_finds_the_openapi_document_true() {
@@ -472,6 +472,7 @@ fn schemathesis_finds_the_openapi_document_true() {
     );
     assert_eq!(r.status, 201, "{}", r.body_text());
     let runner = server.register_runner("fuzz");
+    let node = common::deploy_peers::join_local_node(&server, "fuzz");
     let work = scratch_dir("contract");
     let url = repo_on(work.path(), "main");
     let r = post_json(
@@ -489,7 +490,8 @@ fn schemathesis_finds_the_openapi_document_true() {
     );
     let admin = format!("admin:{}", server.admin_password());
     let runner_header = format!("Authorization: Bearer {runner}");
-    let roles: [(&str, Vec<&str>); 4] = [
+    let node_header = format!("Authorization: Bearer {node}");
+    let roles: [(&str, Vec<&str>); 5] = [
         ("admin", vec!["--auth", &admin]),
         ("viewer", vec!["--auth", "vera:viewer-password-1"]),
         // The lease long-polls up to 30 s when nothing is queued: the
@@ -497,6 +499,12 @@ fn schemathesis_finds_the_openapi_document_true() {
         (
             "runner",
             vec!["-H", &runner_header, "--exclude-path", "/runner/lease"],
+        ),
+        // The node's long-poll waits up to 25 s when nothing changed: the
+        // authorization and deploy API tests cover it.
+        (
+            "node",
+            vec!["-H", &node_header, "--exclude-path", "/node/desired"],
         ),
         ("anonymous", vec![]),
     ];

@@ -1,7 +1,10 @@
 //! Deploys: `/clusters` (admin), `/environments` (status, cluster binding,
 //! environment secrets), `/deployments` (history, promote, rollback) and
 //! `/instances/{name}/log`. Reading needs access to the repository; promote
-//! and rollback need the push scope; clusters, bindings and secrets an admin.
+//! and rollback need the push scope; environment secrets an admin; clusters
+//! and an environment's cluster an admin not limited to repositories. Names
+//! of environments and clusters are DNS labels and digests `sha256:` hex,
+//! refused with 400 naming the field before anything is looked up.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -10,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{Json, Path, Query};
-use super::{ApiCaller, ApiError, RepoCaller};
+use super::{ApiCaller, ApiError, Part, RepoCaller};
 use crate::app::AppState;
 use crate::deploy::environments::{self, EnvironmentStatus};
 use crate::deploy::model::{Deployment, Instance};
@@ -25,6 +28,37 @@ impl From<DeployError> for ApiError {
             DeployError::Db(e) => e.into(),
         }
     }
+}
+
+/// A cluster's or an environment's name in `part`'s `field`: a DNS label,
+/// as the spec's environments are (`what` says which it is).
+fn label(part: Part, field: &str, what: &str, value: &str) -> Result<(), ApiError> {
+    if crate::pipeline::spec::valid_label(value) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        part,
+        field,
+        format!(
+            "{what} {value:?} is not a valid name: lowercase letters, digits and '-' \
+             (not first or last), at most 63"
+        ),
+    ))
+}
+
+/// A digest in the body's `field`: `sha256:` and 64 lowercase hex digits.
+fn digest(field: &str, value: &str) -> Result<(), ApiError> {
+    let valid = value.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
+    if valid {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        Part::Body,
+        field,
+        format!("{value:?} is not a digest (sha256: and 64 lowercase hex digits)"),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -47,6 +81,7 @@ pub async fn add_cluster(
     Json(body): Json<AddCluster>,
 ) -> Result<(StatusCode, Json<ClusterAdded>), ApiError> {
     caller.require_admin()?;
+    label(Part::Body, "name", "cluster name", &body.name)?;
     let (created, join_token) =
         nodes::add_cluster(&app.db, &body.name, &caller.0.user.username).await?;
     tracing::info!(cluster = %body.name, created, by = %caller.0.user.username, "cluster join token made");
@@ -250,8 +285,12 @@ pub async fn bind_cluster(
     caller: RepoCaller,
     Json(body): Json<BindCluster>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_admin()?;
-    caller.check(&body.repo)?;
+    // Where an environment runs is the server's setting: a token limited to
+    // repositories could otherwise move its environments onto a cluster
+    // kept for others.
+    caller.require_unlimited_admin("binding an environment to a cluster")?;
+    label(Part::Body, "env", "environment", &body.env)?;
+    label(Part::Body, "cluster", "cluster name", &body.cluster)?;
     let repo = app.repos.get(&body.repo).await?;
     let env = environments::get(&app.db, repo.id, &body.env).await?;
     environments::bind(&app.db, &env, &body.cluster).await?;
@@ -275,6 +314,7 @@ pub async fn set_secret(
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     caller.check(&body.repo)?;
+    label(Part::Body, "env", "environment", &body.env)?;
     let repo = app.repos.get(&body.repo).await?;
     let env = environments::get(&app.db, repo.id, &body.env).await?;
     app.secrets
@@ -303,6 +343,7 @@ pub async fn list_secrets(
     Query(q): Query<EnvQuery>,
 ) -> Result<Json<Vec<EnvSecretView>>, ApiError> {
     caller.check(&q.repo)?;
+    label(Part::Query, "env", "environment", &q.env)?;
     let repo = app.repos.get(&q.repo).await?;
     let env = environments::get(&app.db, repo.id, &q.env).await?;
     Ok(Json(
@@ -329,12 +370,21 @@ pub async fn list_deployments(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Vec<DeploymentView>>, ApiError> {
     caller.check(&q.repo)?;
-    let repo = app.repos.get(&q.repo).await?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be from 1 to 500, not {limit}"
-        )));
+        return Err(ApiError::invalid(
+            Part::Query,
+            "limit",
+            format!("limit must be from 1 to 500, not {limit}"),
+        ));
+    }
+    if let Some(env) = &q.env {
+        label(Part::Query, "env", "environment", env)?;
+    }
+    let repo = app.repos.get(&q.repo).await?;
+    // A misspelt environment is named, not answered with an empty history.
+    if let Some(env) = &q.env {
+        environments::get(&app.db, repo.id, env).await?;
     }
     let rows = request::history(&app.db, repo.id, q.env.as_deref(), limit as i64).await?;
     Ok(Json(
@@ -356,10 +406,9 @@ pub async fn show_deployment(
     .bind(id)
     .fetch_optional(&app.db)
     .await?;
-    let Some((repo, env)) = row.filter(|(repo, _)| caller.sees(repo)) else {
+    let Some((_, env)) = row.filter(|(repo, _)| caller.sees(repo)) else {
         return Err(ApiError::NotFound(format!("no deployment {id}")));
     };
-    let _ = repo;
     let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
         .bind(id)
         .fetch_one(&app.db)
@@ -400,6 +449,7 @@ pub async fn promote(
 ) -> Result<(StatusCode, Json<Queued>), ApiError> {
     caller.require_developer()?;
     caller.check(&body.repo)?;
+    label(Part::Body, "to", "environment", &body.to)?;
     let repo = app.repos.get(&body.repo).await?;
     let by = caller.user().username.clone();
     let (id, _) = request::promote(&app, &repo, &body.to, &by).await?;
@@ -421,6 +471,10 @@ pub async fn rollback(
 ) -> Result<(StatusCode, Json<Queued>), ApiError> {
     caller.require_developer()?;
     caller.check(&body.repo)?;
+    label(Part::Body, "env", "environment", &body.env)?;
+    if let Some(to) = &body.to {
+        digest("to", to)?;
+    }
     let repo = app.repos.get(&body.repo).await?;
     let by = caller.user().username.clone();
     let (id, _) = request::rollback(&app, &repo, &body.env, body.to.as_deref(), &by).await?;

@@ -279,8 +279,11 @@ fn whole_numbers(value: &mut serde_json::Value) {
             let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) else {
                 return;
             };
-            // Within i64 (or u64 for large positive ones), which f64 reaches exactly.
-            if (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&f) {
+            // Within i64 (or u64 for large positive ones), which f64 reaches
+            // exactly. Not -2^63 itself: serde_json reads an integer within
+            // i64 as one, so an f64 of -2^63 is an integer beyond i64
+            // (-9223372036854775809 rounds to it), which an i64 field refuses.
+            if f > -9.223_372_036_854_775_808e18 && f < 9.223_372_036_854_775_808e18 {
                 *n = (f as i64).into();
             } else if (0.0..1.844_674_407_370_955_2e19).contains(&f) {
                 *n = (f as u64).into();

@@ -681,10 +681,9 @@ async fn report_image(
     Json(body): Json<ImageReport>,
 ) -> Result<StatusCode, ApiError> {
     let pipeline = leased_pipeline(&app, runner.id, job, body.attempt).await?;
-    let valid_digest = body
-        .digest
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let valid_digest = body.digest.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
     if !valid_digest || !crate::pipeline::spec::valid_repository(&body.repository) {
         return Err(ApiError::BadRequest(format!(
             "{}@{} is not a repository and sha256 digest",

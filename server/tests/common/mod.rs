@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod deploy_peers;
 pub mod web;
 
 use std::collections::BTreeMap;

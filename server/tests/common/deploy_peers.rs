@@ -1,0 +1,280 @@
+//! A runner and a node that speak their protocols over HTTP and do nothing
+//! but report: they bring a repository's first environment to a succeeded
+//! deployment without building or running anything, for tests of the API
+//! around deploys (authorization, error envelopes). `tests/deploys.rs` runs
+//! the real runner and node.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::{random_hex, request_as, Auth, HttpResponse, TestServer};
+
+/// How long the controller may take to deploy to the node's report.
+const DEPLOY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A JSON request (or none) as `auth`, with extra headers.
+pub fn api(
+    server: &TestServer,
+    auth: &Auth,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let headers = [&[("content-type", "application/json")], headers].concat();
+    request_as(
+        server.url(),
+        auth,
+        method,
+        path,
+        &headers,
+        body.map(|b| serde_json::to_vec(&b).unwrap()),
+    )
+}
+
+/// The spec of a repository whose job builds `image` and deploys it to
+/// `dev`, then `staging` (rolling, one replica each).
+pub fn deploy_spec(image: &str) -> String {
+    format!(
+        "jobs:\n  image:\n    steps:\n      - name: build\n        build:\n          image: {image}\n\
+         deploy:\n  app: web\n  image: {image}\n  port: 8080\n  health: /healthz\n  replicas: 1\n\
+         \x20 environments:\n    dev: {{ strategy: rolling }}\n    staging: {{ strategy: rolling }}\n"
+    )
+}
+
+/// A git repository in `dir` with [`deploy_spec`] for `image`; its path.
+pub fn deploy_repo(dir: &Path, image: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "d")
+            .env("GIT_AUTHOR_EMAIL", "d@e")
+            .env("GIT_COMMITTER_NAME", "d")
+            .env("GIT_COMMITTER_EMAIL", "d@e")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join(".slipway.yml"), deploy_spec(image)).unwrap();
+    std::fs::write(dir.join("Containerfile"), "FROM busybox\n").unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "c"]);
+    dir.to_str().unwrap().to_owned()
+}
+
+/// Join cluster `local` as node `name` through the protocol (an admin makes
+/// the join token); the node's token.
+pub fn join_local_node(server: &TestServer, name: &str) -> String {
+    let r = api(
+        server,
+        &server.admin_auth(),
+        Method::POST,
+        "/api/v1/clusters",
+        Some(json!({"name": "local"})),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+    let join_token = r.json()["join_token"].as_str().unwrap().to_owned();
+    let r = api(
+        server,
+        &Auth::None,
+        Method::POST,
+        "/api/v1/node/join",
+        Some(json!({
+            "join_token": join_token, "name": name,
+            "router_host": "127.0.0.1", "router_ports": [20000, 20100]
+        })),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// A repository's first environment running one digest.
+pub struct Deployed {
+    pub repo: String,
+    /// The succeeded deployment to `dev`.
+    pub deployment: i64,
+    /// Its instance.
+    pub instance: String,
+    pub digest: String,
+}
+
+/// Add repository `repo` (its image is named the same) with [`deploy_spec`],
+/// run its pipeline as `runner`, which leases the job, reports the image
+/// pushed and succeeds; then act as `node` (joined to cluster `local`),
+/// reporting every instance it must run ready, until `dev` runs the digest.
+/// No other job may be queued.
+pub fn deploy_to_dev(
+    server: &TestServer,
+    runner: &Auth,
+    node: &Auth,
+    repo: &str,
+    dir: &Path,
+) -> Deployed {
+    let admin = server.admin_auth();
+    let url = deploy_repo(dir, repo);
+    let r = api(
+        server,
+        &admin,
+        Method::POST,
+        "/api/v1/repos",
+        Some(json!({"name": repo, "url": url})),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+    let r = api(
+        server,
+        &admin,
+        Method::POST,
+        "/api/v1/pipelines",
+        Some(json!({"repo": repo})),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+    let job = r.json()["jobs"][0]["id"].as_i64().unwrap();
+
+    // The runner: lease, report the image, succeed.
+    let r = api(
+        server,
+        runner,
+        Method::POST,
+        "/api/v1/runner/lease",
+        Some(json!({"free": 1, "wait_ms": 10_000})),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let lease = r.json();
+    assert_eq!(
+        lease["job_id"], job,
+        "the runner leased another job: {lease}"
+    );
+    let attempt = lease["attempt"].as_i64().unwrap();
+    let lease_header = [("x-slipway-lease", lease["lease_token"].as_str().unwrap())];
+    let digest = format!("sha256:{}", random_hex(32));
+    let reports = [
+        (
+            format!("/api/v1/runner/jobs/{job}/images"),
+            json!({"attempt": attempt, "step": 0, "repository": repo, "tags": [], "digest": digest}),
+        ),
+        (
+            format!("/api/v1/runner/jobs/{job}/steps/0"),
+            json!({"attempt": attempt, "status": "success", "exit_code": 0}),
+        ),
+        (
+            format!("/api/v1/runner/jobs/{job}/finish"),
+            json!({"attempt": attempt, "status": "success", "reason": null}),
+        ),
+    ];
+    for (path, body) in reports {
+        let r = api(
+            server,
+            runner,
+            Method::POST,
+            &path,
+            Some(body),
+            &lease_header,
+        );
+        assert_eq!(r.status, 204, "{}", r.describe());
+    }
+
+    // The node: every instance it must run is ready at once, every one it
+    // must stop gone. Each round waits on the node's long-poll (a change),
+    // up to a deadline; action: fail with what dev shows.
+    let started = Instant::now();
+    let mut revision = 0;
+    loop {
+        let history = api(
+            server,
+            &admin,
+            Method::GET,
+            &format!("/api/v1/deployments?repo={repo}"),
+            None,
+            &[],
+        );
+        assert_eq!(history.status, 200, "{}", history.describe());
+        let history = history.json();
+        let succeeded = history.as_array().unwrap().iter().find(|d| {
+            d["environment"] == "dev" && d["state"] == "succeeded" && d["digest"] == digest.as_str()
+        });
+        if let Some(d) = succeeded {
+            let r = api(
+                server,
+                &admin,
+                Method::GET,
+                &format!("/api/v1/environments?repo={repo}"),
+                None,
+                &[],
+            );
+            let envs = r.json();
+            let instance = envs[0]["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["goal"] == "run")
+                .unwrap_or_else(|| panic!("dev runs no instance: {envs}"))["name"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            return Deployed {
+                repo: repo.to_owned(),
+                deployment: d["id"].as_i64().unwrap(),
+                instance,
+                digest,
+            };
+        }
+        assert!(
+            started.elapsed() < DEPLOY_DEADLINE,
+            "dev of {repo} did not come to run {digest} within {DEPLOY_DEADLINE:?}: {history}"
+        );
+        let r = api(
+            server,
+            node,
+            Method::GET,
+            &format!("/api/v1/node/desired?after={revision}&wait=2"),
+            None,
+            &[],
+        );
+        match r.status {
+            204 => continue,
+            200 => {}
+            _ => panic!("{}", r.describe()),
+        }
+        let desired = r.json();
+        revision = desired["revision"].as_i64().unwrap();
+        let instances: Vec<Value> = desired["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let run = i["desired"] == "run";
+                json!({
+                    "name": i["name"], "state": if run { "ready" } else { "gone" },
+                    "container_id": format!("c-{}", i["name"].as_str().unwrap()),
+                    "restarts": 0, "health": if run { "200" } else { "stopped" },
+                    "log_tail": [], "in_flight": 0
+                })
+            })
+            .collect();
+        let r = api(
+            server,
+            node,
+            Method::POST,
+            "/api/v1/node/status",
+            Some(json!({"revision": revision, "instances": instances})),
+            &[],
+        );
+        assert_eq!(r.status, 204, "{}", r.describe());
+    }
+}
