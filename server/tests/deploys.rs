@@ -800,17 +800,6 @@ fn blue_green_swaps_atomically_and_rolls_back_warm() {
     );
 }
 
-/// The instance names of the node (its instance directories).
-fn instance_names(node_work: &Path) -> Vec<String> {
-    std::fs::read_dir(node_work.join("supervisor/instances"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// What the node holds for its instances: container ids, instance
 /// directories, mounts below its work dir, instance cgroups.
 fn node_leftovers(node_work: &Path) -> (usize, usize, usize, usize) {
@@ -1018,4 +1007,177 @@ fn killed_server_and_node_agent_leave_no_deploy_half_done() {
         assert_eq!(i["restarts"], 0, "{dev:#}");
     }
     eprintln!("faults: deployment 2 {} after the server was killed; router back {answered:?} after the agent started", ended["state"]);
+}
+
+/// A CGI probe run inside an instance: its uid, whether it holds the
+/// secret, whether it reaches TCP ports of the host's loopback, its network
+/// interfaces, and whether a 128 MiB allocation survives.
+const PROBE: &str = r#"#!/bin/sh
+echo "Content-Type: text/plain"
+echo
+echo "uid=$(id -u)"
+echo "secret=${DB_PASSWORD:-absent}"
+for port in $(echo "$QUERY_STRING" | tr '&' ' '); do
+  if wget -q -T 2 -O /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then echo "port $port reached"; else echo "port $port unreachable"; fi
+done
+echo "interfaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')"
+dd if=/dev/zero of=/dev/null bs=8M count=1 2>/dev/null; echo "small=$?"
+dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null; echo "large=$?"
+"#;
+
+const PROBE_CONTAINERFILE: &str = "FROM busybox\n\
+COPY version /www/version\n\
+COPY probe /www/cgi-bin/probe\n\
+RUN echo ok > /www/healthz && chmod +x /www/cgi-bin/probe\n\
+CMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n";
+
+const PROBE_SPEC: &str = "jobs:
+  image:
+    steps:
+      - name: build
+        build:
+          image: demo/web
+deploy:
+  app: web
+  image: demo/web
+  port: 8080
+  health: /healthz
+  memory: 64M
+  environments:
+    dev: { strategy: rolling }
+    prod: { strategy: rolling, secrets: [DB_PASSWORD] }
+";
+
+/// The host uids of the processes in instance `name`'s cgroup.
+fn host_uids(name: &str) -> Vec<u32> {
+    let mut uids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if !cgroup.contains(&format!("slipway-inst-{name}")) {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
+            uids.extend(
+                line.split_whitespace()
+                    .skip(1)
+                    .filter_map(|u| u.parse::<u32>().ok()),
+            );
+        }
+    }
+    uids
+}
+
+/// Acceptance 7: from inside an instance, the host's loopback (the Slipway
+/// server) and the other environment's router are out of reach, there is no
+/// interface but loopback, it runs as an unprivileged host uid, its memory
+/// limit holds, and prod's secret is in prod only.
+#[test]
+fn instances_are_isolated_and_secrets_stay_in_their_environment() {
+    let server = TestServer::start();
+    let work = scratch_dir("deploys-isolation");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    ok(&server, &["image", "bootstrap", "busybox"]);
+    let repo = work.path().join("repo");
+    commit(
+        &repo,
+        &[
+            (".slipway.yml", PROBE_SPEC),
+            ("Containerfile", PROBE_CONTAINERFILE),
+            ("probe", PROBE),
+            ("version", "v1\n"),
+        ],
+        "v1",
+    );
+    ok(
+        &server,
+        &["repo", "add", "demo", "--url", repo.to_str().unwrap()],
+    );
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let _node = start_node(&server, &work.path().join("node"), free_ports(20));
+    let out = slipway(&server, &["run", "demo", "--wait"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dev = wait_serving(&server, "demo", "dev", Duration::from_secs(120));
+    let secret = format!("prod-only-{}", random_hex(8));
+    let mut set = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["env", "secret", "set", "demo", "prod", "DB_PASSWORD"])
+        .env("SLIPWAY_SERVER", server.url())
+        .env("SLIPWAY_USER", "admin")
+        .env("SLIPWAY_PASSWORD", server.admin_password())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(set.stdin.as_mut().unwrap(), secret.as_bytes()).unwrap();
+    drop(set.stdin.take());
+    assert!(set.wait().unwrap().success());
+    ok(&server, &["promote", "demo", "--to", "prod", "--wait"]);
+    let prod = wait_serving(&server, "demo", "prod", Duration::from_secs(60));
+    let server_port = server.host_port().rsplit(':').next().unwrap().to_owned();
+    let dev_port = dev["url"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let probe = |env: &Value| {
+        let url = format!(
+            "{}/cgi-bin/probe?{server_port}&{dev_port}",
+            env["url"].as_str().unwrap()
+        );
+        let (status, body) = get_text(&url);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let from_prod = probe(&prod);
+    let from_dev = probe(&dev);
+    for body in [&from_prod, &from_dev] {
+        assert!(
+            body.contains(&format!("port {server_port} unreachable")),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("port {dev_port} unreachable")),
+            "{body}"
+        );
+        assert!(
+            body.contains("interfaces=lo \n") || body.contains("interfaces=lo\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("uid=0"),
+            "root inside its own user namespace: {body}"
+        );
+        assert!(body.contains("small=0"), "{body}");
+        assert!(
+            !body.contains("large=0"),
+            "the 64M limit let 128M through: {body}"
+        );
+    }
+    assert!(
+        from_prod.contains(&format!("secret={secret}")),
+        "{from_prod}"
+    );
+    assert!(from_dev.contains("secret=absent"), "{from_dev}");
+    // Unprivileged on the host.
+    for env in [&dev, &prod] {
+        let name = env["instances"][0]["name"].as_str().unwrap();
+        let uids = host_uids(name);
+        assert!(!uids.is_empty(), "no process found for {name}");
+        assert!(
+            uids.iter().all(|u| *u >= 100_000),
+            "{name}: host uids {uids:?}"
+        );
+    }
+    // The secret is in no server log and no API answer.
+    assert!(!server.logs().contains(&secret));
+    let listed = server
+        .get("/api/v1/environments?repo=demo", &server.admin_auth())
+        .body_text();
+    assert!(!listed.contains(&secret));
 }
