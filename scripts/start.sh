@@ -98,13 +98,66 @@ if [ ! -d "$demo_repo/.git" ]; then
 fi
 echo "==> running the demo pipeline (slipway run demo --wait)"
 $slipway run demo --wait || echo "(the demo pipeline did not succeed: see $runner_log)"
+
+# A node of cluster `local` on this machine: it runs deployed instances and
+# their routers (ports 20000-20999 on 127.0.0.1). One per data directory, like
+# the runner. Instances outlive it: `slipway node-reset --work-dir DIR` removes them.
+node_dir=${SLIPWAY_NODE_DIR:-/var/lib/slipway/node-$(printf %s "$data" | sha256sum | cut -c1-12)}
+mkdir -p "$node_dir"
+node_log="$data/node.log"
+if [ -s "$node_dir-credentials/runner-token" ]; then
+  join=()
+else
+  join=(--token "$($slipway cluster add local)")
+fi
+SLIPWAY_LOG=info $slipway node "${join[@]}" --name local --work-dir "$node_dir" >"$node_log" 2>&1 &
+node=$!
+trap 'kill -TERM $node $runner $server 2>/dev/null; wait $node $runner $server 2>/dev/null' INT TERM EXIT
+
+# The deploy demo: the README's deploy example, a busybox httpd app serving
+# its version, deployed to dev by its pipeline.
+web_repo="$data/web-repo"
+if [ ! -d "$web_repo/.git" ]; then
+  echo "==> creating the deploy demo repository $web_repo"
+  mkdir -p "$web_repo"
+  git -C "$web_repo" init -q -b main
+  awk '/^```yaml$/ { n++; if (n == 2) { inside = 1; next } } inside && /^```$/ { exit } inside' README.md \
+    >"$web_repo/.slipway.yml"
+  grep -q '^deploy:' "$web_repo/.slipway.yml" || { echo "no deploy example found in README.md"; exit 1; }
+  printf '%s\n' 'FROM busybox' 'COPY version /www/version' 'RUN echo ok > /www/healthz' \
+    'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]' >"$web_repo/Containerfile"
+  echo "web v1" >"$web_repo/version"
+  git -C "$web_repo" add .
+  git -C "$web_repo" -c user.name=Slipway -c user.email=demo@slipway.invalid commit -q -m "web v1"
+  $slipway repo add web --url "$web_repo"
+fi
+echo "==> running the deploy demo's pipeline (slipway run web --wait): it deploys to dev"
+$slipway run web --wait >/dev/null || echo "(the deploy demo's pipeline did not succeed: see $runner_log)"
+dev_url=
+for _ in $(seq 1 120); do
+  dev_url=$(curl -fs -u "admin:$SLIPWAY_ADMIN_PASSWORD" "$url/api/v1/environments?repo=web" |
+    python3 -c 'import json,sys
+for e in json.load(sys.stdin):
+    ready = [i for i in e["instances"] if i["state"] == "ready" and i["routed"] == "live"]
+    if e["name"] == "dev" and e["url"] and e["current"] and len(ready) == e["current"]["replicas"]:
+        print(e["url"])' 2>/dev/null || true)
+  [ -n "$dev_url" ] && break
+  sleep 1
+done
+if [ -n "$dev_url" ]; then
+  $slipway env list web
+  echo "==> $dev_url/version answers: $(curl -fs "$dev_url/version")"
+else
+  echo "(the demo app is not serving yet: see $node_log and \`$slipway env list web\`)"
+fi
 cat <<MSG
 
-Slipway is running at $url with a local runner ($runner_log).
+Slipway is running at $url with a local runner ($runner_log) and node ($node_log).
 Open $url/ in a browser and sign in as admin (password in $password_file). Or try:
   export SLIPWAY_SERVER=$url SLIPWAY_USER=admin SLIPWAY_PASSWORD=\$(cat $password_file)
   $slipway run demo --wait        # again
   $slipway queue; $slipway runners
+  $slipway env list web; $slipway promote web --to staging --wait; $slipway deployments web
   curl -u admin:\$SLIPWAY_PASSWORD $url/api/v1/pipelines/1
   skopeo inspect --tls-verify=false --creds admin:\$SLIPWAY_PASSWORD docker://$host/demo/hello:latest
 Press Ctrl-C to stop.
