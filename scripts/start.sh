@@ -121,8 +121,10 @@ if [ ! -d "$web_repo/.git" ]; then
   echo "==> creating the deploy demo repository $web_repo"
   mkdir -p "$web_repo"
   git -C "$web_repo" init -q -b main
-  awk '/^```yaml$/ { n++; if (n == 2) { inside = 1; next } } inside && /^```$/ { exit } inside' README.md \
-    >"$web_repo/.slipway.yml"
+  # The first yaml block of the README with a deploy section.
+  awk '/^```yaml$/ { inside = 1; block = ""; next }
+       inside && /^```$/ { inside = 0; if (block ~ /\ndeploy:/) { print block; exit } next }
+       inside { block = block "\n" $0 }' README.md | sed 1d >"$web_repo/.slipway.yml"
   grep -q '^deploy:' "$web_repo/.slipway.yml" || { echo "no deploy example found in README.md"; exit 1; }
   printf '%s\n' 'FROM busybox' 'COPY version /www/version' 'RUN echo ok > /www/healthz' \
     'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]' >"$web_repo/Containerfile"
