@@ -101,7 +101,9 @@ CREATE INDEX deployments_by_environment ON deployments (environment_id, id);
 -- observed: pending (not yet reported) | starting | ready | unhealthy |
 --           crashed | stopping | gone | failed
 CREATE TABLE instances (
-    id              INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: an id (and the instance name made from it) is never
+    -- given again, so no log or node state of a removed instance is inherited.
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
     name            TEXT NOT NULL UNIQUE,
     environment_id  INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
     deployment_id   INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,

@@ -41,7 +41,11 @@ pub struct JoinResponse {
     pub token: String,
 }
 
+/// Fields a newer server adds are ignored, and fields an older one lacks
+/// take their defaults, so an agent reads the desired state it kept on disk
+/// across an upgrade.
 #[derive(Serialize, Deserialize, Clone, Default)]
+#[serde(default)]
 pub struct Desired {
     /// Bumped by the server on every change for this node.
     pub revision: i64,

@@ -86,7 +86,7 @@ fn readme_deploy_example() -> String {
 const CONTAINERFILE: &str = "FROM busybox\n\
 COPY version /www/version\n\
 RUN echo ok > /www/healthz\n\
-CMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n";
+CMD [\"sh\", \"-c\", \"echo web listening on $PORT; exec httpd -f -p $PORT -h /www\"]\n";
 
 struct Process(Child);
 
@@ -313,6 +313,12 @@ fn a_commit_is_built_deployed_to_dev_and_promoted_to_prod() {
         assert_eq!(e["current"]["digest"], digest.as_str(), "{e:#}");
         assert_eq!(e["current"]["commit"], sha.as_str(), "{e:#}");
     }
+    // Each instance's output, through the server.
+    let logs = ok(&server, &["env", "logs", "demo", "dev"]);
+    for i in dev["instances"].as_array().unwrap() {
+        let line = format!("{} | web listening on 8080", i["name"].as_str().unwrap());
+        assert!(logs.contains(&line), "{line:?} in {logs}");
+    }
     let history = ok(&server, &["deployments", "demo"]);
     assert_eq!(
         history.lines().filter(|l| l.contains("succeeded")).count(),
@@ -535,6 +541,10 @@ deploy:
 
 impl World {
     fn new(prefix: &str, strategy: &str) -> World {
+        World::with_spec(prefix, &ROLLOUT_SPEC.replace("STRATEGY", strategy))
+    }
+
+    fn with_spec(prefix: &str, spec: &str) -> World {
         let server = TestServer::start();
         let work = scratch_dir(prefix);
         std::fs::set_permissions(
@@ -543,7 +553,7 @@ impl World {
         )
         .unwrap();
         ok(&server, &["image", "bootstrap", "busybox"]);
-        let spec = ROLLOUT_SPEC.replace("STRATEGY", strategy);
+        let spec = spec.to_owned();
         let repo = work.path().join("repo");
         commit(
             &repo,
@@ -921,6 +931,7 @@ fn killed_server_and_node_agent_leave_no_deploy_half_done() {
         "v2",
     );
     // Mid-rollout: some new instance exists, not all are ready.
+    world.wait_deployment(2, "progressing", Duration::from_secs(30));
     let start = Instant::now();
     loop {
         let d = world.deployment(2);
@@ -1180,4 +1191,60 @@ fn instances_are_isolated_and_secrets_stay_in_their_environment() {
         .get("/api/v1/environments?repo=demo", &server.admin_auth())
         .body_text();
     assert!(!listed.contains(&secret));
+}
+
+/// Acceptance 5, second half: outside the blue/green window (its old set
+/// stopped), a rollback deploys v1 by the environment's strategy: new
+/// instances, previewed and swapped, without a failed request.
+#[test]
+fn a_rollback_after_the_window_deploys_the_old_digest_anew() {
+    let spec = ROLLOUT_SPEC
+        .replace("STRATEGY", "blue-green")
+        .replace("keep: 2m", "keep: 2s");
+    let world = World::with_spec("deploys-late-rollback", &spec);
+    let url = world.url();
+    let load = Load::start(&url, 8);
+    world.push(
+        &[("Containerfile", CONTAINERFILE), ("version", "v2\n")],
+        "v2",
+    );
+    world.wait_deployment(2, "succeeded", Duration::from_secs(120));
+    // The window closes: the old set is drained and stopped.
+    let start = Instant::now();
+    while node_containers(&world.node_work()).len() != 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the warm set was never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before: std::collections::BTreeSet<String> =
+        node_containers(&world.node_work()).into_iter().collect();
+    ok(
+        &world.server,
+        &["rollback", "demo", "--env", "dev", "--wait"],
+    );
+    let d = world.deployment(3);
+    assert_eq!(
+        (d["kind"].as_str(), d["state"].as_str()),
+        (Some("rollback"), Some("succeeded")),
+        "{d:#}"
+    );
+    assert_eq!(d["digest"], world.deployment(1)["digest"], "{d:#}");
+    assert_eq!(get_text(&format!("{url}/version")), (200, "v1\n".into()));
+    let dev = world.dev();
+    let serving: std::collections::BTreeSet<String> = dev["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["routed"] == "live")
+        .map(|i| i["container_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(serving.len(), 3, "{dev:#}");
+    assert!(
+        serving.is_disjoint(&before),
+        "v1 came back on old containers: {serving:?}"
+    );
+    let seen = load.finish();
+    assert_no_failures(&seen, "rollback after the window");
 }

@@ -202,12 +202,20 @@ fn prepare(inner: &Inner, instance: &Instance, spec: InstanceSpec) -> Result<(),
     let bundle = dir.join("bundle");
     std::fs::create_dir(&bundle).map_err(io(id, "creating the bundle directory"))?;
     let config_json = bundle.join("config.json");
-    runtime
-        .save(&config_json)
-        .map_err(|e| io(id, "writing config.json")(std::io::Error::other(e)))?;
-    // It holds the environment, secrets included.
-    std::fs::set_permissions(&config_json, std::fs::Permissions::from_mode(0o600))
-        .map_err(io(id, "setting config.json's mode"))?;
+    // It holds the environment, secrets included: 0600 from its creation.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config_json)
+            .map_err(io(id, "creating config.json"))?;
+        let mut writer = std::io::BufWriter::new(file);
+        serde_json::to_writer(&mut writer, &runtime)
+            .map_err(|e| io(id, "writing config.json")(std::io::Error::other(e)))?;
+        std::io::Write::flush(&mut writer).map_err(io(id, "writing config.json"))?;
+    }
 
     let layers: Vec<PathBuf> = spec
         .image

@@ -93,27 +93,23 @@ pub(super) async fn apply(node: &Arc<Node>) {
     // 1. Routers.
     {
         let mut routers = node.routers.lock().await;
-        let wanted: HashSet<(String, String)> = desired
-            .routers
-            .iter()
-            .map(|r| (r.app.clone(), r.environment.clone()))
-            .collect();
-        let gone: Vec<(String, String)> = routers
+        let wanted: HashSet<String> = desired.routers.iter().map(|r| r.listen.clone()).collect();
+        let gone: Vec<String> = routers
             .keys()
             .filter(|k| !wanted.contains(*k))
             .cloned()
             .collect();
         for key in gone {
             if let Some(entry) = routers.remove(&key) {
-                tracing::info!(app = %key.0, env = %key.1, "router removed");
+                tracing::info!(listen = %key, "router removed");
                 shutdown(entry.router).await;
             }
         }
         for spec in &desired.routers {
-            let key = (spec.app.clone(), spec.environment.clone());
-            let moved = routers
-                .get(&key)
-                .is_some_and(|e| e.listen != spec.listen || e.preview != spec.preview);
+            let key = spec.listen.clone();
+            let moved = routers.get(&key).is_some_and(|e| {
+                e.preview != spec.preview || e.app != spec.app || e.environment != spec.environment
+            });
             if moved {
                 if let Some(entry) = routers.remove(&key) {
                     shutdown(entry.router).await;
@@ -135,7 +131,8 @@ pub(super) async fn apply(node: &Arc<Node>) {
                             key.clone(),
                             RouterEntry {
                                 router: Arc::new(router),
-                                listen: spec.listen.clone(),
+                                app: spec.app.clone(),
+                                environment: spec.environment.clone(),
                                 preview: spec.preview.clone(),
                                 table: RouteTable::default(),
                             },
@@ -221,14 +218,16 @@ pub(super) async fn apply(node: &Arc<Node>) {
         });
     }
 
-    // 3. Stops: what the server wants stopped, and what it no longer lists.
+    // 3. Stops: what the server wants stopped, and what it no longer lists
+    // (once it has said so in this run: a lost or old copy on disk never
+    // stops anything).
+    let heard = node.from_server.load(std::sync::atomic::Ordering::SeqCst);
     let leaving: Vec<String> = statuses
         .iter()
         .map(|s| s.id.clone())
-        .filter(|id| {
-            specs
-                .get(id.as_str())
-                .is_none_or(|s| s.desired == InstanceGoal::Stop)
+        .filter(|id| match specs.get(id.as_str()) {
+            Some(s) => s.desired == InstanceGoal::Stop,
+            None => heard,
         })
         .collect();
     for name in leaving {

@@ -95,7 +95,12 @@ pub(crate) struct Node {
     scheme: String,
     ca_certs: Option<Vec<u8>>,
     desired: tokio::sync::watch::Sender<Desired>,
-    routers: tokio::sync::Mutex<HashMap<(String, String), RouterEntry>>,
+    /// By listen address: unique on the node (two repositories may both
+    /// have an app `web` with an environment `dev`).
+    routers: tokio::sync::Mutex<HashMap<String, RouterEntry>>,
+    /// A desired state has come from the server in this run (not only the
+    /// copy on disk): until then nothing unlisted is stopped.
+    from_server: std::sync::atomic::AtomicBool,
     tasks: Mutex<HashMap<String, Task>>,
     /// Bumped when `tasks` changes: the reporter sends a status.
     changes: tokio::sync::watch::Sender<u64>,
@@ -104,7 +109,8 @@ pub(crate) struct Node {
 
 struct RouterEntry {
     router: Arc<Router>,
-    listen: String,
+    app: String,
+    environment: String,
     preview: String,
     table: crate::router::RouteTable,
 }
@@ -221,6 +227,7 @@ pub async fn run(
         ca_certs: config.ca_certs.clone(),
         desired: tokio::sync::watch::channel(cached.unwrap_or_default()).0,
         routers: Default::default(),
+        from_server: std::sync::atomic::AtomicBool::new(false),
         tasks: Default::default(),
         changes: tokio::sync::watch::channel(0).0,
         work_dir: config.work_dir.clone(),
@@ -285,6 +292,8 @@ async fn poll(node: Arc<Node>) {
             Ok(Some(desired)) => {
                 revision = desired.revision;
                 apply::save_cached(&node.work_dir, &desired);
+                node.from_server
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 node.desired.send_replace(desired);
             }
             Ok(None) => {}

@@ -13,6 +13,8 @@ use crate::node_protocol::{InstanceState, InstanceStatus, NodeStatus};
 /// A status at least this often, changed or not.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 const TAIL_LINES: usize = 10;
+/// Lines of a new instance's output shipped when its follower starts.
+const START_LINES: usize = 500;
 
 async fn status(node: &Node) -> NodeStatus {
     let revision = node.desired.borrow().revision;
@@ -141,6 +143,22 @@ pub(super) async fn ship_logs(node: Arc<Node>) {
                         Ok(length) => length,
                         Err(_) => 0,
                     };
+                    // A new instance: what it wrote before the follower
+                    // started (the follower was made first, so a line may
+                    // come twice, never not at all).
+                    if offset == 0 {
+                        let mut start: Vec<u8> = node
+                            .supervisor
+                            .log_tail(&name, START_LINES)
+                            .join("\n")
+                            .into_bytes();
+                        if !start.is_empty() {
+                            start.push(b'\n');
+                            if let Ok(length) = node.client.log(&name, 0, start).await {
+                                offset = length;
+                            }
+                        }
+                    }
                     while let Some(bytes) = follow.next().await {
                         loop {
                             match node.client.log(&name, offset, bytes.clone()).await {

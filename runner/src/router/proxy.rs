@@ -4,6 +4,7 @@
 //! failures on another instance), filter the response, record (`metrics`).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -33,6 +34,7 @@ pub(super) async fn handle(
     let mut tried = Tried::default();
     let mut tries_left = table.backends(side).len() + EXTRA_TRIES;
     let mut attempted = false;
+    let mut reloaded = false;
     loop {
         let backends = table.backends(side);
         if backends.is_empty() {
@@ -42,7 +44,15 @@ pub(super) async fn handle(
         // Phase: pick.
         let Some(index) = pick(backends, &table.next, tried).filter(|_| tries_left > 0) else {
             if !attempted {
-                // Every instance of the table is being drained.
+                // Every instance of this snapshot is being drained: a newer
+                // table (set before the drain began) may have others.
+                let current = shared.table.load_full();
+                if !reloaded && !Arc::ptr_eq(&current, &table) {
+                    reloaded = true;
+                    table = current;
+                    tried = Tried::default();
+                    continue;
+                }
                 shared.metrics.no_instance.fetch_add(1, Ordering::Relaxed);
                 return shared.pages.no_instance();
             }

@@ -44,7 +44,7 @@ pub(super) fn step(ctx: &Ctx<'_>) -> (Vec<Action>, Outcome) {
     // A warm instance kept from an earlier deployment counts from when it
     // was made ready, so only new ones can time out.
     for (k, i) in green.iter().enumerate() {
-        if !i.ready() && ctx.now - i.created_at > ctx.config.deadline_ms as i64 {
+        if ctx.times_out(i) {
             return (actions, Outcome::Failed(not_ready_reason(ctx, i, k + 1, n)));
         }
     }

@@ -63,6 +63,12 @@ impl InstanceLogs {
         Ok(length + (bytes.len() - skip) as u64)
     }
 
+    /// Forget an instance's log (its row is gone).
+    pub fn remove(&self, instance: &str) {
+        let _ = std::fs::remove_file(self.path(instance));
+        let _ = std::fs::remove_file(self.dir.join(format!("{instance}.dropped")));
+    }
+
     fn dropped(&self, instance: &str) -> u64 {
         std::fs::read_to_string(self.dir.join(format!("{instance}.dropped")))
             .ok()

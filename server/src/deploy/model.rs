@@ -78,6 +78,10 @@ impl Config {
     }
 }
 
+/// How long a stopping instance may go unreported: the node's drain deadline
+/// (30 s) and stop grace (10 s), with margin.
+pub const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A deployment row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Deployment {
@@ -146,6 +150,7 @@ pub struct Instance {
     pub log_tail: Option<String>,
     pub created_at: i64,
     pub ready_at: Option<i64>,
+    pub updated_at: i64,
 }
 
 impl Instance {
@@ -157,9 +162,12 @@ impl Instance {
         self.observed == "ready"
     }
 
-    /// Still on the node in some form (counts toward N+1 / 2N).
-    pub fn alive(&self) -> bool {
+    /// Still on the node in some form (counts toward N+1 / 2N). One told
+    /// to stop that its node has not reported on for [`STOP_DEADLINE`]
+    /// (a dead node) no longer counts, so a rollout never waits on it.
+    pub fn alive(&self, now: i64) -> bool {
         self.observed != "gone"
+            && !(self.goal == "stop" && now - self.updated_at > STOP_DEADLINE.as_millis() as i64)
     }
 }
 

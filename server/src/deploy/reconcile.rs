@@ -39,10 +39,34 @@ pub const TICK: Duration = Duration::from_millis(500);
 
 pub(super) struct Ctx<'a> {
     pub now: i64,
+    /// The target is in progress (not the steady state's last success).
+    pub active: bool,
     pub target: &'a Deployment,
     pub config: Config,
     /// Every instance of the environment, stopping ones included.
     pub instances: Vec<Instance>,
+}
+
+impl Ctx<'_> {
+    /// The readiness wait of a new instance of the deployment in progress
+    /// has passed its deadline (never one that was ready once, nor another
+    /// deployment's: those are not this rollout's to fail).
+    pub fn times_out(&self, i: &Instance) -> bool {
+        self.active
+            && i.deployment_id == self.target.id
+            && i.ready_at.is_none()
+            && !i.ready()
+            && self.now - i.created_at > self.config.deadline_ms as i64
+    }
+
+    /// The whole rollout's deadline: every instance's readiness wait one
+    /// after another, and a drain.
+    pub fn rollout_deadline(&self) -> i64 {
+        let waits = self.config.replicas as i64 + 2;
+        self.target.started_at.unwrap_or(self.now)
+            + waits * self.config.deadline_ms as i64
+            + super::model::STOP_DEADLINE.as_millis() as i64
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -193,7 +217,7 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
     // Gone and no longer wanted: forget them.
     let gone: Vec<i64> = instances
         .iter()
-        .filter(|i| !i.running() && !i.alive())
+        .filter(|i| !i.running() && !i.alive(now))
         .map(|i| i.id)
         .collect();
     for id in &gone {
@@ -202,6 +226,14 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
             .execute(&mut *tx)
             .await?;
     }
+    // Their shipped output goes with them (a failure's reason keeps its last
+    // lines), after the commit.
+    let gone_names: Vec<String> = instances
+        .iter()
+        .filter(|i| gone.contains(&i.id))
+        .map(|i| i.name.clone())
+        .collect();
+    let _forget_logs = ForgetLogs(app, gone_names);
     let instances: Vec<Instance> = instances
         .into_iter()
         .filter(|i| !gone.contains(&i.id))
@@ -245,14 +277,27 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
     };
     let ctx = Ctx {
         now,
+        active: active.is_some(),
         target: &target,
         config: config.clone(),
         instances: instances.clone(),
     };
-    let (mut actions, outcome) = match config.strategy() {
+    let (mut actions, mut outcome) = match config.strategy() {
         Strategy::Rolling => rolling::step(&ctx),
         Strategy::BlueGreen => blue_green::step(&ctx),
     };
+    // Wait: the rollout as a whole; action: fail and revert.
+    if let (true, Outcome::Progress(what)) = (ctx.active, &outcome) {
+        if now > ctx.rollout_deadline() {
+            let took = humantime::format_duration(Duration::from_secs(
+                ((now - target.started_at.unwrap_or(now)) / 1000) as u64,
+            ));
+            outcome = Outcome::Failed(format!(
+                "the rollout did not finish within {took} (its deadline for {} instances): {what}",
+                config.replicas
+            ));
+        }
+    }
     // Whatever the strategy: instances of another spec that are neither
     // serving nor kept warm go; warm ones go when their window ends.
     let mentioned = |id: i64, actions: &[Action]| {
@@ -275,9 +320,11 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
         (Some(d), Outcome::Failed(reason)) => {
             // The new spec's instances go; the previous deployment becomes
             // the target again on the next pass and is brought back if needed.
+            // Only what this deployment started: instances of the same spec
+            // that served before it keep serving.
             let stop: Vec<Action> = instances
                 .iter()
-                .filter(|i| i.running() && i.spec_hash == d.spec_hash)
+                .filter(|i| i.running() && i.deployment_id == d.id)
                 .map(|i| Action::Stop(i.id))
                 .collect();
             changed |= apply(
@@ -332,6 +379,17 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
         app.deploys.nodes_changed();
     }
     Ok(())
+}
+
+/// Removes instances' shipped logs when dropped (after the transaction).
+struct ForgetLogs<'a>(&'a App, Vec<String>);
+
+impl Drop for ForgetLogs<'_> {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            self.0.instance_logs.remove(name);
+        }
+    }
 }
 
 async fn progress(conn: &mut SqliteConnection, id: i64, what: &str) -> Result<(), sqlx::Error> {

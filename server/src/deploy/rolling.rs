@@ -11,13 +11,13 @@ pub(super) fn step(ctx: &Ctx<'_>) -> (Vec<Action>, Outcome) {
     let hash = &ctx.target.spec_hash;
     let mut actions = Vec::new();
     let running: Vec<&Instance> = ctx.instances.iter().filter(|i| i.running()).collect();
-    let alive = ctx.instances.iter().filter(|i| i.alive()).count();
+    let alive = ctx.instances.iter().filter(|i| i.alive(ctx.now)).count();
     let (matching, others): (Vec<&Instance>, Vec<&Instance>) =
         running.into_iter().partition(|i| &i.spec_hash == hash);
 
     // Wait: each new instance has `deadline` to be ready; action: fail.
     for (k, i) in matching.iter().enumerate() {
-        if !i.ready() && ctx.now - i.created_at > ctx.config.deadline_ms as i64 {
+        if ctx.times_out(i) {
             return (actions, Outcome::Failed(not_ready_reason(ctx, i, k + 1, n)));
         }
     }

@@ -33,6 +33,8 @@ pub async fn drain(app: &App) -> Result<(), sqlx::Error> {
         match handle(app, pipeline).await {
             Ok(Some(id)) => tracing::info!(pipeline, deployment = id, "pipeline deploys"),
             Ok(None) => {}
+            // The database failed: the row stays and is tried again.
+            Err(DeployError::Db(e)) => return Err(e),
             Err(e) => tracing::warn!(pipeline, error = %e, "pipeline could not deploy"),
         }
         sqlx::query("DELETE FROM deploy_outbox WHERE pipeline_id = ?")

@@ -25,6 +25,9 @@ const ENVIRONMENT_KEYS: &[&str] = &[
 ];
 
 pub const MAX_REPLICAS: u64 = 50;
+/// The longest readiness wait and rollback window a spec may ask for.
+pub const MAX_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const MAX_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 pub const MAX_ENVIRONMENTS: usize = 20;
 const MAX_CPUS: f64 = 256.0;
 /// Below this an instance cannot start a shell.
@@ -203,14 +206,22 @@ impl Reader {
                 ),
             }
         }
-        if let Some(n) = fields.get("deadline") {
-            if let Some(d) = self.duration(n, &format!("{what}.deadline")) {
-                out.deadline = d;
-            }
-        }
-        if let Some(n) = fields.get("keep") {
-            if let Some(d) = self.duration(n, &format!("{what}.keep")) {
-                out.keep = d;
+        for (key, max, slot) in [
+            ("deadline", MAX_DEADLINE, &mut out.deadline),
+            ("keep", MAX_KEEP, &mut out.keep),
+        ] {
+            let Some(n) = fields.get(key) else { continue };
+            match self.duration(n, &format!("{what}.{key}")) {
+                Some(d) if d <= max => *slot = d,
+                Some(d) => self.error(
+                    n.span(),
+                    format!(
+                        "{what}.{key} is {}; at most {} is allowed",
+                        humantime::format_duration(d),
+                        humantime::format_duration(max)
+                    ),
+                ),
+                None => {}
             }
         }
         out
