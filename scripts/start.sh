@@ -68,7 +68,11 @@ $slipway image bootstrap busybox
 # A runner on this machine. Its work dir must be reachable by container root
 # (uid 100000 in the user namespace), so it lives under /var/lib, not here.
 # One per data directory, so its runner token matches this server's database.
-runner_dir=${SLIPWAY_RUNNER_DIR:-/var/lib/slipway/runner-$(printf %s "$data" | sha256sum | cut -c1-12)}
+# Keyed by the data directory and its secrets key (made at the server's first
+# start), so a data directory made anew never meets a runner registered with
+# the old one.
+instance_id=$(cat "$data/secrets.key" 2>/dev/null || true)
+runner_dir=${SLIPWAY_RUNNER_DIR:-/var/lib/slipway/runner-$(printf %s "$data$instance_id" | sha256sum | cut -c1-12)}
 mkdir -p "$runner_dir" && chmod 711 "$(dirname "$runner_dir")" "$runner_dir"
 runner_log="$data/runner.log"
 # Its token is kept beside the work dir (<work dir>-credentials), out of
@@ -83,7 +87,10 @@ SLIPWAY_LOG=info $slipway runner --token "$token" --name local --capacity 2 \
 runner=$!
 trap 'kill -TERM $runner $server 2>/dev/null; wait $runner $server 2>/dev/null' INT TERM EXIT
 
-demo_repo="$data/demo-repo"
+# The demo repositories live beside the data directory: the server refuses
+# repository sources inside it (its mirrors, blobs and keys).
+repos_dir="${data%/}-repos"
+demo_repo="$repos_dir/demo"
 if [ ! -d "$demo_repo/.git" ]; then
   echo "==> creating the demo repository $demo_repo"
   mkdir -p "$demo_repo"
@@ -102,7 +109,7 @@ $slipway run demo --wait || echo "(the demo pipeline did not succeed: see $runne
 # A node of cluster `local` on this machine: it runs deployed instances and
 # their routers (ports 20000-20999 on 127.0.0.1). One per data directory, like
 # the runner. Instances outlive it: `slipway node-reset --work-dir DIR` removes them.
-node_dir=${SLIPWAY_NODE_DIR:-/var/lib/slipway/node-$(printf %s "$data" | sha256sum | cut -c1-12)}
+node_dir=${SLIPWAY_NODE_DIR:-/var/lib/slipway/node-$(printf %s "$data$instance_id" | sha256sum | cut -c1-12)}
 mkdir -p "$node_dir"
 node_log="$data/node.log"
 if [ -s "$node_dir-credentials/runner-token" ]; then
@@ -114,30 +121,27 @@ SLIPWAY_LOG=info $slipway node "${join[@]}" --name local --work-dir "$node_dir" 
 node=$!
 trap 'kill -TERM $node $runner $server 2>/dev/null; wait $node $runner $server 2>/dev/null' INT TERM EXIT
 
-# The deploy demo: the README's deploy example, a busybox httpd app serving
-# its version, deployed to dev by its pipeline.
-web_repo="$data/web-repo"
-if [ ! -d "$web_repo/.git" ]; then
-  echo "==> creating the deploy demo repository $web_repo"
-  mkdir -p "$web_repo"
-  git -C "$web_repo" init -q -b main
+# The deploy demo: the README's deploy example (it builds demo/web, so it is
+# the demo repository's next commit), a busybox httpd app serving its
+# version, deployed to dev by its pipeline.
+if [ ! -s "$demo_repo/Containerfile" ]; then
+  echo "==> committing the deploy example to the demo repository"
   # The first yaml block of the README with a deploy section.
   awk '/^```yaml$/ { inside = 1; block = ""; next }
        inside && /^```$/ { inside = 0; if (block ~ /\ndeploy:/) { print block; exit } next }
-       inside { block = block "\n" $0 }' README.md | sed 1d >"$web_repo/.slipway.yml"
-  grep -q '^deploy:' "$web_repo/.slipway.yml" || { echo "no deploy example found in README.md"; exit 1; }
+       inside { block = block "\n" $0 }' README.md | sed 1d >"$demo_repo/.slipway.yml"
+  grep -q '^deploy:' "$demo_repo/.slipway.yml" || { echo "no deploy example found in README.md"; exit 1; }
   printf '%s\n' 'FROM busybox' 'COPY version /www/version' 'RUN echo ok > /www/healthz' \
-    'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]' >"$web_repo/Containerfile"
-  echo "web v1" >"$web_repo/version"
-  git -C "$web_repo" add .
-  git -C "$web_repo" -c user.name=Slipway -c user.email=demo@slipway.invalid commit -q -m "web v1"
-  $slipway repo add web --url "$web_repo"
+    'CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]' >"$demo_repo/Containerfile"
+  echo "web v1" >"$demo_repo/version"
+  git -C "$demo_repo" add .
+  git -C "$demo_repo" -c user.name=Slipway -c user.email=demo@slipway.invalid commit -q -m "web v1"
 fi
-echo "==> running the deploy demo's pipeline (slipway run web --wait): it deploys to dev"
-$slipway run web --wait >/dev/null || echo "(the deploy demo's pipeline did not succeed: see $runner_log)"
+echo "==> running the deploy example's pipeline (slipway run demo --wait): it deploys to dev"
+$slipway run demo --wait >/dev/null || echo "(the deploy example's pipeline did not succeed: see \`$slipway logs\`)"
 dev_url=
 for _ in $(seq 1 120); do
-  dev_url=$(curl -fs -u "admin:$SLIPWAY_ADMIN_PASSWORD" "$url/api/v1/environments?repo=web" |
+  dev_url=$(curl -fs -u "admin:$SLIPWAY_ADMIN_PASSWORD" "$url/api/v1/environments?repo=demo" |
     python3 -c 'import json,sys
 for e in json.load(sys.stdin):
     ready = [i for i in e["instances"] if i["state"] == "ready" and i["routed"] == "live"]
@@ -147,10 +151,10 @@ for e in json.load(sys.stdin):
   sleep 1
 done
 if [ -n "$dev_url" ]; then
-  $slipway env list web
+  $slipway env list demo
   echo "==> $dev_url/version answers: $(curl -fs "$dev_url/version")"
 else
-  echo "(the demo app is not serving yet: see $node_log and \`$slipway env list web\`)"
+  echo "(the demo app is not serving yet: see $node_log and \`$slipway env list demo\`)"
 fi
 cat <<MSG
 
@@ -159,7 +163,7 @@ Open $url/ in a browser and sign in as admin (password in $password_file). Or tr
   export SLIPWAY_SERVER=$url SLIPWAY_USER=admin SLIPWAY_PASSWORD=\$(cat $password_file)
   $slipway run demo --wait        # again
   $slipway queue; $slipway runners
-  $slipway env list web; $slipway promote web --to staging --wait; $slipway deployments web
+  $slipway env list demo; $slipway promote demo --to staging --wait; $slipway deployments demo
   curl -u admin:\$SLIPWAY_PASSWORD $url/api/v1/pipelines/1
   skopeo inspect --tls-verify=false --creds admin:\$SLIPWAY_PASSWORD docker://$host/demo/hello:latest
 Press Ctrl-C to stop.
