@@ -31,7 +31,7 @@ if [[ -z ${BENCH_NO_RESULTS:-} ]]; then
     echo "### Deploy benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
     echo
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"); profile $PROFILE."
-    echo "Command: \`BENCH_RUNS=$RUNS BENCH_PROFILE=$PROFILE bash bench/deploy.sh\`"
+    echo "Command: \`BENCH_RUNS=$RUNS BENCH_PROFILE=$PROFILE BENCH_APP=${BENCH_APP:-graceful} bash bench/deploy.sh\`"
     echo
     echo '```'
     echo "$out"
