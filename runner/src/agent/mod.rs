@@ -98,25 +98,45 @@ impl Agent {
     /// first credentials it is given per registry, so one shared client
     /// would go on using the first lease's token after it expires.
     fn registry_client(&self) -> oci_client::Client {
-        let protocol = if self.scheme == "https" {
-            oci_client::client::ClientProtocol::Https
-        } else {
-            oci_client::client::ClientProtocol::HttpsExcept(vec![self.registry_host.clone()])
-        };
-        let extra_root_certificates = self
-            .ca_certs
-            .iter()
-            .map(|pem| oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: pem.clone(),
-            })
-            .collect();
-        oci_client::Client::new(oci_client::client::ClientConfig {
-            protocol,
-            extra_root_certificates,
-            ..Default::default()
-        })
+        registry_client(&self.scheme, &self.registry_host, self.ca_certs.as_deref())
     }
+}
+
+/// A registry client for the server's registry at `host` (`host:port`),
+/// reached over `scheme` as the server is, trusting `ca_certs` (PEM) besides
+/// the system's. Shared by the runner and the node agent.
+pub fn registry_client(scheme: &str, host: &str, ca_certs: Option<&[u8]>) -> oci_client::Client {
+    let protocol = if scheme == "https" {
+        oci_client::client::ClientProtocol::Https
+    } else {
+        oci_client::client::ClientProtocol::HttpsExcept(vec![host.to_owned()])
+    };
+    let extra_root_certificates = ca_certs
+        .iter()
+        .map(|pem| oci_client::client::Certificate {
+            encoding: oci_client::client::CertificateEncoding::Pem,
+            data: pem.to_vec(),
+        })
+        .collect();
+    oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol,
+        extra_root_certificates,
+        ..Default::default()
+    })
+}
+
+/// The `host:port` and the scheme of a server URL (`https://ci.example:8443/`).
+pub fn server_address(server: &str) -> (String, String) {
+    let host = server
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(server)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let scheme = server.split("://").next().unwrap_or("http").to_owned();
+    (host, scheme)
 }
 
 fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AgentError {
@@ -157,15 +177,7 @@ pub async fn run(
             registered.token
         }
     };
-    let registry_host = config
-        .server
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(&config.server)
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let (registry_host, scheme) = server_address(&config.server);
     let agent = Arc::new(Agent {
         client: anonymous.with_token(token),
         engine: Arc::new(Engine::open(
@@ -176,12 +188,7 @@ pub async fn run(
         images: ImageStore::open(config.work_dir.join("images"))
             .map_err(io("opening the image store", &config.work_dir))?,
         registry_host,
-        scheme: config
-            .server
-            .split("://")
-            .next()
-            .unwrap_or("http")
-            .to_owned(),
+        scheme,
         work_dir: config.work_dir.clone(),
         mapping: config.mapping,
         ca_certs: config.ca_certs.clone(),

@@ -132,24 +132,7 @@ impl Node {
 
     /// A registry client for the server's registry.
     fn registry_client(&self) -> oci_client::Client {
-        let protocol = if self.scheme == "https" {
-            oci_client::client::ClientProtocol::Https
-        } else {
-            oci_client::client::ClientProtocol::HttpsExcept(vec![self.registry_host.clone()])
-        };
-        let extra_root_certificates = self
-            .ca_certs
-            .iter()
-            .map(|pem| oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: pem.clone(),
-            })
-            .collect();
-        oci_client::Client::new(oci_client::client::ClientConfig {
-            protocol,
-            extra_root_certificates,
-            ..Default::default()
-        })
+        crate::agent::registry_client(&self.scheme, &self.registry_host, self.ca_certs.as_deref())
     }
 }
 
@@ -190,15 +173,7 @@ pub async fn run(
             joined.token
         }
     };
-    let registry_host = config
-        .server
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .unwrap_or(&config.server)
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let (registry_host, scheme) = crate::agent::server_address(&config.server);
     let cache = LayerCache::open(config.work_dir.join("layers"), config.cache_bytes)?;
     let supervisor = Supervisor::open(
         &config.work_dir.join("supervisor"),
@@ -218,12 +193,7 @@ pub async fn run(
         images: ImageStore::open(config.work_dir.join("images"))
             .map_err(io("opening the image store", &config.work_dir))?,
         registry_host,
-        scheme: config
-            .server
-            .split("://")
-            .next()
-            .unwrap_or("http")
-            .to_owned(),
+        scheme,
         ca_certs: config.ca_certs.clone(),
         desired: tokio::sync::watch::channel(cached.unwrap_or_default()).0,
         routers: Default::default(),
