@@ -634,6 +634,33 @@ fn init_logging(filter: &str, format: LogFormat) {
     }
 }
 
+/// `--userns`: `private` (a user namespace) or `host`.
+fn userns_mapping(userns: &str) -> anyhow::Result<Option<slipway_runner::container::Mapping>> {
+    match userns {
+        "private" => Ok(Some(slipway_runner::container::Mapping::default())),
+        "host" => Ok(None),
+        other => anyhow::bail!("--userns {other:?} is not private or host"),
+    }
+}
+
+/// The PEM file of `--ca-cert`, read.
+fn read_ca_cert(path: Option<PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
+    path.map(|path| {
+        std::fs::read(&path).with_context(|| format!("reading --ca-cert {}", path.display()))
+    })
+    .transpose()
+}
+
+/// Resolves on Ctrl-C or SIGTERM: when a runner or node agent stops.
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 /// `slipway lint`: 0 when the spec is valid, 1 with every error otherwise.
 fn cli_lint(file: &std::path::Path) -> anyhow::Result<i32> {
     use anyhow::Context;
@@ -905,11 +932,7 @@ pub async fn run() -> anyhow::Result<()> {
                 &std::env::var("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()),
                 LogFormat::Human,
             );
-            let mapping = match userns.as_str() {
-                "private" => Some(slipway_runner::container::Mapping::default()),
-                "host" => None,
-                other => anyhow::bail!("--userns {other:?} is not private or host"),
-            };
+            let mapping = userns_mapping(&userns)?;
             // The guard reaps our containers if this process is killed; it
             // lives as long as this pipe's write end (this process).
             let guard = std::process::Command::new(std::env::current_exe()?)
@@ -933,23 +956,9 @@ pub async fn run() -> anyhow::Result<()> {
                 runtime,
                 mapping,
                 cache_bytes: 10 << 30,
-                ca_certs: ca_cert
-                    .map(|path| {
-                        std::fs::read(&path)
-                            .with_context(|| format!("reading --ca-cert {}", path.display()))
-                    })
-                    .transpose()?,
+                ca_certs: read_ca_cert(ca_cert)?,
             };
-            slipway_runner::agent::run(config, async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("a SIGTERM handler");
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            })
-            .await?;
+            slipway_runner::agent::run(config, terminated()).await?;
             drop(guard);
             Ok(())
         }
@@ -969,11 +978,7 @@ pub async fn run() -> anyhow::Result<()> {
                 &std::env::var("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()),
                 LogFormat::Human,
             );
-            let mapping = match userns.as_str() {
-                "private" => Some(slipway_runner::container::Mapping::default()),
-                "host" => None,
-                other => anyhow::bail!("--userns {other:?} is not private or host"),
-            };
+            let mapping = userns_mapping(&userns)?;
             let ports = router_ports
                 .split_once('-')
                 .and_then(|(a, b)| {
@@ -995,23 +1000,9 @@ pub async fn run() -> anyhow::Result<()> {
                 router_host,
                 router_ports: ports,
                 cache_bytes: 10 << 30,
-                ca_certs: ca_cert
-                    .map(|path| {
-                        std::fs::read(&path)
-                            .with_context(|| format!("reading --ca-cert {}", path.display()))
-                    })
-                    .transpose()?,
+                ca_certs: read_ca_cert(ca_cert)?,
             };
-            slipway_runner::node_agent::run(config, async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("a SIGTERM handler");
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            })
-            .await?;
+            slipway_runner::node_agent::run(config, terminated()).await?;
             Ok(())
         }
         Command::NodeReset { work_dir, runtime } => {

@@ -106,6 +106,51 @@ impl Secrets {
         }
     }
 
+    /// Encrypt `value` (at most 64 KiB) bound to `aad`: a fresh nonce and the
+    /// ciphertext.
+    fn seal(&self, value: &str, aad: &[u8]) -> Result<([u8; 12], Vec<u8>), SecretError> {
+        if value.len() > 64 << 10 {
+            return Err(SecretError::TooLarge);
+        }
+        let nonce: [u8; 12] = rand::random();
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: value.as_bytes(),
+                    aad,
+                },
+            )
+            .map_err(|_| SecretError::Key("encryption failed".into()))?;
+        Ok((nonce, ciphertext))
+    }
+
+    /// Decrypt secret `name` sealed with `aad`.
+    fn open(
+        &self,
+        name: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<String, SecretError> {
+        let undecryptable = || SecretError::Undecryptable(name.to_owned());
+        if nonce.len() != 12 {
+            return Err(undecryptable());
+        }
+        let plain = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .map_err(|_| undecryptable())?;
+        String::from_utf8(plain).map_err(|_| undecryptable())
+    }
+
     pub async fn set(
         &self,
         repo_id: i64,
@@ -137,20 +182,7 @@ impl Secrets {
         value: &str,
         allow_pull_requests: bool,
     ) -> Result<(), SecretError> {
-        if value.len() > 64 << 10 {
-            return Err(SecretError::TooLarge);
-        }
-        let nonce: [u8; 12] = rand::random();
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: value.as_bytes(),
-                    aad: &aad(repo_id, name),
-                },
-            )
-            .map_err(|_| SecretError::Key("encryption failed".into()))?;
+        let (nonce, ciphertext) = self.seal(value, &aad(repo_id, name))?;
         let now = now_ms();
         sqlx::query(
             "INSERT INTO secrets (repo_id, name, nonce, ciphertext, allow_pull_requests, created_at, updated_at)
@@ -221,21 +253,7 @@ impl Secrets {
             if fork_pull_request && !allowed {
                 continue;
             }
-            if nonce.len() != 12 {
-                return Err(SecretError::Undecryptable(name.clone()));
-            }
-            let plain = self
-                .cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: &ciphertext,
-                        aad: &aad(repo_id, name),
-                    },
-                )
-                .map_err(|_| SecretError::Undecryptable(name.clone()))?;
-            let value =
-                String::from_utf8(plain).map_err(|_| SecretError::Undecryptable(name.clone()))?;
+            let value = self.open(name, &nonce, &ciphertext, &aad(repo_id, name))?;
             out.push((name.clone(), value));
         }
         Ok(out)
@@ -254,20 +272,7 @@ impl Secrets {
         if !valid_name(name) {
             return Err(SecretError::BadName(name.to_owned()));
         }
-        if value.len() > 64 << 10 {
-            return Err(SecretError::TooLarge);
-        }
-        let nonce: [u8; 12] = rand::random();
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: value.as_bytes(),
-                    aad: &environment_aad(environment_id, name),
-                },
-            )
-            .map_err(|_| SecretError::Key("encryption failed".into()))?;
+        let (nonce, ciphertext) = self.seal(value, &environment_aad(environment_id, name))?;
         sqlx::query(
             "INSERT INTO environment_secrets (environment_id, name, nonce, ciphertext, updated_at)
              VALUES (?, ?, ?, ?, ?)
@@ -316,21 +321,12 @@ impl Secrets {
             let Some((nonce, ciphertext)) = row else {
                 continue;
             };
-            if nonce.len() != 12 {
-                return Err(SecretError::Undecryptable(name.clone()));
-            }
-            let plain = self
-                .cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: &ciphertext,
-                        aad: &environment_aad(environment_id, name),
-                    },
-                )
-                .map_err(|_| SecretError::Undecryptable(name.clone()))?;
-            let value =
-                String::from_utf8(plain).map_err(|_| SecretError::Undecryptable(name.clone()))?;
+            let value = self.open(
+                name,
+                &nonce,
+                &ciphertext,
+                &environment_aad(environment_id, name),
+            )?;
             out.push((name.clone(), value));
         }
         Ok(out)
