@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::deploy_peers::{api, deploy_repo, deploy_to_dev, join_local_node};
+use common::deploy_peers::{
+    api, deploy_repo, deploy_spec, deploy_to_dev, join_local_node, run_pipeline_pushing,
+};
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -413,5 +415,153 @@ fn the_chain_refuses_with_its_reason() {
         (&json!("invalid_body"), &json!("body"), &json!("revision")),
         "{}",
         r.describe()
+    );
+}
+
+/// The promotion chain is the server's: a later commit that puts `staging`
+/// first still deploys to `dev`, and the chain stays dev → staging.
+#[test]
+fn a_commit_cannot_reorder_the_chain() {
+    let server = TestServer::start();
+    let admin = server.admin_auth();
+    let runner = Auth::Bearer(server.register_runner("r"));
+    let node = Auth::Bearer(join_local_node(&server, "n1"));
+    let work = scratch_dir("deploy-api-reorder");
+    let dev = deploy_to_dev(&server, &runner, &node, "team/web", work.path());
+
+    let spec = deploy_spec("team/web").replace(
+        "    dev: { strategy: rolling }\n    staging: { strategy: rolling }\n",
+        "    staging: { strategy: rolling }\n    dev: { strategy: rolling }\n",
+    );
+    assert!(
+        spec.contains("staging: { strategy: rolling }\n    dev:"),
+        "{spec}"
+    );
+    std::fs::write(work.path().join(".slipway.yml"), spec).unwrap();
+    for args in [&["add", "."][..], &["commit", "-q", "-m", "staging first"]] {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(work.path())
+            .env("GIT_AUTHOR_NAME", "d")
+            .env("GIT_AUTHOR_EMAIL", "d@e")
+            .env("GIT_COMMITTER_NAME", "d")
+            .env("GIT_COMMITTER_EMAIL", "d@e")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let digest = run_pipeline_pushing(&server, &runner, "team/web");
+    assert_ne!(digest, dev.digest);
+
+    // The pipeline's deployment appears (the outbox is drained in the
+    // background): wait for it up to a deadline; action: fail with the history.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deployment = loop {
+        let history = api(
+            &server,
+            &admin,
+            Method::GET,
+            "/api/v1/deployments?repo=team/web",
+            None,
+            &[],
+        )
+        .json();
+        if let Some(d) = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["digest"] == digest.as_str())
+        {
+            break d.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no deployment of {digest}: {history}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(deployment["environment"], "dev", "{deployment}");
+    let envs = api(
+        &server,
+        &admin,
+        Method::GET,
+        "/api/v1/environments?repo=team/web",
+        None,
+        &[],
+    )
+    .json();
+    let names: Vec<&str> = envs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["dev", "staging"], "{envs}");
+    assert!(
+        server
+            .logs()
+            .contains("a commit cannot reorder environments"),
+        "the server says why it kept its chain"
+    );
+}
+
+/// A join token lets nodes join for a day, then is refused saying so.
+#[test]
+fn an_expired_join_token_is_refused() {
+    let server = TestServer::start();
+    let r = api(
+        &server,
+        &server.admin_auth(),
+        Method::POST,
+        "/api/v1/clusters",
+        Some(json!({"name": "edge"})),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+    let added = r.json();
+    let token = added["join_token"].as_str().unwrap().to_owned();
+    let expires_at = added["expires_at"].as_i64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day = 24 * 3600 * 1000;
+    assert!(
+        (day - 60_000..=day).contains(&(expires_at - now)),
+        "valid a day: {added}"
+    );
+    // Age the token by a day in the server's database.
+    let path = server.data_dir().join("slipway.db");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::query("UPDATE cluster_join_tokens SET expires_at = expires_at - ?")
+                .bind(day)
+                .execute(&pool)
+                .await
+                .unwrap();
+        });
+    let r = api(
+        &server,
+        &Auth::None,
+        Method::POST,
+        "/api/v1/node/join",
+        Some(json!({
+            "join_token": token, "name": "n1",
+            "router_host": "127.0.0.1", "router_ports": [20000, 20100]
+        })),
+        &[],
+    );
+    assert_eq!(r.status, 401, "{}", r.describe());
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("this join token of cluster edge expired at ")
+            && message.ends_with("make a new one with `slipway cluster add edge`"),
+        "{message}"
     );
 }

@@ -1113,6 +1113,15 @@ fn instances_are_isolated_and_secrets_stay_in_their_environment() {
     let out = slipway(&server, &["run", "demo", "--wait"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let dev = wait_serving(&server, "demo", "dev", Duration::from_secs(120));
+    // Prod names a secret that is not set yet: the promotion fails before any
+    // instance starts, saying which secret and how to set it.
+    let early = slipway(&server, &["promote", "demo", "--to", "prod", "--wait"]);
+    let said = format!("{}{}", text(&early.stdout), text(&early.stderr));
+    assert!(!early.status.success(), "{said}");
+    assert!(
+        said.contains("DB_PASSWORD") && said.contains("not set") && said.contains("env secret set"),
+        "{said}"
+    );
     let secret = format!("prod-only-{}", random_hex(8));
     let mut set = Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args(["env", "secret", "set", "demo", "prod", "DB_PASSWORD"])

@@ -73,6 +73,8 @@ pub struct ClusterAdded {
     created: bool,
     /// Shown once: `slipway node --token …` joins with it.
     join_token: String,
+    /// Unix milliseconds; nodes join with it until then.
+    expires_at: i64,
 }
 
 pub async fn add_cluster(
@@ -82,15 +84,15 @@ pub async fn add_cluster(
 ) -> Result<(StatusCode, Json<ClusterAdded>), ApiError> {
     caller.require_admin()?;
     label(Part::Body, "name", "cluster name", &body.name)?;
-    let (created, join_token) =
-        nodes::add_cluster(&app.db, &body.name, &caller.0.user.username).await?;
-    tracing::info!(cluster = %body.name, created, by = %caller.0.user.username, "cluster join token made");
+    let added = nodes::add_cluster(&app.db, &body.name, &caller.0.user.username).await?;
+    tracing::info!(cluster = %body.name, created = added.created, by = %caller.0.user.username, "cluster join token made");
     Ok((
         StatusCode::CREATED,
         Json(ClusterAdded {
             cluster: body.name,
-            created,
-            join_token,
+            created: added.created,
+            join_token: added.join_token,
+            expires_at: added.expires_at,
         }),
     ))
 }

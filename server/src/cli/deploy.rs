@@ -15,6 +15,7 @@ struct ClusterAdded {
     cluster: String,
     created: bool,
     join_token: String,
+    expires_at: i64,
 }
 
 pub async fn cluster_add(client: &Client, name: &str) -> anyhow::Result<()> {
@@ -22,9 +23,10 @@ pub async fn cluster_add(client: &Client, name: &str) -> anyhow::Result<()> {
         .post("/api/v1/clusters", &json!({ "name": name }))
         .await?;
     eprintln!(
-        "{} cluster {}; join a node to it with:\n  slipway node --server {} --token <the token below>",
+        "{} cluster {}; join nodes to it until {} with:\n  SLIPWAY_JOIN_TOKEN=<the token below> slipway node --server {}",
         if added.created { "created" } else { "new join token for" },
         added.cluster,
+        crate::db::format_utc(added.expires_at),
         client.base()
     );
     println!("{}", added.join_token);

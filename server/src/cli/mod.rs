@@ -174,7 +174,8 @@ enum Command {
         /// URL of the Slipway server.
         #[arg(long, env = "SLIPWAY_SERVER", default_value = "http://127.0.0.1:8080")]
         server: String,
-        /// Join token (from `slipway cluster add`); needed the first time only.
+        /// Join token (from `slipway cluster add`, valid a day); needed the
+        /// first time only. Prefer SLIPWAY_JOIN_TOKEN: arguments show in `ps`.
         #[arg(long, env = "SLIPWAY_JOIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Name of this node in its cluster.
@@ -408,7 +409,7 @@ enum RepoCommand {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Create a cluster (if new) and print a join token for its nodes.
+    /// Create a cluster (if new) and print a join token for its nodes (valid a day).
     Add {
         name: String,
         #[command(flatten)]

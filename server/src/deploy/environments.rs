@@ -21,35 +21,108 @@ pub struct Environment {
     pub preview_port: Option<i64>,
 }
 
-/// Record the spec's environments for `repo_id`: new ones join cluster
-/// `local`; the promotion order follows the latest spec. Environments the
-/// spec no longer names are kept (their instances keep running) but leave
-/// the chain (position -1).
+/// Record the spec's environments for `repo_id` and return what the server
+/// kept differently from the spec (one line each, for the log).
+///
+/// The promotion chain is the server's, not the commit's: a commit may add
+/// environments (placed after the one the spec names before them), but it
+/// cannot reorder or drop the ones that exist, so it can never make prod the
+/// first environment (deployed automatically) or take the one before prod
+/// out of its way. New environments join cluster `local`; an environment the
+/// spec no longer names keeps its place and its instances.
 pub async fn sync(
     conn: &mut SqliteConnection,
     repo_id: i64,
     deploy: &DeploySpec,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<String>, sqlx::Error> {
     let now = now_ms();
-    sqlx::query("UPDATE environments SET position = -1 WHERE repo_id = ?")
-        .bind(repo_id)
-        .execute(&mut *conn)
-        .await?;
-    for (position, env) in deploy.environments.iter().enumerate() {
+    let existing: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM environments WHERE repo_id = ? AND position >= 0 ORDER BY position",
+    )
+    .bind(repo_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let spec: Vec<&str> = deploy
+        .environments
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    let (chain, kept) = merge_chain(&existing, &spec);
+    for (position, name) in chain.iter().enumerate() {
+        let app = if spec.contains(&name.as_str()) {
+            Some(deploy.app.as_str())
+        } else {
+            None
+        };
         sqlx::query(
             "INSERT INTO environments (repo_id, name, app, position, cluster_id, created_at)
              VALUES (?, ?, ?, ?, (SELECT id FROM clusters WHERE name = 'local'), ?)
-             ON CONFLICT (repo_id, name) DO UPDATE SET position = excluded.position, app = excluded.app",
+             ON CONFLICT (repo_id, name) DO UPDATE SET position = excluded.position,
+                 app = COALESCE(?, app)",
         )
         .bind(repo_id)
-        .bind(&env.name)
-        .bind(&deploy.app)
+        .bind(name)
+        .bind(app.unwrap_or(&deploy.app))
         .bind(position as i64)
         .bind(now)
+        .bind(app)
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    Ok(kept)
+}
+
+/// The chain after a spec naming `spec` (in its order) meets the server's
+/// `existing` chain, and a note for each way the spec's order was not taken.
+fn merge_chain(existing: &[String], spec: &[&str]) -> (Vec<String>, Vec<String>) {
+    let mut chain: Vec<String> = existing.to_vec();
+    let mut notes = Vec::new();
+    let named_existing: Vec<&str> = spec
+        .iter()
+        .copied()
+        .filter(|n| existing.iter().any(|e| e == n))
+        .collect();
+    let server_order: Vec<&str> = existing
+        .iter()
+        .map(String::as_str)
+        .filter(|e| named_existing.contains(e))
+        .collect();
+    if named_existing != server_order {
+        notes.push(format!(
+            "the deploy section orders existing environments {}; the server keeps its chain {} \
+             (a commit cannot reorder environments)",
+            named_existing.join(" → "),
+            existing.join(" → "),
+        ));
+    }
+    for (i, name) in spec.iter().enumerate() {
+        if chain.iter().any(|c| c == name) {
+            continue;
+        }
+        // After the nearest environment the spec names before it, else first.
+        let at = spec[..i]
+            .iter()
+            .rev()
+            .find_map(|before| chain.iter().position(|c| c == before))
+            .map_or(0, |p| p + 1);
+        chain.insert(at, (*name).to_owned());
+    }
+    let dropped: Vec<&str> = existing
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !spec.contains(e))
+        .collect();
+    if !dropped.is_empty() {
+        notes.push(format!(
+            "the deploy section no longer names {}; {} keep{} {} place in the chain and {} instances",
+            dropped.join(", "),
+            if dropped.len() > 1 { "they" } else { "it" },
+            if dropped.len() > 1 { "" } else { "s" },
+            if dropped.len() > 1 { "their" } else { "its" },
+            if dropped.len() > 1 { "their" } else { "its" },
+        ));
+    }
+    (chain, notes)
 }
 
 pub async fn get(db: &SqlitePool, repo_id: i64, name: &str) -> Result<Environment, DeployError> {
@@ -66,8 +139,8 @@ pub async fn get(db: &SqlitePool, repo_id: i64, name: &str) -> Result<Environmen
         })
 }
 
-/// The environments of a repository in promotion order (those the spec no
-/// longer names last).
+/// The environments of a repository in promotion order (those out of the
+/// chain, from before the chain was kept by the server, last).
 pub async fn list(db: &SqlitePool, repo_id: i64) -> Result<Vec<Environment>, sqlx::Error> {
     sqlx::query_as(
         "SELECT * FROM environments WHERE repo_id = ?
@@ -220,4 +293,47 @@ pub async fn bind(db: &SqlitePool, env: &Environment, cluster: &str) -> Result<(
     .execute(db)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_chain;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_first_spec_sets_the_chain() {
+        let (chain, notes) = merge_chain(&[], &["dev", "staging", "prod"]);
+        assert_eq!(chain, names(&["dev", "staging", "prod"]));
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn a_commit_cannot_put_prod_first_or_skip_staging() {
+        let existing = names(&["dev", "staging", "prod"]);
+        let (chain, notes) = merge_chain(&existing, &["prod", "dev", "staging"]);
+        assert_eq!(chain, existing);
+        assert!(
+            notes[0].contains("server keeps its chain dev → staging → prod"),
+            "{notes:?}"
+        );
+        let (chain, notes) = merge_chain(&existing, &["dev", "prod"]);
+        assert_eq!(chain, existing);
+        assert!(
+            notes[0].contains("no longer names staging; it keeps its place"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn new_environments_go_where_the_spec_puts_them() {
+        let existing = names(&["dev", "prod"]);
+        let (chain, notes) = merge_chain(&existing, &["dev", "qa", "staging", "prod", "dr"]);
+        assert_eq!(chain, names(&["dev", "qa", "staging", "prod", "dr"]));
+        assert!(notes.is_empty(), "{notes:?}");
+        let (chain, _) = merge_chain(&existing, &["preview", "dev", "prod"]);
+        assert_eq!(chain, names(&["preview", "dev", "prod"]));
+    }
 }

@@ -34,13 +34,24 @@ pub fn valid_cluster_name(name: &str) -> bool {
     crate::pipeline::spec::valid_label(name)
 }
 
+/// How long a join token lets nodes join (any number of them).
+pub const JOIN_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A cluster made or found, and a new join token for it.
+pub struct ClusterAdded {
+    pub created: bool,
+    pub join_token: String,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+}
+
 /// Create cluster `name` if it does not exist (kind `local`) and a new join
-/// token for it.
+/// token for it, valid for [`JOIN_TOKEN_TTL`].
 pub async fn add_cluster(
     db: &SqlitePool,
     name: &str,
     created_by: &str,
-) -> Result<(bool, String), DeployError> {
+) -> Result<ClusterAdded, DeployError> {
     if !valid_cluster_name(name) {
         return Err(DeployError::Invalid(format!(
             "cluster name {name:?} is not valid: lowercase letters, digits and '-', at most 63"
@@ -58,18 +69,29 @@ pub async fn add_cluster(
     .rows_affected()
         > 0;
     let token = new_token("slj_");
+    let expires_at = now + JOIN_TOKEN_TTL.as_millis() as i64;
     sqlx::query(
-        "INSERT INTO cluster_join_tokens (cluster_id, token_hash, created_by, created_at)
-         VALUES ((SELECT id FROM clusters WHERE name = ?), ?, ?, ?)",
+        "INSERT INTO cluster_join_tokens (cluster_id, token_hash, created_by, created_at, expires_at)
+         VALUES ((SELECT id FROM clusters WHERE name = ?), ?, ?, ?, ?)",
     )
     .bind(name)
     .bind(hash(&token))
     .bind(created_by)
     .bind(now)
+    .bind(expires_at)
     .execute(&mut *tx)
     .await?;
+    // Expired tokens are of no use; keep the table small.
+    sqlx::query("DELETE FROM cluster_join_tokens WHERE expires_at <= ?")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok((created, token))
+    Ok(ClusterAdded {
+        created,
+        join_token: token,
+        expires_at,
+    })
 }
 
 pub struct ClusterInfo {
@@ -121,18 +143,25 @@ pub async fn list_clusters(db: &SqlitePool) -> Result<Vec<ClusterInfo>, sqlx::Er
 /// replaces the node's token and keeps its environments (a re-installed
 /// machine).
 pub async fn join(db: &SqlitePool, request: &JoinRequest) -> Result<JoinResponse, DeployError> {
-    let cluster: Option<(i64, String)> = sqlx::query_as(
-        "SELECT c.id, c.name FROM cluster_join_tokens t JOIN clusters c ON c.id = t.cluster_id
+    let cluster: Option<(i64, String, i64)> = sqlx::query_as(
+        "SELECT c.id, c.name, t.expires_at FROM cluster_join_tokens t JOIN clusters c ON c.id = t.cluster_id
          WHERE t.token_hash = ?",
     )
     .bind(hash(&request.join_token))
     .fetch_optional(db)
     .await?;
-    let Some((cluster_id, cluster)) = cluster else {
+    let Some((cluster_id, cluster, expires_at)) = cluster else {
         return Err(DeployError::Refused(
             "unknown join token: make one with `slipway cluster add NAME`".into(),
         ));
     };
+    if expires_at <= now_ms() {
+        return Err(DeployError::Refused(format!(
+            "this join token of cluster {cluster} expired at {}: make a new one with \
+             `slipway cluster add {cluster}`",
+            crate::db::format_utc(expires_at)
+        )));
+    }
     if !valid_cluster_name(&request.name) {
         return Err(DeployError::Invalid(format!(
             "node name {:?} is not valid: lowercase letters, digits and '-', at most 63",

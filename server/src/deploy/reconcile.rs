@@ -188,14 +188,35 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
         )
         .await?
         {
-            sqlx::query(
-                "UPDATE deployments SET state = 'progressing', started_at = ?, progress = 'starting' WHERE id = ?",
-            )
-            .bind(now)
-            .bind(next.id)
-            .execute(&mut *tx)
-            .await?;
-            active = deployment(&mut tx, "SELECT * FROM deployments WHERE id = ?", next.id).await?;
+            let missing = missing_secrets(&mut tx, env_id, &next.config().secrets).await?;
+            if missing.is_empty() {
+                sqlx::query(
+                    "UPDATE deployments SET state = 'progressing', started_at = ?, progress = 'starting' WHERE id = ?",
+                )
+                .bind(now)
+                .bind(next.id)
+                .execute(&mut *tx)
+                .await?;
+                active =
+                    deployment(&mut tx, "SELECT * FROM deployments WHERE id = ?", next.id).await?;
+            } else {
+                // Never start an instance without a secret its spec names:
+                // the deployment fails before anything runs.
+                let env_name: String =
+                    sqlx::query_scalar("SELECT name FROM environments WHERE id = ?")
+                        .bind(env_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let reason = format!(
+                    "the deploy section names secret{} {} for environment {env_name:?}, which {} not set there: \
+                     set {} with `slipway env secret set REPO {env_name} NAME`, then deploy again",
+                    if missing.len() > 1 { "s" } else { "" },
+                    missing.join(", "),
+                    if missing.len() > 1 { "are" } else { "is" },
+                    if missing.len() > 1 { "them" } else { "it" },
+                );
+                finish(&mut tx, next.id, State::Failed, &reason, now).await?;
+            }
         }
     }
     let target = match &active {
@@ -390,6 +411,20 @@ impl Drop for ForgetLogs<'_> {
             self.0.instance_logs.remove(name);
         }
     }
+}
+
+/// The names in `names` that environment `env_id` has no secret for.
+async fn missing_secrets(
+    conn: &mut SqliteConnection,
+    env_id: i64,
+    names: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    let set: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM environment_secrets WHERE environment_id = ?")
+            .bind(env_id)
+            .fetch_all(conn)
+            .await?;
+    Ok(names.iter().filter(|n| !set.contains(n)).cloned().collect())
 }
 
 async fn progress(conn: &mut SqliteConnection, id: i64, what: &str) -> Result<(), sqlx::Error> {

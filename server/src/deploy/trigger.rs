@@ -1,6 +1,7 @@
 //! A pipeline on the default branch that succeeded and pushed `deploy.image`
-//! deploys that digest to the first environment. Pull requests, tags and
-//! other branches never deploy.
+//! deploys that digest to the first environment of the chain the server
+//! keeps (see `environments::sync`). Pull requests, tags and other branches
+//! never deploy.
 
 use sqlx::SqliteConnection;
 
@@ -80,13 +81,24 @@ async fn handle(app: &App, pipeline_id: i64) -> Result<Option<i64>, DeployError>
         return Ok(None);
     };
     let mut conn = app.db.acquire().await?;
-    environments::sync(&mut conn, repo_id, &deploy).await?;
+    for kept in environments::sync(&mut conn, repo_id, &deploy).await? {
+        tracing::warn!(pipeline_id, repo = %repo.name, "{kept}");
+    }
     drop(conn);
-    let Some(first) = deploy.environments.first() else {
+    // The first environment of the server's chain, which this commit's spec
+    // may not name (then nothing deploys by itself).
+    let Some(env) = environments::list(&app.db, repo_id)
+        .await?
+        .into_iter()
+        .find(|e| e.position == 0)
+    else {
         return Ok(None);
     };
-    let env = environments::get(&app.db, repo_id, &first.name).await?;
-    let config = request::config_for(&deploy, &first.name)?;
+    if !deploy.environments.iter().any(|e| e.name == env.name) {
+        tracing::warn!(pipeline_id, environment = %env.name, "the deploy section does not name the chain's first environment; nothing deploys");
+        return Ok(None);
+    }
+    let config = request::config_for(&deploy, &env.name)?;
     let id = request::create(
         app,
         &env,

@@ -24,9 +24,7 @@ pub fn router() -> Router<AppState> {
 
 /// A time as people read it (UTC).
 pub fn when(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_default()
+    crate::db::format_utc(ms)
 }
 
 fn took(started: Option<i64>, finished: Option<i64>) -> String {

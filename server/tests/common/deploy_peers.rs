@@ -101,39 +101,11 @@ pub fn join_local_node(server: &TestServer, name: &str) -> String {
     r.json()["token"].as_str().unwrap().to_owned()
 }
 
-/// A repository's first environment running one digest.
-pub struct Deployed {
-    pub repo: String,
-    /// The succeeded deployment to `dev`.
-    pub deployment: i64,
-    /// Its instance.
-    pub instance: String,
-    pub digest: String,
-}
-
-/// Add repository `repo` (its image is named the same) with [`deploy_spec`],
-/// run its pipeline as `runner`, which leases the job, reports the image
-/// pushed and succeeds; then act as `node` (joined to cluster `local`),
-/// reporting every instance it must run ready, until `dev` runs the digest.
-/// No other job may be queued.
-pub fn deploy_to_dev(
-    server: &TestServer,
-    runner: &Auth,
-    node: &Auth,
-    repo: &str,
-    dir: &Path,
-) -> Deployed {
+/// Run a pipeline of `repo` at its branch's head as `runner`, which leases
+/// the job, reports an image of `repo` pushed (a random digest) and
+/// succeeds; the digest. No other job may be queued.
+pub fn run_pipeline_pushing(server: &TestServer, runner: &Auth, repo: &str) -> String {
     let admin = server.admin_auth();
-    let url = deploy_repo(dir, repo);
-    let r = api(
-        server,
-        &admin,
-        Method::POST,
-        "/api/v1/repos",
-        Some(json!({"name": repo, "url": url})),
-        &[],
-    );
-    assert_eq!(r.status, 201, "{}", r.describe());
     let r = api(
         server,
         &admin,
@@ -188,6 +160,44 @@ pub fn deploy_to_dev(
         );
         assert_eq!(r.status, 204, "{}", r.describe());
     }
+
+    digest
+}
+
+/// A repository's first environment running one digest.
+pub struct Deployed {
+    pub repo: String,
+    /// The succeeded deployment to `dev`.
+    pub deployment: i64,
+    /// Its instance.
+    pub instance: String,
+    pub digest: String,
+}
+
+/// Add repository `repo` (its image is named the same) with [`deploy_spec`],
+/// run its pipeline as `runner`, which leases the job, reports the image
+/// pushed and succeeds; then act as `node` (joined to cluster `local`),
+/// reporting every instance it must run ready, until `dev` runs the digest.
+/// No other job may be queued.
+pub fn deploy_to_dev(
+    server: &TestServer,
+    runner: &Auth,
+    node: &Auth,
+    repo: &str,
+    dir: &Path,
+) -> Deployed {
+    let admin = server.admin_auth();
+    let url = deploy_repo(dir, repo);
+    let r = api(
+        server,
+        &admin,
+        Method::POST,
+        "/api/v1/repos",
+        Some(json!({"name": repo, "url": url})),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+    let digest = run_pipeline_pushing(server, runner, repo);
 
     // The node: every instance it must run is ready at once, every one it
     // must stop gone. Each round waits on the node's long-poll (a change),
