@@ -9,7 +9,8 @@
 mod common;
 
 use common::deploy_peers::{
-    api, deploy_repo, deploy_spec, deploy_to_dev, join_local_node, run_pipeline_pushing,
+    add_cluster, api, deploy_repo, deploy_spec, deploy_to_dev, join, join_local_node,
+    run_pipeline_pushing,
 };
 use common::*;
 use reqwest::Method;
@@ -438,18 +439,7 @@ fn a_commit_cannot_reorder_the_chain() {
         "{spec}"
     );
     std::fs::write(work.path().join(".slipway.yml"), spec).unwrap();
-    for args in [&["add", "."][..], &["commit", "-q", "-m", "staging first"]] {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(work.path())
-            .env("GIT_AUTHOR_NAME", "d")
-            .env("GIT_AUTHOR_EMAIL", "d@e")
-            .env("GIT_COMMITTER_NAME", "d")
-            .env("GIT_COMMITTER_EMAIL", "d@e")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    git(work.path(), &["commit", "-q", "-am", "staging first"]);
     let digest = run_pipeline_pushing(&server, &runner, "team/web");
     assert_ne!(digest, dev.digest);
 
@@ -509,16 +499,7 @@ fn a_commit_cannot_reorder_the_chain() {
 #[test]
 fn an_expired_join_token_is_refused() {
     let server = TestServer::start();
-    let r = api(
-        &server,
-        &server.admin_auth(),
-        Method::POST,
-        "/api/v1/clusters",
-        Some(json!({"name": "edge"})),
-        &[],
-    );
-    assert_eq!(r.status, 201, "{}", r.describe());
-    let added = r.json();
+    let added = add_cluster(&server, "edge");
     let token = added["join_token"].as_str().unwrap().to_owned();
     let expires_at = added["expires_at"].as_i64().unwrap();
     let now = std::time::SystemTime::now()
@@ -546,17 +527,7 @@ fn an_expired_join_token_is_refused() {
                 .await
                 .unwrap();
         });
-    let r = api(
-        &server,
-        &Auth::None,
-        Method::POST,
-        "/api/v1/node/join",
-        Some(json!({
-            "join_token": token, "name": "n1",
-            "router_host": "127.0.0.1", "router_ports": [20000, 20100]
-        })),
-        &[],
-    );
+    let r = join(&server, &token, "n1");
     assert_eq!(r.status, 401, "{}", r.describe());
     let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(

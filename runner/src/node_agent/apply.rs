@@ -76,6 +76,11 @@ pub(super) async fn apply(node: &Arc<Node>) {
         .filter(|s| matches!(s.state, InstanceState::Ready | InstanceState::Unhealthy))
         .map(|s| s.id.as_str())
         .collect();
+    let ready: HashSet<&str> = statuses
+        .iter()
+        .filter(|s| matches!(s.state, InstanceState::Ready))
+        .map(|s| s.id.as_str())
+        .collect();
     let existing: HashSet<&str> = statuses.iter().map(|s| s.id.as_str()).collect();
     let specs: std::collections::HashMap<&str, &InstanceSpec> = desired
         .instances
@@ -91,6 +96,7 @@ pub(super) async fn apply(node: &Arc<Node>) {
     };
 
     // 1. Routers.
+    let mut routes_changed = false;
     {
         let mut routers = node.routers.lock().await;
         let wanted: HashSet<String> = desired.routers.iter().map(|r| r.listen.clone()).collect();
@@ -153,26 +159,29 @@ pub(super) async fn apply(node: &Arc<Node>) {
                     port: instance.port,
                 })
             };
+            let routed = |set: &[String]| -> Vec<Backend> {
+                routable(set, &running, &ready)
+                    .into_iter()
+                    .filter_map(backend)
+                    .collect()
+            };
             let table = RouteTable {
-                live: spec
-                    .live
-                    .iter()
-                    .filter(|n| running(n))
-                    .filter_map(backend)
-                    .collect(),
-                preview: spec
-                    .preview_set
-                    .iter()
-                    .filter(|n| running(n))
-                    .filter_map(backend)
-                    .collect(),
+                live: routed(&spec.live),
+                preview: routed(&spec.preview_set),
             };
             let entry = routers.get_mut(&key).expect("inserted above");
             if entry.table != table {
                 entry.router.set_table(table.clone());
                 entry.table = table;
+                routes_changed = true;
             }
         }
+    }
+
+    // The server waits for the routes the node serves (a blue/green swap is
+    // done when the node says so): report them now, not at the heartbeat.
+    if routes_changed {
+        node.changes.send_modify(|n| *n += 1);
     }
 
     // 2. Starts.
@@ -279,6 +288,29 @@ pub(super) async fn apply(node: &Arc<Node>) {
 
 /// Wait until no router has anything in flight to `name` (it is out of
 /// every table already); the deadline's action: stop it anyway.
+/// The instances of a route set the router sends requests to: those up
+/// whose health check passes. One that fails its checks leaves the table
+/// while others of its set pass theirs; when none passes, every one up
+/// stays (a maybe-answer beats a certain 503 when the health endpoint
+/// itself is what broke).
+fn routable<'a>(
+    set: &'a [String],
+    up: &dyn Fn(&str) -> bool,
+    passing: &HashSet<&str>,
+) -> Vec<&'a String> {
+    let up: Vec<&String> = set.iter().filter(|n| up(n)).collect();
+    let healthy: Vec<&String> = up
+        .iter()
+        .copied()
+        .filter(|n| passing.contains(n.as_str()))
+        .collect();
+    if healthy.is_empty() {
+        up
+    } else {
+        healthy
+    }
+}
+
 async fn drain(node: &Node, name: &str) {
     let routers: Vec<Arc<Router>> = node
         .routers
@@ -336,4 +368,23 @@ async fn start(node: &Node, spec: &InstanceSpec) -> Result<(), String> {
         .start(supervised)
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::routable;
+
+    #[test]
+    fn a_failing_instance_leaves_the_table_unless_none_passes() {
+        let set: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let up = |n: &str| n != "c";
+        let passing: HashSet<&str> = ["a"].into_iter().collect();
+        assert_eq!(routable(&set, &up, &passing), [&set[0]]);
+        let none: HashSet<&str> = HashSet::new();
+        assert_eq!(routable(&set, &up, &none), [&set[0], &set[1]]);
+        let all_down = |_: &str| false;
+        assert!(routable(&set, &all_down, &passing).is_empty());
+    }
 }

@@ -24,7 +24,9 @@ pub(super) fn step(ctx: &Ctx<'_>) -> (Vec<Action>, Outcome) {
     let live_matching = matching.iter().filter(|i| i.routed == "live").count();
     let live_others = others.iter().filter(|i| i.routed == "live").count();
 
-    // Already swapped: the new set serves alone.
+    // Already swapped: the new set serves alone; done once the node's router
+    // serves it (the wait is the rollout's deadline; action: fail, and the
+    // warm old set is swapped back).
     if live_matching >= n && live_others == 0 {
         // A scale-down, or spare ready copies: stop what exceeds N.
         for i in matching.iter().filter(|i| i.routed != "live") {
@@ -32,6 +34,18 @@ pub(super) fn step(ctx: &Ctx<'_>) -> (Vec<Action>, Outcome) {
         }
         for i in matching.iter().filter(|i| i.routed == "live").skip(n) {
             actions.push(Action::Stop(i.id));
+        }
+        let served = matching
+            .iter()
+            .filter(|i| i.routed == "live" && i.node_route == "live")
+            .count();
+        if served < n {
+            return (
+                actions,
+                Outcome::Progress(format!(
+                    "swapped; the node's router serves {served}/{n} new instances"
+                )),
+            );
         }
         return (actions, Outcome::Done(format!("{n}/{n} instances serving")));
     }
@@ -82,7 +96,9 @@ pub(super) fn step(ctx: &Ctx<'_>) -> (Vec<Action>, Outcome) {
         });
         return (
             actions,
-            Outcome::Done(format!("swapped to {n} new instances")),
+            Outcome::Progress(format!(
+                "swapped to {n} new instances; waiting for the node's router"
+            )),
         );
     }
     (

@@ -16,7 +16,9 @@
 //!   creation; then failed, every instance of the new spec is stopped and
 //!   the previous deployment is the target again.
 //! - progressing → succeeded: the strategy reports done (rolling: N new
-//!   ready and no old one left; blue/green: swapped).
+//!   ready and no old one left; blue/green: swapped, and the node reports
+//!   its router serving the new set). The wait for that is the rollout's
+//!   deadline; action: failed, and the warm old set is swapped back.
 //! - instances told to stop: the node drains and stops them; a node that
 //!   never reports them gone keeps them listed, never routed.
 //! - kept warm (blue/green's old set): stopped when `warm_until` passes.

@@ -5,13 +5,12 @@
 //! the real runner and node.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::{random_hex, request_as, Auth, HttpResponse, TestServer};
+use super::{git, random_hex, request_as, Auth, HttpResponse, TestServer};
 
 /// How long the controller may take to deploy to the node's report.
 const DEPLOY_DEADLINE: Duration = Duration::from_secs(60);
@@ -49,44 +48,40 @@ pub fn deploy_spec(image: &str) -> String {
 /// A git repository in `dir` with [`deploy_spec`] for `image`; its path.
 pub fn deploy_repo(dir: &Path, image: &str) -> String {
     std::fs::create_dir_all(dir).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "d")
-            .env("GIT_AUTHOR_EMAIL", "d@e")
-            .env("GIT_COMMITTER_NAME", "d")
-            .env("GIT_COMMITTER_EMAIL", "d@e")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    git(&["init", "-q", "-b", "main"]);
+    git(dir, &["init", "-q", "-b", "main"]);
     std::fs::write(dir.join(".slipway.yml"), deploy_spec(image)).unwrap();
     std::fs::write(dir.join("Containerfile"), "FROM busybox\n").unwrap();
-    git(&["add", "."]);
-    git(&["commit", "-q", "-m", "c"]);
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "c"]);
     dir.to_str().unwrap().to_owned()
 }
 
 /// Join cluster `local` as node `name` through the protocol (an admin makes
 /// the join token); the node's token.
 pub fn join_local_node(server: &TestServer, name: &str) -> String {
+    let added = add_cluster(server, "local");
+    let r = join(server, added["join_token"].as_str().unwrap(), name);
+    assert_eq!(r.status, 201, "{}", r.describe());
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// `POST /api/v1/clusters` as admin: the cluster and a new join token.
+pub fn add_cluster(server: &TestServer, name: &str) -> Value {
     let r = api(
         server,
         &server.admin_auth(),
         Method::POST,
         "/api/v1/clusters",
-        Some(json!({"name": "local"})),
+        Some(json!({"name": name})),
         &[],
     );
     assert_eq!(r.status, 201, "{}", r.describe());
-    let join_token = r.json()["join_token"].as_str().unwrap().to_owned();
-    let r = api(
+    r.json()
+}
+
+/// `POST /api/v1/node/join` as node `name` with `join_token`.
+pub fn join(server: &TestServer, join_token: &str, name: &str) -> HttpResponse {
+    api(
         server,
         &Auth::None,
         Method::POST,
@@ -96,9 +91,7 @@ pub fn join_local_node(server: &TestServer, name: &str) -> String {
             "router_host": "127.0.0.1", "router_ports": [20000, 20100]
         })),
         &[],
-    );
-    assert_eq!(r.status, 201, "{}", r.describe());
-    r.json()["token"].as_str().unwrap().to_owned()
+    )
 }
 
 /// Run a pipeline of `repo` at its branch's head as `runner`, which leases
