@@ -13,7 +13,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use common::deploy_peers::{deploy_to_dev, join_local_node, Deployed};
 use common::*;
@@ -115,18 +114,7 @@ fn check_user_routes(
 fn one_job_repo(dir: &std::path::Path) -> String {
     let repo_dir = dir.join("repo");
     std::fs::create_dir_all(&repo_dir).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(&repo_dir)
-            .env("GIT_AUTHOR_NAME", "d")
-            .env("GIT_AUTHOR_EMAIL", "d@e")
-            .env("GIT_COMMITTER_NAME", "d")
-            .env("GIT_COMMITTER_EMAIL", "d@e")
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    };
+    let git = |args: &[&str]| git(&repo_dir, args);
     git(&["init", "-q", "-b", "main"]);
     std::fs::write(
         repo_dir.join(".slipway.yml"),

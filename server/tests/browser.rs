@@ -51,18 +51,7 @@ fn slipway(server: &TestServer, args: &[&str]) -> Output {
 /// as `name` through the API.
 fn add_repo(server: &TestServer, dir: &Path, name: &str, spec: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "Dev")
-            .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-            .env("GIT_COMMITTER_NAME", "Dev")
-            .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    };
+    let git = |args: &[&str]| git(dir, args);
     git(&["init", "-q", "-b", "main"]);
     std::fs::write(dir.join(".slipway.yml"), spec).unwrap();
     git(&["add", "."]);

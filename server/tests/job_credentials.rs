@@ -37,18 +37,7 @@ fn post(server: &TestServer, auth: &Auth, path: &str, body: Value) -> HttpRespon
 /// `.slipway.yml`; its path.
 fn repo_with_spec(dir: &Path, spec: &str) -> String {
     std::fs::create_dir_all(dir).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "d")
-            .env("GIT_AUTHOR_EMAIL", "d@e")
-            .env("GIT_COMMITTER_NAME", "d")
-            .env("GIT_COMMITTER_EMAIL", "d@e")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}");
-    };
+    let git = |args: &[&str]| git(dir, args);
     git(&["init", "-q", "-b", "main"]);
     std::fs::write(dir.join(".slipway.yml"), spec).unwrap();
     git(&["add", "."]);

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::browser::{Browser, PHONE, WAIT};
@@ -31,10 +30,6 @@ fn signed_in(server: &TestServer) -> Client {
 
 fn redact(page: &str, server: &TestServer) -> String {
     redact_page(page, server)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The runner protocol by hand: one leased job whose steps we report and
@@ -186,18 +181,7 @@ impl Drop for KeepAlive {
 fn leased_step(server: &TestServer, work: &std::path::Path) -> FakeRunner {
     let repo = work.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(&repo)
-            .env("GIT_AUTHOR_NAME", "d")
-            .env("GIT_AUTHOR_EMAIL", "d@e")
-            .env("GIT_COMMITTER_NAME", "d")
-            .env("GIT_COMMITTER_EMAIL", "d@e")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    };
+    let git = |args: &[&str]| git(&repo, args);
     git(&["init", "-q", "-b", "main"]);
     std::fs::write(
         repo.join(".slipway.yml"),
