@@ -76,6 +76,15 @@ impl Client {
         self.finish(path, request).await
     }
 
+    pub async fn put<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<R> {
+        let request = self.authorized(self.http.put(format!("{}{path}", self.base)).json(body));
+        self.finish(path, request).await
+    }
+
     /// POST expecting no body back (204).
     pub async fn post_empty<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<()> {
         let response = self

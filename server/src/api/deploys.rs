@@ -16,6 +16,7 @@ use super::extract::{Json, Path, Query};
 use super::{ApiCaller, ApiError, Part, RepoCaller};
 use crate::app::AppState;
 use crate::deploy::environments::{self, EnvironmentStatus};
+use crate::deploy::gates::{self, Requester};
 use crate::deploy::model::{Deployment, Instance};
 use crate::deploy::{nodes, request, DeployError};
 
@@ -25,6 +26,7 @@ impl From<DeployError> for ApiError {
             DeployError::NotFound(m) => ApiError::NotFound(m),
             DeployError::Refused(m) => ApiError::Conflict(m),
             DeployError::Invalid(m) => ApiError::BadRequest(m),
+            DeployError::Forbidden(m) => ApiError::Forbidden(m),
             DeployError::Db(e) => e.into(),
         }
     }
@@ -32,7 +34,7 @@ impl From<DeployError> for ApiError {
 
 /// A cluster's or an environment's name in `part`'s `field`: a DNS label,
 /// as the spec's environments are (`what` says which it is).
-fn label(part: Part, field: &str, what: &str, value: &str) -> Result<(), ApiError> {
+pub(super) fn label(part: Part, field: &str, what: &str, value: &str) -> Result<(), ApiError> {
     if crate::pipeline::spec::valid_label(value) {
         return Ok(());
     }
@@ -157,6 +159,35 @@ pub struct DeploymentView {
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    /// Who approved it, once its approvals counted (empty: none needed).
+    approved_by: Vec<String>,
+    /// Awaiting approval: who approved its digest so far (counting now), of
+    /// how many needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approvals: Option<ApprovalTally>,
+}
+
+#[derive(Serialize)]
+pub struct ApprovalTally {
+    approved_by: Vec<String>,
+    required: u32,
+}
+
+/// The view of `d`, with its approvals when it awaits them.
+async fn full_view(
+    app: &AppState,
+    environment: &str,
+    d: &Deployment,
+) -> Result<DeploymentView, ApiError> {
+    let mut view = deployment_view(environment, d);
+    if d.state == "awaiting_approval" {
+        let (approved_by, required) = gates::tally(&app.db, d).await?;
+        view.approvals = Some(ApprovalTally {
+            approved_by,
+            required,
+        });
+    }
+    Ok(view)
 }
 
 fn deployment_view(environment: &str, d: &Deployment) -> DeploymentView {
@@ -178,6 +209,8 @@ fn deployment_view(environment: &str, d: &Deployment) -> DeploymentView {
         created_at: d.created_at,
         started_at: d.started_at,
         finished_at: d.finished_at,
+        approved_by: d.approvers(),
+        approvals: None,
     }
 }
 
@@ -329,8 +362,8 @@ pub async fn set_secret(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvQuery {
-    repo: String,
-    env: String,
+    pub(super) repo: String,
+    pub(super) env: String,
 }
 
 #[derive(Serialize)]
@@ -415,7 +448,7 @@ pub async fn show_deployment(
         .bind(id)
         .fetch_one(&app.db)
         .await?;
-    Ok(Json(deployment_view(&env, &d)))
+    Ok(Json(full_view(&app, &env, &d).await?))
 }
 
 #[derive(Deserialize)]
@@ -423,6 +456,25 @@ pub async fn show_deployment(
 pub struct Promote {
     repo: String,
     to: String,
+    /// Break glass: promote through a freeze (admins only; needs `reason`).
+    #[serde(default)]
+    override_freeze: bool,
+    reason: Option<String>,
+}
+
+/// Longest reason or comment kept (the audit is not a document store).
+pub(super) const MAX_REASON: usize = 1000;
+
+/// A reason or comment in the body's `field`: at most [`MAX_REASON`] bytes.
+pub(super) fn reason(field: &str, text: Option<&str>) -> Result<(), ApiError> {
+    match text {
+        Some(t) if t.len() > MAX_REASON => Err(ApiError::invalid(
+            Part::Body,
+            field,
+            format!("at most {MAX_REASON} bytes, not {}", t.len()),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Serialize)]
@@ -430,7 +482,7 @@ pub struct Queued {
     deployment: DeploymentView,
 }
 
-async fn queued(app: &AppState, id: i64) -> Result<Json<Queued>, ApiError> {
+pub(super) async fn queued(app: &AppState, id: i64) -> Result<Json<Queued>, ApiError> {
     let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
         .bind(id)
         .fetch_one(&app.db)
@@ -440,7 +492,7 @@ async fn queued(app: &AppState, id: i64) -> Result<Json<Queued>, ApiError> {
         .fetch_one(&app.db)
         .await?;
     Ok(Json(Queued {
-        deployment: deployment_view(&env, &d),
+        deployment: full_view(app, &env, &d).await?,
     }))
 }
 
@@ -452,9 +504,14 @@ pub async fn promote(
     caller.require_developer()?;
     caller.check(&body.repo)?;
     label(Part::Body, "to", "environment", &body.to)?;
+    reason("reason", body.reason.as_deref())?;
     let repo = app.repos.get(&body.repo).await?;
-    let by = caller.user().username.clone();
-    let (id, _) = request::promote(&app, &repo, &body.to, &by).await?;
+    let requester = Requester::User {
+        user: caller.user().clone(),
+        reason: body.reason,
+        override_freeze: body.override_freeze,
+    };
+    let (id, _) = request::promote(&app, &repo, &body.to, requester).await?;
     Ok((StatusCode::ACCEPTED, queued(&app, id).await?))
 }
 
@@ -464,6 +521,8 @@ pub struct Rollback {
     repo: String,
     env: String,
     to: Option<String>,
+    /// Why: kept in the audit.
+    reason: Option<String>,
 }
 
 pub async fn rollback(
@@ -477,9 +536,14 @@ pub async fn rollback(
     if let Some(to) = &body.to {
         digest("to", to)?;
     }
+    reason("reason", body.reason.as_deref())?;
     let repo = app.repos.get(&body.repo).await?;
-    let by = caller.user().username.clone();
-    let (id, _) = request::rollback(&app, &repo, &body.env, body.to.as_deref(), &by).await?;
+    let requester = Requester::User {
+        user: caller.user().clone(),
+        reason: body.reason,
+        override_freeze: false,
+    };
+    let (id, _) = request::rollback(&app, &repo, &body.env, body.to.as_deref(), requester).await?;
     Ok((StatusCode::ACCEPTED, queued(&app, id).await?))
 }
 

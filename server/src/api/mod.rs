@@ -6,6 +6,7 @@
 
 mod deploys;
 mod extract;
+mod gates;
 mod nodes;
 pub mod pipelines;
 mod queue;
@@ -82,7 +83,14 @@ pub fn router() -> Router<AppState> {
             "/environments/secrets",
             get(deploys::list_secrets).post(deploys::set_secret),
         )
+        .route(
+            "/environments/protection",
+            get(gates::get_protection).put(gates::set_protection),
+        )
         .route("/deployments", get(deploys::list_deployments))
+        .route("/deployments/{id}/approve", post(gates::approve))
+        .route("/deployments/{id}/reject", post(gates::reject))
+        .route("/audit", get(gates::audit_log))
         .route("/deployments/{id}", get(deploys::show_deployment))
         .route("/deployments/promote", post(deploys::promote))
         .route("/deployments/rollback", post(deploys::rollback))

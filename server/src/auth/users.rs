@@ -59,7 +59,7 @@ pub enum UserError {
     Database(#[from] sqlx::Error),
 }
 
-fn valid_username(name: &str) -> bool {
+pub fn valid_username(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()

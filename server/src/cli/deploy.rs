@@ -89,6 +89,14 @@ pub struct DeploymentView {
     pub requested_by: String,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    #[serde(default)]
+    pub approvals: Option<Approvals>,
+}
+
+#[derive(Deserialize)]
+pub struct Approvals {
+    pub approved_by: Vec<String>,
+    pub required: u32,
 }
 
 #[derive(Deserialize)]
@@ -296,7 +304,7 @@ pub async fn env_logs(client: &Client, repo: &str, env: &str, follow: bool) -> a
 }
 
 #[derive(Deserialize)]
-struct Queued {
+pub(super) struct Queued {
     deployment: DeploymentView,
 }
 
@@ -319,7 +327,19 @@ pub async fn wait(client: &Client, id: i64) -> anyhow::Result<bool> {
     let mut last = String::new();
     loop {
         let d: DeploymentView = client.get(&format!("/api/v1/deployments/{id}")).await?;
-        let now = format!("{}: {}", d.state, d.progress.as_deref().unwrap_or(""));
+        let now = match (&d.state[..], &d.approvals) {
+            ("awaiting_approval", Some(a)) => format!(
+                "awaiting approval: {} of {} ({}); an approver runs `slipway approve {id}`",
+                a.approved_by.len(),
+                a.required,
+                if a.approved_by.is_empty() {
+                    "none yet".to_owned()
+                } else {
+                    a.approved_by.join(", ")
+                }
+            ),
+            _ => format!("{}: {}", d.state, d.progress.as_deref().unwrap_or("")),
+        };
         if now != last {
             eprintln!("deployment {id} {now}");
             last = now;
@@ -332,7 +352,7 @@ pub async fn wait(client: &Client, id: i64) -> anyhow::Result<bool> {
                 );
                 return Ok(true);
             }
-            "failed" | "superseded" => {
+            "failed" | "superseded" | "rejected" | "expired" => {
                 println!(
                     "deployment {id} {}: {}",
                     d.state,
@@ -345,7 +365,11 @@ pub async fn wait(client: &Client, id: i64) -> anyhow::Result<bool> {
     }
 }
 
-async fn queued_then(client: &Client, queued: Queued, follow: bool) -> anyhow::Result<bool> {
+pub(super) async fn queued_then(
+    client: &Client,
+    queued: Queued,
+    follow: bool,
+) -> anyhow::Result<bool> {
     println!("queued {}", describe(&queued.deployment));
     if follow {
         wait(client, queued.deployment.id).await
@@ -354,11 +378,22 @@ async fn queued_then(client: &Client, queued: Queued, follow: bool) -> anyhow::R
     }
 }
 
-pub async fn promote(client: &Client, repo: &str, to: &str, follow: bool) -> anyhow::Result<bool> {
+/// A promotion: `override_freeze` breaks glass (admins, with `reason`).
+pub struct Promotion<'a> {
+    pub repo: &'a str,
+    pub to: &'a str,
+    pub override_freeze: bool,
+    pub reason: Option<&'a str>,
+}
+
+pub async fn promote(client: &Client, p: Promotion<'_>, follow: bool) -> anyhow::Result<bool> {
     let queued: Queued = client
         .post(
             "/api/v1/deployments/promote",
-            &json!({ "repo": repo, "to": to }),
+            &json!({
+                "repo": p.repo, "to": p.to,
+                "override_freeze": p.override_freeze, "reason": p.reason,
+            }),
         )
         .await?;
     queued_then(client, queued, follow).await
@@ -369,12 +404,13 @@ pub async fn rollback(
     repo: &str,
     env: &str,
     to: Option<&str>,
+    reason: Option<&str>,
     follow: bool,
 ) -> anyhow::Result<bool> {
     let queued: Queued = client
         .post(
             "/api/v1/deployments/rollback",
-            &json!({ "repo": repo, "env": env, "to": to }),
+            &json!({ "repo": repo, "env": env, "to": to, "reason": reason }),
         )
         .await?;
     queued_then(client, queued, follow).await

@@ -6,6 +6,7 @@
 mod build;
 mod deploy;
 mod exec;
+mod gates;
 mod image;
 mod pipeline;
 
@@ -236,7 +237,8 @@ enum Command {
         #[command(subcommand)]
         command: EnvCommand,
     },
-    /// Deploy to ENV the digest that runs healthy in the environment before it.
+    /// Deploy to ENV the digest that runs healthy in the environment before it
+    /// (through ENV's protection: approvals, freezes).
     Promote {
         repo: String,
         #[arg(long)]
@@ -244,11 +246,18 @@ enum Command {
         /// Follow the deployment until it ends (exit 1 if it fails).
         #[arg(long)]
         wait: bool,
+        /// Break glass: promote during a freeze (admins; needs --reason; audited).
+        #[arg(long, requires = "reason")]
+        override_freeze: bool,
+        /// Why (kept in the audit).
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Go back to the previous digest that succeeded in an environment, or to
-    /// a named one that succeeded there.
+    /// a named one that succeeded there, with the configuration it had (no
+    /// approval needed, allowed during a freeze, audited).
     Rollback {
         repo: String,
         #[arg(long)]
@@ -256,8 +265,43 @@ enum Command {
         /// A digest (sha256:…) that succeeded in the environment before.
         #[arg(long)]
         to: Option<String>,
+        /// Why (kept in the audit).
+        #[arg(long)]
+        reason: Option<String>,
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Approve a deployment awaiting approval (its digest, for its environment).
+    Approve {
+        deployment: i64,
+        #[arg(long)]
+        comment: Option<String>,
+        /// Follow the deployment until it ends.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reject a deployment awaiting approval; it ends.
+    Reject {
+        deployment: i64,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The audit of deploys, approvals, overrides, rollbacks and protection
+    /// changes (a repository's; every one's for an admin).
+    Audit {
+        repo: Option<String>,
+        #[arg(long)]
+        env: Option<String>,
+        /// One JSON object per line (to export).
+        #[arg(long)]
+        json_lines: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -446,6 +490,49 @@ enum EnvCommand {
         env: String,
         #[arg(long)]
         cluster: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set an environment's protection (admin; the whole policy: what is not
+    /// given goes back to its default).
+    Protect {
+        repo: String,
+        env: String,
+        /// Approvals a deployment needs before it starts.
+        #[arg(long, default_value_t = 0)]
+        approvals: u32,
+        /// Who may approve, by role: admin, or user (developers and admins).
+        /// Default (no role, no --approver): admins.
+        #[arg(long)]
+        approver_role: Option<String>,
+        /// A user who may approve (repeat for more).
+        #[arg(long = "approver", value_name = "USER")]
+        approvers: Vec<String>,
+        /// Let the person who asked approve too (separation of duties is on
+        /// by default).
+        #[arg(long)]
+        allow_self_approval: bool,
+        /// How long an approval counts, and how long a request waits for them.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        approval_ttl: std::time::Duration,
+        /// Who may deploy here, by role (admin or user). Default: anyone who
+        /// may deploy.
+        #[arg(long)]
+        deployer_role: Option<String>,
+        /// A user who may deploy here (repeat for more).
+        #[arg(long = "deployer", value_name = "USER")]
+        deployers: Vec<String>,
+        /// A freeze window: "CRON;DURATION;TIME ZONE", e.g.
+        /// "0 16 * * FRI;64h;Europe/Paris" (repeat for more).
+        #[arg(long = "freeze", value_name = "CRON;DURATION;TZ")]
+        freezes: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// An environment's protection, and whether it is frozen now.
+    Protection {
+        repo: String,
+        env: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -1075,9 +1162,17 @@ pub async fn run() -> anyhow::Result<()> {
             repo,
             to,
             wait,
+            override_freeze,
+            reason,
             client,
         } => {
-            if !deploy::promote(&client.client()?, &repo, &to, wait).await? {
+            let promotion = deploy::Promotion {
+                repo: &repo,
+                to: &to,
+                override_freeze,
+                reason: reason.as_deref(),
+            };
+            if !deploy::promote(&client.client()?, promotion, wait).await? {
                 std::process::exit(1);
             }
             Ok(())
@@ -1086,14 +1181,83 @@ pub async fn run() -> anyhow::Result<()> {
             repo,
             env,
             to,
+            reason,
             wait,
             client,
         } => {
-            if !deploy::rollback(&client.client()?, &repo, &env, to.as_deref(), wait).await? {
+            let client = client.client()?;
+            if !deploy::rollback(&client, &repo, &env, to.as_deref(), reason.as_deref(), wait)
+                .await?
+            {
                 std::process::exit(1);
             }
             Ok(())
         }
+        Command::Approve {
+            deployment,
+            comment,
+            wait,
+            client,
+        } => {
+            let client = client.client()?;
+            if !gates::decide(&client, deployment, true, comment.as_deref(), wait).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Reject {
+            deployment,
+            comment,
+            client,
+        } => {
+            gates::decide(&client.client()?, deployment, false, Some(&comment), false).await?;
+            Ok(())
+        }
+        Command::Audit {
+            repo,
+            env,
+            json_lines,
+            client,
+        } => {
+            gates::audit(
+                &client.client()?,
+                repo.as_deref(),
+                env.as_deref(),
+                json_lines,
+            )
+            .await
+        }
+        Command::Env {
+            command:
+                EnvCommand::Protect {
+                    repo,
+                    env,
+                    approvals,
+                    approver_role,
+                    approvers,
+                    allow_self_approval,
+                    approval_ttl,
+                    deployer_role,
+                    deployers,
+                    freezes,
+                    client,
+                },
+        } => {
+            let policy = gates::Protect {
+                approvals,
+                approver_role,
+                approvers,
+                allow_self_approval,
+                approval_ttl,
+                deployer_role,
+                deployers,
+                freezes,
+            };
+            gates::protect(&client.client()?, &repo, &env, policy).await
+        }
+        Command::Env {
+            command: EnvCommand::Protection { repo, env, client },
+        } => gates::protection(&client.client()?, &repo, &env).await,
         Command::Deployments { repo, env, client } => {
             deploy::history(&client.client()?, &repo, env.as_deref()).await
         }

@@ -12,6 +12,7 @@ use crate::pipeline::spec::DeploySpec;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Environment {
     pub id: i64,
+    pub repo_id: i64,
     pub name: String,
     pub app: String,
     pub position: i64,

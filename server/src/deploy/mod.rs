@@ -19,13 +19,19 @@
 //! - `nodes.rs`: join tokens, nodes, each node's desired state and revision,
 //!   the status nodes report.
 //! - `instance_logs.rs`: instances' output, shipped by nodes.
+//! - `gates.rs`: release governance, server-side only: who may deploy,
+//!   approvals bound to a digest, freeze windows (rollbacks skip them).
+//! - `audit.rs`: the append-only audit of every deploy, approval,
+//!   rejection, override, rollback and protection change.
 //!
 //! Architecture invariant: only the reconciler changes an instance's goal or
 //! route (besides `nodes.rs` recording what a node observed), and every
 //! change to what a node must do bumps that node's revision in the same
 //! transaction, which wakes its long-poll.
 
+pub mod audit;
 pub mod environments;
+pub mod gates;
 pub mod instance_logs;
 pub mod model;
 pub mod nodes;
@@ -76,6 +82,9 @@ pub enum DeployError {
     Refused(String),
     #[error("{0}")]
     Invalid(String),
+    /// The caller may not (a role, a policy).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }

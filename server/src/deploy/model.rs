@@ -102,6 +102,8 @@ pub struct Deployment {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// JSON array of the approvers' names, once its approvals counted.
+    pub approved_by: Option<String>,
 }
 
 impl Deployment {
@@ -122,6 +124,14 @@ impl Deployment {
                 keep_ms: 600_000,
             }
         })
+    }
+
+    /// Who approved it (empty when none was needed).
+    pub fn approvers(&self) -> Vec<String> {
+        self.approved_by
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default()
     }
 
     /// `repository@sha256:…`.

@@ -9,6 +9,9 @@
 //! revision.
 //!
 //! The state machine, with each wait's deadline and action:
+//! - awaiting_approval → pending: enough approvals of its digest
+//!   (`gates.rs`); waits the environment's approval lifetime, then expired.
+//!   A rejection ends it (rejected).
 //! - pending → progressing: when no other deployment of the environment is
 //!   progressing (deploys to one environment are serialised).
 //! - progressing, no node in the cluster: waits `deadline`; then failed.
@@ -145,6 +148,8 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
 
 /// One pass over every environment that has something to do.
 pub async fn pass(app: &App) -> Result<(), sqlx::Error> {
+    // Requests awaiting approval: approved enough, or expired.
+    super::gates::expire_and_settle(&app.db).await?;
     let envs: Vec<i64> = sqlx::query_scalar(
         "SELECT DISTINCT environment_id FROM deployments WHERE state IN ('pending', 'progressing')
          UNION SELECT DISTINCT environment_id FROM instances",

@@ -5,6 +5,7 @@
 use sqlx::SqlitePool;
 
 use super::environments::{self, Environment};
+use super::gates::{self, Requester};
 use super::model::{Config, Deployment};
 use super::DeployError;
 use crate::app::App;
@@ -19,10 +20,13 @@ pub struct NewDeployment {
     pub pipeline_id: Option<i64>,
     pub commit_sha: Option<String>,
     pub config: Config,
-    pub requested_by: String,
+    pub requester: Requester,
 }
 
-/// Queue a deployment to `env`; returns its id.
+/// Queue a deployment to `env` through the environment's gates (who may
+/// deploy, freezes, approvals: `gates.rs`); returns its id. It starts
+/// `pending`, or `awaiting_approval` where approvals are required, and
+/// supersedes the environment's older requests that have not started.
 pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<i64, DeployError> {
     if !new.digest.starts_with("sha256:") || new.digest.len() != 71 {
         return Err(DeployError::Invalid(format!(
@@ -33,11 +37,33 @@ pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<
     let now = now_ms();
     let spec_hash = new.config.spec_hash(&new.digest);
     let config = serde_json::to_string(&new.config).expect("config serialises");
+    let repo: String = sqlx::query_scalar("SELECT name FROM git_repos WHERE id = ?")
+        .bind(env.repo_id)
+        .fetch_one(&app.db)
+        .await?;
     let mut tx = app.db.begin_with("BEGIN IMMEDIATE").await?;
+    let admission =
+        match gates::admit(&mut tx, (env.id, &env.name), new.kind, &new.requester).await? {
+            Ok(a) => a,
+            Err(refusal) => {
+                drop(tx);
+                gates::audit_refusal(
+                    &app.db,
+                    &repo,
+                    &env.name,
+                    new.kind,
+                    &new.digest,
+                    &new.requester,
+                    &refusal,
+                )
+                .await?;
+                return Err(refusal.into());
+            }
+        };
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO deployments (environment_id, kind, repository, digest, pipeline_id, commit_sha,
              config, spec_hash, state, requested_by, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) RETURNING id",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(env.id)
     .bind(new.kind)
@@ -47,13 +73,14 @@ pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<
     .bind(&new.commit_sha)
     .bind(&config)
     .bind(&spec_hash)
-    .bind(&new.requested_by)
+    .bind(admission.state)
+    .bind(new.requester.name())
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
         "UPDATE deployments SET state = 'superseded', reason = ?, finished_at = ?
-         WHERE environment_id = ? AND state = 'pending' AND id < ?",
+         WHERE environment_id = ? AND state IN ('pending', 'awaiting_approval') AND id < ?",
     )
     .bind(format!("superseded by deployment {id}"))
     .bind(now)
@@ -61,6 +88,24 @@ pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<
     .bind(id)
     .execute(&mut *tx)
     .await?;
+    gates::audit_request(
+        &mut tx,
+        &repo,
+        &env.name,
+        (id, new.kind, &new.digest),
+        &new.requester,
+        &admission,
+    )
+    .await?;
+    if admission.state == "awaiting_approval" {
+        // Approvals of this digest for this environment given earlier (and
+        // not expired) count.
+        let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        gates::settle(&mut tx, &d, now).await?;
+    }
     tx.commit().await?;
     app.deploys.wake();
     tracing::info!(
@@ -68,6 +113,7 @@ pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<
         environment = %env.name,
         image = %format!("{}@{}", new.repository, new.digest),
         kind = new.kind,
+        state = admission.state,
         "deployment queued"
     );
     Ok(id)
@@ -115,7 +161,7 @@ pub async fn promote(
     app: &App,
     repo: &GitRepo,
     to: &str,
-    requested_by: &str,
+    requester: Requester,
 ) -> Result<(i64, Deployment), DeployError> {
     let target = environments::get(&app.db, repo.id, to).await?;
     if target.position < 0 {
@@ -153,7 +199,7 @@ pub async fn promote(
             pipeline_id: source.pipeline_id,
             commit_sha: source.commit_sha.clone(),
             config,
-            requested_by: requested_by.to_owned(),
+            requester,
         },
     )
     .await?;
@@ -213,7 +259,7 @@ pub async fn rollback(
     repo: &GitRepo,
     env_name: &str,
     to: Option<&str>,
-    requested_by: &str,
+    requester: Requester,
 ) -> Result<(i64, Deployment), DeployError> {
     let env = environments::get(&app.db, repo.id, env_name).await?;
     let succeeded: Vec<Deployment> = sqlx::query_as(
@@ -251,7 +297,7 @@ pub async fn rollback(
             pipeline_id: chosen.pipeline_id,
             commit_sha: chosen.commit_sha.clone(),
             config: chosen.config(),
-            requested_by: requested_by.to_owned(),
+            requester,
         },
     )
     .await?;

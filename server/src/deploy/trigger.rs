@@ -6,6 +6,7 @@
 use sqlx::SqliteConnection;
 
 use super::environments;
+use super::gates::Requester;
 use super::request::{self, NewDeployment};
 use super::DeployError;
 use crate::app::App;
@@ -109,7 +110,7 @@ async fn handle(app: &App, pipeline_id: i64) -> Result<Option<i64>, DeployError>
             pipeline_id: Some(pipeline_id),
             commit_sha: Some(sha),
             config,
-            requested_by: format!("pipeline #{number}"),
+            requester: Requester::Pipeline(number),
         },
     )
     .await?;

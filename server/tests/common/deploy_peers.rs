@@ -192,60 +192,93 @@ pub fn deploy_to_dev(
     assert_eq!(r.status, 201, "{}", r.describe());
     let digest = run_pipeline_pushing(server, runner, repo);
 
-    // The node: every instance it must run is ready at once, every one it
-    // must stop gone. Each round waits on the node's long-poll (a change),
-    // up to a deadline; action: fail with what dev shows.
+    let mut succeeded = None;
+    serve_until(
+        server,
+        node,
+        &format!("dev of {repo} running {digest}"),
+        || {
+            succeeded = deployments(server, repo).into_iter().find(|d| {
+                d["environment"] == "dev"
+                    && d["state"] == "succeeded"
+                    && d["digest"] == digest.as_str()
+            });
+            succeeded.is_some()
+        },
+    );
+    let d = succeeded.expect("found above");
+    let envs = api(
+        server,
+        &admin,
+        Method::GET,
+        &format!("/api/v1/environments?repo={repo}"),
+        None,
+        &[],
+    )
+    .json();
+    let instance = envs[0]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["goal"] == "run")
+        .unwrap_or_else(|| panic!("dev runs no instance: {envs}"))["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Deployed {
+        repo: repo.to_owned(),
+        deployment: d["id"].as_i64().unwrap(),
+        instance,
+        digest,
+    }
+}
+
+/// A repository's deployments, newest first (as admin).
+pub fn deployments(server: &TestServer, repo: &str) -> Vec<Value> {
+    let r = api(
+        server,
+        &server.admin_auth(),
+        Method::GET,
+        &format!("/api/v1/deployments?repo={repo}"),
+        None,
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    r.json().as_array().unwrap().clone()
+}
+
+/// Deployment `id` (as admin).
+pub fn deployment(server: &TestServer, id: i64) -> Value {
+    let r = api(
+        server,
+        &server.admin_auth(),
+        Method::GET,
+        &format!("/api/v1/deployments/{id}"),
+        None,
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    r.json()
+}
+
+/// Act as `node` (joined to cluster `local`) until `done()`: each round
+/// waits on the node's long-poll (a change), then reports every instance it
+/// must run ready and every one it must stop gone. `done` is asked before
+/// each round. The wait's deadline is [`DEPLOY_DEADLINE`]; action: fail
+/// naming `what`.
+pub fn serve_until(server: &TestServer, node: &Auth, what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     let mut revision = 0;
-    loop {
-        let history = api(
-            server,
-            &admin,
-            Method::GET,
-            &format!("/api/v1/deployments?repo={repo}"),
-            None,
-            &[],
-        );
-        assert_eq!(history.status, 200, "{}", history.describe());
-        let history = history.json();
-        let succeeded = history.as_array().unwrap().iter().find(|d| {
-            d["environment"] == "dev" && d["state"] == "succeeded" && d["digest"] == digest.as_str()
-        });
-        if let Some(d) = succeeded {
-            let r = api(
-                server,
-                &admin,
-                Method::GET,
-                &format!("/api/v1/environments?repo={repo}"),
-                None,
-                &[],
-            );
-            let envs = r.json();
-            let instance = envs[0]["instances"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|i| i["goal"] == "run")
-                .unwrap_or_else(|| panic!("dev runs no instance: {envs}"))["name"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            return Deployed {
-                repo: repo.to_owned(),
-                deployment: d["id"].as_i64().unwrap(),
-                instance,
-                digest,
-            };
-        }
+    while !done() {
         assert!(
             started.elapsed() < DEPLOY_DEADLINE,
-            "dev of {repo} did not come to run {digest} within {DEPLOY_DEADLINE:?}: {history}"
+            "{what}: not within {DEPLOY_DEADLINE:?}"
         );
         let r = api(
             server,
             node,
             Method::GET,
-            &format!("/api/v1/node/desired?after={revision}&wait=2"),
+            &format!("/api/v1/node/desired?after={revision}&wait=1"),
             None,
             &[],
         );
@@ -280,4 +313,17 @@ pub fn deploy_to_dev(
         );
         assert_eq!(r.status, 204, "{}", r.describe());
     }
+}
+
+/// Serve as `node` until deployment `id` ends; its final view.
+pub fn serve_until_ended(server: &TestServer, node: &Auth, id: i64) -> Value {
+    let mut last = Value::Null;
+    serve_until(server, node, &format!("deployment {id} ending"), || {
+        last = deployment(server, id);
+        !matches!(
+            last["state"].as_str(),
+            Some("pending" | "progressing" | "awaiting_approval")
+        )
+    });
+    last
 }
