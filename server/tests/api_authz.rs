@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::deploy_peers::{deploy_to_dev, join_local_node, Deployed};
+use common::deploy_peers::{deploy_to_dev, deployments, join_local_node, Deployed};
 use common::*;
 use reqwest::Method;
 use serde_json::json;
@@ -567,6 +567,86 @@ fn every_api_route_checks_who_is_calling() {
         ),
     ];
     check_user_routes(&server, &callers, &deploy_routes, &mut covered);
+
+    // Release gates: staging protected by one approval (the admin may
+    // approve his own request here), a promotion awaiting it, approved; a
+    // second one, rejected; the audit of it all.
+    let gate_routes: Vec<Row> = vec![
+        (
+            Method::PUT,
+            "/api/v1/environments/protection".into(),
+            Some(json!({"repo": "team/web", "env": "staging", "policy": {
+                "required_approvals": 1, "separation_of_duties": false
+            }})),
+            403,
+            200,
+        ),
+        (
+            Method::GET,
+            "/api/v1/environments/protection?repo=team/web&env=staging".into(),
+            None,
+            200,
+            200,
+        ),
+    ];
+    check_user_routes(&server, &callers, &gate_routes, &mut covered);
+    // The rollback row's deployment in dev ends at once (the same instances
+    // serve it): wait for it, so dev is healthy to promote from. Deadline
+    // 30 s; action: fail with the history.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let history = deployments(&server, "team/web");
+        let busy = history.iter().any(|d| {
+            d["environment"] == "dev" && (d["state"] == "pending" || d["state"] == "progressing")
+        });
+        if !busy {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dev stays busy: {history:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A rejection first: the approval after it counts for the digest and
+    // would let a later request of it through at once.
+    for verb in ["reject", "approve"] {
+        let r = request_as(
+            server.url(),
+            &callers.admin,
+            Method::POST,
+            "/api/v1/deployments/promote",
+            &[("content-type", "application/json")],
+            Some(serde_json::to_vec(&json!({"repo": "team/web", "to": "staging"})).unwrap()),
+        );
+        assert_eq!(r.status, 202, "{}", r.describe());
+        let awaiting = r.json()["deployment"].clone();
+        assert_eq!(awaiting["state"], "awaiting_approval", "{awaiting}");
+        let id = awaiting["id"].as_i64().unwrap();
+        let path = match verb {
+            "reject" => format!("/api/v1/deployments/{id}/reject"),
+            _ => format!("/api/v1/deployments/{id}/approve"),
+        };
+        let decision: Vec<Row> = vec![(
+            Method::POST,
+            path,
+            Some(json!({"comment": "checked"})),
+            403,
+            200,
+        )];
+        check_user_routes(&server, &callers, &decision, &mut covered);
+    }
+    let audit_routes: Vec<Row> = vec![
+        (
+            Method::GET,
+            "/api/v1/audit?repo=team/web&env=staging&after=0&limit=10&format=jsonl".into(),
+            None,
+            200,
+            200,
+        ),
+        (Method::GET, "/api/v1/audit".into(), None, 403, 200),
+    ];
+    check_user_routes(&server, &callers, &audit_routes, &mut covered);
     // A node's token is for the node protocol only.
     for (method, path, body, _, _) in &deploy_routes {
         assert_eq!(
@@ -1026,6 +1106,14 @@ fn repository_limited_tokens_reach_only_their_repositories() {
             Need::Admin,
             204,
         ),
+        (
+            Method::GET,
+            "/api/v1/audit".into(),
+            None,
+            About::Server,
+            Need::Admin,
+            200,
+        ),
     ]);
     let deploy_rows = |d: &Deployed, about: About| -> Vec<LimitedRow> {
         let repo = d.repo.as_str();
@@ -1099,6 +1187,48 @@ fn repository_limited_tokens_reach_only_their_repositories() {
                 about,
                 Need::Push,
                 202,
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/environments/protection?repo={repo}&env=staging"),
+                None,
+                about,
+                Need::Read,
+                200,
+            ),
+            (
+                Method::PUT,
+                "/api/v1/environments/protection".into(),
+                Some(json!({"repo": repo, "env": "staging", "policy": {}})),
+                about,
+                Need::Admin,
+                200,
+            ),
+            // Allowed in: dev's deployment awaits no approval, and the
+            // answer says so.
+            (
+                Method::POST,
+                format!("/api/v1/deployments/{}/approve", d.deployment),
+                None,
+                by_id,
+                Need::Push,
+                409,
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/deployments/{}/reject", d.deployment),
+                Some(json!({"comment": "no"})),
+                by_id,
+                Need::Push,
+                409,
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/audit?repo={repo}"),
+                None,
+                about,
+                Need::Read,
+                200,
             ),
         ]
     };

@@ -92,7 +92,6 @@ async fn decide(
     decision: Decision,
     comment: Option<String>,
 ) -> Result<Json<Queued>, ApiError> {
-    caller.require_developer()?;
     reason("comment", comment.as_deref())?;
     let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
         .bind(id)
@@ -108,6 +107,7 @@ async fn decide(
     if !caller.sees(&repo) {
         return Err(ApiError::NotFound(format!("no deployment {id}")));
     }
+    caller.require_developer()?;
     let state = gates::decide(
         &app.db,
         &repo,
