@@ -192,6 +192,18 @@ pub fn validate(p: &Policy) -> Result<(), (String, String)> {
         );
     }
     for (i, f) in p.freezes.iter().enumerate() {
+        if !(9..=200).contains(&f.cron.len()) {
+            return err(
+                &format!("freezes[{i}].cron"),
+                format!("a cron schedule is 9 to 200 bytes, not {}", f.cron.len()),
+            );
+        }
+        if f.timezone.is_empty() || f.timezone.len() > 64 {
+            return err(
+                &format!("freezes[{i}].timezone"),
+                format!("a time zone name is 1 to 64 bytes, not {}", f.timezone.len()),
+            );
+        }
         if let Err(e) = f.cron.parse::<croner::Cron>() {
             return err(
                 &format!("freezes[{i}].cron"),
