@@ -9,6 +9,8 @@
 -- Who approved a deployment (JSON array of names), set when its approvals
 -- counted and it moved on.
 ALTER TABLE deployments ADD COLUMN approved_by TEXT;
+-- An admin's break-glass reason: the deployment may start during a freeze.
+ALTER TABLE deployments ADD COLUMN freeze_override TEXT;
 
 -- No row: unprotected. `policy` is JSON (deploy/gates.rs `Policy`): required
 -- approvals, who may approve, separation of duties, how long an approval
@@ -57,6 +59,12 @@ BEGIN
     SELECT RAISE(ABORT, 'the audit log is append-only');
 END;
 CREATE TRIGGER audit_log_is_append_only_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+-- INSERT OR REPLACE of an existing id deletes without the DELETE trigger.
+CREATE TRIGGER audit_log_is_append_only_replace BEFORE INSERT ON audit_log
+WHEN EXISTS (SELECT 1 FROM audit_log WHERE id = NEW.id)
 BEGIN
     SELECT RAISE(ABORT, 'the audit log is append-only');
 END;

@@ -382,9 +382,13 @@ fn freezes_hold_promotions_but_not_rollbacks_and_the_audit_keeps_it_all() {
         .collect();
     assert_eq!(
         refused.len(),
-        3,
-        "frozen, a developer's override, an admin's without a reason: {refused_by:?}"
+        4,
+        "frozen, a developer's override, an admin's without a reason, a rollback target: {refused_by:?}"
     );
+    assert!(refused_by[3].1.contains("never succeeded in staging"), "{refused_by:?}");
+    let superseded = of("supersede");
+    assert_eq!(superseded.len(), 1, "{entries:#?}");
+    assert_eq!(superseded[0]["deployment_id"], overridden["id"]);
     assert!(
         refused_by[0].1.starts_with("staging is frozen"),
         "{refused_by:?}"

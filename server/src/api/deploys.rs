@@ -328,7 +328,8 @@ pub async fn bind_cluster(
     label(Part::Body, "cluster", "cluster name", &body.cluster)?;
     let repo = app.repos.get(&body.repo).await?;
     let env = environments::get(&app.db, repo.id, &body.env).await?;
-    environments::bind(&app.db, &env, &body.cluster).await?;
+    let by = &caller.user().username;
+    environments::bind(&app.db, (&repo.name, &env), &body.cluster, by).await?;
     tracing::info!(repo = %repo.name, env = %env.name, cluster = %body.cluster, by = %caller.user().username, "environment bound to cluster");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -508,6 +509,7 @@ pub async fn promote(
     let repo = app.repos.get(&body.repo).await?;
     let requester = Requester::User {
         user: caller.user().clone(),
+        admin: caller.is_admin(),
         reason: body.reason,
         override_freeze: body.override_freeze,
     };
@@ -540,6 +542,7 @@ pub async fn rollback(
     let repo = app.repos.get(&body.repo).await?;
     let requester = Requester::User {
         user: caller.user().clone(),
+        admin: caller.is_admin(),
         reason: body.reason,
         override_freeze: false,
     };

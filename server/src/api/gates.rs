@@ -2,7 +2,9 @@
 //! repository; write: an admin), `/deployments/{id}/approve` and `/reject`
 //! (the environment's approvers, never the requester under separation of
 //! duties), and `/audit` (a repository's entries: whoever sees it; every
-//! entry: an admin not limited to repositories), as JSON or JSON lines.
+//! entry: an admin not limited to repositories), as JSON or JSON lines; and
+//! `/trace` (whoever sees the repository): from an environment or an
+//! instance back to the digest's provenance and the pipeline that built it.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -18,6 +20,7 @@ use crate::deploy::audit;
 use crate::deploy::environments;
 use crate::deploy::gates::{self, Decision, Policy};
 use crate::deploy::model::Deployment;
+use crate::deploy::trace::{self, Trace};
 
 #[derive(Serialize)]
 pub struct ProtectionView {
@@ -108,15 +111,8 @@ async fn decide(
         return Err(ApiError::NotFound(format!("no deployment {id}")));
     }
     caller.require_developer()?;
-    let state = gates::decide(
-        &app.db,
-        &repo,
-        &d,
-        caller.user(),
-        decision,
-        comment.as_deref(),
-    )
-    .await?;
+    let who = (caller.user(), caller.is_admin());
+    let state = gates::decide(&app.db, &repo, &d, who, decision, comment.as_deref()).await?;
     tracing::info!(deployment = id, by = %caller.user().username, ?decision, %state, "deployment decided");
     app.deploys.wake();
     queued(app, id).await
@@ -207,4 +203,54 @@ pub async fn audit_log(
         Body::from(out),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceQuery {
+    repo: Option<String>,
+    env: Option<String>,
+    instance: Option<String>,
+}
+
+/// `?repo=R&env=E` (what runs there) or `?instance=NAME` (what it runs).
+pub async fn trace_of(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Query(q): Query<TraceQuery>,
+) -> Result<Json<Trace>, ApiError> {
+    match (q.repo, q.env, q.instance) {
+        (Some(repo), Some(env), None) => {
+            caller.check(&repo)?;
+            label(Part::Query, "env", "environment", &env)?;
+            let r = app.repos.get(&repo).await?;
+            let e = environments::get(&app.db, r.id, &env).await?;
+            Ok(Json(trace::of_environment(&app, &e).await?))
+        }
+        (None, None, Some(instance)) => {
+            let row: Option<(String, i64, i64)> = sqlx::query_as(
+                "SELECT r.name, r.id, i.deployment_id FROM instances i
+                 JOIN environments e ON e.id = i.environment_id
+                 JOIN git_repos r ON r.id = e.repo_id WHERE i.name = ?",
+            )
+            .bind(&instance)
+            .fetch_optional(&app.db)
+            .await?;
+            let Some((repo, repo_id, deployment)) = row.filter(|(repo, _, _)| caller.sees(repo))
+            else {
+                return Err(ApiError::NotFound(format!("no instance {instance:?}")));
+            };
+            let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
+                .bind(deployment)
+                .fetch_one(&app.db)
+                .await?;
+            tracing::debug!(%repo, %instance, "trace");
+            Ok(Json(trace::of_deployment(&app, repo_id, &d).await?))
+        }
+        _ => Err(ApiError::invalid(
+            Part::Query,
+            "instance",
+            "give repo and env, or instance",
+        )),
+    }
 }

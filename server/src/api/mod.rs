@@ -91,6 +91,7 @@ pub fn router() -> Router<AppState> {
         .route("/deployments/{id}/approve", post(gates::approve))
         .route("/deployments/{id}/reject", post(gates::reject))
         .route("/audit", get(gates::audit_log))
+        .route("/trace", get(gates::trace_of))
         .route("/deployments/{id}", get(deploys::show_deployment))
         .route("/deployments/promote", post(deploys::promote))
         .route("/deployments/rollback", post(deploys::rollback))
@@ -334,6 +335,11 @@ pub struct RepoCaller(Principal);
 impl RepoCaller {
     pub fn user(&self) -> &crate::auth::users::User {
         &self.0.user
+    }
+
+    /// An admin by role, and by scope when the credential is a token.
+    pub fn is_admin(&self) -> bool {
+        self.0.is_admin()
     }
 
     pub fn principal(&self) -> &Principal {

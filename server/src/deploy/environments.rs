@@ -26,10 +26,10 @@ pub struct Environment {
 /// kept differently from the spec (one line each, for the log).
 ///
 /// The promotion chain is the server's, not the commit's: a commit may add
-/// environments (placed after the one the spec names before them), but it
-/// cannot reorder or drop the ones that exist, so it can never make prod the
-/// first environment (deployed automatically) or take the one before prod
-/// out of its way. New environments join cluster `local`; an environment the
+/// environments (at the end of the chain), but it cannot reorder or drop the
+/// ones that exist, nor put a new one before them, so it can never make
+/// prod the first environment (deployed automatically) or change the one
+/// before prod. New environments join cluster `local`; an environment the
 /// spec no longer names keeps its place and its instances.
 pub async fn sync(
     conn: &mut SqliteConnection,
@@ -96,17 +96,32 @@ fn merge_chain(existing: &[String], spec: &[&str]) -> (Vec<String>, Vec<String>)
             existing.join(" → "),
         ));
     }
+    // New environments join at the end, in the spec's order: one put
+    // before an existing environment would become the one a promotion to
+    // it checks first (a fresh, unprotected step before prod).
+    let mut placed_late = Vec::new();
     for (i, name) in spec.iter().enumerate() {
         if chain.iter().any(|c| c == name) {
             continue;
         }
-        // After the nearest environment the spec names before it, else first.
-        let at = spec[..i]
-            .iter()
-            .rev()
-            .find_map(|before| chain.iter().position(|c| c == before))
-            .map_or(0, |p| p + 1);
-        chain.insert(at, (*name).to_owned());
+        if !existing.is_empty()
+            && spec[i + 1..]
+                .iter()
+                .any(|after| existing.iter().any(|e| e == after))
+        {
+            placed_late.push(*name);
+        }
+        chain.push((*name).to_owned());
+    }
+    if !placed_late.is_empty() {
+        notes.push(format!(
+            "new environment{} {} join{} the chain after {} (a commit cannot put an \
+             environment before existing ones)",
+            if placed_late.len() > 1 { "s" } else { "" },
+            placed_late.join(", "),
+            if placed_late.len() > 1 { "" } else { "s" },
+            existing.last().map(String::as_str).unwrap_or_default(),
+        ));
     }
     let dropped: Vec<&str> = existing
         .iter()
@@ -265,7 +280,12 @@ pub async fn status(db: &SqlitePool, env: Environment) -> Result<EnvironmentStat
 
 /// Bind an environment to a cluster (admin, server-side only). Its running
 /// instances stay where they are until its next deployment places it anew.
-pub async fn bind(db: &SqlitePool, env: &Environment, cluster: &str) -> Result<(), DeployError> {
+pub async fn bind(
+    db: &SqlitePool,
+    (repo, env): (&str, &Environment),
+    cluster: &str,
+    by: &str,
+) -> Result<(), DeployError> {
     let cluster_id: i64 = sqlx::query_scalar("SELECT id FROM clusters WHERE name = ?")
         .bind(cluster)
         .fetch_optional(db)
@@ -286,13 +306,32 @@ pub async fn bind(db: &SqlitePool, env: &Environment, cluster: &str) -> Result<(
             env.name
         )));
     }
+    let before: String = sqlx::query_scalar("SELECT name FROM clusters WHERE id = ?")
+        .bind(env.cluster_id)
+        .fetch_one(db)
+        .await?;
+    let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE environments SET cluster_id = ?, node_id = NULL, port = NULL, preview_port = NULL WHERE id = ?",
     )
     .bind(cluster_id)
     .bind(env.id)
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
+    super::audit::record(
+        &mut tx,
+        super::audit::Entry {
+            actor: by,
+            action: "bind_cluster",
+            repo: Some(repo),
+            environment: Some(&env.name),
+            before: Some(serde_json::json!({ "cluster": before })),
+            after: Some(serde_json::json!({ "cluster": cluster })),
+            ..Default::default()
+        },
+    )
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -329,12 +368,18 @@ mod tests {
     }
 
     #[test]
-    fn new_environments_go_where_the_spec_puts_them() {
+    fn new_environments_join_at_the_end() {
         let existing = names(&["dev", "prod"]);
-        let (chain, notes) = merge_chain(&existing, &["dev", "qa", "staging", "prod", "dr"]);
-        assert_eq!(chain, names(&["dev", "qa", "staging", "prod", "dr"]));
+        let (chain, notes) = merge_chain(&existing, &["dev", "prod", "dr"]);
+        assert_eq!(chain, names(&["dev", "prod", "dr"]));
         assert!(notes.is_empty(), "{notes:?}");
-        let (chain, _) = merge_chain(&existing, &["preview", "dev", "prod"]);
-        assert_eq!(chain, names(&["preview", "dev", "prod"]));
+        // Never before prod (it would be the step a promotion to prod
+        // checks), nor first (deployed by every commit).
+        let (chain, notes) = merge_chain(&existing, &["preview", "dev", "qa", "prod"]);
+        assert_eq!(chain, names(&["dev", "prod", "preview", "qa"]));
+        assert!(
+            notes[0].contains("new environments preview, qa join the chain after prod"),
+            "{notes:?}"
+        );
     }
 }

@@ -55,15 +55,16 @@ impl Who {
         self.role.is_none() && self.users.is_empty()
     }
 
-    /// `user` is admitted; `default` answers when nobody is named.
-    fn admits(&self, user: &User, default: impl Fn(&User) -> bool) -> bool {
+    /// `user` (an admin when `admin`: the role and, for a token, its admin
+    /// scope) is admitted; `default` answers when nobody is named.
+    fn admits(&self, user: &User, admin: bool, default: impl Fn(&User, bool) -> bool) -> bool {
         if self.is_default() {
-            return default(user);
+            return default(user, admin);
         }
         self.users.iter().any(|u| *u == user.username)
             || match self.role.as_deref() {
-                Some("admin") => user.role == Role::Admin,
-                Some("user") => matches!(user.role, Role::Admin | Role::User),
+                Some("admin") => admin,
+                Some("user") => admin || user.role == Role::User,
                 _ => false,
             }
     }
@@ -201,15 +202,39 @@ pub fn validate(p: &Policy) -> Result<(), (String, String)> {
         if f.timezone.is_empty() || f.timezone.len() > 64 {
             return err(
                 &format!("freezes[{i}].timezone"),
-                format!("a time zone name is 1 to 64 bytes, not {}", f.timezone.len()),
+                format!(
+                    "a time zone name is 1 to 64 bytes, not {}",
+                    f.timezone.len()
+                ),
             );
         }
-        if let Err(e) = f.cron.parse::<croner::Cron>() {
+        let cron = match schedule(&f.cron) {
+            Ok(c) => c,
+            Err(e) => {
+                return err(
+                    &format!("freezes[{i}].cron"),
+                    format!(
+                        "{:?} is not a five-field cron schedule such as \"0 16 * * FRI\" ({e})",
+                        f.cron
+                    ),
+                )
+            }
+        };
+        // At most MAX_STARTS starts in one window's length (from a fixed
+        // day: a schedule's density does not depend much on when).
+        let from = chrono::DateTime::from_timestamp(1_767_225_600, 0).expect("a date");
+        let until = from + chrono::Duration::seconds(f.duration_s as i64);
+        let starts = cron
+            .iter_after(from)
+            .take(MAX_STARTS + 1)
+            .take_while(|t| *t < until)
+            .count();
+        if starts > MAX_STARTS {
             return err(
                 &format!("freezes[{i}].cron"),
                 format!(
-                    "{:?} is not a cron schedule such as \"0 16 * * FRI\" ({e})",
-                    f.cron
+                    "{:?} starts a window more than {MAX_STARTS} times in {} s: use a longer duration with fewer starts",
+                    f.cron, f.duration_s
                 ),
             );
         }
@@ -235,18 +260,31 @@ pub fn validate(p: &Policy) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// A freeze's schedule: five fields, minute resolution (no seconds field,
+/// so a window cannot start every second).
+fn schedule(text: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .build()
+        .parse(text)
+}
+
+/// Most window starts one duration may hold (bounds the work of checking a
+/// freeze).
+const MAX_STARTS: usize = 1000;
+
 impl Freeze {
     /// When the window that holds `now` ends (overlapping windows joined),
     /// or `None` when `now` is outside every window.
     pub fn active_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let cron: croner::Cron = self.cron.parse().ok()?;
+        let cron = schedule(&self.cron).ok()?;
         let tz = chrono_tz::Tz::from_str(&self.timezone).ok()?;
         let length = chrono::Duration::seconds(self.duration_s as i64);
         // Every start in (now - length, now] opens a window holding now.
         let mut from = (now - length).with_timezone(&tz);
         let mut end: Option<DateTime<Utc>> = None;
-        // Bounded: a window of 30 days of a start every minute is 43,200.
-        for _ in 0..50_000 {
+        // Bounded: `validate` refuses a schedule that starts more often.
+        for _ in 0..=MAX_STARTS {
             let Ok(start) = cron.find_next_occurrence(&from, false) else {
                 break;
             };
@@ -294,9 +332,18 @@ pub async fn policy(conn: &mut SqliteConnection, env_id: i64) -> Result<Policy, 
             .bind(env_id)
             .fetch_optional(conn)
             .await?;
-    Ok(text
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default())
+    match text {
+        None => Ok(Policy::default()),
+        // Fail closed: an unreadable policy (a downgrade, a hand edit)
+        // refuses every gated deploy rather than protecting nothing.
+        Some(t) => serde_json::from_str(&t).map_err(|e| {
+            tracing::error!(environment = env_id, error = %e, "unreadable protection policy");
+            sqlx::Error::Protocol(format!(
+                "the protection policy of environment {env_id} cannot be read ({e}): \
+                 an admin sets it again with `slipway env protect`"
+            ))
+        }),
+    }
 }
 
 pub async fn policy_of(db: &SqlitePool, env_id: i64) -> Result<Policy, sqlx::Error> {
@@ -351,6 +398,8 @@ pub enum Requester {
     /// A person (or their token).
     User {
         user: User,
+        /// The credential acts as an admin (the role and the admin scope).
+        admin: bool,
         /// Why (a rollback's or an override's reason).
         reason: Option<String>,
         /// Break glass: deploy through a freeze (admins only), with `reason`.
@@ -367,6 +416,10 @@ impl Requester {
             Requester::User { user, .. } => user.username.clone(),
             Requester::Pipeline(n) => format!("pipeline #{n}"),
         }
+    }
+
+    pub fn reason_text(&self) -> Option<&str> {
+        self.reason()
     }
 
     fn reason(&self) -> Option<&str> {
@@ -386,9 +439,7 @@ pub struct Admission {
 }
 
 /// Check a new deployment against the environment's policy, in the
-/// transaction that creates it. A refusal the audit must keep is recorded
-/// and committed by the caller before it returns the error
-/// ([`DeployError::Forbidden`] / [`DeployError::Refused`] with `audit`).
+/// transaction that creates it.
 pub async fn admit(
     conn: &mut SqliteConnection,
     env: (i64, &str),
@@ -396,18 +447,10 @@ pub async fn admit(
     requester: &Requester,
 ) -> Result<Result<Admission, Refusal>, sqlx::Error> {
     let p = policy(conn, env.0).await?;
-    if kind == "rollback" {
-        // Rollbacks go only where something ran, need no approval and
-        // work during a freeze.
-        return Ok(Ok(Admission {
-            state: "pending",
-            overrode: None,
-        }));
-    }
-    if let Requester::User { user, .. } = requester {
+    if let Requester::User { user, admin, .. } = requester {
         let may = p
             .deployers
-            .admits(user, |u| matches!(u.role, Role::Admin | Role::User));
+            .admits(user, *admin, |u, admin| admin || u.role == Role::User);
         if !may {
             return Ok(Err(Refusal::Forbidden(format!(
                 "{} may not deploy to {}: its deployers are {}",
@@ -417,15 +460,24 @@ pub async fn admit(
             ))));
         }
     }
+    if kind == "rollback" {
+        // Rollbacks go only where something ran, need no approval and
+        // work during a freeze.
+        return Ok(Ok(Admission {
+            state: "pending",
+            overrode: None,
+        }));
+    }
     let mut overrode = None;
     if let Some((_, words)) = p.frozen(Utc::now()) {
         match requester {
             Requester::User {
-                user,
+                admin,
                 reason,
                 override_freeze: true,
+                ..
             } => {
-                if user.role != Role::Admin {
+                if !*admin {
                     return Ok(Err(Refusal::Forbidden(format!(
                         "{} is frozen {words}; only an admin may override a freeze",
                         env.1
@@ -458,20 +510,12 @@ pub async fn admit(
     }))
 }
 
-/// Why the gates refused a deployment (it is audited as `refused`).
+/// Why the gates refused a deployment (the caller audits it as `refused`).
 #[derive(Debug)]
 pub enum Refusal {
     Forbidden(String),
     Frozen(String),
     Invalid(String),
-}
-
-impl Refusal {
-    pub fn message(&self) -> &str {
-        match self {
-            Refusal::Forbidden(m) | Refusal::Frozen(m) | Refusal::Invalid(m) => m,
-        }
-    }
 }
 
 impl From<Refusal> for DeployError {
@@ -530,15 +574,14 @@ pub async fn audit_request(
     Ok(())
 }
 
-/// Audit a refused request, in its own transaction.
+/// Audit a refused request (nothing else changed: its own statement).
 pub async fn audit_refusal(
     db: &SqlitePool,
     repo: &str,
     env: &str,
     kind: &str,
-    digest: &str,
     requester: &Requester,
-    refusal: &Refusal,
+    why: &str,
 ) -> Result<(), sqlx::Error> {
     let mut conn = db.acquire().await?;
     let actor = requester.name();
@@ -549,8 +592,7 @@ pub async fn audit_refusal(
             action: "refused",
             repo: Some(repo),
             environment: Some(env),
-            digest: Some(digest),
-            reason: Some(refusal.message()),
+            reason: Some(why),
             after: Some(serde_json::json!({ "asked": kind, "reason": requester.reason() })),
             ..Default::default()
         },
@@ -559,8 +601,11 @@ pub async fn audit_refusal(
     Ok(())
 }
 
-/// Approvals that count now for `digest` in `env_id`: distinct users, not
-/// expired, not the requester's when separation of duties holds.
+/// Approvals that count now for `digest` in `env_id`, by the current
+/// policy: distinct users who still exist and whom the policy's approvers
+/// admit now (by their role), given within the current approval lifetime
+/// and not expired, after the digest's last rejection there, and not the
+/// requester's when separation of duties holds.
 async fn counted(
     conn: &mut SqliteConnection,
     env_id: i64,
@@ -568,20 +613,36 @@ async fn counted(
     p: &Policy,
     now: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT username FROM approvals
-         WHERE environment_id = ? AND digest = ? AND decision = 'approve' AND expires_at > ?
-         ORDER BY username",
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT a.username, u.id, u.role FROM approvals a JOIN users u ON u.username = a.username
+         WHERE a.environment_id = ? AND a.digest = ? AND a.decision = 'approve'
+           AND a.expires_at > ? AND a.created_at > ?
+           AND a.id > COALESCE((SELECT MAX(r.id) FROM approvals r
+                WHERE r.environment_id = a.environment_id AND r.digest = a.digest
+                  AND r.decision = 'reject'), 0)
+         ORDER BY a.username",
     )
     .bind(env_id)
     .bind(&d.digest)
     .bind(now)
+    .bind(now - (p.approval_ttl_s * 1000) as i64)
     .fetch_all(conn)
     .await?;
-    Ok(names
-        .into_iter()
-        .filter(|n| !(p.separation_of_duties && *n == d.requested_by))
-        .collect())
+    let mut names: Vec<String> = Vec::new();
+    for (username, id, role) in rows {
+        let Some(role) = Role::parse(&role) else {
+            continue;
+        };
+        let user = User { id, username, role };
+        let admin = role == Role::Admin;
+        if p.approvers.admits(&user, admin, |_, admin| admin)
+            && !(p.separation_of_duties && user.username == d.requested_by)
+            && !names.contains(&user.username)
+        {
+            names.push(user.username);
+        }
+    }
+    Ok(names)
 }
 
 /// Move an awaiting deployment on once its approvals count; true if it moved.
@@ -609,6 +670,47 @@ pub async fn settle(
     Ok(moved)
 }
 
+/// Whether deployment `d` (pending) may start now by its environment's
+/// policy as it is now, which may have changed since the request: `None` to
+/// start; otherwise it is held, and why. A freeze holds it (pending) until
+/// the window ends, unless an admin overrode it; approvals required now and
+/// missing send it back to `awaiting_approval`. Rollbacks are never held.
+pub async fn hold(
+    conn: &mut SqliteConnection,
+    d: &Deployment,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    if d.kind == "rollback" {
+        return Ok(None);
+    }
+    let p = policy(conn, d.environment_id).await?;
+    if d.freeze_override.is_none() {
+        let at = DateTime::from_timestamp_millis(now).unwrap_or_else(Utc::now);
+        if let Some((_, words)) = p.frozen(at) {
+            return Ok(Some(format!("held by a freeze {words}")));
+        }
+    }
+    if p.required_approvals > 0 {
+        let have = counted(conn, d.environment_id, d, &p, now).await?;
+        if (have.len() as u32) < p.required_approvals {
+            sqlx::query(
+                "UPDATE deployments SET state = 'awaiting_approval', progress = NULL, created_at = ?
+                 WHERE id = ? AND state = 'pending'",
+            )
+            .bind(now)
+            .bind(d.id)
+            .execute(conn)
+            .await?;
+            return Ok(Some(format!(
+                "the environment now requires {} approvals ({} count)",
+                p.required_approvals,
+                have.len()
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// What an approver decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -622,7 +724,7 @@ pub async fn decide(
     db: &SqlitePool,
     repo: &str,
     d: &Deployment,
-    user: &User,
+    (user, admin): (&User, bool),
     decision: Decision,
     comment: Option<&str>,
 ) -> Result<String, DeployError> {
@@ -643,7 +745,7 @@ pub async fn decide(
         )));
     }
     let p = policy(&mut tx, d.environment_id).await?;
-    if !p.approvers.admits(user, |u| u.role == Role::Admin) {
+    if !p.approvers.admits(user, admin, |_, admin| admin) {
         return Err(DeployError::Forbidden(format!(
             "{} may not approve deployments to {env}: its approvers are {}",
             user.username,

@@ -21,6 +21,9 @@
 //! - `instance_logs.rs`: instances' output, shipped by nodes.
 //! - `gates.rs`: release governance, server-side only: who may deploy,
 //!   approvals bound to a digest, freeze windows (rollbacks skip them).
+//! - `trace.rs`: from an environment or an instance back to the digest's
+//!   provenance, the pipeline and its test results, and the environments it
+//!   went through.
 //! - `audit.rs`: the append-only audit of every deploy, approval,
 //!   rejection, override, rollback and protection change.
 //!
@@ -37,6 +40,7 @@ pub mod model;
 pub mod nodes;
 pub mod reconcile;
 pub mod request;
+pub mod trace;
 pub mod trigger;
 
 mod blue_green;

@@ -104,6 +104,8 @@ pub struct Deployment {
     pub finished_at: Option<i64>,
     /// JSON array of the approvers' names, once its approvals counted.
     pub approved_by: Option<String>,
+    /// An admin's reason to start during a freeze.
+    pub freeze_override: Option<String>,
 }
 
 impl Deployment {

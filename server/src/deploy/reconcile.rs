@@ -196,7 +196,12 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
         .await?
         {
             let missing = missing_secrets(&mut tx, env_id, &next.config().secrets).await?;
-            if missing.is_empty() {
+            let held = super::gates::hold(&mut tx, &next, now).await?;
+            if let Some(why) = held {
+                // Not started: the gates hold it (a freeze until it ends,
+                // or back to awaiting approval).
+                progress(&mut tx, next.id, &why).await?;
+            } else if missing.is_empty() {
                 sqlx::query(
                     "UPDATE deployments SET state = 'progressing', started_at = ?, progress = 'starting' WHERE id = ?",
                 )

@@ -4,6 +4,7 @@
 
 use sqlx::SqlitePool;
 
+use super::audit;
 use super::environments::{self, Environment};
 use super::gates::{self, Requester};
 use super::model::{Config, Deployment};
@@ -45,20 +46,9 @@ pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<
     let admission =
         match gates::admit(&mut tx, (env.id, &env.name), new.kind, &new.requester).await? {
             Ok(a) => a,
-            Err(refusal) => {
-                drop(tx);
-                gates::audit_refusal(
-                    &app.db,
-                    &repo,
-                    &env.name,
-                    new.kind,
-                    &new.digest,
-                    &new.requester,
-                    &refusal,
-                )
-                .await?;
-                return Err(refusal.into());
-            }
+            // The caller (`promote`, `rollback`, the pipeline trigger)
+            // audits it.
+            Err(refusal) => return Err(refusal.into()),
         };
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO deployments (environment_id, kind, repository, digest, pipeline_id, commit_sha,
@@ -78,16 +68,41 @@ pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
+    let superseded: Vec<(i64, String)> = sqlx::query_as(
         "UPDATE deployments SET state = 'superseded', reason = ?, finished_at = ?
-         WHERE environment_id = ? AND state IN ('pending', 'awaiting_approval') AND id < ?",
+         WHERE environment_id = ? AND state IN ('pending', 'awaiting_approval') AND id < ?
+         RETURNING id, digest",
     )
     .bind(format!("superseded by deployment {id}"))
     .bind(now)
     .bind(env.id)
     .bind(id)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    let actor = new.requester.name();
+    for (old, digest) in &superseded {
+        audit::record(
+            &mut tx,
+            audit::Entry {
+                actor: &actor,
+                action: "supersede",
+                repo: Some(&repo),
+                environment: Some(&env.name),
+                digest: Some(digest),
+                deployment_id: Some(*old),
+                reason: Some(&format!("superseded by deployment {id}")),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    if admission.overrode.is_some() {
+        sqlx::query("UPDATE deployments SET freeze_override = ? WHERE id = ?")
+            .bind(new.requester.reason_text().unwrap_or_default())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
     gates::audit_request(
         &mut tx,
         &repo,
@@ -156,8 +171,39 @@ pub fn config_for(deploy: &DeploySpec, env: &str) -> Result<Config, DeployError>
 }
 
 /// `promote --to ENV`: deploy to ENV the digest that runs healthy in the
-/// environment before it in the chain.
+/// environment before it in the chain. A refusal is audited.
 pub async fn promote(
+    app: &App,
+    repo: &GitRepo,
+    to: &str,
+    requester: Requester,
+) -> Result<(i64, Deployment), DeployError> {
+    let who = requester.clone();
+    let result = promote_unaudited(app, repo, to, requester).await;
+    audit_refusal(app, repo, to, "promote", &who, &result).await?;
+    result
+}
+
+/// Record a refused request in the audit (a database failure is not a
+/// refusal).
+async fn audit_refusal<T>(
+    app: &App,
+    repo: &GitRepo,
+    env: &str,
+    kind: &str,
+    requester: &Requester,
+    result: &Result<T, DeployError>,
+) -> Result<(), DeployError> {
+    match result {
+        Err(DeployError::Db(_)) | Ok(_) => Ok(()),
+        Err(e) => {
+            gates::audit_refusal(&app.db, &repo.name, env, kind, requester, &e.to_string()).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn promote_unaudited(
     app: &App,
     repo: &GitRepo,
     to: &str,
@@ -253,8 +299,22 @@ async fn healthy_deployment(db: &SqlitePool, env: &Environment) -> Result<Deploy
 }
 
 /// `rollback --env ENV [--to DIGEST]`: the previous digest that succeeded
-/// there (or the named one), with the configuration it had.
+/// there (or the named one), with the configuration it had. A refusal is
+/// audited.
 pub async fn rollback(
+    app: &App,
+    repo: &GitRepo,
+    env_name: &str,
+    to: Option<&str>,
+    requester: Requester,
+) -> Result<(i64, Deployment), DeployError> {
+    let who = requester.clone();
+    let result = rollback_unaudited(app, repo, env_name, to, requester).await;
+    audit_refusal(app, repo, env_name, "rollback", &who, &result).await?;
+    result
+}
+
+async fn rollback_unaudited(
     app: &App,
     repo: &GitRepo,
     env_name: &str,

@@ -6,7 +6,7 @@
 use sqlx::SqliteConnection;
 
 use super::environments;
-use super::gates::Requester;
+use super::gates::{self, Requester};
 use super::request::{self, NewDeployment};
 use super::DeployError;
 use crate::app::App;
@@ -100,7 +100,8 @@ async fn handle(app: &App, pipeline_id: i64) -> Result<Option<i64>, DeployError>
         return Ok(None);
     }
     let config = request::config_for(&deploy, &env.name)?;
-    let id = request::create(
+    let requester = Requester::Pipeline(number);
+    let created = request::create(
         app,
         &env,
         NewDeployment {
@@ -110,9 +111,16 @@ async fn handle(app: &App, pipeline_id: i64) -> Result<Option<i64>, DeployError>
             pipeline_id: Some(pipeline_id),
             commit_sha: Some(sha),
             config,
-            requester: Requester::Pipeline(number),
+            requester: requester.clone(),
         },
     )
-    .await?;
-    Ok(Some(id))
+    .await;
+    if let Err(
+        e @ (DeployError::Refused(_) | DeployError::Forbidden(_) | DeployError::Invalid(_)),
+    ) = &created
+    {
+        let why = e.to_string();
+        gates::audit_refusal(&app.db, &repo.name, &env.name, "deploy", &requester, &why).await?;
+    }
+    Ok(Some(created?))
 }
