@@ -2,14 +2,20 @@
 //! listener) in front of the environment's instances, each reached inside its
 //! own network namespace.
 //!
-//! A request goes through small phases (`proxy`): it takes one snapshot of
-//! the route table, picks an instance (`pick`), filters its headers
-//! (`headers`), gets a pooled or new connection (`upstream`), sends, and
-//! streams the response back (`body`), switching protocols when asked
+//! HTTP/1.1 is spoken by the router itself (`head`, `body`: `httparse` for
+//! the heads): a client connection's task (`client`) reads a request head,
+//! writes it again for the instance (`headers`: hop-by-hop out,
+//! `X-Forwarded-*` in), and hands it to the pipeline (`proxy`): one snapshot
+//! of the route table, pick an instance (`pick`), a pooled or new connection
+//! (`upstream`), then the exchange (`exchange`: the request body out and the
+//! response back, streamed, both at once), switching protocols when asked
 //! (`upgrade`). `metrics` counts per instance. The table is an immutable
 //! value swapped atomically (`arc-swap`); no lock is held across a request.
 
 mod body;
+mod client;
+mod exchange;
+mod head;
 mod headers;
 mod listen;
 mod metrics;
