@@ -260,8 +260,12 @@ pub(super) async fn relay(
 ) -> Result<bool, RelayError> {
     let mut delivered = true;
     loop {
-        let used = decoder.decode(buf, out, chunked_out)?;
-        buf.advance(used);
+        // What was well-formed before an error still goes out, then the
+        // error: the other side sees the message cut short, never completed.
+        let decoded = decoder.decode(buf, out, chunked_out);
+        if let Ok(used) = decoded {
+            buf.advance(used);
+        }
         if !out.is_empty() {
             if delivered {
                 match tokio::time::timeout(idle, writer.write_all(out)).await {
@@ -273,6 +277,7 @@ pub(super) async fn relay(
             }
             out.clear();
         }
+        decoded?;
         if decoder.is_done() {
             return Ok(delivered);
         }
