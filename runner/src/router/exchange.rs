@@ -18,6 +18,10 @@ use super::metrics::UpstreamMetrics;
 use super::upstream::Conn;
 use super::RouterConfig;
 
+/// After a complete response, how long the rest of its request body may
+/// take to arrive.
+const REST_OF_BODY: Duration = Duration::from_secs(5);
+
 /// How an exchange ended.
 pub(super) enum Outcome {
     /// The response reached the client.
@@ -225,14 +229,17 @@ pub(super) async fn exchange(
         }
     };
     // The rest of the request body: the instance answered before reading it
-    // all (once its head is out, `send` reads the client's body to its end,
-    // dropping what the instance no longer takes).
+    // all. `send` reads the client's body to its end (dropping what the
+    // instance no longer takes), so that the connection can carry the next
+    // request. Deadline: `REST_OF_BODY`; action: the client's connection
+    // closes instead (a client may wait for a 100 Continue that never came).
     let sent = match sent {
         Some(delivered) => Some(delivered),
         None if matches!(received, Received::Complete { .. } | Received::Switched) => {
-            match send.await {
-                Ok(delivered) => Some(delivered),
-                Err(e) => return Outcome::Cut(format!("the request broke off: {e}")),
+            match tokio::time::timeout(REST_OF_BODY, send).await {
+                Ok(Ok(delivered)) => Some(delivered),
+                Ok(Err(e)) => return Outcome::Cut(format!("the request broke off: {e}")),
+                Err(_) => None,
             }
         }
         None => None,
@@ -245,7 +252,8 @@ pub(super) async fn exchange(
             client_open: !client_close && sent.is_some(),
             reusable: reusable && sent == Some(true),
         },
-        Received::Switched => Outcome::Switched,
+        Received::Switched if sent.is_some() => Outcome::Switched,
+        Received::Switched => Outcome::Cut("the request body did not end before the switch".into()),
         Received::NoHead { why, any_byte } => {
             let closed = matches!(why, NoHead::Closed | NoHead::Io(_));
             if reused && closed && !any_byte && request.replayable {

@@ -63,8 +63,10 @@ pub struct RouterConfig {
     pub upstream_idle_timeout: Duration,
     /// From the request sent to the response head; past it, 504.
     pub response_head_timeout: Duration,
-    /// A response body that delivers nothing for this long fails (the
-    /// client's connection is closed, the request leaves the in-flight count).
+    /// A body that moves nothing for this long fails (each read and each
+    /// write of a request or response body, and of the router's own pages):
+    /// both connections are closed and the request leaves the in-flight
+    /// count.
     pub response_idle_timeout: Duration,
     /// A client's request head must arrive within this (after connecting or
     /// between keep-alive requests), else the connection is closed.
