@@ -123,9 +123,11 @@ pub(super) async fn linger(client: &mut Client) {
     let _ = client.stream.shutdown().await;
     let _ = tokio::time::timeout(LINGER, async {
         let mut read = 0;
-        let mut scratch = [0u8; 4096];
         while read < LINGER_BYTES {
-            match client.stream.read(&mut scratch).await {
+            // The connection's own buffer: the task's future stays small.
+            client.buf.clear();
+            client.buf.reserve(READ_SIZE);
+            match client.stream.read_buf(&mut client.buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => read += n,
             }
