@@ -4,8 +4,6 @@
 //! its own (hop-by-hop headers out, `X-Forwarded-*` in, one framing header),
 //! so the two sides can never disagree about where a message ends.
 
-use std::io::Write;
-
 use super::headers::{self, Connection};
 
 /// The largest head the router reads (nginx's default limit is 32 KiB).
@@ -189,9 +187,7 @@ pub(super) fn request(
         field_line(out, b"x-forwarded-host", host);
     }
     match framing {
-        Framing::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
+        Framing::Length(n) => length_line(out, n),
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Empty | Framing::Close => {}
     }
@@ -354,7 +350,11 @@ pub(super) fn response(
         || framing == Framing::Close
         || (framing == Framing::Chunked && request.http10);
 
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     for field in fields {
         let name = field.name;
         let kept_upgrade = switch && name.eq_ignore_ascii_case("upgrade");
@@ -372,9 +372,7 @@ pub(super) fn response(
         field_line(out, name.as_bytes(), field.value);
     }
     match framing {
-        Framing::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
+        Framing::Length(n) => length_line(out, n),
         Framing::Chunked if chunked_out => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Chunked | Framing::Close | Framing::Empty => {}
     }
@@ -396,6 +394,28 @@ pub(super) fn response(
         upstream_close,
         client_close,
     }))
+}
+
+fn length_line(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal digits (no formatting machinery: this runs twice a
+/// request).
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
