@@ -49,6 +49,8 @@ struct UpstreamState {
     slow_started: AtomicUsize,
     release: Notify,
     released: AtomicBool,
+    /// Every request target it was asked for, in order.
+    seen: std::sync::Mutex<Vec<String>>,
 }
 
 impl UpstreamState {
@@ -118,6 +120,7 @@ fn full(text: impl Into<Bytes>) -> Body {
 
 async fn answer(state: &Arc<UpstreamState>, mut request: Request<Incoming>) -> Response<Body> {
     let version = state.version.clone();
+    state.seen.lock().unwrap().push(request.uri().to_string());
     match request.uri().path() {
         "/slow" => {
             let release = state.release.notified();
@@ -968,4 +971,343 @@ async fn a_stalled_response_body_fails_at_its_deadline() {
         .unwrap()
         .unwrap();
     assert_eq!(router.in_flight("a"), 0);
+}
+
+/// Send `bytes` on a new connection and read until the router closes it
+/// (deadline: the test's).
+async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut got))
+        .await
+        .expect("the router neither answered nor closed")
+        .unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The value of one Prometheus series line starting with `prefix`.
+fn series(router: &Router, prefix: &str) -> u64 {
+    let mut text = String::new();
+    router.render_metrics(&mut text);
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+}
+
+/// Requests whose framing two servers could read differently (both
+/// Content-Length and Transfer-Encoding, Content-Lengths that disagree, a
+/// coding other than `chunked`, chunked in HTTP/1.0, a length that is not a
+/// number) are refused with a 400 that says why, the connection closes, and
+/// nothing reaches the instance: not the request, not the one hidden in
+/// its body. Two equal Content-Lengths are one length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_request_framing_is_refused_and_smuggles_nothing() {
+    let w = world();
+    let pod = w.engine.create_pod().unwrap();
+    let v1 = upstream(&pod, "v1").await;
+    let router = router().await;
+    router.set_table(live(vec![backend("a", &pod, &v1)]));
+    let hidden = "GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    let cases = [
+        (
+            format!("POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}"),
+            "both Content-Length and Transfer-Encoding",
+        ),
+        (
+            format!("POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\n{hidden}"),
+            "both Content-Length and Transfer-Encoding",
+        ),
+        (
+            format!("POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\nContent-Length: {}\r\n\r\n{hidden}", hidden.len()),
+            "Content-Length headers that disagree",
+        ),
+        (
+            format!("POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{hidden}"),
+            "Transfer-Encoding is not `chunked`",
+        ),
+        (
+            format!("POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}"),
+            "Transfer-Encoding is not `chunked`",
+        ),
+        (
+            format!("POST /echo HTTP/1.0\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}"),
+            "HTTP/1.0 request cannot have a Transfer-Encoding",
+        ),
+        (
+            format!("POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: +4\r\n\r\n{hidden}"),
+            "Content-Length is not a number",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: app.test\r\nHost: other.test\r\n\r\n{hidden}"),
+            "more than one Host header",
+        ),
+    ];
+    for (request, why) in &cases {
+        let answer = raw_exchange(router.local_addr(), request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{request:?}: {answer}");
+        assert!(answer.contains(why), "{request:?}: {answer}");
+        assert!(
+            answer.to_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
+    let answer = raw_exchange(
+        router.local_addr(),
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+    assert_eq!(*v1.state.seen.lock().unwrap(), ["/echo"]);
+    assert_eq!(
+        series(
+            &router,
+            "slipway_router_unrouted_total{app=\"web\",env=\"dev\",status=\"400\"}"
+        ),
+        cases.len() as u64
+    );
+}
+
+/// Heads that are not HTTP/1.1 as written (an obsolete folded header line,
+/// a control byte in a value, a space in a field name, a bare CR, a head
+/// over 64 KiB) get a 400 and a closed connection, and reach no instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_heads_are_refused() {
+    let w = world();
+    let pod = w.engine.create_pod().unwrap();
+    let v1 = upstream(&pod, "v1").await;
+    let router = router().await;
+    router.set_table(live(vec![backend("a", &pod, &v1)]));
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let cases: [(&[u8], &str); 6] = [
+        (
+            b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Folded: one\r\n two\r\n\r\n",
+            "malformed",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Bad: a\x01b\r\n\r\n",
+            "malformed",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: app.test\r\nX Bad: value\r\n\r\n",
+            "malformed",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Bad: a\rb\r\n\r\n",
+            "malformed",
+        ),
+        (b"GET /a b HTTP/1.1\r\nHost: app.test\r\n\r\n", "malformed"),
+        (huge.as_bytes(), "larger than 64 KiB"),
+    ];
+    for (request, why) in cases {
+        let shown = String::from_utf8_lossy(&request[..request.len().min(80)]).into_owned();
+        let answer = raw_exchange(router.local_addr(), request).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{shown:?}: {answer}");
+        assert!(answer.contains(why), "{shown:?}: {answer}");
+    }
+    assert!(v1.state.seen.lock().unwrap().is_empty());
+    // The router still serves.
+    assert_eq!(get_once(router.local_addr(), "/").await.unwrap().1, "v1");
+}
+
+/// A chunked request body with a bad chunk size (not hex, longer than 64
+/// bits, no CRLF after the data) gets a 400 and a closed connection, not a
+/// hang; the instance's connection is dropped with the body unfinished, so
+/// nothing the client wrote after the bad chunk can pass for a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_chunk_is_refused() {
+    let w = world();
+    let pod = w.engine.create_pod().unwrap();
+    let v1 = upstream(&pod, "v1").await;
+    let router = router().await;
+    router.set_table(live(vec![backend("a", &pod, &v1)]));
+    let head = "POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (body, why) in [
+        (
+            "zz\r\nhello\r\n0\r\n\r\n",
+            "chunk size is not a hexadecimal number",
+        ),
+        (
+            "1ffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+            "larger than 2^64",
+        ),
+        ("5\r\nhelloXX0\r\n\r\n", "does not end with CRLF"),
+        (
+            "-5\r\nhello\r\n0\r\n\r\n",
+            "chunk size is not a hexadecimal number",
+        ),
+    ] {
+        let answer = raw_exchange(router.local_addr(), format!("{head}{body}").as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{body:?}: {answer}");
+        assert!(answer.contains(why), "{body:?}: {answer}");
+    }
+    // The instance saw at most the head (the body cut where it broke).
+    assert!(v1.state.seen.lock().unwrap().iter().all(|t| t == "/echo"));
+    // A good chunked body, with an extension and a trailer, arrives whole.
+    let answer = raw_exchange(
+        router.local_addr(),
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    // Echoed back chunk by chunk.
+    assert!(answer.contains("\r\nhello\r\n"), "{answer}");
+    assert!(answer.contains("\r\n world\r\n"), "{answer}");
+}
+
+/// An instance that answers with fixed bytes per request target, lies
+/// included; `close` targets end the connection after their answer.
+async fn raw_upstream(pod: &Pod, answers: &'static [(&'static str, &'static str, bool)]) -> u16 {
+    let socket = netns::socket_in(pod.netns_path()).await.unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(64).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&got[..end]).into_owned();
+                    got.drain(..end + 4);
+                    let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let Some((_, answer, close)) = answers.iter().find(|a| a.0 == target) else {
+                        return;
+                    };
+                    if stream.write_all(answer.as_bytes()).await.is_err() || *close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Responses that lie about their length or framing: a body shorter than
+/// its Content-Length ends the client's connection (never a hang); bytes
+/// beyond it never reach the client, not even as the answer to its next
+/// request; a head with both Content-Length and Transfer-Encoding, with
+/// Content-Lengths that disagree, or that is not HTTP at all, is a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_that_lie_about_their_length_are_contained() {
+    let w = world();
+    let pod = w.engine.create_pod().unwrap();
+    let port = raw_upstream(
+        &pod,
+        &[
+            ("/short", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true),
+            (
+                "/long",
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+                false,
+            ),
+            ("/plain", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain", false),
+            (
+                "/both",
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                false,
+            ),
+            ("/conflict", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", false),
+            ("/garbage", "SSH-2.0-OpenSSH_9.2\r\n\r\n", false),
+            ("/bad-chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n", false),
+        ],
+    )
+    .await;
+    let router = router().await;
+    router.set_table(live(vec![Backend {
+        id: "liar".into(),
+        version: "v1".into(),
+        netns: Some(pod.netns_path().to_owned()),
+        port,
+    }]));
+    let addr = router.local_addr();
+
+    let answer = raw_exchange(addr, b"GET /short HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nabc"), "{answer}");
+
+    // Keep-alive: the surplus after "ok" is dropped with its connection.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /long HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_until(&mut stream, b"\r\n\r\nok").await;
+    assert!(first.starts_with(b"HTTP/1.1 200 "));
+    stream
+        .write_all(b"GET /plain HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 200 "), "{rest}");
+    assert!(rest.ends_with("\r\n\r\nplain"), "{rest}");
+    assert!(!rest.contains("smuggled"), "{rest}");
+
+    for target in ["/both", "/conflict", "/garbage"] {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 502 "), "{target}: {answer}");
+    }
+    // A broken chunked body after the head: the client's connection ends.
+    let answer = raw_exchange(addr, b"GET /bad-chunk HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(!answer.contains("abc"), "{answer}");
+    assert_eq!(
+        series(
+            &router,
+            "slipway_router_responses_5xx_total{app=\"web\",env=\"dev\",instance=\"liar\""
+        ),
+        3
+    );
+    assert_eq!(router.in_flight("liar"), 0);
+}
+
+/// Requests pipelined in one write are answered in order on the one
+/// connection; an HTTP/1.0 client gets its answer and the end of the
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_and_http10_requests() {
+    let w = world();
+    let pod = w.engine.create_pod().unwrap();
+    let v1 = upstream(&pod, "v1").await;
+    let router = router().await;
+    router.set_table(live(vec![backend("a", &pod, &v1)]));
+    let answer = raw_exchange(
+        router.local_addr(),
+        b"GET /one HTTP/1.1\r\nHost: app.test\r\n\r\n\
+          POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nhello\
+          GET /three HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.matches("HTTP/1.1 200 ").count(), 3, "{answer}");
+    let hello = answer.find("hello").expect(&answer);
+    assert!(
+        answer[..hello].matches("HTTP/1.1 200 ").count() == 2,
+        "{answer}"
+    );
+    assert_eq!(*v1.state.seen.lock().unwrap(), ["/one", "/echo", "/three"]);
+    let answer = raw_exchange(router.local_addr(), b"GET /x HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nv1"), "{answer}");
 }

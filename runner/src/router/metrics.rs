@@ -62,6 +62,8 @@ pub(super) struct RouterMetrics {
     pub no_instance: AtomicU64,
     /// 502: every instance tried failed to connect.
     pub all_failed: AtomicU64,
+    /// 400: a request the router could not read (malformed head or body).
+    pub bad_request: AtomicU64,
 }
 
 pub(super) fn render(
@@ -142,9 +144,13 @@ pub(super) fn render(
     let name = "slipway_router_unrouted_total";
     let _ = writeln!(
         out,
-        "# HELP {name} Requests the router answered itself: 503 no instance in the table, 502 every instance failed.\n# TYPE {name} counter"
+        "# HELP {name} Requests the router answered itself: 400 malformed, 503 no instance in the table, 502 every instance failed.\n# TYPE {name} counter"
     );
-    for (status, value) in [("502", &router.all_failed), ("503", &router.no_instance)] {
+    for (status, value) in [
+        ("400", &router.bad_request),
+        ("502", &router.all_failed),
+        ("503", &router.no_instance),
+    ] {
         let _ = writeln!(
             out,
             "{name}{{app=\"{app}\",env=\"{env}\",status=\"{status}\"}} {}",

@@ -2,14 +2,20 @@
 //! listener) in front of the environment's instances, each reached inside its
 //! own network namespace.
 //!
-//! A request goes through small phases (`proxy`): it takes one snapshot of
-//! the route table, picks an instance (`pick`), filters its headers
-//! (`headers`), gets a pooled or new connection (`upstream`), sends, and
-//! streams the response back (`body`), switching protocols when asked
+//! HTTP/1.1 is spoken by the router itself (`head`, `body`: `httparse` for
+//! the heads): a client connection's task (`client`) reads a request head,
+//! writes it again for the instance (`headers`: hop-by-hop out,
+//! `X-Forwarded-*` in), and hands it to the pipeline (`proxy`): one snapshot
+//! of the route table, pick an instance (`pick`), a pooled or new connection
+//! (`upstream`), then the exchange (`exchange`: the request body out and the
+//! response back, streamed, both at once), switching protocols when asked
 //! (`upgrade`). `metrics` counts per instance. The table is an immutable
 //! value swapped atomically (`arc-swap`); no lock is held across a request.
 
 mod body;
+mod client;
+mod exchange;
+mod head;
 mod headers;
 mod listen;
 mod metrics;
@@ -57,8 +63,10 @@ pub struct RouterConfig {
     pub upstream_idle_timeout: Duration,
     /// From the request sent to the response head; past it, 504.
     pub response_head_timeout: Duration,
-    /// A response body that delivers nothing for this long fails (the
-    /// client's connection is closed, the request leaves the in-flight count).
+    /// A body that moves nothing for this long fails (each read and each
+    /// write of a request or response body, and of the router's own pages):
+    /// both connections are closed and the request leaves the in-flight
+    /// count.
     pub response_idle_timeout: Duration,
     /// A client's request head must arrive within this (after connecting or
     /// between keep-alive requests), else the connection is closed.

@@ -1,45 +1,51 @@
 //! One request through the router, as a pipeline of phases: take the table
-//! snapshot, pick an instance (`pick`), filter the request (`headers`),
-//! connect or reuse a pooled connection and send (retrying connection
-//! failures on another instance), filter the response, record (`metrics`).
+//! snapshot, pick an instance (`pick`), take a pooled connection or connect
+//! (retrying connection failures on another instance), exchange the request
+//! and its response (`exchange`), record (`metrics`). The request head was
+//! parsed and filtered already (`head`, by the client's connection).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
 
-use super::body::{Exchange, ProxyBody};
+use super::client::{linger, Client};
+use super::exchange::{exchange, Outcome};
+use super::head::Request;
+use super::page::Page;
 use super::pick::{pick, Tried};
 use super::upstream::InFlight;
-use super::{headers, upgrade, Shared, Side};
+use super::{upgrade, Shared, Side};
 
 /// How many times a request that found a pooled connection closed before any
-/// byte went out is tried again, beyond one try per instance.
+/// answer is tried again, beyond one try per instance.
 const EXTRA_TRIES: usize = 2;
 
+/// Serve `request` (its head is in `client.up`, filtered for the instance).
+/// `closing`: the client's connection closes after this request anyway.
+/// Returns whether the client's connection can carry another request.
 pub(super) async fn handle(
     shared: &Shared,
     side: Side,
-    client: &HeaderValue,
-    mut request: Request<Incoming>,
-) -> Response<ProxyBody> {
+    client: &mut Client,
+    request: &Request,
+    closing: bool,
+) -> bool {
     let started = Instant::now();
     // Phase: the snapshot. This request sees this table and no other.
     let mut table = shared.table.load_full();
-    let upgrade = headers::wants_upgrade(request.headers());
-    headers::request(&mut request, client, upgrade);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let mut tried = Tried::default();
     let mut tries_left = table.backends(side).len() + EXTRA_TRIES;
     let mut attempted = false;
     let mut reloaded = false;
+    // Without a body the client's connection stays usable after a page.
+    let open_after_page = request.keep_alive && !closing && !request.framing.has_body();
     loop {
         let backends = table.backends(side);
         if backends.is_empty() {
             shared.metrics.no_instance.fetch_add(1, Ordering::Relaxed);
-            return shared.pages.no_instance();
+            return answer(shared, client, Page::NoInstance, open_after_page).await;
         }
         // Phase: pick.
         let Some(index) = pick(backends, &table.next, tried).filter(|_| tries_left > 0) else {
@@ -54,7 +60,7 @@ pub(super) async fn handle(
                     continue;
                 }
                 shared.metrics.no_instance.fetch_add(1, Ordering::Relaxed);
-                return shared.pages.no_instance();
+                return answer(shared, client, Page::NoInstance, open_after_page).await;
             }
             break;
         };
@@ -71,14 +77,14 @@ pub(super) async fn handle(
         }
         // Phase: a connection.
         attempted = true;
-        let mut sender = match upstream
+        let (mut conn, reused) = match upstream
             .checkout(
                 shared.config.connect_timeout,
                 shared.config.upstream_idle_timeout,
             )
             .await
         {
-            Ok(sender) => sender,
+            Ok(conn) => conn,
             Err(e) => {
                 upstream.metrics.connect_error();
                 tracing::warn!(app = %shared.config.app, env = %shared.config.env, "{e}; trying another instance");
@@ -86,61 +92,84 @@ pub(super) async fn handle(
                 continue;
             }
         };
-        // Phase: send, wait for the response head. Deadline: the response
-        // head timeout; action: 504 (the connection is dropped).
-        let sent = tokio::time::timeout(
-            shared.config.response_head_timeout,
-            sender.try_send_request(request),
+        // Phase: the exchange.
+        let outcome = exchange(
+            &shared.config,
+            request,
+            client,
+            &mut conn,
+            reused,
+            closing,
+            &upstream.metrics,
+            started,
         )
         .await;
-        let response = match sent {
-            Ok(Ok(response)) => response,
-            Ok(Err(mut failed)) => match failed.take_message() {
-                Some(unsent) => {
-                    // The pooled connection was closed before any byte went
-                    // out: the request is intact, try again.
-                    request = unsent;
-                    continue;
+        let log = |what: &dyn std::fmt::Display| {
+            tracing::warn!(app = %shared.config.app, env = %shared.config.env, instance = %upstream.id, "{what}");
+        };
+        return match outcome {
+            Outcome::Answered {
+                client_open,
+                reusable,
+            } => {
+                if reusable {
+                    // Pool it before the request stops counting, so that a
+                    // drain that saw nothing in flight closes it.
+                    upstream.give_back(conn);
                 }
-                None => {
-                    tracing::warn!(app = %shared.config.app, env = %shared.config.env, instance = %upstream.id, "the instance failed to answer: {}", failed.error());
-                    upstream
-                        .metrics
-                        .record(StatusCode::BAD_GATEWAY.as_u16(), started.elapsed());
-                    return shared.pages.upstream_failed();
-                }
-            },
-            Err(_) => {
-                tracing::warn!(app = %shared.config.app, env = %shared.config.env, instance = %upstream.id, "no response head within {:?}", shared.config.response_head_timeout);
-                upstream
-                    .metrics
-                    .record(StatusCode::GATEWAY_TIMEOUT.as_u16(), started.elapsed());
-                return shared.pages.upstream_timeout();
+                drop(in_flight);
+                client_open
+            }
+            Outcome::Retry => continue,
+            Outcome::Switched => {
+                upgrade::tunnel(client, conn, &upstream.id).await;
+                drop(in_flight);
+                false
+            }
+            Outcome::NoAnswer {
+                why,
+                timed_out,
+                client_open,
+            } => {
+                log(&why);
+                drop(in_flight);
+                let page = if timed_out {
+                    Page::UpstreamTimeout
+                } else {
+                    Page::UpstreamFailed
+                };
+                answer(shared, client, page, client_open).await
+            }
+            Outcome::BadBody(bad) => {
+                shared.metrics.bad_request.fetch_add(1, Ordering::Relaxed);
+                drop(in_flight);
+                answer(shared, client, Page::BadRequest(&bad), false).await
+            }
+            Outcome::Cut(why) => {
+                tracing::debug!(app = %shared.config.app, env = %shared.config.env, instance = %upstream.id, "exchange cut: {why}");
+                false
             }
         };
-        // Phase: the response.
-        upstream
-            .metrics
-            .record(response.status().as_u16(), started.elapsed());
-        let (mut parts, body) = response.into_parts();
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                headers::response(&mut parts.headers, true);
-                let mut upstream_response = Response::from_parts(parts, body);
-                let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
-                upgrade::tunnel(client_upgrade, upstream_upgrade, in_flight);
-                let (parts, _) = upstream_response.into_parts();
-                return Response::from_parts(parts, ProxyBody::Empty);
-            }
-        }
-        headers::response(&mut parts.headers, false);
-        let exchange = Exchange {
-            in_flight,
-            sender: (!upgrade).then_some(sender),
-        };
-        let body = ProxyBody::upstream(body, exchange, shared.config.response_idle_timeout);
-        return Response::from_parts(parts, body);
     }
     shared.metrics.all_failed.fetch_add(1, Ordering::Relaxed);
-    shared.pages.upstream_failed()
+    answer(shared, client, Page::UpstreamFailed, open_after_page).await
+}
+
+/// Answer with one of the router's own pages; returns whether the client's
+/// connection stays open (if not, it lingers first: `client::linger`).
+/// Deadline: the response idle timeout; action: the connection is closed.
+async fn answer(shared: &Shared, client: &mut Client, page: Page<'_>, open: bool) -> bool {
+    client.down.clear();
+    shared.pages.write(page, !open, &mut client.down);
+    let written = tokio::time::timeout(
+        shared.config.response_idle_timeout,
+        client.stream.write_all(&client.down),
+    )
+    .await;
+    client.down.clear();
+    if open && matches!(written, Ok(Ok(()))) {
+        return true;
+    }
+    linger(client).await;
+    false
 }

@@ -1,24 +1,22 @@
-//! Protocol switches (WebSocket): once the instance answered 101, the
-//! client's connection and the instance's are joined byte for byte.
+//! Protocol switches (WebSocket): once the instance answered 101 (and the
+//! client has it), the client's connection and the instance's are joined
+//! byte for byte until either side closes.
 
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
-use super::upstream::InFlight;
+use super::client::Client;
+use super::upstream::Conn;
 
-/// Join both sides once both have switched; the request stays in flight to
-/// the instance until either side closes.
-pub(super) fn tunnel(client: OnUpgrade, upstream: OnUpgrade, in_flight: InFlight) {
-    tokio::spawn(async move {
-        let (client, upstream) = tokio::join!(client, upstream);
-        let (Ok(client), Ok(upstream)) = (client, upstream) else {
-            return;
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(instance = %in_flight.upstream().id, "upgraded connection ended: {e}");
-        }
-        drop(in_flight);
-    });
+/// Join both sides, in the client connection's task; the request stays in
+/// flight to the instance (the caller holds its count) until either side
+/// closes. What the client sent after its request head goes first.
+pub(super) async fn tunnel(client: &mut Client, mut conn: Conn, instance: &str) {
+    let early = client.buf.split();
+    let joined = async {
+        conn.stream.write_all(&early).await?;
+        tokio::io::copy_bidirectional(&mut client.stream, &mut conn.stream).await
+    };
+    if let Err(e) = joined.await {
+        tracing::debug!(%instance, "upgraded connection ended: {e}");
+    }
 }

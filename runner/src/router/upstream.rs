@@ -4,23 +4,44 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::BytesMut;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
+use super::body::READ_SIZE;
 use super::metrics::UpstreamMetrics;
 use super::table::Backend;
 use crate::container::netns::Namespace;
 
-/// A connection to an instance, ready for one request.
-pub(super) type Sender = SendRequest<Incoming>;
+/// A connection to an instance, ready for one request, with what was read
+/// from it and not used yet (nothing, between exchanges).
+pub(super) struct Conn {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+}
+
+impl Conn {
+    /// Whether an idle connection can carry a request: the instance has not
+    /// closed it and has sent nothing unasked. Costs no system call unless
+    /// the reactor saw it readable.
+    fn still_open(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut byte = [0u8; 1];
+                matches!(self.stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
 
 /// Idle connections, the most recently returned last, with when.
-type Pool = Mutex<Vec<(Sender, Instant)>>;
+type Pool = Mutex<Vec<(Conn, Instant)>>;
 
 /// Idle connections kept per instance; more are closed when returned.
 const MAX_IDLE: usize = 1024;
@@ -132,13 +153,14 @@ impl Upstream {
         }
     }
 
-    /// A connection ready for a request: the most recently used idle one that
-    /// is still open and was idle for less than `idle_timeout`, else a new one.
+    /// A connection ready for a request, and whether it was pooled: the most
+    /// recently used idle one that is still open and was idle for less than
+    /// `idle_timeout`, else a new one.
     pub async fn checkout(
         &self,
         connect_timeout: Duration,
         idle_timeout: Duration,
-    ) -> Result<Sender, ConnectError> {
+    ) -> Result<(Conn, bool), ConnectError> {
         loop {
             let idle = {
                 let mut pool = self.pool().lock().unwrap_or_else(|e| e.into_inner());
@@ -151,21 +173,12 @@ impl Upstream {
                     idle => idle,
                 }
             };
-            let Some((mut sender, _)) = idle else { break };
-            if sender.is_ready() {
-                return Ok(sender);
-            }
-            if sender.is_closed() {
-                continue;
-            }
-            // Returned at the end of a response, the connection becomes ready
-            // as soon as its task has seen that end. Deadline: the connect
-            // timeout; action: a new connection instead.
-            if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, sender.ready()).await {
-                return Ok(sender);
+            let Some((conn, _)) = idle else { break };
+            if conn.still_open() {
+                return Ok((conn, true));
             }
         }
-        self.connect(connect_timeout).await
+        Ok((self.connect(connect_timeout).await?, false))
     }
 
     /// This thread's pool.
@@ -173,18 +186,19 @@ impl Upstream {
         &self.pools[super::workers::current() % self.pools.len()]
     }
 
-    /// Keep `sender` for a later request (it carried a complete exchange).
-    pub fn give_back(&self, sender: Sender) {
-        if self.is_retired() || sender.is_closed() {
+    /// Keep `conn` for a later request (it carried a complete exchange and
+    /// holds nothing unread).
+    pub fn give_back(&self, conn: Conn) {
+        if self.is_retired() {
             return;
         }
         let mut pool = self.pool().lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < MAX_IDLE {
-            pool.push((sender, Instant::now()));
+            pool.push((conn, Instant::now()));
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
+    async fn connect(&self, timeout: Duration) -> Result<Conn, ConnectError> {
         let port = self.backend.port;
         let io_error = |source| ConnectError::Io {
             id: self.id.clone(),
@@ -221,16 +235,10 @@ impl Upstream {
             })?
             .map_err(io_error)?;
         stream.set_nodelay(true).map_err(io_error)?;
-        let (sender, connection) = Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| io_error(std::io::Error::other(e)))?;
-        tokio::spawn(async move {
-            // Ends when the instance closes it, or when the last sender is
-            // dropped with nothing in flight (pool closed, drain).
-            let _ = connection.with_upgrades().await;
-        });
-        Ok(sender)
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_SIZE),
+        })
     }
 }
 
@@ -242,10 +250,6 @@ impl InFlight {
     pub fn new(upstream: Arc<Upstream>) -> InFlight {
         upstream.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(upstream)
-    }
-
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.0
     }
 }
 
