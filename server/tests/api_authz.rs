@@ -514,6 +514,14 @@ fn every_api_route_checks_who_is_calling() {
             403,
             201,
         ),
+        // Only an admin gets as far as the kubeconfig (here refused unread).
+        (
+            Method::POST,
+            "/api/v1/clusters".into(),
+            Some(json!({"name": "edge-k8s", "kind": "kubernetes", "kubeconfig": "not: [yaml"})),
+            403,
+            400,
+        ),
         (
             Method::GET,
             "/api/v1/environments?repo=team/web".into(),

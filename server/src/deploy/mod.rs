@@ -19,6 +19,8 @@
 //! - `nodes.rs`: join tokens, nodes, each node's desired state and revision,
 //!   the status nodes report.
 //! - `instance_logs.rs`: instances' output, shipped by nodes.
+//! - `kube/`: clusters of kind `kubernetes` (kubeconfig, the Role and its
+//!   check, adding one).
 //!
 //! Architecture invariant: only the reconciler changes an instance's goal or
 //! route (besides `nodes.rs` recording what a node observed), and every
@@ -27,6 +29,7 @@
 
 pub mod environments;
 pub mod instance_logs;
+pub mod kube;
 pub mod model;
 pub mod nodes;
 pub mod reconcile;

@@ -57,6 +57,16 @@ pub async fn add_cluster(
     .await?
     .rows_affected()
         > 0;
+    let kind: String = sqlx::query_scalar("SELECT kind FROM clusters WHERE name = ?")
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+    if kind != "local" {
+        return Err(DeployError::Refused(format!(
+            "cluster {name:?} is of kind {kind:?}: nodes do not join it (give it a new kubeconfig \
+             with --kind {kind} --kubeconfig FILE)"
+        )));
+    }
     let token = new_token("slj_");
     sqlx::query(
         "INSERT INTO cluster_join_tokens (cluster_id, token_hash, created_by, created_at)
