@@ -496,7 +496,7 @@ stop_all() {
     part=${PARTS[i]}
     [[ -f "$state_dir/$part.pid" ]] || continue
     pid=$(cat "$state_dir/$part.pid")
-    if [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$bin_dir/$part" ]]; then
+    if [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$(readlink -f "$bin_dir/$part")" ]]; then
       kill -TERM "$pid" 2>/dev/null || true
       deadline=$((SECONDS + 20))
       while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
