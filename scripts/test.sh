@@ -3,7 +3,11 @@
 # missing: Debian packages (real registry clients, runc, headless Chromium
 # with chromedriver for the browser tests, openssl and curl for the HTTPS
 # tests) with apt-get, the Python `oras`
-# client with pip, schemathesis in a venv, and crates with cargo.
+# client with pip, schemathesis in a venv, and crates with cargo. Starts a
+# real Kubernetes control plane (scripts/kube-env.sh: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler and kwok, built once from their Go
+# modules into the cache) for the tests of the kubernetes cluster kind, and
+# stops it afterwards, also when a test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +23,7 @@ declare -A tools=(
   [git]=git
   [openssl]=openssl
   [curl]=curl
+  [go]=golang-go
   [chromium]=chromium
   [chromedriver]=chromium-driver
 )
@@ -50,6 +55,13 @@ if [[ ! -x "$schemathesis_venv/bin/st" ]]; then
   "$schemathesis_venv/bin/pip" install -q "schemathesis==$schemathesis_version"
 fi
 export SLIPWAY_SCHEMATHESIS="$schemathesis_venv/bin/st"
+
+# The Kubernetes control plane, in a directory of this run's own; the tests
+# find it through SLIPWAY_TEST_KUBE_DIR.
+SLIPWAY_KUBE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/slipway-kube.XXXXXX")"
+export SLIPWAY_KUBE_DIR SLIPWAY_TEST_KUBE_DIR="$SLIPWAY_KUBE_DIR"
+trap 'scripts/kube-env.sh down' EXIT
+scripts/kube-env.sh up
 
 echo "==> cargo test --workspace"
 cargo test --workspace --locked

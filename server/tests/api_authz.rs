@@ -502,6 +502,14 @@ fn every_api_route_checks_who_is_calling() {
             403,
             201,
         ),
+        // Only an admin gets as far as the kubeconfig (here refused unread).
+        (
+            Method::POST,
+            "/api/v1/clusters".into(),
+            Some(json!({"name": "edge-k8s", "kind": "kubernetes", "kubeconfig": "not: [yaml"})),
+            403,
+            400,
+        ),
         (
             Method::GET,
             "/api/v1/environments?repo=team/web".into(),
@@ -645,6 +653,13 @@ fn every_api_route_checks_who_is_calling() {
             200,
         ),
         (Method::GET, "/api/v1/audit".into(), None, 403, 200),
+        (
+            Method::GET,
+            "/api/v1/trace?repo=team/web&env=dev".into(),
+            None,
+            200,
+            200,
+        ),
     ];
     check_user_routes(&server, &callers, &audit_routes, &mut covered);
     // A node's token is for the node protocol only.
@@ -1227,6 +1242,22 @@ fn repository_limited_tokens_reach_only_their_repositories() {
                 format!("/api/v1/audit?repo={repo}"),
                 None,
                 about,
+                Need::Read,
+                200,
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/trace?repo={repo}&env=dev"),
+                None,
+                about,
+                Need::Read,
+                200,
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/trace?instance={}", d.instance),
+                None,
+                by_id,
                 Need::Read,
                 200,
             ),

@@ -17,6 +17,9 @@ use super::{ApiCaller, ApiError, Part, RepoCaller};
 use crate::app::AppState;
 use crate::deploy::environments::{self, EnvironmentStatus};
 use crate::deploy::gates::{self, Requester};
+use crate::deploy::kube::cluster_add::add_kubernetes_cluster;
+use crate::deploy::kube::kubeconfig::KubeconfigText;
+use crate::deploy::kube::KubeError;
 use crate::deploy::model::{Deployment, Instance};
 use crate::deploy::{nodes, request, DeployError};
 
@@ -67,16 +70,46 @@ fn digest(field: &str, value: &str) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct AddCluster {
     name: String,
+    /// `local` (the default) or `kubernetes`.
+    kind: Option<String>,
+    /// Kind `kubernetes`: the kubeconfig's text (sealed, never returned).
+    kubeconfig: Option<String>,
+    /// Kind `kubernetes`: the namespace (else the kubeconfig context's).
+    namespace: Option<String>,
 }
 
 #[derive(Serialize)]
 pub struct ClusterAdded {
     cluster: String,
+    kind: &'static str,
     created: bool,
-    /// Shown once: `slipway node --token …` joins with it.
-    join_token: String,
-    /// Unix milliseconds; nodes join with it until then.
-    expires_at: i64,
+    /// Kind `local`, shown once: `slipway node --token …` joins with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join_token: Option<String>,
+    /// Kind `local`: Unix milliseconds; nodes join with the token until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+    /// Kind `kubernetes`: where Slipway works.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    /// Kind `kubernetes`: the API server's URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<String>,
+}
+
+impl From<KubeError> for ApiError {
+    fn from(e: KubeError) -> Self {
+        match e {
+            KubeError::Kubeconfig(_)
+            | KubeError::Unreachable { .. }
+            | KubeError::MissingPermissions { .. } => {
+                ApiError::invalid(Part::Body, "kubeconfig", e.to_string())
+            }
+            KubeError::OtherKind { .. } => ApiError::Conflict(e.to_string()),
+            KubeError::Seal(e) => ApiError::Internal(e.to_string()),
+            KubeError::Db(e) => e.into(),
+        }
+    }
 }
 
 pub async fn add_cluster(
@@ -86,17 +119,80 @@ pub async fn add_cluster(
 ) -> Result<(StatusCode, Json<ClusterAdded>), ApiError> {
     caller.require_admin()?;
     label(Part::Body, "name", "cluster name", &body.name)?;
-    let added = nodes::add_cluster(&app.db, &body.name, &caller.0.user.username).await?;
-    tracing::info!(cluster = %body.name, created = added.created, by = %caller.0.user.username, "cluster join token made");
-    Ok((
-        StatusCode::CREATED,
-        Json(ClusterAdded {
-            cluster: body.name,
-            created: added.created,
-            join_token: added.join_token,
-            expires_at: added.expires_at,
-        }),
-    ))
+    let by = &caller.0.user.username;
+    match body.kind.as_deref().unwrap_or("local") {
+        "local" => {
+            for (field, given) in [
+                ("kubeconfig", body.kubeconfig.is_some()),
+                ("namespace", body.namespace.is_some()),
+            ] {
+                if given {
+                    return Err(ApiError::invalid(
+                        Part::Body,
+                        field,
+                        format!("only a cluster of kind \"kubernetes\" takes a {field}"),
+                    ));
+                }
+            }
+            let added = nodes::add_cluster(&app.db, &body.name, by).await?;
+            let created = added.created;
+            tracing::info!(cluster = %body.name, created, by = %by, "cluster join token made");
+            Ok((
+                StatusCode::CREATED,
+                Json(ClusterAdded {
+                    cluster: body.name,
+                    kind: "local",
+                    created,
+                    join_token: Some(added.join_token),
+                    expires_at: Some(added.expires_at),
+                    namespace: None,
+                    server: None,
+                }),
+            ))
+        }
+        "kubernetes" => {
+            let Some(text) = body.kubeconfig else {
+                return Err(ApiError::invalid(
+                    Part::Body,
+                    "kubeconfig",
+                    "a cluster of kind \"kubernetes\" needs a kubeconfig",
+                ));
+            };
+            if let Some(namespace) = &body.namespace {
+                label(Part::Body, "namespace", "namespace", namespace)?;
+            }
+            let added = add_kubernetes_cluster(
+                &app.db,
+                &app.secrets,
+                &body.name,
+                &KubeconfigText::new(text),
+                body.namespace.as_deref(),
+                by,
+            )
+            .await?;
+            tracing::info!(
+                cluster = %body.name, created = added.created, namespace = %added.namespace,
+                server = %added.server, by = %by, "kubernetes cluster added"
+            );
+            Ok((
+                StatusCode::CREATED,
+                Json(ClusterAdded {
+                    cluster: body.name,
+                    kind: "kubernetes",
+                    created: added.created,
+                    join_token: None,
+                    expires_at: None,
+                    namespace: Some(added.namespace),
+                    server: Some(added.server),
+                }),
+            ))
+        }
+        other => Err(ApiError::invalid(
+            Part::Body,
+            "kind",
+            format!("cluster kind {other:?} is not one of \"local\", \"kubernetes\""),
+        )),
+    }
 }
 
 #[derive(Serialize)]

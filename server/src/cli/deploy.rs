@@ -2,7 +2,10 @@
 //! clients of the deploy routes of the REST API.
 
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -14,22 +17,47 @@ use crate::pipeline::notify::percent;
 struct ClusterAdded {
     cluster: String,
     created: bool,
-    join_token: String,
-    expires_at: i64,
+    join_token: Option<String>,
+    expires_at: Option<i64>,
+    namespace: Option<String>,
+    server: Option<String>,
 }
 
-pub async fn cluster_add(client: &Client, name: &str) -> anyhow::Result<()> {
-    let added: ClusterAdded = client
-        .post("/api/v1/clusters", &json!({ "name": name }))
-        .await?;
-    eprintln!(
-        "{} cluster {}; join nodes to it until {} with:\n  SLIPWAY_JOIN_TOKEN=<the token below> slipway node --server {}",
-        if added.created { "created" } else { "new join token for" },
-        added.cluster,
-        crate::db::format_utc(added.expires_at),
-        client.base()
-    );
-    println!("{}", added.join_token);
+pub async fn cluster_add(
+    client: &Client,
+    name: &str,
+    kind: &str,
+    kubeconfig: Option<&Path>,
+    namespace: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut body = json!({ "name": name, "kind": kind });
+    if let Some(path) = kubeconfig {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+        body["kubeconfig"] = json!(text);
+    }
+    if let Some(namespace) = namespace {
+        body["namespace"] = json!(namespace);
+    }
+    let added: ClusterAdded = client.post("/api/v1/clusters", &body).await?;
+    if let Some(join_token) = added.join_token {
+        eprintln!(
+            "{} cluster {}; join nodes to it until {} with:\n  SLIPWAY_JOIN_TOKEN=<the token below> slipway node --server {}",
+            if added.created { "created" } else { "new join token for" },
+            added.cluster,
+            crate::db::format_utc(added.expires_at.unwrap_or_default()),
+            client.base()
+        );
+        println!("{join_token}");
+    } else {
+        println!(
+            "{} kubernetes cluster {}: {} namespace {} (the account has every permission of the Role)",
+            if added.created { "added" } else { "new kubeconfig for" },
+            added.cluster,
+            added.server.unwrap_or_default(),
+            added.namespace.unwrap_or_default()
+        );
+    }
     Ok(())
 }
 

@@ -453,9 +453,22 @@ enum RepoCommand {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
-    /// Create a cluster (if new) and print a join token for its nodes (valid a day).
+    /// Create a cluster (if new). Kind `local`: print a join token for its
+    /// nodes (valid a day). Kind `kubernetes`: check that the kubeconfig's
+    /// account has the Role the README shows, then store the kubeconfig sealed.
     Add {
         name: String,
+        /// `local` (nodes join it) or `kubernetes`.
+        #[arg(long, default_value = "local")]
+        kind: String,
+        /// Kind `kubernetes`: a self-contained kubeconfig (CA and token or
+        /// client certificate inline); never printed or logged.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Kind `kubernetes`: the namespace (default: the kubeconfig
+        /// context's, else `default`).
+        #[arg(long)]
+        namespace: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -1109,8 +1122,24 @@ pub async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cluster {
-            command: ClusterCommand::Add { name, client },
-        } => deploy::cluster_add(&client.client()?, &name).await,
+            command:
+                ClusterCommand::Add {
+                    name,
+                    kind,
+                    kubeconfig,
+                    namespace,
+                    client,
+                },
+        } => {
+            deploy::cluster_add(
+                &client.client()?,
+                &name,
+                &kind,
+                kubeconfig.as_deref(),
+                namespace.as_deref(),
+            )
+            .await
+        }
         Command::Cluster {
             command: ClusterCommand::List { client },
         } => deploy::cluster_list(&client.client()?).await,

@@ -26,6 +26,8 @@
 //!   went through.
 //! - `audit.rs`: the append-only audit of every deploy, approval,
 //!   rejection, override, rollback and protection change.
+//! - `kube/`: clusters of kind `kubernetes` (kubeconfig, the Role and its
+//!   check, adding one).
 //!
 //! Architecture invariant: only the reconciler changes an instance's goal or
 //! route (besides `nodes.rs` recording what a node observed), and every
@@ -36,6 +38,7 @@ pub mod audit;
 pub mod environments;
 pub mod gates;
 pub mod instance_logs;
+pub mod kube;
 pub mod model;
 pub mod nodes;
 pub mod reconcile;

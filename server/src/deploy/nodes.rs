@@ -68,6 +68,16 @@ pub async fn add_cluster(
     .await?
     .rows_affected()
         > 0;
+    let kind: String = sqlx::query_scalar("SELECT kind FROM clusters WHERE name = ?")
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+    if kind != "local" {
+        return Err(DeployError::Refused(format!(
+            "cluster {name:?} is of kind {kind:?}: nodes do not join it (give it a new kubeconfig \
+             with --kind {kind} --kubeconfig FILE)"
+        )));
+    }
     let token = new_token("slj_");
     let expires_at = now + JOIN_TOKEN_TTL.as_millis() as i64;
     sqlx::query(

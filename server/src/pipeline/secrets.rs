@@ -62,6 +62,12 @@ fn environment_aad(environment_id: i64, name: &str) -> Vec<u8> {
     format!("slipway-environment-secret\0{environment_id}\0{name}").into_bytes()
 }
 
+/// A kubernetes cluster's kubeconfig's associated data: it opens only as
+/// that cluster's.
+fn kubeconfig_aad(cluster: &str) -> Vec<u8> {
+    format!("slipway-cluster-kubeconfig\0{cluster}").into_bytes()
+}
+
 /// The key from configuration (hex), or the one in `<data>/secrets.key`,
 /// created if missing.
 pub fn load_key(configured: Option<&str>, data_dir: &Path) -> Result<[u8; 32], SecretError> {
@@ -330,6 +336,24 @@ impl Secrets {
             out.push((name.clone(), value));
         }
         Ok(out)
+    }
+}
+
+/// A sealed value: the nonce and the ciphertext, as the database keeps them.
+pub struct Sealed {
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+/// The kubeconfigs of kubernetes clusters, sealed the same way, bound to the
+/// cluster's name (`deploy/kube/cluster_add.rs` stores them; the strategies will open them).
+impl Secrets {
+    pub fn seal_kubeconfig(&self, cluster: &str, text: &str) -> Result<Sealed, SecretError> {
+        let (nonce, ciphertext) = self.seal(text, &kubeconfig_aad(cluster))?;
+        Ok(Sealed {
+            nonce: nonce.to_vec(),
+            ciphertext,
+        })
     }
 }
 
