@@ -195,32 +195,80 @@ fn approvals_are_bound_to_the_digest_and_never_the_requesters_own() {
     // Traceability: from staging (or its instance) back to the pipeline
     // that built B and every environment B went through, with approvers.
     let admin = server.admin_auth();
-    let trace = api(&server, &admin, Method::GET, &format!("/api/v1/trace?repo={REPO}&env=staging"), None, &[]);
+    let trace = api(
+        &server,
+        &admin,
+        Method::GET,
+        &format!("/api/v1/trace?repo={REPO}&env=staging"),
+        None,
+        &[],
+    );
     assert_eq!(trace.status, 200, "{}", trace.describe());
     let trace = trace.json();
     assert_eq!(trace["digest"], b_digest.as_str());
-    assert_eq!(trace["provenance"], Value::Null, "the fake runner pushed no provenance");
+    assert_eq!(
+        trace["provenance"],
+        Value::Null,
+        "the fake runner pushed no provenance"
+    );
     assert_eq!(trace["pipeline"]["repo"], REPO);
-    assert_eq!(trace["pipeline"]["jobs"][0]["steps"][0]["status"], "success", "{trace:#}");
+    assert_eq!(
+        trace["pipeline"]["jobs"][0]["steps"][0]["status"], "success",
+        "{trace:#}"
+    );
     let job = trace["pipeline"]["jobs"][0]["id"].as_i64().unwrap();
-    assert_eq!(trace["pipeline"]["jobs"][0]["steps"][0]["log"], format!("/api/v1/jobs/{job}/steps/0/log"));
+    assert_eq!(
+        trace["pipeline"]["jobs"][0]["steps"][0]["log"],
+        format!("/api/v1/jobs/{job}/steps/0/log")
+    );
     let through: Vec<(&str, &str, Value)> = trace["environments"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["environment"].as_str().unwrap(), e["state"].as_str().unwrap(), e["approved_by"].clone()))
+        .map(|e| {
+            (
+                e["environment"].as_str().unwrap(),
+                e["state"].as_str().unwrap(),
+                e["approved_by"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         through,
-        [("dev", "succeeded", json!([])), ("staging", "succeeded", json!(["bob", "carol"]))],
+        [
+            ("dev", "succeeded", json!([])),
+            ("staging", "succeeded", json!(["bob", "carol"]))
+        ],
         "{trace:#}"
     );
-    let envs = api(&server, &admin, Method::GET, &format!("/api/v1/environments?repo={REPO}"), None, &[]).json();
+    let envs = api(
+        &server,
+        &admin,
+        Method::GET,
+        &format!("/api/v1/environments?repo={REPO}"),
+        None,
+        &[],
+    )
+    .json();
     let instance = envs[1]["instances"][0]["name"].as_str().unwrap().to_owned();
-    let by_instance = api(&server, &vera, Method::GET, &format!("/api/v1/trace?instance={instance}"), None, &[]);
+    let by_instance = api(
+        &server,
+        &vera,
+        Method::GET,
+        &format!("/api/v1/trace?instance={instance}"),
+        None,
+        &[],
+    );
     assert_eq!(by_instance.status, 200, "{}", by_instance.describe());
     assert_eq!(by_instance.json(), trace);
-    let neither = api(&server, &admin, Method::GET, &format!("/api/v1/trace?repo={REPO}"), None, &[]);
+    let neither = api(
+        &server,
+        &admin,
+        Method::GET,
+        &format!("/api/v1/trace?repo={REPO}"),
+        None,
+        &[],
+    );
     assert_eq!(neither.status, 400, "{}", neither.describe());
 
     // A rejection needs a comment, and ends the request.
@@ -416,7 +464,10 @@ fn freezes_hold_promotions_but_not_rollbacks_and_the_audit_keeps_it_all() {
         4,
         "frozen, a developer's override, an admin's without a reason, a rollback target: {refused_by:?}"
     );
-    assert!(refused_by[3].1.contains("never succeeded in staging"), "{refused_by:?}");
+    assert!(
+        refused_by[3].1.contains("never succeeded in staging"),
+        "{refused_by:?}"
+    );
     let superseded = of("supersede");
     assert_eq!(superseded.len(), 1, "{entries:#?}");
     assert_eq!(superseded[0]["deployment_id"], overridden["id"]);
