@@ -660,6 +660,13 @@ fn every_api_route_checks_who_is_calling() {
             200,
             200,
         ),
+        (
+            Method::GET,
+            format!("/api/v1/instances/{}/trace", dev.instance),
+            None,
+            200,
+            200,
+        ),
     ];
     check_user_routes(&server, &callers, &audit_routes, &mut covered);
     // A node's token is for the node protocol only.
@@ -1255,7 +1262,7 @@ fn repository_limited_tokens_reach_only_their_repositories() {
             ),
             (
                 Method::GET,
-                format!("/api/v1/trace?instance={}", d.instance),
+                format!("/api/v1/instances/{}/trace", d.instance),
                 None,
                 by_id,
                 Need::Read,

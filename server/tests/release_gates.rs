@@ -255,7 +255,7 @@ fn approvals_are_bound_to_the_digest_and_never_the_requesters_own() {
         &server,
         &vera,
         Method::GET,
-        &format!("/api/v1/trace?instance={instance}"),
+        &format!("/api/v1/instances/{instance}/trace"),
         None,
         &[],
     );

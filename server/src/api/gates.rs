@@ -205,52 +205,39 @@ pub async fn audit_log(
         .into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TraceQuery {
-    repo: Option<String>,
-    env: Option<String>,
-    instance: Option<String>,
-}
-
-/// `?repo=R&env=E` (what runs there) or `?instance=NAME` (what it runs).
-pub async fn trace_of(
+/// What runs in an environment, traced back.
+pub async fn trace_of_environment(
     State(app): State<AppState>,
     caller: RepoCaller,
-    Query(q): Query<TraceQuery>,
+    Query(q): Query<EnvQuery>,
 ) -> Result<Json<Trace>, ApiError> {
-    match (q.repo, q.env, q.instance) {
-        (Some(repo), Some(env), None) => {
-            caller.check(&repo)?;
-            label(Part::Query, "env", "environment", &env)?;
-            let r = app.repos.get(&repo).await?;
-            let e = environments::get(&app.db, r.id, &env).await?;
-            Ok(Json(trace::of_environment(&app, &e).await?))
-        }
-        (None, None, Some(instance)) => {
-            let row: Option<(String, i64, i64)> = sqlx::query_as(
-                "SELECT r.name, r.id, i.deployment_id FROM instances i
-                 JOIN environments e ON e.id = i.environment_id
-                 JOIN git_repos r ON r.id = e.repo_id WHERE i.name = ?",
-            )
-            .bind(&instance)
-            .fetch_optional(&app.db)
-            .await?;
-            let Some((repo, repo_id, deployment)) = row.filter(|(repo, _, _)| caller.sees(repo))
-            else {
-                return Err(ApiError::NotFound(format!("no instance {instance:?}")));
-            };
-            let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
-                .bind(deployment)
-                .fetch_one(&app.db)
-                .await?;
-            tracing::debug!(%repo, %instance, "trace");
-            Ok(Json(trace::of_deployment(&app, repo_id, &d).await?))
-        }
-        _ => Err(ApiError::invalid(
-            Part::Query,
-            "instance",
-            "give repo and env, or instance",
-        )),
-    }
+    caller.check(&q.repo)?;
+    label(Part::Query, "env", "environment", &q.env)?;
+    let r = app.repos.get(&q.repo).await?;
+    let e = environments::get(&app.db, r.id, &q.env).await?;
+    Ok(Json(trace::of_environment(&app, &e).await?))
+}
+
+/// What an instance runs, traced back.
+pub async fn trace_of_instance(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Path(instance): Path<String>,
+) -> Result<Json<Trace>, ApiError> {
+    let row: Option<(String, i64, i64)> = sqlx::query_as(
+        "SELECT r.name, r.id, i.deployment_id FROM instances i
+         JOIN environments e ON e.id = i.environment_id
+         JOIN git_repos r ON r.id = e.repo_id WHERE i.name = ?",
+    )
+    .bind(&instance)
+    .fetch_optional(&app.db)
+    .await?;
+    let Some((_, repo_id, deployment)) = row.filter(|(repo, _, _)| caller.sees(repo)) else {
+        return Err(ApiError::NotFound(format!("no instance {instance:?}")));
+    };
+    let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
+        .bind(deployment)
+        .fetch_one(&app.db)
+        .await?;
+    Ok(Json(trace::of_deployment(&app, repo_id, &d).await?))
 }
