@@ -512,21 +512,11 @@ fn an_expired_join_token_is_refused() {
         "valid a day: {added}"
     );
     // Age the token by a day in the server's database.
-    let path = server.data_dir().join("slipway.db");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .unwrap();
-            sqlx::query("UPDATE cluster_join_tokens SET expires_at = expires_at - ?")
-                .bind(day)
-                .execute(&pool)
-                .await
-                .unwrap();
-        });
+    server
+        .sql(&format!(
+            "UPDATE cluster_join_tokens SET expires_at = expires_at - {day}"
+        ))
+        .unwrap();
     let r = join(&server, &token, "n1");
     assert_eq!(r.status, 401, "{}", r.describe());
     let message = r.json()["error"]["message"].as_str().unwrap().to_owned();

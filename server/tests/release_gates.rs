@@ -525,25 +525,12 @@ fn freezes_hold_promotions_but_not_rollbacks_and_the_audit_keeps_it_all() {
     assert_eq!(again.as_array().unwrap(), &entries);
 }
 
-/// Run a statement on the server's database; its error as text.
 fn try_sql(server: &TestServer, statement: &str) -> Result<(), String> {
-    let path = server.data_dir().join("slipway.db");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .map_err(|e| e.to_string())?;
-            sqlx::query(statement)
-                .execute(&pool)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
+    server.sql(statement)
 }
 
 fn sql(server: &TestServer, statement: &str) {
-    try_sql(server, statement).unwrap_or_else(|e| panic!("{statement}: {e}"));
+    server
+        .sql(statement)
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }

@@ -392,6 +392,26 @@ impl TestServer {
     }
 
     /// Everything the server printed so far.
+    /// Run one SQL statement on the server's database (to age a row, or to
+    /// try what an attacker with the file could); its error as text.
+    pub fn sql(&self, statement: &str) -> Result<(), String> {
+        let path = self.data_dir().join("slipway.db");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+    }
+
     pub fn logs(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
