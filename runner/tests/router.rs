@@ -847,6 +847,17 @@ async fn metrics_count_requests_5xx_and_latency_per_instance() {
         client.get("/fail").await.unwrap().0,
         StatusCode::INTERNAL_SERVER_ERROR
     );
+    // A request stops counting once the router has written its last byte,
+    // which the client may read first: wait (with a deadline) for the gauge.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while router.in_flight("inst-1") != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "inst-1 still has {} request(s) in flight after {DEADLINE:?}",
+            router.in_flight("inst-1")
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut text = String::new();
     router.render_metrics(&mut text);
     let labels = r#"app="web",env="dev",instance="inst-1",version="v1""#;
