@@ -230,6 +230,19 @@ pub struct JobDefinition {
     /// this one, uploaded as a tar when the job succeeds.
     #[serde(default)]
     pub artifacts: Vec<String>,
+    /// A verify job's one way out of its network namespace: the runner
+    /// relays `127.0.0.1:{port}` inside it to the environment's router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
+}
+
+/// What a verify job reaches (`agent/reach.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Reach {
+    /// Where the job connects, on its own loopback.
+    pub port: u16,
+    /// `host:port` of the environment's router, as the runner reaches it.
+    pub target: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

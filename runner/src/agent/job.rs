@@ -195,13 +195,22 @@ async fn run_steps(
         ("SLIPWAY_JOB".to_owned(), context.job.clone()),
     ];
 
-    // Services share a pod with the steps, so they are on localhost.
-    let pod = if lease.job.services.is_empty() {
+    // Services share a pod with the steps, so they are on localhost; a
+    // verify job's pod has the relay to its environment there too.
+    let pod = if lease.job.services.is_empty() && lease.job.reach.is_none() {
         None
     } else {
         Some(agent.engine.create_pod().map_err(|e| e.to_string())?)
     };
     let network = pod.as_ref().map(|p| p.network()).unwrap_or(Network::None);
+    let relay = match (&lease.job.reach, &pod) {
+        (Some(reach), Some(pod)) => Some(
+            super::reach::open(pod.netns_path(), reach)
+                .await
+                .map_err(|e| format!("opening the way to the environment ({}): {e}", reach.target))?,
+        ),
+        _ => None,
+    };
     let services_cancel = Cancel::default();
     let mut services = Vec::new();
     for service in &lease.job.services {
@@ -415,6 +424,7 @@ async fn run_steps(
     for s in services {
         let _ = s.await;
     }
+    drop(relay);
     drop(pod);
     if status == JobStatus::Success && !lease.job.artifacts.is_empty() {
         let paths = lease.job.artifacts.clone();

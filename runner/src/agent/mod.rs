@@ -21,6 +21,7 @@ pub mod guard;
 mod job;
 mod logship;
 mod mask;
+mod reach;
 
 use std::path::PathBuf;
 use std::sync::Arc;

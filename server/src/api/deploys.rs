@@ -261,6 +261,17 @@ pub struct DeploymentView {
     /// how many needed.
     #[serde(skip_serializing_if = "Option::is_none")]
     approvals: Option<ApprovalTally>,
+    /// None until it rolled out (`deploy/verify.rs`).
+    verification: Option<VerificationView>,
+}
+
+#[derive(Serialize)]
+pub struct VerificationView {
+    state: String,
+    pipeline_id: Option<i64>,
+    soak_until: Option<i64>,
+    verified_at: Option<i64>,
+    reason: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -307,6 +318,13 @@ fn deployment_view(environment: &str, d: &Deployment) -> DeploymentView {
         finished_at: d.finished_at,
         approved_by: d.approvers(),
         approvals: None,
+        verification: d.verification.clone().map(|state| VerificationView {
+            state,
+            pipeline_id: d.verify_pipeline_id,
+            soak_until: d.soak_until,
+            verified_at: d.verified_at,
+            reason: d.verify_reason.clone(),
+        }),
     }
 }
 

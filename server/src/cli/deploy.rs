@@ -119,6 +119,39 @@ pub struct DeploymentView {
     pub finished_at: Option<i64>,
     #[serde(default)]
     pub approvals: Option<Approvals>,
+    #[serde(default)]
+    pub verification: Option<Verification>,
+}
+
+#[derive(Deserialize)]
+pub struct Verification {
+    pub state: String,
+    pub pipeline_id: Option<i64>,
+    pub soak_until: Option<i64>,
+    pub reason: Option<String>,
+}
+
+impl Verification {
+    /// `verified`, `soaking (4m left)`, `verifying (pipeline id 12)`,
+    /// `verify failed: …`.
+    fn describe(&self, now: i64) -> String {
+        match self.state.as_str() {
+            "soaking" => match self.soak_until {
+                Some(t) => format!("soaking ({} left)", ago(t - now)),
+                None => "soaking".to_owned(),
+            },
+            "verifying" => match self.pipeline_id {
+                Some(p) => format!("verifying (pipeline id {p})"),
+                None => "verifying".to_owned(),
+            },
+            "failed" | "cancelled" => format!(
+                "verification {}: {}",
+                self.state,
+                self.reason.as_deref().unwrap_or("")
+            ),
+            other => other.to_owned(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -186,10 +219,14 @@ pub async fn env_list(client: &Client, repo: Option<&str>) -> anyhow::Result<()>
         for e in envs {
             let running = match &e.current {
                 Some(d) => format!(
-                    "{} commit {} ({})",
+                    "{} commit {} ({}){}",
                     d.image.replace(&d.digest, short(&d.digest)),
                     short_commit(&d.commit),
-                    d.strategy
+                    d.strategy,
+                    d.verification
+                        .as_ref()
+                        .map(|v| format!(", {}", v.describe(crate::db::now_ms())))
+                        .unwrap_or_default()
                 ),
                 None => "nothing deployed".into(),
             };
@@ -470,7 +507,9 @@ pub async fn history(client: &Client, repo: &str, env: Option<&str>) -> anyhow::
             short_commit(&d.commit),
             ago(now - d.created_at)
         );
-        if let Some(r) = d.reason.as_deref().filter(|_| d.state != "succeeded") {
+        if let Some(v) = &d.verification {
+            println!("       {}", v.describe(now));
+        } else if let Some(r) = d.reason.as_deref().filter(|_| d.state != "succeeded") {
             println!("       {r}");
         }
     }

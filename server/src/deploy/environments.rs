@@ -251,7 +251,10 @@ pub async fn status(db: &SqlitePool, env: Environment) -> Result<EnvironmentStat
         _ => None,
     };
     let current = sqlx::query_as(
-        "SELECT * FROM deployments WHERE environment_id = ? AND state = 'succeeded' ORDER BY id DESC LIMIT 1",
+        &format!(
+            "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
+            super::model::RUNNING
+        ),
     )
     .bind(env.id)
     .fetch_optional(db)

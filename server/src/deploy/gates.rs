@@ -410,6 +410,9 @@ pub enum Requester {
     /// A pipeline on the default branch deploying to the chain's first
     /// environment.
     Pipeline(i64),
+    /// The deploy controller acting by itself (an auto-promotion, a
+    /// rollback after a failed verification), and why.
+    Controller(String),
 }
 
 impl Requester {
@@ -417,6 +420,7 @@ impl Requester {
         match self {
             Requester::User { user, .. } => user.username.clone(),
             Requester::Pipeline(n) => format!("pipeline #{n}"),
+            Requester::Controller(_) => "slipway".to_owned(),
         }
     }
 
@@ -428,6 +432,7 @@ impl Requester {
         match self {
             Requester::User { reason, .. } => reason.as_deref(),
             Requester::Pipeline(_) => None,
+            Requester::Controller(why) => Some(why),
         }
     }
 }

@@ -24,6 +24,8 @@
 //! - `trace.rs`: from an environment or an instance back to the digest's
 //!   provenance, the pipeline and its test results, and the environments it
 //!   went through.
+//! - `verify.rs`: soak and verify job after a deployment rolls out; only a
+//!   verified digest is promoted, `auto: true` promotes it by itself.
 //! - `audit.rs`: the append-only audit of every deploy, approval,
 //!   rejection, override, rollback and protection change.
 //! - `kube/`: clusters of kind `kubernetes` (kubeconfig, the Role and its
@@ -45,6 +47,7 @@ pub mod reconcile;
 pub mod request;
 pub mod trace;
 pub mod trigger;
+pub mod verify;
 
 mod blue_green;
 mod rolling;

@@ -39,6 +39,16 @@ pub struct Config {
     pub cpus: Option<f64>,
     pub deadline_ms: u64,
     pub keep_ms: u64,
+    /// The environment has a verify job (read from the deployment's commit
+    /// when it runs). Absent in snapshots made before verification existed.
+    #[serde(default)]
+    pub verify: bool,
+    /// How long it must stay healthy after rolling out before it is verified.
+    #[serde(default)]
+    pub soak_ms: u64,
+    /// A failed verification rolls back by itself.
+    #[serde(default)]
+    pub rollback_on_verify_failure: bool,
 }
 
 impl Config {
@@ -55,6 +65,12 @@ impl Config {
             cpus: env.settings.cpus,
             deadline_ms: env.settings.deadline.as_millis() as u64,
             keep_ms: env.settings.keep.as_millis() as u64,
+            verify: env.verification.job.is_some(),
+            soak_ms: env
+                .verification
+                .soak
+                .map_or(0, |d| d.as_millis() as u64),
+            rollback_on_verify_failure: env.verification.rollback_on_failure,
         }
     }
 
@@ -106,6 +122,13 @@ pub struct Deployment {
     pub approved_by: Option<String>,
     /// An admin's reason to start during a freeze.
     pub freeze_override: Option<String>,
+    /// soaking | verifying | verified | failed | cancelled; None until it
+    /// rolled out (`verify.rs`).
+    pub verification: Option<String>,
+    pub verify_pipeline_id: Option<i64>,
+    pub soak_until: Option<i64>,
+    pub verified_at: Option<i64>,
+    pub verify_reason: Option<String>,
 }
 
 impl Deployment {
@@ -124,6 +147,9 @@ impl Deployment {
                 cpus: None,
                 deadline_ms: 120_000,
                 keep_ms: 600_000,
+                verify: false,
+                soak_ms: 0,
+                rollback_on_verify_failure: false,
             }
         })
     }
@@ -141,6 +167,11 @@ impl Deployment {
         format!("{}@{}", self.repository, self.digest)
     }
 }
+
+/// The deployments that run in an environment, newest first: rolled out
+/// and not since failed by its rollout (one whose verification failed
+/// keeps running until a rollback or the next deploy replaces it).
+pub const RUNNING: &str = "(state = 'succeeded' OR (state = 'failed' AND verification = 'failed'))";
 
 /// An instance row.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -150,6 +150,8 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
 pub async fn pass(app: &App) -> Result<(), sqlx::Error> {
     // Requests awaiting approval: approved enough, or expired.
     super::gates::expire_and_settle(&app.db).await?;
+    // Soaks, verify jobs, and the auto-promotions they lead to.
+    super::verify::advance(app).await?;
     let envs: Vec<i64> = sqlx::query_scalar(
         "SELECT DISTINCT environment_id FROM deployments WHERE state IN ('pending', 'progressing')
          UNION SELECT DISTINCT environment_id FROM instances",
@@ -236,7 +238,10 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
         None => {
             deployment(
                 &mut tx,
-                "SELECT * FROM deployments WHERE environment_id = ? AND state = 'succeeded' ORDER BY id DESC LIMIT 1",
+                &format!(
+            "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
+            super::model::RUNNING
+        ),
                 env_id,
             )
             .await?
@@ -382,6 +387,7 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
             )
             .await?;
             finish(&mut tx, d.id, State::Succeeded, &what, now).await?;
+            super::verify::rolled_out(&mut tx, d, now).await?;
             tracing::info!(deployment = d.id, %what, "deployment succeeded");
         }
         (Some(d), Outcome::Progress(what)) => {

@@ -252,10 +252,14 @@ async fn promote_unaudited(
     Ok((id, source))
 }
 
-/// The environment's current deployment, if it is whole and healthy now.
+/// The environment's current deployment, if it is verified (`verify.rs`),
+/// whole and healthy now.
 async fn healthy_deployment(db: &SqlitePool, env: &Environment) -> Result<Deployment, DeployError> {
     let current: Option<Deployment> = sqlx::query_as(
-        "SELECT * FROM deployments WHERE environment_id = ? AND state = 'succeeded' ORDER BY id DESC LIMIT 1",
+        &format!(
+            "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
+            super::model::RUNNING
+        ),
     )
     .bind(env.id)
     .fetch_optional(db)
@@ -275,6 +279,14 @@ async fn healthy_deployment(db: &SqlitePool, env: &Environment) -> Result<Deploy
     if let Some(id) = progressing {
         return Err(DeployError::Refused(format!(
             "deployment {id} is in progress in {}; promote once it has ended",
+            env.name
+        )));
+    }
+    if let Some(why) = super::verify::not_verified_because(db, &current).await? {
+        return Err(DeployError::Refused(format!(
+            "{}@{} is not verified in {} ({why})",
+            current.repository,
+            super::model::short_digest(&current.digest),
             env.name
         )));
     }
@@ -298,8 +310,9 @@ async fn healthy_deployment(db: &SqlitePool, env: &Environment) -> Result<Deploy
     Ok(current)
 }
 
-/// `rollback --env ENV [--to DIGEST]`: the previous digest that succeeded
-/// there (or the named one), with the configuration it had. A refusal is
+/// `rollback --env ENV [--to DIGEST]`: the previous digest verified there
+/// (or the named one, if it was verified there), with the configuration it
+/// had. A refusal is
 /// audited.
 pub async fn rollback(
     app: &App,
@@ -322,28 +335,32 @@ async fn rollback_unaudited(
     requester: Requester,
 ) -> Result<(i64, Deployment), DeployError> {
     let env = environments::get(&app.db, repo.id, env_name).await?;
-    let succeeded: Vec<Deployment> = sqlx::query_as(
-        "SELECT * FROM deployments WHERE environment_id = ? AND state = 'succeeded' ORDER BY id DESC",
+    let current: Option<Deployment> = sqlx::query_as(&format!(
+        "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
+        super::model::RUNNING
+    ))
+    .bind(env.id)
+    .fetch_optional(&app.db)
+    .await?;
+    let verified: Vec<Deployment> = sqlx::query_as(
+        "SELECT * FROM deployments WHERE environment_id = ? AND verification = 'verified' ORDER BY id DESC",
     )
     .bind(env.id)
     .fetch_all(&app.db)
     .await?;
-    let current = succeeded.first();
     let chosen = match to {
-        Some(digest) => succeeded
-            .iter()
-            .find(|d| d.digest == digest)
-            .ok_or_else(|| {
-                DeployError::Refused(format!(
-                "{digest} never succeeded in {env_name}: a rollback goes only to a digest that did"
+        Some(digest) => verified.iter().find(|d| d.digest == digest).ok_or_else(|| {
+            DeployError::Refused(format!(
+                "{digest} was never verified in {env_name}: a rollback goes only to a digest \
+                 verified there before"
             ))
-            })?,
-        None => succeeded
+        })?,
+        None => verified
             .iter()
-            .find(|d| current.is_none_or(|c| d.spec_hash != c.spec_hash))
+            .find(|d| current.as_ref().is_none_or(|c| d.spec_hash != c.spec_hash))
             .ok_or_else(|| {
                 DeployError::Refused(format!(
-                    "no earlier successful deployment in {env_name} to roll back to"
+                    "no earlier verified deployment in {env_name} to roll back to"
                 ))
             })?,
     };

@@ -98,7 +98,10 @@ pub struct EnvironmentStep {
 /// The trace of `env`'s running deployment (the last that succeeded).
 pub async fn of_environment(app: &App, env: &Environment) -> Result<Trace, DeployError> {
     let d: Option<Deployment> = sqlx::query_as(
-        "SELECT * FROM deployments WHERE environment_id = ? AND state = 'succeeded' ORDER BY id DESC LIMIT 1",
+        &format!(
+            "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
+            super::model::RUNNING
+        ),
     )
     .bind(env.id)
     .fetch_optional(&app.db)

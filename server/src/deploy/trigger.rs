@@ -62,7 +62,11 @@ async fn handle(app: &App, pipeline_id: i64) -> Result<Option<i64>, DeployError>
         .by_id(repo_id)
         .await
         .map_err(|e| DeployError::Refused(e.to_string()))?;
-    if event == "pull_request" || git_ref != format!("refs/heads/{}", repo.default_branch) {
+    // A verify pipeline tests what runs; it never deploys.
+    if event == "pull_request"
+        || event == "verify"
+        || git_ref != format!("refs/heads/{}", repo.default_branch)
+    {
         return Ok(None);
     }
     let deploy = match request::deploy_spec(app, &repo, &sha).await {

@@ -4,7 +4,7 @@
 //! `error` with the reason, so the person who pushed sees why nothing ran.
 
 use slipway_runner::api::{
-    BuildDefinition, Command, JobDefinition, ServiceDefinition, StepDefinition,
+    BuildDefinition, Command, JobDefinition, Reach, ServiceDefinition, StepDefinition,
 };
 
 use super::repo::{Commit, GitRepo, Repos, SPEC_FILE};
@@ -177,6 +177,7 @@ fn plan(spec: &PipelineSpec, trigger: &Trigger<'_>, repo_name: &str) -> Vec<Plan
                     steps,
                     services,
                     artifacts: job.artifacts.clone(),
+                    reach: None,
                 },
             });
         }
@@ -192,6 +193,105 @@ pub fn split_ref(git_ref: &str) -> (Option<&str>, Option<&str>) {
     )
 }
 
+/// `.slipway.yml` at `sha`, or why it cannot be read.
+async fn read_spec(repos: &Repos, repo: &GitRepo, sha: &str) -> Result<PipelineSpec, String> {
+    let text = repos.read_file(repo, sha, SPEC_FILE, spec::MAX_BYTES).await;
+    match text {
+        Ok(Some(bytes)) => match String::from_utf8(bytes) {
+            Ok(text) => spec::parse(SPEC_FILE, &text).map_err(|e| e.to_string()),
+            Err(_) => Err(format!("{SPEC_FILE} is not UTF-8 text")),
+        },
+        Ok(None) => Err(format!("there is no {SPEC_FILE} at commit {sha}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A verify job to run: deployment `deployment_id` of `image` in
+/// `environment`, which the job reaches through `reach`.
+pub struct VerifyRun<'a> {
+    pub deployment_id: i64,
+    pub environment: &'a str,
+    /// `repository@sha256:…`.
+    pub image: &'a str,
+    pub digest: &'a str,
+    pub reach: Reach,
+}
+
+/// The pipeline (event `verify`) of an environment's verify job, as the
+/// deploy section at the deployment's commit declares it. Its steps see
+/// `SLIPWAY_ENV_URL`, `SLIPWAY_ENVIRONMENT`, `SLIPWAY_IMAGE` and
+/// `SLIPWAY_DIGEST`. Returns its id.
+pub async fn create_verify(
+    db: &sqlx::SqlitePool,
+    repos: &Repos,
+    repo: &GitRepo,
+    commit: &Commit,
+    run: VerifyRun<'_>,
+) -> Result<i64, CreateError> {
+    let parsed = read_spec(repos, repo, &commit.sha).await;
+    let (branch, tag) = split_ref(&commit.git_ref);
+    let trigger = Trigger {
+        event: None,
+        branch,
+        tag,
+        changed: None,
+    };
+    let planned = parsed.and_then(|spec| {
+        let job = spec
+            .deploy
+            .as_ref()
+            .and_then(|d| d.environments.iter().find(|e| e.name == run.environment))
+            .and_then(|e| e.verification.job.clone())
+            .ok_or_else(|| {
+                format!(
+                    "the deploy section at {} declares no verify job for environment {:?}",
+                    commit.sha, run.environment
+                )
+            })?;
+        let mut env = spec.env.clone();
+        env.extend([
+            (
+                "SLIPWAY_ENV_URL".to_owned(),
+                format!("http://127.0.0.1:{}", run.reach.port),
+            ),
+            ("SLIPWAY_ENVIRONMENT".to_owned(), run.environment.to_owned()),
+            ("SLIPWAY_IMAGE".to_owned(), run.image.to_owned()),
+            ("SLIPWAY_DIGEST".to_owned(), run.digest.to_owned()),
+        ]);
+        let alone = PipelineSpec {
+            jobs: vec![job],
+            env,
+            cron: Vec::new(),
+            deploy: None,
+        };
+        let mut jobs = plan(&alone, &trigger, &repo.name);
+        for job in &mut jobs {
+            job.definition.reach = Some(run.reach.clone());
+        }
+        let definitions: Vec<&JobDefinition> = jobs.iter().map(|j| &j.definition).collect();
+        super::pull_allow::check_images(repo, &definitions)?;
+        Ok(jobs)
+    });
+    let triggered_by = format!(
+        "verify of deployment {} in {}",
+        run.deployment_id, run.environment
+    );
+    insert(
+        db,
+        repo,
+        commit,
+        Insert {
+            event: "verify",
+            triggered_by: &triggered_by,
+            from_fork: false,
+            reuse: None,
+            verifies: Some(run.deployment_id),
+        },
+        planned,
+    )
+    .await
+}
+
 /// Create the pipeline for `commit` of `repo` (its mirror already fetched).
 /// Returns its id.
 pub async fn create(
@@ -201,17 +301,7 @@ pub async fn create(
     commit: &Commit,
     cause: &Cause,
 ) -> Result<i64, CreateError> {
-    let text = repos
-        .read_file(repo, &commit.sha, SPEC_FILE, spec::MAX_BYTES)
-        .await;
-    let parsed: Result<PipelineSpec, String> = match text {
-        Ok(Some(bytes)) => match String::from_utf8(bytes) {
-            Ok(text) => spec::parse(SPEC_FILE, &text).map_err(|e| e.to_string()),
-            Err(_) => Err(format!("{SPEC_FILE} is not UTF-8 text")),
-        },
-        Ok(None) => Err(format!("there is no {SPEC_FILE} at commit {}", commit.sha)),
-        Err(e) => Err(e.to_string()),
-    };
+    let parsed = read_spec(repos, repo, &commit.sha).await;
     let (branch, tag) = split_ref(&commit.git_ref);
     let trigger = Trigger {
         event: Some(cause.event),
@@ -227,6 +317,41 @@ pub async fn create(
         super::pull_allow::check_images(repo, &definitions)?;
         Ok(jobs)
     });
+    insert(
+        db,
+        repo,
+        commit,
+        Insert {
+            event: event_name(cause.event),
+            triggered_by: &cause.triggered_by,
+            from_fork: cause.from_fork,
+            reuse: cause.reuse.as_ref(),
+            verifies: None,
+        },
+        planned,
+    )
+    .await
+}
+
+/// What a new pipeline row says besides its commit.
+struct Insert<'a> {
+    event: &'a str,
+    triggered_by: &'a str,
+    from_fork: bool,
+    reuse: Option<&'a (i64, Vec<String>)>,
+    /// A verify pipeline's deployment.
+    verifies: Option<i64>,
+}
+
+/// Write the pipeline, its jobs and steps in one transaction (an unplanned
+/// one is recorded as an error with the reason). Returns its id.
+async fn insert(
+    db: &sqlx::SqlitePool,
+    repo: &GitRepo,
+    commit: &Commit,
+    what: Insert<'_>,
+    planned: Result<Vec<PlannedJob>, String>,
+) -> Result<i64, CreateError> {
     let now = now_ms();
     // Immediate: this transaction reads (the next number) then writes, and a
     // deferred one could not upgrade while a runner's lease is writing.
@@ -242,31 +367,32 @@ pub async fn create(
     };
     let pipeline_id: i64 = sqlx::query_scalar(
         "INSERT INTO pipelines (repo_id, number, commit_sha, git_ref, event, triggered_by,
-             message, author, status, error, created_at, finished_at, from_fork, commit_time)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             message, author, status, error, created_at, finished_at, from_fork, commit_time,
+             verifies_deployment)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(repo.id)
     .bind(number)
     .bind(&commit.sha)
     .bind(&commit.git_ref)
-    .bind(event_name(cause.event))
-    .bind(&cause.triggered_by)
+    .bind(what.event)
+    .bind(what.triggered_by)
     .bind(&commit.message)
     .bind(&commit.author)
     .bind(status)
     .bind(&error)
     .bind(now)
     .bind(error.as_ref().map(|_| now))
-    .bind(cause.from_fork)
+    .bind(what.from_fork)
     .bind(commit.time)
+    .bind(what.verifies)
     .fetch_one(&mut *tx)
     .await?;
     super::notify::record(&mut tx, pipeline_id, status).await?;
     if let Ok(jobs) = planned.as_ref() {
         for job in jobs {
-            let reused = cause
+            let reused = what
                 .reuse
-                .as_ref()
                 .filter(|(_, names)| names.contains(&job.name))
                 .map(|(number, _)| format!("succeeded in pipeline #{number}; not run again"));
             let status = if job.skip {
@@ -318,7 +444,7 @@ pub async fn create(
             }
         }
     }
-    if cause.reuse.is_some() && planned.is_ok() {
+    if what.reuse.is_some() && planned.is_ok() {
         // Reused jobs may unblock others, or finish the pipeline outright.
         crate::pipeline::scheduler::advance(&mut tx, pipeline_id).await?;
     }

@@ -165,6 +165,7 @@ mod tests {
                 }],
                 services: vec![],
                 artifacts: vec![],
+                reach: None,
             };
             check_images(&r, &[&job])
         };

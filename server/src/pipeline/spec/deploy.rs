@@ -2,9 +2,12 @@
 //! What protects an environment (its cluster, approvals) is never read from
 //! here: that is server-side configuration a commit cannot change.
 
-use super::model::{DeploySpec, EnvironmentSettings, EnvironmentSpec, PipelineSpec, Strategy};
+use super::model::{
+    DeploySpec, EnvironmentSettings, EnvironmentSpec, JobSpec, PipelineSpec, Strategy,
+    VerificationSpec,
+};
 use super::read::{nearest, start_of, valid_repository, Fields, Reader};
-use super::yaml::Node;
+use super::yaml::{Key, Node};
 use super::SpecError;
 
 const DEPLOY_KEYS: &[&str] = &[
@@ -21,14 +24,29 @@ const DEPLOY_KEYS: &[&str] = &[
     "environments",
 ];
 const ENVIRONMENT_KEYS: &[&str] = &[
-    "strategy", "replicas", "env", "secrets", "memory", "cpus", "deadline", "keep",
+    "strategy",
+    "replicas",
+    "env",
+    "secrets",
+    "memory",
+    "cpus",
+    "deadline",
+    "keep",
+    "verify",
+    "soak",
+    "auto",
+    "on_verify_failure",
 ];
+/// Job keys a verify job may not use: it runs alone, once.
+const NOT_IN_VERIFY: &[&str] = &["needs", "matrix", "artifacts"];
 
 pub const MAX_REPLICAS: u64 = 50;
 /// The longest readiness wait and rollback window a spec may ask for.
 pub const MAX_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600);
 pub const MAX_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 pub const MAX_ENVIRONMENTS: usize = 20;
+/// The longest soak a spec may ask for.
+pub const MAX_SOAK: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 const MAX_CPUS: f64 = 256.0;
 /// Below this an instance cannot start a shell.
 const MIN_MEMORY: u64 = 4 << 20;
@@ -288,6 +306,7 @@ impl Reader {
                 .into_iter()
                 .map(|(name, _)| name)
                 .collect();
+            let verification = self.verification(&fields, key, &what, out.is_empty());
             if let Some(strategy) = strategy {
                 out.push(EnvironmentSpec {
                     name: key.name.clone(),
@@ -295,10 +314,124 @@ impl Reader {
                     strategy,
                     settings,
                     secrets,
+                    verification,
                 });
             }
         }
         out
+    }
+
+    /// `verify`, `soak`, `auto` and `on_verify_failure` of one environment
+    /// (`first`: the chain's first, which pipelines deploy to, so `auto`
+    /// means nothing there).
+    fn verification(
+        &mut self,
+        fields: &Fields<'_>,
+        env: &Key,
+        what: &str,
+        first: bool,
+    ) -> VerificationSpec {
+        let mut out = VerificationSpec::default();
+        if let Some(node) = fields.get("verify") {
+            out.job = self.verify_job(node, env, what);
+        }
+        if let Some(n) = fields.get("soak") {
+            match self.duration(n, &format!("{what}.soak")) {
+                Some(d) if d <= MAX_SOAK => out.soak = Some(d),
+                Some(d) => self.error(
+                    n.span(),
+                    format!(
+                        "{what}.soak is {}; at most {} is allowed",
+                        humantime::format_duration(d),
+                        humantime::format_duration(MAX_SOAK)
+                    ),
+                ),
+                None => {}
+            }
+        }
+        if let Some(n) = fields.get("auto") {
+            match n {
+                Node::Scalar {
+                    value, plain: true, ..
+                } if value == "true" || value == "false" => {
+                    out.auto = value == "true";
+                    if out.auto && first {
+                        self.error(
+                            n.span(),
+                            format!(
+                                "{what}.auto: the first environment of the chain is deployed by \
+                                 pipelines, not promoted; set auto on a later environment"
+                            ),
+                        );
+                    }
+                }
+                other => self.error(
+                    other.span(),
+                    format!("{what}.auto must be true or false"),
+                ),
+            }
+        }
+        if let Some(n) = fields.get("on_verify_failure") {
+            let text = self.string(n, &format!("{what}.on_verify_failure"));
+            match text.as_deref() {
+                Some("rollback") => out.rollback_on_failure = true,
+                Some("fail") => {}
+                Some(other) => self.error(
+                    n.span(),
+                    format!(
+                        "{what}.on_verify_failure {other:?} is not one of: fail (the default: \
+                         the deployment is marked failed and keeps running), rollback"
+                    ),
+                ),
+                None => {}
+            }
+            if out.job.is_none() && out.soak.is_none() {
+                self.error(
+                    n.span(),
+                    format!("{what}.on_verify_failure needs a verify job or a soak to fail"),
+                );
+            }
+        }
+        out
+    }
+
+    /// A verify job: a job (steps, services, env, runs-on, when is not
+    /// allowed either) that runs alone and builds nothing.
+    fn verify_job(&mut self, node: &Node, env: &Key, what: &str) -> Option<JobSpec> {
+        if let Node::Map(entries, _) = node {
+            for (key, _) in entries {
+                if NOT_IN_VERIFY.contains(&key.name.as_str()) || key.name == "when" {
+                    self.error(
+                        key.span,
+                        format!(
+                            "{what}.verify: {:?} is not allowed in a verify job (it runs alone, \
+                             once, after each deployment there)",
+                            key.name
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        let key = Key {
+            name: format!("verify-{}", env.name),
+            span: env.span,
+        };
+        let job = self.job(&key, node)?;
+        for step in &job.steps {
+            if step.build.is_some() {
+                self.error(
+                    step.span,
+                    format!(
+                        "{what}.verify: step {:?} builds an image; a verify job tests what \
+                         runs, it builds nothing",
+                        step.name
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(job)
     }
 
     fn strategy(&mut self, node: &Node, what: &str) -> Option<Strategy> {

@@ -18,7 +18,7 @@ mod yaml;
 pub use deploy::{parse_memory, valid_label};
 pub use model::{
     CronSpec, DeploySpec, EnvironmentSettings, EnvironmentSpec, Event, JobSpec, Pattern,
-    PipelineSpec, Run, ServiceSpec, StepSpec, Strategy, Trigger, When,
+    PipelineSpec, Run, ServiceSpec, StepSpec, Strategy, Trigger, VerificationSpec, When,
 };
 pub use read::valid_repository;
 pub use yaml::Span;
@@ -83,6 +83,21 @@ pub fn parse(file: &str, text: &str) -> Result<PipelineSpec, SpecErrors> {
         graph::check(spec, &reader.needs, &mut errors);
         deploy::check_image_is_built(spec, &mut errors);
         limits::check(spec, &mut errors);
+        // Each verify job is a pipeline of its own, with the same bounds.
+        let verify_jobs = spec
+            .deploy
+            .iter()
+            .flat_map(|d| &d.environments)
+            .filter_map(|e| e.verification.job.clone());
+        for job in verify_jobs {
+            let alone = PipelineSpec {
+                jobs: vec![job],
+                env: spec.env.clone(),
+                cron: Vec::new(),
+                deploy: None,
+            };
+            limits::check(&alone, &mut errors);
+        }
     }
     match spec {
         Some(spec) if errors.is_empty() => Ok(spec),

@@ -223,6 +223,23 @@ pub struct EnvironmentSpec {
     pub settings: EnvironmentSettings,
     /// Names of this environment's secrets given to its instances.
     pub secrets: Vec<String>,
+    /// What makes a deployment here verified, and what follows.
+    pub verification: VerificationSpec,
+}
+
+/// An environment's verification: once a deployment there succeeded, it
+/// stays healthy through `soak`, then its `verify` job runs; only a verified
+/// digest may be promoted to the next environment.
+#[derive(Debug, Clone, Default)]
+pub struct VerificationSpec {
+    /// Steps in containers, like any job; they see `SLIPWAY_ENV_URL` and
+    /// `SLIPWAY_DIGEST`. Named `verify-<environment>`.
+    pub job: Option<JobSpec>,
+    pub soak: Option<Duration>,
+    /// Promoted here by itself once the previous environment verifies a digest.
+    pub auto: bool,
+    /// `on_verify_failure: rollback`: a failed verification rolls back by itself.
+    pub rollback_on_failure: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -724,7 +724,7 @@ impl Reader {
         out
     }
 
-    fn job(&mut self, key: &Key, node: &Node) -> Option<JobSpec> {
+    pub(super) fn job(&mut self, key: &Key, node: &Node) -> Option<JobSpec> {
         let job = key.name.as_str();
         if !valid_name(job) {
             self.error(
