@@ -272,7 +272,7 @@ fn the_chain_refuses_with_its_reason() {
             Some(json!({"repo": "team/web", "env": "dev"})),
         ),
         409,
-        conflict("no earlier successful deployment in dev to roll back to"),
+        conflict("no earlier verified deployment in dev to roll back to"),
     );
     let never = format!("sha256:{}", "0".repeat(64));
     assert_error(
@@ -283,7 +283,7 @@ fn the_chain_refuses_with_its_reason() {
         ),
         409,
         conflict(&format!(
-            "{never} never succeeded in dev: a rollback goes only to a digest that did"
+            "{never} was never verified in dev: a rollback goes only to a digest verified there before"
         )),
     );
     // Staging has run nothing yet.
@@ -294,7 +294,7 @@ fn the_chain_refuses_with_its_reason() {
             Some(json!({"repo": "team/web", "env": "staging"})),
         ),
         409,
-        conflict("no earlier successful deployment in staging to roll back to"),
+        conflict("no earlier verified deployment in staging to roll back to"),
     );
     // A running environment stays on its cluster; an unknown cluster is named.
     assert_error(

@@ -465,7 +465,7 @@ fn freezes_hold_promotions_but_not_rollbacks_and_the_audit_keeps_it_all() {
         "frozen, a developer's override, an admin's without a reason, a rollback target: {refused_by:?}"
     );
     assert!(
-        refused_by[3].1.contains("never succeeded in staging"),
+        refused_by[3].1.contains("was never verified in staging"),
         "{refused_by:?}"
     );
     let superseded = of("supersede");

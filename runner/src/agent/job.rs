@@ -207,7 +207,9 @@ async fn run_steps(
         (Some(reach), Some(pod)) => Some(
             super::reach::open(pod.netns_path(), reach)
                 .await
-                .map_err(|e| format!("opening the way to the environment ({}): {e}", reach.target))?,
+                .map_err(|e| {
+                    format!("opening the way to the environment ({}): {e}", reach.target)
+                })?,
         ),
         _ => None,
     };

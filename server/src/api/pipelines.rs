@@ -295,7 +295,10 @@ pub async fn rerun(
         &caller.user().username,
     )
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| match e {
+        crate::pipeline::create::CreateError::Refused(why) => ApiError::Conflict(why),
+        e => ApiError::Internal(e.to_string()),
+    })?
     .ok_or_else(|| ApiError::NotFound(format!("no pipeline {id}")))?;
     app.scheduler.wake();
     Ok((StatusCode::CREATED, Json(load(&app, new).await?)))

@@ -250,12 +250,10 @@ pub async fn status(db: &SqlitePool, env: Environment) -> Result<EnvironmentStat
         (Some(h), Some(p)) => Some(format!("http://{h}:{p}")),
         _ => None,
     };
-    let current = sqlx::query_as(
-        &format!(
-            "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
-            super::model::RUNNING
-        ),
-    )
+    let current = sqlx::query_as(&format!(
+        "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
+        super::model::RUNNING
+    ))
     .bind(env.id)
     .fetch_optional(db)
     .await?;

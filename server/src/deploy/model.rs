@@ -66,10 +66,7 @@ impl Config {
             deadline_ms: env.settings.deadline.as_millis() as u64,
             keep_ms: env.settings.keep.as_millis() as u64,
             verify: env.verification.job.is_some(),
-            soak_ms: env
-                .verification
-                .soak
-                .map_or(0, |d| d.as_millis() as u64),
+            soak_ms: env.verification.soak.map_or(0, |d| d.as_millis() as u64),
             rollback_on_verify_failure: env.verification.rollback_on_failure,
         }
     }

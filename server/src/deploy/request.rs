@@ -255,12 +255,10 @@ async fn promote_unaudited(
 /// The environment's current deployment, if it is verified (`verify.rs`),
 /// whole and healthy now.
 async fn healthy_deployment(db: &SqlitePool, env: &Environment) -> Result<Deployment, DeployError> {
-    let current: Option<Deployment> = sqlx::query_as(
-        &format!(
-            "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
-            super::model::RUNNING
-        ),
-    )
+    let current: Option<Deployment> = sqlx::query_as(&format!(
+        "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
+        super::model::RUNNING
+    ))
     .bind(env.id)
     .fetch_optional(db)
     .await?;
@@ -349,12 +347,15 @@ async fn rollback_unaudited(
     .fetch_all(&app.db)
     .await?;
     let chosen = match to {
-        Some(digest) => verified.iter().find(|d| d.digest == digest).ok_or_else(|| {
-            DeployError::Refused(format!(
-                "{digest} was never verified in {env_name}: a rollback goes only to a digest \
+        Some(digest) => verified
+            .iter()
+            .find(|d| d.digest == digest)
+            .ok_or_else(|| {
+                DeployError::Refused(format!(
+                    "{digest} was never verified in {env_name}: a rollback goes only to a digest \
                  verified there before"
-            ))
-        })?,
+                ))
+            })?,
         None => verified
             .iter()
             .find(|d| current.as_ref().is_none_or(|c| d.spec_hash != c.spec_hash))

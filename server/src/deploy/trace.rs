@@ -97,12 +97,10 @@ pub struct EnvironmentStep {
 
 /// The trace of `env`'s running deployment (the last that succeeded).
 pub async fn of_environment(app: &App, env: &Environment) -> Result<Trace, DeployError> {
-    let d: Option<Deployment> = sqlx::query_as(
-        &format!(
-            "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
-            super::model::RUNNING
-        ),
-    )
+    let d: Option<Deployment> = sqlx::query_as(&format!(
+        "SELECT * FROM deployments WHERE environment_id = ? AND {} ORDER BY id DESC LIMIT 1",
+        super::model::RUNNING
+    ))
     .bind(env.id)
     .fetch_optional(&app.db)
     .await?;

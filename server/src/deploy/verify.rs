@@ -151,12 +151,11 @@ async fn step(app: &App, d: &Deployment) -> Result<(), DeployError> {
         Some("verifying") => match d.verify_pipeline_id {
             None => start_job(app, d).await?,
             Some(pipeline) => {
-                let (number, status, created): (i64, String, i64) = sqlx::query_as(
-                    "SELECT number, status, created_at FROM pipelines WHERE id = ?",
-                )
-                .bind(pipeline)
-                .fetch_one(&app.db)
-                .await?;
+                let (number, status, created): (i64, String, i64) =
+                    sqlx::query_as("SELECT number, status, created_at FROM pipelines WHERE id = ?")
+                        .bind(pipeline)
+                        .fetch_one(&app.db)
+                        .await?;
                 match status.as_str() {
                     "success" => {
                         let moved = sqlx::query(
@@ -221,15 +220,15 @@ async fn unhealthy(db: &sqlx::SqlitePool, d: &Deployment) -> Result<Option<Strin
     .fetch_all(db)
     .await?;
     if let Some((name, observed, health)) = rows.iter().find(|(_, o, _)| o != "ready") {
-        let detail = health.as_deref().map(|h| format!(": {h}")).unwrap_or_default();
+        let detail = health
+            .as_deref()
+            .map(|h| format!(": {h}"))
+            .unwrap_or_default();
         return Ok(Some(format!("instance {name} is {observed}{detail}")));
     }
     let wanted = d.config().replicas as usize;
     if rows.len() < wanted {
-        return Ok(Some(format!(
-            "{} of {wanted} instances serve",
-            rows.len()
-        )));
+        return Ok(Some(format!("{} of {wanted} instances serve", rows.len())));
     }
     Ok(None)
 }
@@ -276,12 +275,11 @@ async fn start_job(app: &App, d: &Deployment) -> Result<(), DeployError> {
         .await;
     };
     // The commit as its pipeline recorded it (message and author for people).
-    let row: Option<(String, Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(
-        "SELECT git_ref, message, author, commit_time FROM pipelines WHERE id = ?",
-    )
-    .bind(d.pipeline_id)
-    .fetch_optional(&app.db)
-    .await?;
+    let row: Option<(String, Option<String>, Option<String>, Option<i64>)> =
+        sqlx::query_as("SELECT git_ref, message, author, commit_time FROM pipelines WHERE id = ?")
+            .bind(d.pipeline_id)
+            .fetch_optional(&app.db)
+            .await?;
     let (git_ref, message, author, time) = row.unwrap_or_else(|| {
         (
             format!("refs/heads/{}", repo.default_branch),

@@ -17,6 +17,9 @@ pub enum CreateError {
     Repo(#[from] super::repo::RepoError),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+    /// Not something to create (a re-run of a verify pipeline).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What started a pipeline.
@@ -482,6 +485,12 @@ pub async fn rerun(
     let Some((repo_id, number, sha, git_ref, event, message, author, from_fork, time)) = row else {
         return Ok(None);
     };
+    if event == "verify" {
+        return Err(CreateError::Refused(format!(
+            "pipeline #{number} verifies a deployment and runs with it, not again by itself: \
+             deploy or promote again to verify again"
+        )));
+    }
     let repo = repos.by_id(repo_id).await?;
     let succeeded: Vec<String> = if failed_only {
         sqlx::query_scalar("SELECT name FROM jobs WHERE pipeline_id = ? AND status = 'success'")

@@ -242,6 +242,9 @@ async fn rerun(
             Redirect::to(&format!("/pipelines/{new}")).into_response()
         }
         Ok(None) => (StatusCode::NOT_FOUND, format!("no pipeline {id}")).into_response(),
+        Err(e @ crate::pipeline::create::CreateError::Refused(_)) => {
+            (StatusCode::CONFLICT, e.to_string()).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

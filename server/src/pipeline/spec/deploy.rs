@@ -365,10 +365,7 @@ impl Reader {
                         );
                     }
                 }
-                other => self.error(
-                    other.span(),
-                    format!("{what}.auto must be true or false"),
-                ),
+                other => self.error(other.span(), format!("{what}.auto must be true or false")),
             }
         }
         if let Some(n) = fields.get("on_verify_failure") {
@@ -573,5 +570,26 @@ deploy:
         );
         assert_eq!(prod.secrets, ["DB_PASSWORD"]);
         assert!(dev.secrets.is_empty());
+    }
+
+    #[test]
+    fn verification_reads_per_environment() {
+        let text = EXAMPLE.replace(
+            "staging: { strategy: blue-green }",
+            "staging:\n      strategy: blue-green\n      auto: true\n      soak: 10m\n      on_verify_failure: rollback\n      verify:\n        runs-on: [linux]\n        steps:\n          - name: smoke\n            image: busybox\n            commands: [\"wget -qO- $SLIPWAY_ENV_URL/healthz\"]",
+        );
+        let spec = parse(".slipway.yml", &text).unwrap();
+        let deploy = spec.deploy.unwrap();
+        let dev = &deploy.environments[0].verification;
+        assert!(dev.job.is_none() && dev.soak.is_none() && !dev.auto && !dev.rollback_on_failure);
+        let staging = &deploy.environments[1].verification;
+        let job = staging.job.as_ref().unwrap();
+        assert_eq!(job.name, "verify-staging");
+        assert_eq!(job.runs_on, ["linux"]);
+        assert_eq!(job.steps[0].name, "smoke");
+        assert_eq!(staging.soak, Some(Duration::from_secs(600)));
+        assert!(staging.auto && staging.rollback_on_failure);
+        // The pipeline itself has only its own jobs.
+        assert_eq!(spec.jobs.len(), 1);
     }
 }
