@@ -1228,3 +1228,397 @@ fn a_rollback_after_the_window_deploys_the_old_digest_anew() {
     let seen = load.finish();
     assert_no_failures(&seen, "rollback after the window");
 }
+
+// ---------------------------------------------------------------------------
+// A release chain with verification and approvals (release governance,
+// acceptance 1), with the real runner, node and verify jobs.
+
+/// dev takes every pipeline's digest; staging is promoted to by itself once
+/// dev runs it, soaks, and its verify job reads the version staging serves
+/// (through the runner's relay: the job has no other network); prod is
+/// promoted to by people, through approvals.
+const CHAIN: &str = "\
+jobs:
+  image:
+    steps:
+      - name: build
+        build:
+          image: demo/web
+deploy:
+  app: web
+  image: demo/web
+  port: 8080
+  health: /healthz
+  replicas: 1
+  environments:
+    dev: { strategy: rolling }
+    staging:
+      strategy: blue-green
+      auto: true
+      soak: 15s
+      on_verify_failure: rollback
+      verify:
+        steps:
+          - name: smoke
+            image: busybox
+            commands:
+              - v=$(wget -qO- $SLIPWAY_ENV_URL/version)
+              - echo \"$SLIPWAY_ENVIRONMENT serves $v ($SLIPWAY_DIGEST)\"
+              - test -n \"$v\" && test \"$v\" != bad
+    prod: { strategy: blue-green }
+";
+
+/// `repo`'s deployments, newest first.
+fn deployments_of(server: &TestServer, repo: &str) -> Vec<Value> {
+    let r = server.get(
+        &format!("/api/v1/deployments?repo={repo}"),
+        &server.admin_auth(),
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    r.json().as_array().unwrap().clone()
+}
+
+/// Wait (up to `deadline`) for the deployment `matches` picks; it.
+fn wait_deployment(
+    server: &TestServer,
+    repo: &str,
+    what: &str,
+    deadline: Duration,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let all = deployments_of(server, repo);
+        if let Some(d) = all.iter().find(|d| matches(d)) {
+            return d.clone();
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{what}: not within {deadline:?}: {all:#?}\nserver log:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Commit `version` and run the pipeline; the digest dev then runs.
+fn ship(server: &TestServer, repo_dir: &Path, version: &str) -> String {
+    commit(repo_dir, &[("version", &format!("{version}\n"))], version);
+    let out = slipway(server, &["run", "demo", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let sha = text(
+        &Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(repo_dir)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let dev = wait_deployment(
+        server,
+        "demo",
+        &format!("dev running {version}"),
+        Duration::from_secs(120),
+        |d| d["environment"] == "dev" && d["commit"] == sha.as_str() && d["state"] == "succeeded",
+    );
+    dev["digest"].as_str().unwrap().to_owned()
+}
+
+fn as_user(
+    server: &TestServer,
+    who: &Auth,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> HttpResponse {
+    common::deploy_peers::api(server, who, method, path, Some(body), &[])
+}
+
+fn add_user(server: &TestServer, name: &str) -> Auth {
+    let password = format!("{name}-password-1");
+    let r = as_user(
+        server,
+        &server.admin_auth(),
+        reqwest::Method::POST,
+        "/api/v1/users",
+        serde_json::json!({"username": name, "password": password, "role": "user"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.describe());
+    Auth::Basic(name.to_owned(), password)
+}
+
+#[test]
+fn a_release_chain_promotes_only_verified_and_approved_digests() {
+    use reqwest::Method;
+    use serde_json::json;
+    let server = TestServer::start();
+    let work = scratch_dir("deploys-chain");
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    ok(&server, &["image", "bootstrap", "busybox"]);
+    let repo = work.path().join("repo");
+    commit(
+        &repo,
+        &[
+            (".slipway.yml", CHAIN),
+            ("Containerfile", CONTAINERFILE),
+            ("version", "v1\n"),
+        ],
+        "v1",
+    );
+    ok(
+        &server,
+        &["repo", "add", "demo", "--url", repo.to_str().unwrap()],
+    );
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let ports = free_ports(20);
+    let _node = start_node(&server, &work.path().join("node"), ports);
+    let alice = add_user(&server, "alice");
+    let bob = add_user(&server, "bob");
+    let carol = add_user(&server, "carol");
+    let promote = |who: &Auth| {
+        as_user(
+            &server,
+            who,
+            Method::POST,
+            "/api/v1/deployments/promote",
+            json!({"repo": "demo", "to": "prod"}),
+        )
+    };
+    let approve = |who: &Auth, id: i64| {
+        as_user(
+            &server,
+            who,
+            Method::POST,
+            &format!("/api/v1/deployments/{id}/approve"),
+            json!({"comment": null}),
+        )
+    };
+    let protect = || {
+        let r = as_user(
+            &server,
+            &server.admin_auth(),
+            Method::PUT,
+            "/api/v1/environments/protection",
+            json!({"repo": "demo", "env": "prod", "policy": {
+                "required_approvals": 2, "approvers": {"role": "user"},
+                "approval_ttl_s": 3600,
+                "freezes": [{"cron": "0 3 1 1 *", "duration_s": 3600, "timezone": "Europe/Paris"}]
+            }}),
+        );
+        assert_eq!(r.status, 200, "{}", r.describe());
+    };
+
+    // v1: built, in dev by itself, then in staging by itself (auto).
+    let out = slipway(&server, &["run", "demo", "--wait"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let soaking = wait_deployment(
+        &server,
+        "demo",
+        "v1 soaking in staging",
+        Duration::from_secs(180),
+        |d| d["environment"] == "staging" && d["verification"]["state"] == "soaking",
+    );
+    assert_eq!(soaking["requested_by"], "slipway", "{soaking:#}");
+    let v1 = soaking["digest"].as_str().unwrap().to_owned();
+    // Not verified yet: prod refuses it, saying why.
+    let r = promote(&alice);
+    assert_eq!(r.status, 409, "{}", r.describe());
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with(&format!(
+            "demo/web@{} is not verified in staging (soaking until ",
+            &v1[..19]
+        )),
+        "{message}"
+    );
+    // The verify job reads what staging serves, and passes.
+    let staged_id = soaking["id"].as_i64().unwrap();
+    let verified = wait_deployment(
+        &server,
+        "demo",
+        "v1 verified in staging",
+        Duration::from_secs(180),
+        |d| {
+            d["id"] == staged_id
+                && d["verification"]["state"] != "soaking"
+                && d["verification"]["state"] != "verifying"
+        },
+    );
+    assert_eq!(
+        verified["verification"]["state"], "verified",
+        "{verified:#}"
+    );
+    let verify_pipeline = verified["verification"]["pipeline_id"].as_i64().unwrap();
+    let p = server.get(
+        &format!("/api/v1/pipelines/{verify_pipeline}"),
+        &server.admin_auth(),
+    );
+    assert_eq!(p.json()["status"], "success", "{}", p.describe());
+    let job = p.json()["jobs"][0]["id"].as_i64().unwrap();
+    let log = server.get(
+        &format!("/api/v1/jobs/{job}/steps/0/log"),
+        &server.admin_auth(),
+    );
+    assert!(
+        text(&log.body).contains(&format!("staging serves v1 ({v1})")),
+        "{}",
+        log.describe()
+    );
+
+    // prod: two approvals of people other than the one who asked.
+    protect();
+    let r = promote(&alice);
+    assert_eq!(r.status, 202, "{}", r.describe());
+    let r1 = r.json()["deployment"].clone();
+    assert_eq!(r1["state"], "awaiting_approval", "{r1:#}");
+    assert_eq!(r1["digest"], v1.as_str());
+    let r1_id = r1["id"].as_i64().unwrap();
+    assert_eq!(approve(&alice, r1_id).status, 403, "separation of duties");
+    let r = approve(&bob, r1_id);
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(
+        r.json()["deployment"]["approvals"],
+        json!({"approved_by": ["bob"], "required": 2})
+    );
+
+    // v2 fails staging's verify job: staging rolls back to v1 by itself and
+    // v2 never reaches prod.
+    let v2 = ship(&server, &repo, "bad");
+    let failed = wait_deployment(
+        &server,
+        "demo",
+        "v2 failing its verification in staging",
+        Duration::from_secs(180),
+        |d| {
+            d["environment"] == "staging"
+                && d["digest"] == v2.as_str()
+                && d["verification"]["state"] == "failed"
+        },
+    );
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("verify job failed: pipeline "),
+        "{failed:#}"
+    );
+    let back = wait_deployment(
+        &server,
+        "demo",
+        "staging rolled back to v1",
+        Duration::from_secs(120),
+        |d| {
+            d["environment"] == "staging"
+                && d["kind"] == "rollback"
+                && d["digest"] == v1.as_str()
+                && d["state"] == "succeeded"
+        },
+    );
+    assert_eq!(back["requested_by"], "slipway", "{back:#}");
+    let staging = wait_serving(&server, "demo", "staging", Duration::from_secs(60));
+    let staging_url = staging["url"].as_str().unwrap();
+    assert_eq!(
+        get_text(&format!("{staging_url}/version")),
+        (200, "v1\n".into())
+    );
+
+    // v3 verifies. An approval of v1 does not count for v3.
+    let v3 = ship(&server, &repo, "v3");
+    wait_deployment(
+        &server,
+        "demo",
+        "v3 verified in staging",
+        Duration::from_secs(180),
+        |d| {
+            d["environment"] == "staging"
+                && d["digest"] == v3.as_str()
+                && d["verification"]["state"] == "verified"
+        },
+    );
+    let r = promote(&alice);
+    assert_eq!(r.status, 202, "{}", r.describe());
+    let r3 = r.json()["deployment"].clone();
+    assert_eq!(r3["digest"], v3.as_str());
+    assert_eq!(
+        r3["approvals"],
+        json!({"approved_by": [], "required": 2}),
+        "bob approved v1, not v3"
+    );
+    // An expired approval does not count: Bob approves v3, his approval
+    // reaches its end (a day, made to pass here), and Carol's alone is one
+    // of two; Bob approves again and prod deploys.
+    let r3_id = r3["id"].as_i64().unwrap();
+    assert_eq!(approve(&bob, r3_id).status, 200);
+    server
+        .sql("UPDATE approvals SET expires_at = 1 WHERE username = 'bob'")
+        .unwrap();
+    let r = approve(&carol, r3_id);
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(
+        r.json()["deployment"]["approvals"],
+        json!({"approved_by": ["carol"], "required": 2}),
+        "Bob's approval expired"
+    );
+    assert_eq!(r.json()["deployment"]["state"], "awaiting_approval");
+    let r = approve(&bob, r3_id);
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let done = wait_deployment(
+        &server,
+        "demo",
+        "v3 in prod",
+        Duration::from_secs(120),
+        |d| {
+            d["id"] == r3_id
+                && !matches!(
+                    d["state"].as_str(),
+                    Some("pending" | "progressing" | "awaiting_approval")
+                )
+        },
+    );
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done["approved_by"], json!(["bob", "carol"]));
+    let prod = wait_serving(&server, "demo", "prod", Duration::from_secs(60));
+    let prod_url = prod["url"].as_str().unwrap();
+    assert_eq!(
+        get_text(&format!("{prod_url}/version")),
+        (200, "v3\n".into())
+    );
+    // Nothing but v3 ever went to prod; v2 never even asked.
+    for d in deployments_of(&server, "demo") {
+        if d["environment"] == "prod" {
+            assert_ne!(d["digest"], v2.as_str(), "{d:#}");
+        }
+    }
+    // Each step is in the audit once.
+    let audit = server
+        .get("/api/v1/audit?repo=demo", &server.admin_auth())
+        .json();
+    let count = |action: &str, env: &str, digest: &str| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action && e["environment"] == env && e["digest"] == digest)
+            .count()
+    };
+    assert_eq!(
+        count("verified", "staging", &v1),
+        1,
+        "a rollback is no verification: {audit:#}"
+    );
+    assert_eq!(count("verify_failed", "staging", &v2), 1, "{audit:#}");
+    assert_eq!(count("rollback", "staging", &v1), 1, "{audit:#}");
+    assert_eq!(count("approve", "prod", &v3), 3, "{audit:#}");
+}

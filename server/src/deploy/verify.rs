@@ -10,8 +10,10 @@
 //! digest verified in that environment before.
 //!
 //! `deployments.verification`, each wait with its deadline and action:
-//! - soaking: until `soak_until`, every instance of its spec stays ready;
-//!   one that is not fails it. Then verifying (or verified without a job).
+//! - soaking (every deployment but a rollback, for no time when the
+//!   environment sets no soak): until `soak_until`, every instance of its
+//!   spec stays ready; one that is not fails it. Then verifying (or verified
+//!   without a job). A rollback is verified as soon as it rolls out.
 //! - verifying: the verify pipeline is created, then waited on for at most
 //!   [`VERIFY_DEADLINE`]; action: it is cancelled and the verification fails.
 //!   It passes → verified; anything else → failed.
@@ -53,15 +55,13 @@ pub(super) async fn rolled_out(
 ) -> Result<(), sqlx::Error> {
     let config = d.config();
     // A rollback goes only to a digest verified here before: it is verified
-    // again once it runs.
+    // again once it runs (and promotes nothing by itself). Anything else
+    // soaks, for no time when the environment sets none: `advance` then
+    // moves it on, and promotes it where `auto` says.
     let (state, soak_until) = if d.kind == "rollback" {
         ("verified", None)
-    } else if config.soak_ms > 0 {
-        ("soaking", Some(now + config.soak_ms as i64))
-    } else if config.verify {
-        ("verifying", None)
     } else {
-        ("verified", None)
+        ("soaking", Some(now + config.soak_ms as i64))
     };
     sqlx::query(
         "UPDATE deployments SET verification = ?, soak_until = ?,
@@ -143,7 +143,16 @@ async fn step(app: &App, d: &Deployment) -> Result<(), DeployError> {
                 .await?
                 .rows_affected();
                 if moved > 0 && next == "verified" {
-                    passed(app, d, "stayed healthy through its soak").await?;
+                    let soak = d.config().soak_ms;
+                    let how = if soak == 0 {
+                        "rolled out healthy".to_owned()
+                    } else {
+                        format!(
+                            "stayed healthy through its soak of {}",
+                            humantime::format_duration(Duration::from_millis(soak))
+                        )
+                    };
+                    passed(app, d, &how).await?;
                 }
                 app.deploys.wake();
             }
