@@ -146,6 +146,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let notifier = crate::pipeline::notify::spawn(app.clone());
     let triggers = crate::pipeline::triggers::spawn(app.clone());
     let reconciler = crate::deploy::reconcile::spawn(app.clone());
+    let deploy_notifier = crate::deploy::notify::spawn(app.clone());
 
     let reloader = certificates.map(spawn_certificate_reload);
 
@@ -194,6 +195,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     notifier.abort();
     triggers.abort();
     reconciler.abort();
+    deploy_notifier.abort();
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use common::fake_forge::{fake_forge, Seen};
 use common::*;
 
 /// A repository whose one commit has `files`.
@@ -1016,67 +1017,6 @@ fn base64_leak(secret: &str, output: &str) -> Option<String> {
         }
     }
     None
-}
-
-/// A recorded request to the fake forge.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    authorization: String,
-    private_token: String,
-    signature: String,
-    body: String,
-}
-
-/// A fake forge (and webhook receiver) on loopback: answers 201 to every
-/// POST and records it.
-fn fake_forge() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-            let (mut length, mut authorization, mut private_token, mut signature) =
-                (0, String::new(), String::new(), String::new());
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                    break;
-                }
-                let (name, value) = header.split_once(':').unwrap_or(("", ""));
-                let value = value.trim().to_owned();
-                match name.to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.parse().unwrap_or(0),
-                    "authorization" => authorization = value,
-                    "private-token" => private_token = value,
-                    "x-slipway-signature-256" => signature = value,
-                    _ => {}
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            record.lock().unwrap().push(Seen {
-                path,
-                authorization,
-                private_token,
-                signature,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-            let _ = stream.write_all(
-                b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            );
-        }
-    });
-    (url, seen)
 }
 
 /// Pipeline states reach the forge's commit-status API (GitHub format, with

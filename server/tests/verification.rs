@@ -460,3 +460,179 @@ fn an_instance_unhealthy_during_the_soak_fails_the_verification() {
             .as_str()
     );
 }
+
+/// Deployment states reach the forge's deployments API (GitHub: one
+/// deployment per Slipway deployment, then its statuses; GitLab: created,
+/// then updated) and the signed outgoing webhook as `deployment.status`.
+#[test]
+fn deployment_states_reach_the_forge_and_the_outgoing_webhook() {
+    use common::fake_forge::fake_forge;
+    let server = TestServer::start();
+    let runner = Auth::Bearer(server.register_runner("r"));
+    let node = Auth::Bearer(join_local_node(&server, "n1"));
+    let work = scratch_dir("verification-forge");
+    add_repo(&server, work.path());
+    let admin = server.admin_auth();
+    let (forge, forge_seen) = fake_forge();
+    let seen = forge_seen.clone();
+    for (path, body) in [
+        (
+            "/api/v1/repos/forge",
+            json!({"repo": REPO, "kind": "github", "api_url": forge, "repository": "team/web", "token": "forge-token-1"}),
+        ),
+        (
+            "/api/v1/repos/notify",
+            json!({"repo": REPO, "url": format!("{forge}/hook")}),
+        ),
+    ] {
+        let r = api(&server, &admin, Method::POST, path, Some(body), &[]);
+        assert!(r.status < 300, "{}", r.describe());
+    }
+    let secret = api(&server, &admin, Method::GET, "/api/v1/repos", None, &[]).json()[0]
+        ["webhook_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let digest = run_pipeline_pushing(&server, &runner, REPO);
+    // dev's verify job passes: the deployment is verified.
+    lease_verify_job(&server, &runner, &node).finish(&server, &runner, "success");
+    let dev = find(&server, "dev", &digest, "deploy").unwrap();
+    let dev_id = dev["id"].as_i64().unwrap();
+    until_verification(&server, &node, dev_id, "verified");
+    let sha = dev["commit"].as_str().unwrap().to_owned();
+
+    // Delivered in the background: wait (with a deadline) for the last ones.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hook_says = |state: &str, verification: &str| {
+        seen.lock().unwrap().iter().any(|s| {
+            s.path == "/hook" && {
+                let body: Value = serde_json::from_str(&s.body).unwrap();
+                body["deployment"]["id"] == dev_id
+                    && body["deployment"]["state"] == state
+                    && body["deployment"]["verification"] == verification
+            }
+        })
+    };
+    while !(hook_says("succeeded", "verified")
+        && seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.path.ends_with("/statuses") && s.body.contains("\"success\"")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not reported: {:#?}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = seen_now(&forge_seen);
+    // GitHub: the deployment once, for the commit and the environment, with
+    // the token; then statuses of it, the last one success.
+    let created: Vec<_> = seen
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/repos/team/web/deployments")
+        .collect();
+    assert_eq!(created.len(), 2, "dev's and staging's (auto): {seen:#?}");
+    let body: Value = serde_json::from_str(&created[0].body).unwrap();
+    assert_eq!(body["ref"], sha.as_str());
+    assert_eq!(body["environment"], "dev");
+    assert_eq!(body["payload"]["slipway_deployment"], dev_id);
+    assert_eq!(body["production_environment"], false);
+    assert_eq!(created[0].authorization, "Bearer forge-token-1");
+    let forge_id: i64 = {
+        let index = seen
+            .iter()
+            .position(|s| std::ptr::eq(s, created[0]))
+            .unwrap();
+        1000 + index as i64 + 1
+    };
+    let statuses: Vec<Value> = seen
+        .iter()
+        .filter(|s| s.path == format!("/repos/team/web/deployments/{forge_id}/statuses"))
+        .map(|s| serde_json::from_str(&s.body).unwrap())
+        .collect();
+    assert!(!statuses.is_empty(), "{seen:#?}");
+    assert_eq!(
+        statuses.last().unwrap()["state"],
+        "success",
+        "{statuses:#?}"
+    );
+    assert_eq!(statuses.last().unwrap()["environment"], "dev");
+    // The webhook is signed with the repository's secret.
+    let hook = seen.iter().find(|s| s.path == "/hook").unwrap();
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    hmac::Mac::update(&mut mac, hook.body.as_bytes());
+    let expected = format!(
+        "sha256={}",
+        hex::encode(hmac::Mac::finalize(mac).into_bytes())
+    );
+    assert_eq!(hook.signature, expected);
+
+    // Staging (auto) verifies it too, so that no verify job is left queued.
+    let lease = lease_verify_job(&server, &runner, &node);
+    assert_eq!(
+        lease.step_env("SLIPWAY_ENVIRONMENT").as_deref(),
+        Some("staging")
+    );
+    lease.finish(&server, &runner, "success");
+    let staged = find(&server, "staging", &digest, "promote").unwrap();
+    until_verification(&server, &node, staged["id"].as_i64().unwrap(), "verified");
+
+    // GitLab: the deployment is created with its status, then updated.
+    let r = api(
+        &server,
+        &admin,
+        Method::POST,
+        "/api/v1/repos/forge",
+        Some(
+            json!({"repo": REPO, "kind": "gitlab", "api_url": forge, "repository": "team/web", "token": "gl-token-1"}),
+        ),
+        &[],
+    );
+    assert!(r.status < 300, "{}", r.describe());
+    let second = run_pipeline_pushing(&server, &runner, REPO);
+    lease_verify_job(&server, &runner, &node).finish(&server, &runner, "success");
+    let dev2 = find(&server, "dev", &second, "deploy").unwrap();
+    until_verification(&server, &node, dev2["id"].as_i64().unwrap(), "verified");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (created, forge_id) = loop {
+        let seen = seen_now(&forge_seen);
+        let created = seen.iter().enumerate().find(|(_, s)| {
+            s.method == "POST"
+                && s.path == "/projects/team%2Fweb/deployments"
+                && s.body.contains("\"environment\":\"dev\"")
+        });
+        if let Some((index, s)) = created {
+            let forge_id = 1000 + index as i64 + 1;
+            let updated = seen.iter().any(|u| {
+                u.method == "PUT"
+                    && u.path == format!("/projects/team%2Fweb/deployments/{forge_id}")
+                    && u.body.contains("\"success\"")
+            });
+            if updated || s.body.contains("\"success\"") {
+                break (s.clone(), forge_id);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reported to GitLab: {seen:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let body: Value = serde_json::from_str(&created.body).unwrap();
+    assert_eq!(body["environment"], "dev");
+    assert_eq!(body["ref"], "main");
+    assert_eq!(body["tag"], false);
+    assert_eq!(created.private_token, "gl-token-1");
+    assert!(forge_id > 1000);
+}
+
+fn seen_now(
+    seen: &std::sync::Arc<std::sync::Mutex<Vec<common::fake_forge::Seen>>>,
+) -> Vec<common::fake_forge::Seen> {
+    seen.lock().unwrap().clone()
+}

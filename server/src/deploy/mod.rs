@@ -26,6 +26,8 @@
 //!   went through.
 //! - `verify.rs`: soak and verify job after a deployment rolls out; only a
 //!   verified digest is promoted, `auto: true` promotes it by itself.
+//! - `notify.rs`: deployment states to the forge's deployments API and the
+//!   outgoing webhook (from an outbox the database's triggers fill).
 //! - `audit.rs`: the append-only audit of every deploy, approval,
 //!   rejection, override, rollback and protection change.
 //! - `kube/`: clusters of kind `kubernetes` (kubeconfig, the Role and its
@@ -43,6 +45,7 @@ pub mod instance_logs;
 pub mod kube;
 pub mod model;
 pub mod nodes;
+pub mod notify;
 pub mod reconcile;
 pub mod request;
 pub mod trace;

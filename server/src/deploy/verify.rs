@@ -10,10 +10,10 @@
 //! digest verified in that environment before.
 //!
 //! `deployments.verification`, each wait with its deadline and action:
-//! - soaking (every deployment but a rollback, for no time when the
-//!   environment sets no soak): until `soak_until`, every instance of its
-//!   spec stays ready; one that is not fails it. Then verifying (or verified
-//!   without a job). A rollback is verified as soon as it rolls out.
+//! - soaking (when the environment sets a `soak`): until `soak_until`,
+//!   every instance of its spec stays ready; one that is not fails it. Then
+//!   verifying (or verified without a job). Without a soak or a job, a
+//!   deployment is verified as it rolls out; so is a rollback.
 //! - verifying: the verify pipeline is created, then waited on for at most
 //!   [`VERIFY_DEADLINE`]; action: it is cancelled and the verification fails.
 //!   It passes → verified; anything else → failed.
@@ -22,8 +22,9 @@
 //!   rollback to the last digest verified there is requested at once.
 //! - cancelled: another deployment started or rolled out in the environment
 //!   before the verification ended (its verify pipeline is cancelled).
-//! - verified: the next environment of the chain, if its spec says
-//!   `auto: true`, is promoted to by the controller.
+//! - verified: `follow_up` is set in the same update; the next pass audits
+//!   it and, if the next environment's spec says `auto: true`, promotes to
+//!   it, then clears `follow_up` (a restart in between loses neither).
 //!
 //! Every transition is one conditional UPDATE on the row's current value,
 //! so a pass that runs twice (or on a restarted server) acts once.
@@ -55,21 +56,31 @@ pub(super) async fn rolled_out(
 ) -> Result<(), sqlx::Error> {
     let config = d.config();
     // A rollback goes only to a digest verified here before: it is verified
-    // again once it runs (and promotes nothing by itself). Anything else
-    // soaks, for no time when the environment sets none: `advance` then
-    // moves it on, and promotes it where `auto` says.
-    let (state, soak_until) = if d.kind == "rollback" {
-        ("verified", None)
+    // again once it runs (and promotes nothing by itself). Without a soak or
+    // a verify job, rolling out healthy is all there is to verify.
+    let (state, soak_until, how, follow_up) = if d.kind == "rollback" {
+        (
+            "verified",
+            None,
+            Some("rolled back to a digest verified here before"),
+            false,
+        )
+    } else if config.soak_ms > 0 {
+        ("soaking", Some(now + config.soak_ms as i64), None, false)
+    } else if config.verify {
+        ("verifying", None, None, false)
     } else {
-        ("soaking", Some(now + config.soak_ms as i64))
+        ("verified", None, Some("rolled out healthy"), true)
     };
     sqlx::query(
-        "UPDATE deployments SET verification = ?, soak_until = ?,
+        "UPDATE deployments SET verification = ?, soak_until = ?, verify_reason = ?, follow_up = ?,
              verified_at = CASE WHEN ? = 'verified' THEN ? END
          WHERE id = ? AND verification IS NULL",
     )
     .bind(state)
     .bind(soak_until)
+    .bind(how)
+    .bind(follow_up)
     .bind(state)
     .bind(now)
     .bind(d.id)
@@ -91,6 +102,39 @@ pub async fn advance(app: &App) -> Result<(), sqlx::Error> {
             tracing::warn!(deployment = d.id, error = %e, "verification step failed");
         }
     }
+    let verified: Vec<Deployment> =
+        sqlx::query_as("SELECT * FROM deployments WHERE follow_up = 1 ORDER BY id")
+            .fetch_all(&app.db)
+            .await?;
+    for d in verified {
+        match passed(app, &d).await {
+            // Done: not again (a failure is tried on the next pass).
+            Ok(()) => {
+                sqlx::query("UPDATE deployments SET follow_up = 0 WHERE id = ?")
+                    .bind(d.id)
+                    .execute(&app.db)
+                    .await?;
+            }
+            Err(e) => tracing::warn!(deployment = d.id, error = %e, "after a verification"),
+        }
+    }
+    Ok(())
+}
+
+/// Mark `d` verified (from `from`), `how`, with its follow-up due.
+async fn verified(app: &App, d: &Deployment, from: &str, how: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deployments SET verification = 'verified', verified_at = ?, verify_reason = ?,
+             follow_up = 1
+         WHERE id = ? AND verification = ?",
+    )
+    .bind(now_ms())
+    .bind(how)
+    .bind(d.id)
+    .bind(from)
+    .execute(&app.db)
+    .await?;
+    app.deploys.wake();
     Ok(())
 }
 
@@ -125,36 +169,23 @@ async fn step(app: &App, d: &Deployment) -> Result<(), DeployError> {
                 return fail(app, d, &format!("not healthy during the soak: {why}")).await;
             }
             if d.soak_until.is_some_and(|t| now >= t) {
-                let next = if d.config().verify {
-                    "verifying"
+                if d.config().verify {
+                    sqlx::query(
+                        "UPDATE deployments SET verification = 'verifying'
+                         WHERE id = ? AND verification = 'soaking'",
+                    )
+                    .bind(d.id)
+                    .execute(&app.db)
+                    .await?;
+                    app.deploys.wake();
                 } else {
-                    "verified"
-                };
-                let moved = sqlx::query(
-                    "UPDATE deployments SET verification = ?,
-                         verified_at = CASE WHEN ? = 'verified' THEN ? END
-                     WHERE id = ? AND verification = 'soaking'",
-                )
-                .bind(next)
-                .bind(next)
-                .bind(now)
-                .bind(d.id)
-                .execute(&app.db)
-                .await?
-                .rows_affected();
-                if moved > 0 && next == "verified" {
-                    let soak = d.config().soak_ms;
-                    let how = if soak == 0 {
-                        "rolled out healthy".to_owned()
-                    } else {
-                        format!(
-                            "stayed healthy through its soak of {}",
-                            humantime::format_duration(Duration::from_millis(soak))
-                        )
-                    };
-                    passed(app, d, &how).await?;
+                    let soak = Duration::from_millis(d.config().soak_ms);
+                    let how = format!(
+                        "stayed healthy through its soak of {}",
+                        humantime::format_duration(soak)
+                    );
+                    verified(app, d, "soaking", &how).await?;
                 }
-                app.deploys.wake();
             }
         }
         Some("verifying") => match d.verify_pipeline_id {
@@ -167,19 +198,8 @@ async fn step(app: &App, d: &Deployment) -> Result<(), DeployError> {
                         .await?;
                 match status.as_str() {
                     "success" => {
-                        let moved = sqlx::query(
-                            "UPDATE deployments SET verification = 'verified', verified_at = ?
-                             WHERE id = ? AND verification = 'verifying'",
-                        )
-                        .bind(now)
-                        .bind(d.id)
-                        .execute(&app.db)
-                        .await?
-                        .rows_affected();
-                        if moved > 0 {
-                            passed(app, d, &format!("verify job passed: pipeline {number}"))
-                                .await?;
-                        }
+                        let how = format!("verify job passed: pipeline {number}");
+                        verified(app, d, "verifying", &how).await?;
                     }
                     "pending" | "running" => {
                         if now - created > VERIFY_DEADLINE.as_millis() as i64 {
@@ -417,7 +437,8 @@ async fn fail(app: &App, d: &Deployment, why: &str) -> Result<(), DeployError> {
 
 /// `d` is verified: audit it, then promote to the next environment of the
 /// chain when the deploy section of `d`'s commit says `auto: true` there.
-async fn passed(app: &App, d: &Deployment, how: &str) -> Result<(), DeployError> {
+async fn passed(app: &App, d: &Deployment) -> Result<(), DeployError> {
+    let how = d.verify_reason.as_deref().unwrap_or("verified");
     let (repo, env) = names(app, d).await?;
     tracing::info!(deployment = d.id, environment = %env, "verified: {how}");
     let mut conn = app.db.acquire().await?;

@@ -174,7 +174,7 @@ async fn deliver(
         }
     }
     if let Some(url) = &t.notify_url {
-        let body = serde_json::to_vec(&json!({
+        let body = json!({
             "event": "pipeline.status",
             "pipeline": {
                 "id": t.pipeline_id,
@@ -186,28 +186,41 @@ async fn deliver(
                 "url": target_url,
                 "api_url": api_url,
             }
-        }))
-        .expect("serialisable");
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(t.webhook_secret.as_bytes())
-            .expect("HMAC takes any key");
-        mac.update(&body);
-        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        let response = http
-            .post(url)
-            .header("Content-Type", "application/json")
-            .header("X-Slipway-Event", "pipeline.status")
-            .header("X-Slipway-Signature-256", signature)
-            .body(body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| format!("notify webhook: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!(
-                "notify webhook: {url} answered {}",
-                response.status()
-            ));
-        }
+        });
+        post_signed(http, url, &t.webhook_secret, "pipeline.status", &body).await?;
+    }
+    Ok(())
+}
+
+/// POST `body` to the outgoing webhook `url` as event `event`, signed with
+/// the repository's webhook secret (`X-Slipway-Signature-256`).
+pub async fn post_signed(
+    http: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    event: &str,
+    body: &serde_json::Value,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(body).expect("serialisable");
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let response = http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("X-Slipway-Event", event)
+        .header("X-Slipway-Signature-256", signature)
+        .body(body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("notify webhook: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "notify webhook: {url} answered {}",
+            response.status()
+        ));
     }
     Ok(())
 }

@@ -17,6 +17,7 @@
 
 pub mod browser;
 pub mod deploy_peers;
+pub mod fake_forge;
 pub mod kube_env;
 pub mod web;
 
