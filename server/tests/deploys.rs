@@ -1239,6 +1239,11 @@ fn a_rollback_after_the_window_deploys_the_old_digest_anew() {
 /// promoted to by people, through approvals.
 const CHAIN: &str = "\
 jobs:
+  test:
+    steps:
+      - name: unit
+        image: busybox
+        commands: [\"test -s version\"]
   image:
     steps:
       - name: build
@@ -1601,6 +1606,32 @@ fn a_release_chain_promotes_only_verified_and_approved_digests() {
             assert_ne!(d["digest"], v2.as_str(), "{d:#}");
         }
     }
+    // Traceability: from a prod instance back to the base images and the
+    // test job, through every environment and who approved it.
+    let instance = prod["instances"][0]["name"].as_str().unwrap().to_owned();
+    let r = server.get(
+        &format!("/api/v1/instances/{instance}/trace"),
+        &server.admin_auth(),
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let trace = r.json();
+    assert_eq!(trace["digest"], v3.as_str());
+    insta::assert_snapshot!(
+        "trace_of_a_prod_instance",
+        serde_json::to_string_pretty(&redact(&trace)).unwrap()
+    );
+    let out = ok(&server, &["trace", "--instance", &instance]);
+    assert!(out.starts_with(&format!("demo/web@{v3}")), "{out}");
+    assert!(out.contains("  base "), "{out}");
+    assert!(out.contains("step build: success"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("prod") && l.ends_with("approved by bob, carol")),
+        "{out}"
+    );
+    let by_env = ok(&server, &["trace", "demo", "--env", "prod", "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&by_env).unwrap(), trace);
+
     // Each step is in the audit once.
     let audit = server
         .get("/api/v1/audit?repo=demo", &server.admin_auth())
@@ -1621,4 +1652,62 @@ fn a_release_chain_promotes_only_verified_and_approved_digests() {
     assert_eq!(count("verify_failed", "staging", &v2), 1, "{audit:#}");
     assert_eq!(count("rollback", "staging", &v1), 1, "{audit:#}");
     assert_eq!(count("approve", "prod", &v3), 3, "{audit:#}");
+}
+
+/// `v` with what differs from run to run replaced by what it is: ids,
+/// times, digests, commits, the registry's address.
+fn redact(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let redacted = match (k.as_str(), v) {
+                        (_, Value::Null) => Value::Null,
+                        ("id" | "deployment_id" | "number", _) => Value::from("[id]"),
+                        ("created_at" | "finished_at", _) => Value::from("[time]"),
+                        _ => redact(v),
+                    };
+                    (k.clone(), redacted)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        Value::String(s) => Value::from(redact_text(s)),
+        other => other.clone(),
+    }
+}
+
+fn redact_text(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        if let Some(hex) = rest.strip_prefix("sha256:") {
+            if hex.bytes().take_while(u8::is_ascii_hexdigit).count() == 64 {
+                out.push_str("sha256:[digest]");
+                rest = &hex[64..];
+                continue;
+            }
+        }
+        if let Some(port) = rest.strip_prefix("127.0.0.1:") {
+            let n = port.bytes().take_while(u8::is_ascii_digit).count();
+            out.push_str("[registry]");
+            rest = &port[n..];
+            continue;
+        }
+        let n = rest.bytes().take_while(u8::is_ascii_hexdigit).count();
+        if n == 40 {
+            out.push_str("[commit]");
+            rest = &rest[40..];
+            continue;
+        }
+        if n > 0 && out.ends_with("/jobs/") {
+            out.push_str("[id]");
+            rest = &rest[n..];
+            continue;
+        }
+        let c = rest.chars().next().unwrap();
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }

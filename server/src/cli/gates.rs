@@ -226,3 +226,98 @@ pub async fn audit(
     }
     Ok(())
 }
+
+/// What `slipway trace` starts from.
+pub enum Traced<'a> {
+    Environment(&'a str, &'a str),
+    Instance(&'a str),
+}
+
+/// `slipway trace`: the chain from what runs back to its sources, as a tree
+/// (or the API's JSON).
+pub async fn trace(client: &Client, what: Traced<'_>, json: bool) -> anyhow::Result<()> {
+    let path = match what {
+        Traced::Environment(repo, env) => {
+            format!("/api/v1/trace?repo={}&env={}", percent(repo), percent(env))
+        }
+        Traced::Instance(name) => format!("/api/v1/instances/{}/trace", percent(name)),
+    };
+    let t: Value = client.get(&path).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(());
+    }
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    println!("{}", s(&t["image"]));
+    match t["provenance"].as_object() {
+        Some(p) => {
+            println!(
+                "  provenance {} (commit {})",
+                s(&p["referrer"]),
+                s(&p["source_commit"])
+            );
+            println!(
+                "  Containerfile {} {}",
+                s(&p["containerfile_path"]),
+                s(&p["containerfile_digest"])
+            );
+            for b in p["bases"].as_array().into_iter().flatten() {
+                println!("  base {}@{}", s(&b["image"]), s(&b["digest"]));
+            }
+        }
+        None => println!("  no provenance referrer"),
+    }
+    match t["pipeline"].as_object() {
+        Some(p) => {
+            println!(
+                "  pipeline #{} of {} at {} ({}): {}",
+                p["number"],
+                s(&p["repo"]),
+                s(&p["commit"]),
+                s(&p["git_ref"]),
+                s(&p["status"])
+            );
+            if let Some(m) = p["message"].as_str() {
+                println!(
+                    "    {:?} by {}",
+                    m.lines().next().unwrap_or(""),
+                    s(&p["author"])
+                );
+            }
+            for j in p["jobs"].as_array().into_iter().flatten() {
+                println!("    job {}: {}", s(&j["name"]), s(&j["status"]));
+                for st in j["steps"].as_array().into_iter().flatten() {
+                    println!(
+                        "      step {}: {}  log {}",
+                        s(&st["name"]),
+                        s(&st["status"]),
+                        s(&st["log"])
+                    );
+                }
+            }
+        }
+        None => println!("  built by no pipeline of this server"),
+    }
+    for e in t["environments"].as_array().into_iter().flatten() {
+        let approved: Vec<String> = e["approved_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let approved = if approved.is_empty() {
+            String::new()
+        } else {
+            format!(", approved by {}", approved.join(", "))
+        };
+        println!(
+            "  {:<10} deployment {} ({}) {} by {}{approved}",
+            s(&e["environment"]),
+            e["deployment_id"],
+            s(&e["kind"]),
+            s(&e["state"]),
+            s(&e["requested_by"])
+        );
+    }
+    Ok(())
+}

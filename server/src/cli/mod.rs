@@ -305,6 +305,24 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// What runs in an environment (or an instance) back to its image's
+    /// provenance, base images, pipeline, test jobs and every environment it
+    /// went through.
+    Trace {
+        /// The repository (with --env).
+        #[arg(required_unless_present = "instance")]
+        repo: Option<String>,
+        #[arg(long, required_unless_present = "instance")]
+        env: Option<String>,
+        /// An instance's name (`env list` shows them), instead of REPO --env.
+        #[arg(long, conflicts_with_all = ["repo", "env"])]
+        instance: Option<String>,
+        /// The API's JSON as it is.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// A repository's deployments, newest first.
     Deployments {
         repo: String,
@@ -1241,6 +1259,20 @@ pub async fn run() -> anyhow::Result<()> {
         } => {
             gates::decide(&client.client()?, deployment, false, Some(&comment), false).await?;
             Ok(())
+        }
+        Command::Trace {
+            repo,
+            env,
+            instance,
+            json,
+            client,
+        } => {
+            let what = match (&instance, &repo, &env) {
+                (Some(i), _, _) => gates::Traced::Instance(i),
+                (None, Some(r), Some(e)) => gates::Traced::Environment(r, e),
+                _ => anyhow::bail!("give REPO --env ENV, or --instance NAME"),
+            };
+            gates::trace(&client.client()?, what, json).await
         }
         Command::Audit {
             repo,
