@@ -92,6 +92,20 @@ impl Drop for Node {
     }
 }
 
+/// A server with busybox in its registry, and a scratch directory runc's
+/// mapped users may traverse.
+fn with_busybox(name: &str) -> (TestServer, tempfile::TempDir) {
+    let server = TestServer::start();
+    let work = scratch_dir(name);
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    ok(&server, &["image", "bootstrap", "busybox"]);
+    (server, work)
+}
+
 fn start_runner(server: &TestServer, work: &Path) -> Process {
     let token = ok(server, &["runner-token", "create"]).trim().to_owned();
     Process(
@@ -212,14 +226,7 @@ fn get_text(url: &str) -> (u16, String) {
 /// Acceptance 1: the README's example, from a commit to prod.
 #[test]
 fn a_commit_is_built_deployed_to_dev_and_promoted_to_prod() {
-    let server = TestServer::start();
-    let work = scratch_dir("deploys-e2e");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    ok(&server, &["image", "bootstrap", "busybox"]);
+    let (server, work) = with_busybox("deploys-e2e");
     let spec = readme_deploy_example();
     let repo = work.path().join("repo");
     let sha = commit(
@@ -1056,14 +1063,7 @@ fn host_uids(name: &str) -> Vec<u32> {
 /// limit holds, and prod's secret is in prod only.
 #[test]
 fn instances_are_isolated_and_secrets_stay_in_their_environment() {
-    let server = TestServer::start();
-    let work = scratch_dir("deploys-isolation");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    ok(&server, &["image", "bootstrap", "busybox"]);
+    let (server, work) = with_busybox("deploys-isolation");
     let repo = work.path().join("repo");
     commit(
         &repo,
@@ -1363,14 +1363,7 @@ fn add_user(server: &TestServer, name: &str) -> Auth {
 fn a_release_chain_promotes_only_verified_and_approved_digests() {
     use reqwest::Method;
     use serde_json::json;
-    let server = TestServer::start();
-    let work = scratch_dir("deploys-chain");
-    std::fs::set_permissions(
-        work.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
-    ok(&server, &["image", "bootstrap", "busybox"]);
+    let (server, work) = with_busybox("deploys-chain");
     let repo = work.path().join("repo");
     commit(
         &repo,

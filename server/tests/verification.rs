@@ -38,9 +38,13 @@ fn spec() -> String {
 }
 
 fn add_repo(server: &TestServer, dir: &Path) {
+    add_repo_with(server, dir, &spec());
+}
+
+fn add_repo_with(server: &TestServer, dir: &Path, spec: &str) {
     std::fs::create_dir_all(dir).unwrap();
     git(dir, &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.join(".slipway.yml"), spec()).unwrap();
+    std::fs::write(dir.join(".slipway.yml"), spec).unwrap();
     std::fs::write(dir.join("Containerfile"), "FROM busybox\n").unwrap();
     git(dir, &["add", "."]);
     git(dir, &["commit", "-q", "-m", "c"]);
@@ -382,26 +386,12 @@ fn an_instance_unhealthy_during_the_soak_fails_the_verification() {
     let runner = Auth::Bearer(server.register_runner("r"));
     let node = Auth::Bearer(join_local_node(&server, "n1"));
     let work = scratch_dir("verification-soak");
-    std::fs::create_dir_all(work.path()).unwrap();
-    let dir = work.path();
-    git(dir, &["init", "-q", "-b", "main"]);
     let spec = format!(
         "jobs:\n  image:\n    steps:\n      - name: build\n        build:\n          image: {REPO}\n\
          deploy:\n  app: web\n  image: {REPO}\n  port: 8080\n  health: /healthz\n  replicas: 1\n\
          \x20 environments:\n    dev: {{ strategy: rolling, soak: 1h }}\n    staging: {{ strategy: rolling }}\n"
     );
-    std::fs::write(dir.join(".slipway.yml"), spec).unwrap();
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "-q", "-m", "c"]);
-    let r = api(
-        &server,
-        &server.admin_auth(),
-        Method::POST,
-        "/api/v1/repos",
-        Some(json!({"name": REPO, "url": dir.to_str().unwrap()})),
-        &[],
-    );
-    assert_eq!(r.status, 201, "{}", r.describe());
+    add_repo_with(&server, work.path(), &spec);
     let digest = run_pipeline_pushing(&server, &runner, REPO);
     let mut dev = None;
     serve_until(&server, &node, "dev soaking", || {

@@ -15,7 +15,8 @@ use crate::db::now_ms;
 pub struct Entry<'a> {
     pub actor: &'a str,
     /// `deploy`, `promote`, `rollback`, `approve`, `reject`, `expire`,
-    /// `freeze_override`, `refused`, `protect`, `bind_cluster`.
+    /// `freeze_override`, `refused`, `protect`, `bind_cluster`, `verified`,
+    /// `verify_failed`.
     pub action: &'a str,
     pub repo: Option<&'a str>,
     pub environment: Option<&'a str>,

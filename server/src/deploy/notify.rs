@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::model::Deployment;
 use crate::app::App;
 use crate::db::now_ms;
-use crate::pipeline::notify::{percent, post_signed, ForgeKind, FORGE_TOKEN};
+use crate::pipeline::notify::{forge_token, percent, post_signed, ForgeKind};
 
 const MAX_ATTEMPTS: i64 = 15;
 
@@ -90,13 +90,7 @@ async fn deliver(app: &App, http: &reqwest::Client, t: &Target) -> Result<(), St
         &d.commit_sha,
     ) {
         let kind = ForgeKind::parse(kind).ok_or_else(|| format!("unknown forge kind {kind:?}"))?;
-        let token = app
-            .secrets
-            .values(t.repo_id, &[FORGE_TOKEN.to_owned()], false)
-            .await
-            .map_err(|e| e.to_string())?
-            .pop()
-            .map(|(_, v)| v);
+        let token = forge_token(app, t.repo_id).await?;
         let api = api.trim_end_matches('/');
         let auth = |req: reqwest::RequestBuilder| match (&token, kind) {
             (Some(token), ForgeKind::GitHub) => req.bearer_auth(token),

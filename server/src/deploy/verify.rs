@@ -390,24 +390,8 @@ async fn fail(app: &App, d: &Deployment, why: &str) -> Result<(), DeployError> {
     if !settle(app, d, "failed", why).await? {
         return Ok(());
     }
-    let (repo, env) = names(app, d).await?;
+    let env = audit_outcome(app, d, "verify_failed", why).await?;
     tracing::warn!(deployment = d.id, environment = %env, "{why}");
-    let mut conn = app.db.acquire().await?;
-    audit::record(
-        &mut conn,
-        Entry {
-            actor: "slipway",
-            action: "verify_failed",
-            repo: Some(&repo),
-            environment: Some(&env),
-            digest: Some(&d.digest),
-            deployment_id: Some(d.id),
-            reason: Some(why),
-            ..Default::default()
-        },
-    )
-    .await?;
-    drop(conn);
     if d.config().rollback_on_verify_failure {
         let git = app
             .repos
@@ -439,24 +423,8 @@ async fn fail(app: &App, d: &Deployment, why: &str) -> Result<(), DeployError> {
 /// chain when the deploy section of `d`'s commit says `auto: true` there.
 async fn passed(app: &App, d: &Deployment) -> Result<(), DeployError> {
     let how = d.verify_reason.as_deref().unwrap_or("verified");
-    let (repo, env) = names(app, d).await?;
+    let env = audit_outcome(app, d, "verified", how).await?;
     tracing::info!(deployment = d.id, environment = %env, "verified: {how}");
-    let mut conn = app.db.acquire().await?;
-    audit::record(
-        &mut conn,
-        Entry {
-            actor: "slipway",
-            action: "verified",
-            repo: Some(&repo),
-            environment: Some(&env),
-            digest: Some(&d.digest),
-            deployment_id: Some(d.id),
-            reason: Some(how),
-            ..Default::default()
-        },
-    )
-    .await?;
-    drop(conn);
     let repo_id = env_repo_id(app, d).await?;
     let next: Option<String> = sqlx::query_scalar(
         "SELECT n.name FROM environments e JOIN environments n
@@ -497,13 +465,36 @@ async fn passed(app: &App, d: &Deployment) -> Result<(), DeployError> {
     Ok(())
 }
 
-async fn names(app: &App, d: &Deployment) -> Result<(String, String), sqlx::Error> {
-    sqlx::query_as(
+/// Audit how `d`'s verification ended (`verified`, `verify_failed`) and
+/// why; its environment's name.
+async fn audit_outcome(
+    app: &App,
+    d: &Deployment,
+    action: &str,
+    why: &str,
+) -> Result<String, sqlx::Error> {
+    let (repo, env): (String, String) = sqlx::query_as(
         "SELECT r.name, e.name FROM environments e JOIN git_repos r ON r.id = e.repo_id WHERE e.id = ?",
     )
     .bind(d.environment_id)
     .fetch_one(&app.db)
-    .await
+    .await?;
+    let mut conn = app.db.acquire().await?;
+    audit::record(
+        &mut conn,
+        Entry {
+            actor: "slipway",
+            action,
+            repo: Some(&repo),
+            environment: Some(&env),
+            digest: Some(&d.digest),
+            deployment_id: Some(d.id),
+            reason: Some(why),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(env)
 }
 
 async fn env_repo_id(app: &App, d: &Deployment) -> Result<i64, sqlx::Error> {

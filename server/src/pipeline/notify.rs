@@ -104,13 +104,7 @@ async fn deliver(
         (&t.forge_kind, &t.forge_api, &t.forge_repository)
     {
         let kind = ForgeKind::parse(kind).ok_or_else(|| format!("unknown forge kind {kind:?}"))?;
-        let token = app
-            .secrets
-            .values(t.repo_id, &[FORGE_TOKEN.to_owned()], false)
-            .await
-            .map_err(|e| e.to_string())?
-            .pop()
-            .map(|(_, v)| v);
+        let token = forge_token(app, t.repo_id).await?;
         let api = api.trim_end_matches('/');
         let request = match kind {
             ForgeKind::GitHub | ForgeKind::Gitea => {
@@ -190,6 +184,17 @@ async fn deliver(
         post_signed(http, url, &t.webhook_secret, "pipeline.status", &body).await?;
     }
     Ok(())
+}
+
+/// The repository's forge token, if it has one.
+pub async fn forge_token(app: &App, repo_id: i64) -> Result<Option<String>, String> {
+    Ok(app
+        .secrets
+        .values(repo_id, &[FORGE_TOKEN.to_owned()], false)
+        .await
+        .map_err(|e| e.to_string())?
+        .pop()
+        .map(|(_, v)| v))
 }
 
 /// POST `body` to the outgoing webhook `url` as event `event`, signed with
