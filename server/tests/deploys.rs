@@ -523,14 +523,7 @@ impl World {
     }
 
     fn with_spec(prefix: &str, spec: &str) -> World {
-        let server = TestServer::start();
-        let work = scratch_dir(prefix);
-        std::fs::set_permissions(
-            work.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o711),
-        )
-        .unwrap();
-        ok(&server, &["image", "bootstrap", "busybox"]);
+        let (server, work) = with_busybox(prefix);
         let spec = spec.to_owned();
         let repo = work.path().join("repo");
         commit(
@@ -1227,6 +1220,116 @@ fn a_rollback_after_the_window_deploys_the_old_digest_anew() {
     );
     let seen = load.finish();
     assert_no_failures(&seen, "rollback after the window");
+}
+
+/// Release governance, acceptance 3: a rollback restores the configuration
+/// of the deployment it goes back to (replicas, env), not only its image;
+/// a digest never verified there is no rollback target.
+#[test]
+fn a_rollback_restores_the_configuration_it_had() {
+    let (server, work) = with_busybox("deploys-config-rollback");
+    // The app serves its environment's A at /a.
+    let containerfile = "FROM busybox\n\
+COPY version /www/version\n\
+RUN echo ok > /www/healthz\n\
+CMD [\"sh\", \"-c\", \"echo \\\"$A\\\" > /www/a; exec httpd -f -p $PORT -h /www\"]\n";
+    let spec = |replicas: u32, a: &str| {
+        ROLLOUT_SPEC.replace("STRATEGY", "rolling").replace(
+            "replicas: 3",
+            &format!("replicas: {replicas}\n  env: {{ A: \"{a}\" }}"),
+        )
+    };
+    let repo = work.path().join("repo");
+    let v1_spec = spec(2, "1");
+    commit(
+        &repo,
+        &[
+            (".slipway.yml", v1_spec.as_str()),
+            ("Containerfile", containerfile),
+            ("version", "v1\n"),
+        ],
+        "v1",
+    );
+    ok(
+        &server,
+        &["repo", "add", "demo", "--url", repo.to_str().unwrap()],
+    );
+    let _runner = start_runner(&server, &work.path().join("runner"));
+    let _node = start_node(&server, &work.path().join("node"), free_ports(20));
+    let run = || {
+        let out = slipway(&server, &["run", "demo", "--wait"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let serving = |version: &str, a: &str, replicas: usize| {
+        let start = Instant::now();
+        loop {
+            let dev = wait_serving(&server, "demo", "dev", Duration::from_secs(120));
+            let url = dev["url"].as_str().unwrap().to_owned();
+            let live = dev["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["routed"] == "live" && i["goal"] == "run")
+                .count();
+            let got = (
+                get_text(&format!("{url}/version")),
+                get_text(&format!("{url}/a")),
+            );
+            if live == replicas && got == ((200, format!("{version}\n")), (200, format!("{a}\n"))) {
+                return dev;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "dev not serving {version} A={a} x{replicas}: {live} live, {got:?}: {dev:#}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    run();
+    let v1 = serving("v1", "1", 2)["current"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v2_spec = spec(3, "2");
+    commit(
+        &repo,
+        &[(".slipway.yml", v2_spec.as_str()), ("version", "v2\n")],
+        "v2",
+    );
+    run();
+    serving("v2", "2", 3);
+
+    let out = ok(
+        &server,
+        &[
+            "rollback",
+            "demo",
+            "--env",
+            "dev",
+            "--reason",
+            "v2 is slow",
+            "--wait",
+        ],
+    );
+    assert!(out.contains("succeeded"), "{out}");
+    let dev = serving("v1", "1", 2);
+    assert_eq!(dev["current"]["digest"], v1.as_str());
+    assert_eq!(dev["current"]["kind"], "rollback");
+    assert_eq!(dev["current"]["replicas"], 2);
+
+    let never = format!("sha256:{}", "0".repeat(64));
+    let out = slipway(
+        &server,
+        &["rollback", "demo", "--env", "dev", "--to", &never],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "{never} was never verified in dev: a rollback goes only to a digest verified there before"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 // ---------------------------------------------------------------------------
