@@ -1725,6 +1725,19 @@ fn a_release_chain_promotes_only_verified_and_approved_digests() {
             .any(|l| l.trim_start().starts_with("prod") && l.ends_with("approved by bob, carol")),
         "{out}"
     );
+    // The history says who asked, who approved, and how verification went.
+    let history = ok(&server, &["deployments", "demo", "--env", "prod"]);
+    assert!(
+        history
+            .lines()
+            .any(|l| l.contains("succeeded") && l.contains("by alice, approved by bob, carol")),
+        "{history}"
+    );
+    let staging = ok(&server, &["deployments", "demo", "--env", "staging"]);
+    assert!(
+        staging.contains("verification failed: verify job failed: pipeline "),
+        "{staging}"
+    );
     let by_env = ok(&server, &["trace", "demo", "--env", "prod", "--json"]);
     assert_eq!(serde_json::from_str::<Value>(&by_env).unwrap(), trace);
 

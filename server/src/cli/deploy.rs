@@ -121,6 +121,8 @@ pub struct DeploymentView {
     pub approvals: Option<Approvals>,
     #[serde(default)]
     pub verification: Option<Verification>,
+    #[serde(default)]
+    pub approved_by: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -497,6 +499,11 @@ pub async fn history(client: &Client, repo: &str, env: Option<&str>) -> anyhow::
             .finished_at
             .map(|f| format!(" in {}", ago(f - d.created_at)))
             .unwrap_or_default();
+        let by = if d.approved_by.is_empty() {
+            by
+        } else {
+            format!("{by}, approved by {}", d.approved_by.join(", "))
+        };
         println!(
             "{:>5}  {:<10} {:<9} {:<11} {}  commit {}  by {by}, {} ago{took}",
             d.id,
