@@ -554,6 +554,13 @@ fn every_api_route_checks_who_is_calling() {
         ),
         (
             Method::GET,
+            format!("/api/v1/deployments/{}/events", dev.deployment),
+            None,
+            200,
+            200,
+        ),
+        (
+            Method::GET,
             format!("/api/v1/instances/{}/log?from=0", dev.instance),
             None,
             200,
@@ -1181,6 +1188,14 @@ fn repository_limited_tokens_reach_only_their_repositories() {
             (
                 Method::GET,
                 format!("/api/v1/deployments/{}", d.deployment),
+                None,
+                by_id,
+                Need::Read,
+                200,
+            ),
+            (
+                Method::GET,
+                format!("/api/v1/deployments/{}/events", d.deployment),
                 None,
                 by_id,
                 Need::Read,

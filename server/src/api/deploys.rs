@@ -16,6 +16,7 @@ use super::extract::{Json, Path, Query};
 use super::{ApiCaller, ApiError, Part, RepoCaller};
 use crate::app::AppState;
 use crate::deploy::environments::{self, EnvironmentStatus};
+use crate::deploy::events;
 use crate::deploy::gates::{self, Requester};
 use crate::deploy::kube::cluster_add::add_kubernetes_cluster;
 use crate::deploy::kube::kubeconfig::KubeconfigText;
@@ -548,6 +549,46 @@ pub async fn show_deployment(
     Ok(Json(full_view(&app, &env, &d).await?))
 }
 
+#[derive(Serialize)]
+pub struct EventView {
+    id: i64,
+    /// Unix milliseconds.
+    at: i64,
+    kind: String,
+    detail: String,
+    instance: Option<String>,
+}
+
+/// Deployment `id`'s timeline, oldest first.
+pub async fn deployment_events(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    let repo: Option<String> = sqlx::query_scalar(
+        "SELECT r.name FROM deployments d JOIN environments e ON e.id = d.environment_id
+         JOIN git_repos r ON r.id = e.repo_id WHERE d.id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&app.db)
+    .await?;
+    if !repo.is_some_and(|r| caller.sees(&r)) {
+        return Err(ApiError::NotFound(format!("no deployment {id}")));
+    }
+    let list = events::list(&app.db, id).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|e| EventView {
+                id: e.id,
+                at: e.at,
+                kind: e.kind,
+                detail: e.detail,
+                instance: e.instance,
+            })
+            .collect(),
+    ))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Promote {
@@ -560,7 +601,7 @@ pub struct Promote {
 }
 
 /// Longest reason or comment kept (the audit is not a document store).
-pub(super) const MAX_REASON: usize = 1000;
+pub const MAX_REASON: usize = 1000;
 
 /// A reason or comment in the body's `field`: at most [`MAX_REASON`] bytes.
 pub(super) fn reason(field: &str, text: Option<&str>) -> Result<(), ApiError> {

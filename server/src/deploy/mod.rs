@@ -24,6 +24,8 @@
 //! - `trace.rs`: from an environment or an instance back to the digest's
 //!   provenance, the pipeline and its test results, and the environments it
 //!   went through.
+//! - `events.rs`: each deployment's timeline (states, instances, swap,
+//!   drain, approvals), for the deployment page and `/deployments/{id}/events`.
 //! - `audit.rs`: the append-only audit of every deploy, approval,
 //!   rejection, override, rollback and protection change.
 //! - `kube/`: clusters of kind `kubernetes` (kubeconfig, the Role and its
@@ -36,6 +38,7 @@
 
 pub mod audit;
 pub mod environments;
+pub mod events;
 pub mod gates;
 pub mod instance_logs;
 pub mod kube;

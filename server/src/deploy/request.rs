@@ -6,6 +6,7 @@ use sqlx::SqlitePool;
 
 use super::audit;
 use super::environments::{self, Environment};
+use super::events;
 use super::gates::{self, Requester};
 use super::model::{Config, Deployment};
 use super::DeployError;
@@ -80,7 +81,21 @@ pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<
     .fetch_all(&mut *tx)
     .await?;
     let actor = new.requester.name();
+    let what = format!(
+        "{} of {} asked by {actor}: {}",
+        new.kind,
+        super::model::short_digest(&new.digest),
+        admission.state
+    );
+    events::record(&mut tx, id, "requested", &what).await?;
     for (old, digest) in &superseded {
+        events::record(
+            &mut tx,
+            *old,
+            "superseded",
+            &format!("superseded by deployment {id}"),
+        )
+        .await?;
         audit::record(
             &mut tx,
             audit::Entry {
