@@ -16,3 +16,7 @@ CREATE TABLE deployment_events (
     instance        TEXT
 );
 CREATE INDEX deployment_events_by_deployment ON deployment_events (deployment_id, id);
+
+-- Someone asked to abort a deployment in progress (their words, for its
+-- reason): the reconciler fails it and reverts, as for a failure.
+ALTER TABLE deployments ADD COLUMN abort_requested TEXT;

@@ -114,6 +114,24 @@ impl Node {
         }
     }
 
+    /// Let every instance it runs now be ready (the first digest's three,
+    /// which `serve_until` made ready), and report so.
+    fn adopt(&mut self, server: &TestServer) {
+        let r = api(
+            server,
+            &self.auth,
+            Method::GET,
+            "/api/v1/node/desired?after=0&wait=0",
+            None,
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", r.describe());
+        for i in r.json()["instances"].as_array().unwrap() {
+            self.allowed.insert(i["name"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(self.round(server).len(), 3, "{}", self.desired);
+    }
+
     /// One round: wait (the long-poll, 1 s) for a newer desired state, then
     /// report every instance to run ready if allowed, else starting, and
     /// every one to stop gone. Returns the names told to run.
@@ -218,19 +236,7 @@ fn the_board_follows_a_rolling_deploy_live_and_shows_its_timeline_and_trace() {
     let first = repo_in_dev(&server, &runner, &node_auth, &work.path().join("repo"));
     let mut node = Node::new(node_auth);
     // The first digest's three instances are ready; they stay so.
-    let r = api(
-        &server,
-        &node.auth,
-        Method::GET,
-        "/api/v1/node/desired?after=0&wait=0",
-        None,
-        &[],
-    );
-    assert_eq!(r.status, 200, "{}", r.describe());
-    for i in r.json()["instances"].as_array().unwrap() {
-        node.allowed.insert(i["name"].as_str().unwrap().to_owned());
-    }
-    assert_eq!(node.round(&server).len(), 3, "{}", node.desired);
+    node.adopt(&server);
 
     let browser = Browser::start();
     let board = format!("/repos/{REPO}/environments");
@@ -379,6 +385,91 @@ fn the_board_follows_a_rolling_deploy_live_and_shows_its_timeline_and_trace() {
     browser.screenshot("deploys-trace-phone");
 }
 
+#[test]
+fn a_deployer_aborts_a_rollout_from_the_board_and_it_reverts() {
+    let server = TestServer::start();
+    let runner = Auth::Bearer(server.register_runner("r"));
+    let node_auth = Auth::Bearer(join_local_node(&server, "n1"));
+    let work = scratch_dir("browser-deploys-abort");
+    let first = repo_in_dev(&server, &runner, &node_auth, &work.path().join("repo"));
+    let mut node = Node::new(node_auth);
+    node.adopt(&server);
+    let old: HashSet<String> = node.allowed.clone();
+    let browser = Browser::start();
+    let board = format!("/repos/{REPO}/environments");
+    sign_in(&browser, &server, "admin", server.admin_password(), &board);
+
+    // The second digest's first new instance never gets ready.
+    let second = run_pipeline_pushing(&server, &runner, REPO);
+    let id = dev_deployment_of(&server, &second);
+    let new = node.until_new_instance(&server);
+    let abort = format!(
+        "[data-env=dev] [data-role=rollout][data-deployment='{id}'] [data-role=abort] button"
+    );
+    browser.wait_until(
+        "the rollout with its abort button",
+        SHOWN,
+        &format!("document.querySelector(\"{abort}\")"),
+    );
+    browser.click(&abort);
+    browser.wait_until(
+        "the deployment page after aborting",
+        WAIT,
+        &format!("location.pathname === '/deployments/{id}'"),
+    );
+    // The controller fails it and stops its instance; the first digest's
+    // instances serve on.
+    let mut ended = Value::Null;
+    let started = Instant::now();
+    while ended["state"] != "failed" {
+        assert!(
+            started.elapsed() < STEP,
+            "the abort did not end it: {ended}"
+        );
+        node.round(&server);
+        ended = deployment(&server, id);
+    }
+    assert_eq!(ended["reason"], "aborted by admin", "{ended}");
+    browser.wait_until(
+        "the deployment page following it to failed",
+        SHOWN,
+        "document.querySelector('[data-role=state]')?.dataset.state === 'failed'",
+    );
+    let timeline = browser.text("[data-role=timeline]");
+    assert!(
+        timeline.contains("aborted by admin: reverting"),
+        "{timeline}"
+    );
+    let running: HashSet<String> = node.round(&server).into_iter().collect();
+    assert!(!running.contains(&new), "{new} is stopped");
+    assert_eq!(
+        running, old,
+        "the first digest's instances, and only they, run"
+    );
+    let current = deployments(&server, REPO)
+        .into_iter()
+        .find(|d| d["environment"] == "dev" && d["state"] == "succeeded")
+        .unwrap();
+    assert_eq!(current["digest"], first.as_str());
+    let audit = api(
+        &server,
+        &server.admin_auth(),
+        Method::GET,
+        &format!("/api/v1/audit?repo={REPO}"),
+        None,
+        &[],
+    )
+    .json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "abort" && e["actor"] == "admin" && e["deployment_id"] == id),
+        "{audit}"
+    );
+}
+
 /// Protect staging with one approval by a developer; admin asks to promote
 /// dev's digest there. The id of the request awaiting approval.
 fn awaiting_promotion(server: &TestServer) -> i64 {
@@ -417,17 +508,25 @@ fn an_approver_approves_from_the_board_and_the_deploy_proceeds() {
     let bob = add_user(&server, "bob", "user");
     let board = format!("/repos/{REPO}/environments");
 
-    // The admin asked: separation of duties leaves him no buttons for it.
+    // The admin asked: separation of duties leaves him no approve or reject
+    // button for it (he may abort it, as a deployer there).
     let browser = Browser::start();
     sign_in(&browser, &server, "admin", server.admin_password(), &board);
     let awaiting = format!("[data-env=staging] [data-role=awaiting][data-deployment='{id}']");
     assert!(browser.text(&awaiting).contains("0/1 approvals"));
     assert_eq!(
         browser.eval(&format!(
-            "document.querySelectorAll(\"{awaiting} form\").length"
+            "document.querySelectorAll(\"{awaiting} form:not([data-role=abort])\").length"
         )),
         0,
         "the requester may not approve his own request"
+    );
+    assert_eq!(
+        browser.eval(&format!(
+            "document.querySelectorAll(\"{awaiting} [data-role=abort]\").length"
+        )),
+        1,
+        "a deployer may abort it"
     );
     // Promote and roll back are his to use (dev ran nothing before: no
     // rollback there).
@@ -536,6 +635,7 @@ fn a_viewer_sees_no_buttons_and_its_forged_posts_change_nothing() {
     let csrf = browser.eval("document.querySelector('form.who input[name=csrf]').value");
     let csrf = csrf.as_str().unwrap();
     let forms = [
+        (format!("/deployments/{id}/abort"), String::new()),
         (format!("/deployments/{id}/approve"), String::new()),
         (format!("/deployments/{id}/reject"), "comment=no".to_owned()),
         (
@@ -564,6 +664,7 @@ fn a_viewer_sees_no_buttons_and_its_forged_posts_change_nothing() {
         }
     }
     for (path, body) in [
+        (format!("/api/v1/deployments/{id}/abort"), json!({})),
         (format!("/api/v1/deployments/{id}/approve"), json!({})),
         (
             format!("/api/v1/deployments/{id}/reject"),

@@ -49,6 +49,8 @@ pub struct Rollout {
     pub old_running: usize,
     pub old_ready: usize,
     pub progress: String,
+    /// The viewer may abort it (a deployer there).
+    pub can_abort: bool,
 }
 
 /// A request waiting for approvals, with the viewer's buttons.
@@ -62,6 +64,8 @@ pub struct Awaiting {
     pub count: usize,
     pub required: u32,
     pub can_decide: bool,
+    /// The viewer may abort the request (a deployer there).
+    pub can_abort: bool,
 }
 
 /// One environment's column on the board.

@@ -113,6 +113,8 @@ async function refreshLive(root, timer) {
   const note = document.getElementById("live-note");
   try {
     const r = await fetch(root.dataset.src, { credentials: "same-origin" });
+    // Signed out: the answer is the sign-in page, not the live part.
+    if (r.redirected) throw new Error("signed out; reload to sign in");
     if (!r.ok) throw new Error(r.status);
     const doc = new DOMParser().parseFromString(await r.text(), "text/html");
     root.replaceChildren(...doc.body.childNodes);

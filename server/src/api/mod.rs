@@ -90,6 +90,7 @@ pub fn router() -> Router<AppState> {
         .route("/deployments", get(deploys::list_deployments))
         .route("/deployments/{id}/approve", post(gates::approve))
         .route("/deployments/{id}/reject", post(gates::reject))
+        .route("/deployments/{id}/abort", post(deploys::abort))
         .route("/audit", get(gates::audit_log))
         .route("/trace", get(gates::trace_of_environment))
         .route("/deployments/{id}", get(deploys::show_deployment))

@@ -14,7 +14,7 @@ use crate::db::now_ms;
 #[derive(Debug, Default)]
 pub struct Entry<'a> {
     pub actor: &'a str,
-    /// `deploy`, `promote`, `rollback`, `approve`, `reject`, `expire`,
+    /// `deploy`, `promote`, `rollback`, `abort`, `approve`, `reject`, `expire`,
     /// `freeze_override`, `refused`, `protect`, `bind_cluster`.
     pub action: &'a str,
     pub repo: Option<&'a str>,

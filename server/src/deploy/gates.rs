@@ -725,11 +725,16 @@ pub fn may_decide(p: &Policy, d: &Deployment, user: &User) -> bool {
         && !(p.separation_of_duties && user.username == d.requested_by)
 }
 
-/// Whether `user` (by role) may deploy, promote or roll back under `p`
-/// (what the page offers; `admit` checks again).
+/// Whether `user` (by role) may deploy, promote, roll back or abort under
+/// `p` (what the page offers; `admit` and `request::abort` check again).
 pub fn may_deploy(p: &Policy, user: &User) -> bool {
     let admin = user.role == Role::Admin;
-    user.role != Role::Viewer && p.deployers.admits(user, admin, |_, _| true)
+    user.role != Role::Viewer && deployer(p, user, admin)
+}
+
+/// Whether `p`'s deployers admit `user` (`admin`: the credential acts as one).
+pub fn deployer(p: &Policy, user: &User, admin: bool) -> bool {
+    p.deployers.admits(user, admin, |_, _| true)
 }
 
 /// What an approver decided.

@@ -106,6 +106,9 @@ pub struct Deployment {
     pub approved_by: Option<String>,
     /// An admin's reason to start during a freeze.
     pub freeze_override: Option<String>,
+    /// Someone asked to abort it while in progress (`aborted by …`): the
+    /// reconciler fails it and reverts.
+    pub abort_requested: Option<String>,
 }
 
 impl Deployment {

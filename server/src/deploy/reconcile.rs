@@ -22,6 +22,8 @@
 //!   ready and no old one left; blue/green: swapped, and the node reports
 //!   its router serving the new set). The wait for that is the rollout's
 //!   deadline; action: failed, and the warm old set is swapped back.
+//! - any of the above → failed (and reverted as for a failure): someone
+//!   asked to abort it (`request::abort`); one not started yet ends at once.
 //! - instances told to stop: the node drains and stops them; a node that
 //!   never reports them gone keeps them listed, never routed.
 //! - kept warm (blue/green's old set): stopped when `warm_until` passes.
@@ -335,6 +337,10 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
                 config.replicas
             ));
         }
+    }
+    // Wait: none; action: someone asked to abort it: fail and revert.
+    if let (true, Some(why)) = (ctx.active, target.abort_requested.as_deref()) {
+        outcome = Outcome::Failed(why.to_owned());
     }
     // Whatever the strategy: instances of another spec that are neither
     // serving nor kept warm go; warm ones go when their window ends.

@@ -1,7 +1,7 @@
 //! The deploy pages: the environments board (`/repos/{name}/environments`,
 //! live), a deployment with its timeline (`/deployments/{id}`, live), an
 //! environment's history, the audit, the traceability view, and the forms
-//! that approve, reject, promote and roll back. Each form carries the
+//! that approve, reject, promote, roll back and abort. Each form carries the
 //! session's CSRF token and goes through the same domain functions as the
 //! API (`request::promote`, `request::rollback`, `gates::decide`), which
 //! apply the environment's policy; the page shows a button only to whom
@@ -39,6 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/deployments/{id}/trace", get(deployment_trace))
         .route("/deployments/{id}/approve", post(approve))
         .route("/deployments/{id}/reject", post(reject))
+        .route("/deployments/{id}/abort", post(abort))
         .route("/instances/{name}/trace", get(instance_trace))
 }
 
@@ -167,7 +168,7 @@ fn chip(
 }
 
 /// How far `d` (in progress) is, from the environment's instances.
-fn rollout(d: &Deployment, instances: &[Instance]) -> view::Rollout {
+fn rollout(d: &Deployment, instances: &[Instance], can_abort: bool) -> view::Rollout {
     let config = d.config();
     let running: Vec<&Instance> = instances.iter().filter(|i| i.running()).collect();
     let (new, old): (Vec<&Instance>, Vec<&Instance>) = running
@@ -185,6 +186,7 @@ fn rollout(d: &Deployment, instances: &[Instance]) -> view::Rollout {
         old_running: old.len(),
         old_ready: old.iter().filter(|i| i.ready()).count(),
         progress: d.progress.clone().unwrap_or_else(|| d.state.clone()),
+        can_abort: can_abort && d.abort_requested.is_none(),
     }
 }
 
@@ -204,6 +206,7 @@ async fn awaiting(
         approved_by: names.join(", "),
         required,
         can_decide: gates::may_decide(policy, d, &viewer.user),
+        can_abort: gates::may_deploy(policy, &viewer.user),
     })
 }
 
@@ -260,12 +263,13 @@ async fn column(
     from: Option<&str>,
 ) -> Result<view::EnvColumn, DeployError> {
     let policy = gates::policy_of(&app.db, env.id).await?;
+    let may_deploy = gates::may_deploy(&policy, &viewer.user);
     let status = environments::status(&app.db, env).await?;
     let digests = digests_of(app, &status.instances).await?;
     let rollout = status
         .in_progress
         .as_ref()
-        .map(|d| rollout(d, &status.instances));
+        .map(|d| rollout(d, &status.instances, may_deploy));
     let new_hash = status.in_progress.as_ref().map(|d| d.spec_hash.as_str());
     let waiting: Vec<Deployment> = sqlx::query_as(
         "SELECT * FROM deployments WHERE environment_id = ? AND state = 'awaiting_approval' ORDER BY id",
@@ -310,7 +314,6 @@ async fn column(
     if !policy.freezes.is_empty() {
         protection.push(format!("{} freeze window(s)", policy.freezes.len()));
     }
-    let may_deploy = gates::may_deploy(&policy, &viewer.user);
     let current = status.current.as_ref();
     Ok(view::EnvColumn {
         name: status.env.name.clone(),
@@ -464,10 +467,11 @@ async fn deployment_page(
         d.state.as_str(),
         "pending" | "progressing" | "awaiting_approval"
     );
-    let rollout =
-        matches!(d.state.as_str(), "pending" | "progressing").then(|| rollout(&d, &env_instances));
+    let policy = gates::policy_of(&app.db, d.environment_id).await?;
+    let may_deploy = gates::may_deploy(&policy, &viewer.user);
+    let rollout = matches!(d.state.as_str(), "pending" | "progressing")
+        .then(|| rollout(&d, &env_instances, may_deploy));
     let awaiting = if d.state == "awaiting_approval" {
-        let policy = gates::policy_of(&app.db, d.environment_id).await?;
         Some(awaiting(app, viewer, &policy, &d).await?)
     } else {
         None
@@ -780,7 +784,7 @@ fn refused(viewer: &Viewer, csrf: &str) -> Option<Response> {
             (
                 StatusCode::FORBIDDEN,
                 format!(
-                    "{} is a viewer: viewers may read deployments but not approve, reject, promote or roll back",
+                    "{} is a viewer: viewers may read deployments but not approve, reject, promote, roll back or abort",
                     viewer.user.username
                 ),
             )
@@ -866,6 +870,29 @@ async fn reject(
     Form(form): Form<DecisionForm>,
 ) -> Response {
     decide(&app, &viewer, id, Decision::Reject, form).await
+}
+
+#[derive(Deserialize)]
+struct AbortForm {
+    #[serde(default)]
+    csrf: String,
+    reason: Option<String>,
+}
+
+async fn abort(
+    State(app): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    Form(form): Form<AbortForm>,
+) -> Response {
+    if let Some(r) = refused(&viewer, &form.csrf).or_else(|| too_long(form.reason.as_deref())) {
+        return r;
+    }
+    let who = (&viewer.user, viewer.user.role == Role::Admin);
+    match request::abort(&app, id, who, form.reason.as_deref()).await {
+        Ok(_) => Redirect::to(&format!("/deployments/{id}")).into_response(),
+        Err(e) => failure(e),
+    }
 }
 
 #[derive(Deserialize)]
