@@ -274,9 +274,7 @@ fn the_board_follows_a_rolling_deploy_live_and_shows_its_timeline_and_trace() {
             ),
         );
         assert_eq!(
-            browser.eval(&format!(
-                "document.querySelector('[data-env=dev] [data-role=bar]').value"
-            )),
+            browser.eval("document.querySelector('[data-env=dev] [data-role=bar]').value"),
             k,
             "the progress bar"
         );

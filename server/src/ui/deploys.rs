@@ -7,6 +7,7 @@
 //! apply the environment's policy; the page shows a button only to whom
 //! the policy would admit, and the server checks again.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use axum::extract::{Form, Path, Query, State};
@@ -217,13 +218,13 @@ async fn digests_of(
 ) -> Result<HashMap<i64, String>, sqlx::Error> {
     let mut out = HashMap::new();
     for i in instances {
-        if !out.contains_key(&i.deployment_id) {
+        if let Entry::Vacant(slot) = out.entry(i.deployment_id) {
             let digest: Option<String> =
                 sqlx::query_scalar("SELECT digest FROM deployments WHERE id = ?")
                     .bind(i.deployment_id)
                     .fetch_optional(&app.db)
                     .await?;
-            out.insert(i.deployment_id, digest.unwrap_or_default());
+            slot.insert(digest.unwrap_or_default());
         }
     }
     Ok(out)

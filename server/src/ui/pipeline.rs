@@ -251,21 +251,25 @@ async fn rerun(
     }
 }
 
+/// A deployment's id, repository, environment, state, pipeline id and
+/// number, and who asked.
+type LinkRow = (
+    i64,
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    String,
+);
+
 /// The deployments pipeline `pipeline` caused (or the most recent ones of
 /// any pipeline), newest first.
 pub(super) async fn deployment_links(
     app: &AppState,
     pipeline: Option<i64>,
 ) -> Result<Vec<slipway_web::DeploymentLink>, sqlx::Error> {
-    let rows: Vec<(
-        i64,
-        String,
-        String,
-        String,
-        Option<i64>,
-        Option<i64>,
-        String,
-    )> = sqlx::query_as(
+    let rows: Vec<LinkRow> = sqlx::query_as(
         "SELECT d.id, r.name, e.name, d.state, d.pipeline_id, p.number, d.requested_by
          FROM deployments d JOIN environments e ON e.id = d.environment_id
          JOIN git_repos r ON r.id = e.repo_id LEFT JOIN pipelines p ON p.id = d.pipeline_id
