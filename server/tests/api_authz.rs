@@ -554,6 +554,13 @@ fn every_api_route_checks_who_is_calling() {
         ),
         (
             Method::GET,
+            format!("/api/v1/deployments/{}/events", dev.deployment),
+            None,
+            200,
+            200,
+        ),
+        (
+            Method::GET,
             format!("/api/v1/instances/{}/log?from=0", dev.instance),
             None,
             200,
@@ -617,8 +624,9 @@ fn every_api_route_checks_who_is_calling() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // A rejection first: the approval after it counts for the digest and
-    // would let a later request of it through at once.
-    for verb in ["reject", "approve"] {
+    // would let a later request of it through at once. An abort of one
+    // awaiting approval ends it.
+    for verb in ["reject", "abort", "approve"] {
         let r = request_as(
             server.url(),
             &callers.admin,
@@ -633,15 +641,14 @@ fn every_api_route_checks_who_is_calling() {
         let id = awaiting["id"].as_i64().unwrap();
         let path = match verb {
             "reject" => format!("/api/v1/deployments/{id}/reject"),
+            "abort" => format!("/api/v1/deployments/{id}/abort"),
             _ => format!("/api/v1/deployments/{id}/approve"),
         };
-        let decision: Vec<Row> = vec![(
-            Method::POST,
-            path,
-            Some(json!({"comment": "checked"})),
-            403,
-            200,
-        )];
+        let body = match verb {
+            "abort" => json!({"reason": "checked"}),
+            _ => json!({"comment": "checked"}),
+        };
+        let decision: Vec<Row> = vec![(Method::POST, path, Some(body), 403, 200)];
         check_user_routes(&server, &callers, &decision, &mut covered);
     }
     let audit_routes: Vec<Row> = vec![
@@ -1188,6 +1195,14 @@ fn repository_limited_tokens_reach_only_their_repositories() {
             ),
             (
                 Method::GET,
+                format!("/api/v1/deployments/{}/events", d.deployment),
+                None,
+                by_id,
+                Need::Read,
+                200,
+            ),
+            (
+                Method::GET,
                 format!("/api/v1/instances/{}/log", d.instance),
                 None,
                 by_id,
@@ -1240,6 +1255,15 @@ fn repository_limited_tokens_reach_only_their_repositories() {
                 Method::POST,
                 format!("/api/v1/deployments/{}/reject", d.deployment),
                 Some(json!({"comment": "no"})),
+                by_id,
+                Need::Push,
+                409,
+            ),
+            // Allowed in: dev's deployment has ended, and the answer says so.
+            (
+                Method::POST,
+                format!("/api/v1/deployments/{}/abort", d.deployment),
+                None,
                 by_id,
                 Need::Push,
                 409,

@@ -534,3 +534,91 @@ fn sql(server: &TestServer, statement: &str) {
         .sql(statement)
         .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }
+
+#[test]
+fn an_abort_ends_a_request_and_is_audited() {
+    let server = TestServer::start();
+    let runner = Auth::Bearer(server.register_runner("r"));
+    let node = Auth::Bearer(join_local_node(&server, "n1"));
+    let work = scratch_dir("gates-abort");
+    deploy_to_dev(&server, &runner, &node, REPO, work.path());
+    let alice = add_user(&server, "alice", "user");
+    let vera = add_user(&server, "vera", "viewer");
+    protect(
+        &server,
+        "staging",
+        json!({"required_approvals": 1, "deployers": {"users": ["alice", "admin"]}}),
+    );
+    let r = promote(&server, &alice, json!({"repo": REPO, "to": "staging"}));
+    assert_eq!(r.status, 202, "{}", r.describe());
+    let id = r.json()["deployment"]["id"].as_i64().unwrap();
+    let abort = |who: &Auth, body: Value| {
+        api(
+            &server,
+            who,
+            Method::POST,
+            &format!("/api/v1/deployments/{id}/abort"),
+            Some(body),
+            &[],
+        )
+    };
+
+    // A viewer may not; nor a developer who is not among the deployers.
+    assert_eq!(abort(&vera, json!({})).status, 403);
+    let bob = add_user(&server, "bob", "user");
+    let r = abort(&bob, json!({}));
+    assert_eq!(r.status, 403, "{}", r.describe());
+    assert!(
+        error_message(&r).contains("only its deployers"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(deployment(&server, id)["state"], "awaiting_approval");
+
+    // The CLI, as admin: the request ends at once, failed, saying why.
+    let out = common::slipway(
+        &server,
+        &["abort", &id.to_string(), "--reason", "wrong digest"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("deployment {id} (promote)")),
+        "{}",
+        text(&out.stdout)
+    );
+    let d = deployment(&server, id);
+    assert_eq!(d["state"], "failed", "{d}");
+    assert_eq!(d["reason"], "aborted by admin: wrong digest", "{d}");
+    // Once: an ended deployment cannot be aborted.
+    let r = abort(&alice, json!({}));
+    assert_eq!(r.status, 409, "{}", r.describe());
+
+    let entries = audit(&server, &server.admin_auth(), &format!("repo={REPO}")).json();
+    let aborts: Vec<&Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "abort")
+        .collect();
+    assert_eq!(aborts.len(), 1, "{entries}");
+    assert_eq!(aborts[0]["actor"], "admin");
+    assert_eq!(aborts[0]["deployment_id"], id);
+    assert_eq!(aborts[0]["reason"], "wrong digest");
+    assert_eq!(aborts[0]["before"], json!({"state": "awaiting_approval"}));
+    let events = api(
+        &server,
+        &server.admin_auth(),
+        Method::GET,
+        &format!("/api/v1/deployments/{id}/events"),
+        None,
+        &[],
+    )
+    .json();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["requested", "failed"], "{events}");
+}

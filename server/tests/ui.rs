@@ -462,3 +462,119 @@ fn images_runners_and_queue_pages_show_what_there_is() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// The deploy pages: the environments board, a deployment with its
+/// timeline, an environment's history, the audit, the trace; the pipeline
+/// page and the dashboard link to the deployment the pipeline caused.
+#[test]
+fn deploy_pages_show_the_chain_and_link_the_pipeline_to_its_deployments() {
+    use common::deploy_peers::{api, deploy_to_dev, join_local_node};
+    let server = TestServer::start();
+    let runner = Auth::Bearer(server.register_runner("r"));
+    let node = Auth::Bearer(join_local_node(&server, "n1"));
+    let work = scratch_dir("ui-deploys");
+    let dev = deploy_to_dev(&server, &runner, &node, "team/web", work.path());
+    let admin_auth = server.admin_auth();
+    let r = api(
+        &server,
+        &admin_auth,
+        reqwest::Method::PUT,
+        "/api/v1/environments/protection",
+        Some(serde_json::json!({"repo": "team/web", "env": "staging",
+                                "policy": {"required_approvals": 1}})),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let r = api(
+        &server,
+        &admin_auth,
+        reqwest::Method::POST,
+        "/api/v1/deployments/promote",
+        Some(serde_json::json!({"repo": "team/web", "to": "staging"})),
+        &[],
+    );
+    assert_eq!(r.status, 202, "{}", r.describe());
+    let awaiting = r.json()["deployment"]["id"].as_i64().unwrap();
+
+    let admin = signed_in(&server, "admin", server.admin_password());
+    let redact = |page: &str| {
+        let page = redact(page, &server);
+        let rules = [
+            (r"sha256:[0-9a-f]{12}", "sha256:[digest]"),
+            (r"\b[0-9a-f]{40}\b", "[commit]"),
+        ];
+        let mut page = page;
+        for (pattern, with) in rules {
+            page = regex::Regex::new(pattern)
+                .unwrap()
+                .replace_all(&page, with)
+                .into_owned();
+        }
+        page
+    };
+    let board = get_page(&admin, &server, "/repos/team/web/environments");
+    let digest = &dev.digest[..19];
+    assert!(board.contains(digest), "{board}");
+    assert!(
+        board.contains(&format!(
+            "data-role=\"awaiting\" data-deployment=\"{awaiting}\""
+        )),
+        "{board}"
+    );
+    assert!(
+        !board.contains("data-role=\"approve\""),
+        "the requester may not approve: {board}"
+    );
+    insta::assert_snapshot!("environments", redact(&board));
+    let live = get_page(&admin, &server, "/repos/team/web/environments?live=1");
+    assert!(!live.contains("<html"), "the live part alone: {live}");
+    assert!(live.contains(digest), "{live}");
+
+    let page = get_page(&admin, &server, &format!("/deployments/{}", dev.deployment));
+    for kind in [
+        "requested",
+        "progressing",
+        "instance_started",
+        "instance_ready",
+        "routed",
+        "succeeded",
+    ] {
+        assert!(
+            page.contains(&format!("data-kind=\"{kind}\"")),
+            "{kind}: {page}"
+        );
+    }
+    insta::assert_snapshot!("deployment", redact(&page));
+    let history = get_page(&admin, &server, "/repos/team/web/environments/staging");
+    assert!(history.contains("awaiting_approval"), "{history}");
+    insta::assert_snapshot!("env_history", redact(&history));
+    let audit = get_page(&admin, &server, "/repos/team/web/audit");
+    assert!(audit.contains("protect"), "{audit}");
+    insta::assert_snapshot!("audit", redact(&audit));
+    let trace = get_page(&admin, &server, "/repos/team/web/environments/dev/trace");
+    assert!(trace.contains(&dev.digest), "{trace}");
+    insta::assert_snapshot!("trace", redact(&trace));
+    let instance = get_page(
+        &admin,
+        &server,
+        &format!("/instances/{}/trace", dev.instance),
+    );
+    assert!(instance.contains(&dev.digest), "{instance}");
+    let index = get_page(&admin, &server, "/environments");
+    assert!(index.contains("dev → staging"), "{index}");
+
+    // The pipeline that built the digest links to its deployment to dev;
+    // so does the dashboard.
+    let link = format!("href=\"/deployments/{}\"", dev.deployment);
+    let pipeline = get_page(&admin, &server, "/pipelines/1");
+    assert!(pipeline.contains(&link), "{pipeline}");
+    let dashboard = get_page(&admin, &server, "/");
+    assert!(dashboard.contains(&link), "{dashboard}");
+    // An environment that does not exist is named.
+    let r = admin
+        .get(format!("{}/repos/team/web/environments/nope", server.url()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().unwrap().contains("no environment \"nope\""));
+}

@@ -5,6 +5,7 @@
 
 pub use askama;
 
+pub mod deploys;
 pub mod log;
 use askama::Template;
 
@@ -78,11 +79,25 @@ pub struct PipelineRow {
     pub trigger: String,
 }
 
+/// A deployment a pipeline caused (the dashboard, the pipeline page).
+#[derive(Debug, Clone)]
+pub struct DeploymentLink {
+    pub id: i64,
+    pub repo: String,
+    pub environment: String,
+    pub state: String,
+    pub icon: &'static str,
+    /// The pipeline's id and number, if a pipeline built it.
+    pub pipeline: Option<(i64, i64)>,
+    pub requested_by: String,
+}
+
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 pub struct Dashboard {
     pub nav: Option<Nav>,
     pub pipelines: Vec<PipelineRow>,
+    pub deployments: Vec<DeploymentLink>,
 }
 
 /// A step on the pipeline page.
@@ -151,6 +166,8 @@ pub struct PipelinePage {
     /// Still pending or running.
     pub active: bool,
     pub csrf: String,
+    /// The deployments this run caused.
+    pub deployments: Vec<DeploymentLink>,
 }
 
 #[derive(Debug, Clone)]
@@ -374,6 +391,7 @@ mod tests {
                 duration: duration(90_000),
                 trigger: "t".into(),
             }],
+            deployments: Vec::new(),
         }
         .render()
         .unwrap();

@@ -104,8 +104,38 @@ async function refreshPipeline(root, timer) {
   }
 }
 
+// Deploy pages: the server renders the live part (`?live=1`); it is parsed
+// and swapped in, unless someone is typing a comment in it.
+const ENDED = /^(succeeded|failed|superseded|rejected|expired)$/;
+async function refreshLive(root, timer) {
+  const typing = [...root.querySelectorAll("input:not([type=hidden])")].some((i) => i.value || i === document.activeElement);
+  if (typing) return;
+  const note = document.getElementById("live-note");
+  try {
+    const r = await fetch(root.dataset.src, { credentials: "same-origin" });
+    // Signed out: the answer is the sign-in page, not the live part.
+    if (r.redirected) throw new Error("signed out; reload to sign in");
+    if (!r.ok) throw new Error(r.status);
+    const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+    root.replaceChildren(...doc.body.childNodes);
+    if (note) note.textContent = "Updates live.";
+    const state = root.querySelector('[data-role="state"]');
+    if (state && ENDED.test(state.dataset.state)) {
+      clearInterval(timer.id);
+      if (note) note.textContent = "";
+    }
+  } catch (e) {
+    if (note) note.textContent = "Live updates paused (" + e.message + "); retrying.";
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const page = document.body.dataset.page;
+  const live = document.getElementById("live");
+  if (live && live.dataset.follow === "true") {
+    const timer = {};
+    timer.id = setInterval(() => refreshLive(live, timer), 1000);
+  }
   if (page === "dashboard") setInterval(refreshDashboard, 2000);
   if (page === "pipeline") {
     const root = document.getElementById("pipeline");

@@ -1,7 +1,8 @@
 //! Deploys: `/clusters` (admin), `/environments` (status, cluster binding,
-//! environment secrets), `/deployments` (history, promote, rollback) and
-//! `/instances/{name}/log`. Reading needs access to the repository; promote
-//! and rollback need the push scope; environment secrets an admin; clusters
+//! environment secrets), `/deployments` (history, promote, rollback, abort,
+//! events) and `/instances/{name}/log`. Reading needs access to the
+//! repository; promote, rollback and abort need the push scope (and the
+//! environment's deployers); environment secrets an admin; clusters
 //! and an environment's cluster an admin not limited to repositories. Names
 //! of environments and clusters are DNS labels and digests `sha256:` hex,
 //! refused with 400 naming the field before anything is looked up.
@@ -12,10 +13,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, OptionalJson, Path, Query};
 use super::{ApiCaller, ApiError, Part, RepoCaller};
 use crate::app::AppState;
 use crate::deploy::environments::{self, EnvironmentStatus};
+use crate::deploy::events;
 use crate::deploy::gates::{self, Requester};
 use crate::deploy::kube::cluster_add::add_kubernetes_cluster;
 use crate::deploy::kube::kubeconfig::KubeconfigText;
@@ -566,6 +568,46 @@ pub async fn show_deployment(
     Ok(Json(full_view(&app, &env, &d).await?))
 }
 
+#[derive(Serialize)]
+pub struct EventView {
+    id: i64,
+    /// Unix milliseconds.
+    at: i64,
+    kind: String,
+    detail: String,
+    instance: Option<String>,
+}
+
+/// Deployment `id`'s timeline, oldest first.
+pub async fn deployment_events(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Path(id): Path<i64>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    let repo: Option<String> = sqlx::query_scalar(
+        "SELECT r.name FROM deployments d JOIN environments e ON e.id = d.environment_id
+         JOIN git_repos r ON r.id = e.repo_id WHERE d.id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&app.db)
+    .await?;
+    if !repo.is_some_and(|r| caller.sees(&r)) {
+        return Err(ApiError::NotFound(format!("no deployment {id}")));
+    }
+    let list = events::list(&app.db, id).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|e| EventView {
+                id: e.id,
+                at: e.at,
+                kind: e.kind,
+                detail: e.detail,
+                instance: e.instance,
+            })
+            .collect(),
+    ))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Promote {
@@ -578,7 +620,7 @@ pub struct Promote {
 }
 
 /// Longest reason or comment kept (the audit is not a document store).
-pub(super) const MAX_REASON: usize = 1000;
+pub const MAX_REASON: usize = 1000;
 
 /// A reason or comment in the body's `field`: at most [`MAX_REASON`] bytes.
 pub(super) fn reason(field: &str, text: Option<&str>) -> Result<(), ApiError> {
@@ -662,6 +704,38 @@ pub async fn rollback(
     };
     let (id, _) = request::rollback(&app, &repo, &body.env, body.to.as_deref(), requester).await?;
     Ok((StatusCode::ACCEPTED, queued(&app, id).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Abort {
+    /// Why: kept in the audit and the deployment's reason.
+    reason: Option<String>,
+}
+
+/// Abort a deployment that has not ended: one not started ends at once,
+/// one in progress is failed and reverted by the reconciler.
+pub async fn abort(
+    State(app): State<AppState>,
+    caller: RepoCaller,
+    Path(id): Path<i64>,
+    OptionalJson(body): OptionalJson<Abort>,
+) -> Result<Json<Queued>, ApiError> {
+    reason("reason", body.reason.as_deref())?;
+    let repo: Option<String> = sqlx::query_scalar(
+        "SELECT r.name FROM deployments d JOIN environments e ON e.id = d.environment_id
+         JOIN git_repos r ON r.id = e.repo_id WHERE d.id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&app.db)
+    .await?;
+    if !repo.is_some_and(|r| caller.sees(&r)) {
+        return Err(ApiError::NotFound(format!("no deployment {id}")));
+    }
+    caller.require_developer()?;
+    let who = (caller.user(), caller.is_admin());
+    request::abort(&app, id, who, body.reason.as_deref()).await?;
+    queued(&app, id).await
 }
 
 #[derive(Deserialize)]

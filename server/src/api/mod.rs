@@ -4,7 +4,7 @@
 //! (`team/*`): [`ApiCaller`], for routes not about one repository, refuses
 //! them; [`RepoCaller`] lets them in and its handler checks the repository.
 
-mod deploys;
+pub(crate) mod deploys;
 mod extract;
 mod gates;
 mod nodes;
@@ -90,9 +90,11 @@ pub fn router() -> Router<AppState> {
         .route("/deployments", get(deploys::list_deployments))
         .route("/deployments/{id}/approve", post(gates::approve))
         .route("/deployments/{id}/reject", post(gates::reject))
+        .route("/deployments/{id}/abort", post(deploys::abort))
         .route("/audit", get(gates::audit_log))
         .route("/trace", get(gates::trace_of_environment))
         .route("/deployments/{id}", get(deploys::show_deployment))
+        .route("/deployments/{id}/events", get(deploys::deployment_events))
         .route("/deployments/promote", post(deploys::promote))
         .route("/deployments/rollback", post(deploys::rollback))
         .route("/instances/{name}/log", get(deploys::instance_log))

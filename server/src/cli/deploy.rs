@@ -483,6 +483,26 @@ pub async fn rollback(
     queued_then(client, queued, follow).await
 }
 
+/// `slipway abort ID`: one not started ends at once; one in progress is
+/// reverted by the controller.
+pub async fn abort(client: &Client, id: i64, reason: Option<&str>) -> anyhow::Result<()> {
+    let after: Queued = client
+        .post(
+            &format!("/api/v1/deployments/{id}/abort"),
+            &json!({ "reason": reason }),
+        )
+        .await?;
+    let d = &after.deployment;
+    match d.state.as_str() {
+        "progressing" => println!(
+            "aborting {}: the controller fails it and reverts (`slipway deployments` follows it)",
+            describe(d)
+        ),
+        state => println!("{} is {state}", describe(d)),
+    }
+    Ok(())
+}
+
 pub async fn history(client: &Client, repo: &str, env: Option<&str>) -> anyhow::Result<()> {
     let mut path = format!("/api/v1/deployments?repo={}", percent(repo));
     if let Some(env) = env {

@@ -273,6 +273,16 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Abort a deployment that has not ended: one awaiting approval or
+    /// pending ends at once; one in progress is failed and reverted (audited).
+    Abort {
+        deployment: i64,
+        /// Why (kept in the audit).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Approve a deployment awaiting approval (its digest, for its environment).
     Approve {
         deployment: i64,
@@ -1240,6 +1250,11 @@ pub async fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Abort {
+            deployment,
+            reason,
+            client,
+        } => deploy::abort(&client.client()?, deployment, reason.as_deref()).await,
         Command::Approve {
             deployment,
             comment,

@@ -14,7 +14,7 @@ use crate::db::now_ms;
 #[derive(Debug, Default)]
 pub struct Entry<'a> {
     pub actor: &'a str,
-    /// `deploy`, `promote`, `rollback`, `approve`, `reject`, `expire`,
+    /// `deploy`, `promote`, `rollback`, `abort`, `approve`, `reject`, `expire`,
     /// `freeze_override`, `refused`, `protect`, `bind_cluster`, `verified`,
     /// `verify_failed`.
     pub action: &'a str,

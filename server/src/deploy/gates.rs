@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::audit::{self, Entry};
+use super::events;
 use super::model::{short_digest, Deployment};
 use super::DeployError;
 use crate::auth::users::{Role, User};
@@ -668,10 +669,14 @@ pub async fn settle(
     .bind(format!("approved by {}", have.join(", ")))
     .bind(serde_json::to_string(&have).expect("names serialise"))
     .bind(d.id)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?
     .rows_affected()
         > 0;
+    if moved {
+        let what = format!("approved by {}: it may start", have.join(", "));
+        events::record(conn, d.id, "approved", &what).await?;
+    }
     Ok(moved)
 }
 
@@ -716,11 +721,41 @@ pub async fn hold(
     Ok(None)
 }
 
+/// Whether `user` (by role: an admin is an admin here) could approve or
+/// reject `d` under `p` (what the page offers; `decide` checks again).
+pub fn may_decide(p: &Policy, d: &Deployment, user: &User) -> bool {
+    let admin = user.role == Role::Admin;
+    user.role != Role::Viewer
+        && p.approvers.admits(user, admin, |_, admin| admin)
+        && !(p.separation_of_duties && user.username == d.requested_by)
+}
+
+/// Whether `user` (by role) may deploy, promote, roll back or abort under
+/// `p` (what the page offers; `admit` and `request::abort` check again).
+pub fn may_deploy(p: &Policy, user: &User) -> bool {
+    let admin = user.role == Role::Admin;
+    user.role != Role::Viewer && deployer(p, user, admin)
+}
+
+/// Whether `p`'s deployers admit `user` (`admin`: the credential acts as one).
+pub fn deployer(p: &Policy, user: &User, admin: bool) -> bool {
+    p.deployers.admits(user, admin, |_, _| true)
+}
+
 /// What an approver decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Approve,
     Reject,
+}
+
+impl Decision {
+    fn past(self) -> &'static str {
+        match self {
+            Decision::Approve => "approval",
+            Decision::Reject => "rejected",
+        }
+    }
 }
 
 /// Approve or reject deployment `d` (awaiting approval) as `user`. Returns
@@ -809,6 +844,11 @@ pub async fn decide(
         },
     )
     .await?;
+    let what = match comment {
+        Some(c) => format!("{} by {}: {c}", decision.past(), user.username),
+        None => format!("{} by {}", decision.past(), user.username),
+    };
+    events::record(&mut tx, d.id, decision.past(), &what).await?;
     let after = match decision {
         Decision::Reject => {
             sqlx::query(
@@ -881,6 +921,7 @@ pub async fn expire_and_settle(db: &SqlitePool) -> Result<bool, sqlx::Error> {
             .rows_affected()
                 > 0;
             if done {
+                events::record(&mut tx, d.id, "expired", &reason).await?;
                 let (repo, env): (String, String) = sqlx::query_as(
                     "SELECT r.name, e.name FROM environments e JOIN git_repos r ON r.id = e.repo_id WHERE e.id = ?",
                 )

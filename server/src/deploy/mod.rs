@@ -28,6 +28,8 @@
 //!   verified digest is promoted, `auto: true` promotes it by itself.
 //! - `notify.rs`: deployment states to the forge's deployments API and the
 //!   outgoing webhook (from an outbox the database's triggers fill).
+//! - `events.rs`: each deployment's timeline (states, instances, swap,
+//!   drain, approvals), for the deployment page and `/deployments/{id}/events`.
 //! - `audit.rs`: the append-only audit of every deploy, approval,
 //!   rejection, override, rollback and protection change.
 //! - `kube/`: clusters of kind `kubernetes` (kubeconfig, the Role and its
@@ -40,6 +42,7 @@
 
 pub mod audit;
 pub mod environments;
+pub mod events;
 pub mod gates;
 pub mod instance_logs;
 pub mod kube;

@@ -126,6 +126,9 @@ pub struct Deployment {
     pub soak_until: Option<i64>,
     pub verified_at: Option<i64>,
     pub verify_reason: Option<String>,
+    /// Someone asked to abort it while in progress (`aborted by …`): the
+    /// reconciler fails it and reverts.
+    pub abort_requested: Option<String>,
 }
 
 impl Deployment {

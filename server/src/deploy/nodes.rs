@@ -418,6 +418,18 @@ async fn record_instance(
         "preview" => "preview",
         _ => "none",
     };
+    let before: Option<(i64, String)> = sqlx::query_as(
+        "SELECT deployment_id, observed FROM instances WHERE node_id = ? AND name = ?",
+    )
+    .bind(node)
+    .bind(&s.name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some((deployment, _)) = before.filter(|(_, was)| was != s.state.as_str()) {
+        let kind = format!("instance_{}", s.state.as_str());
+        let what = health.as_deref().unwrap_or(s.state.as_str());
+        super::events::record_instance(conn, deployment, &kind, &s.name, what).await?;
+    }
     let done = sqlx::query(
         "UPDATE instances SET observed = ?, container_id = COALESCE(?, container_id), restarts = ?,
              health = ?, log_tail = ?, updated_at = ?, node_route = ?,

@@ -22,6 +22,8 @@
 //!   ready and no old one left; blue/green: swapped, and the node reports
 //!   its router serving the new set). The wait for that is the rollout's
 //!   deadline; action: failed, and the warm old set is swapped back.
+//! - any of the above → failed (and reverted as for a failure): someone
+//!   asked to abort it (`request::abort`); one not started yet ends at once.
 //! - instances told to stop: the node drains and stops them; a node that
 //!   never reports them gone keeps them listed, never routed.
 //! - kept warm (blue/green's old set): stopped when `warm_until` passes.
@@ -34,7 +36,7 @@ use std::time::Duration;
 use sqlx::SqliteConnection;
 
 use super::model::{short_digest, Config, Deployment, Instance, State};
-use super::{blue_green, environments, rolling};
+use super::{blue_green, environments, events, rolling};
 use crate::app::App;
 use crate::db::now_ms;
 use crate::pipeline::spec::Strategy;
@@ -202,7 +204,9 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
             if let Some(why) = held {
                 // Not started: the gates hold it (a freeze until it ends,
                 // or back to awaiting approval).
-                progress(&mut tx, next.id, &why).await?;
+                if progress(&mut tx, next.id, &why).await? {
+                    events::record(&mut tx, next.id, "held", &why).await?;
+                }
             } else if missing.is_empty() {
                 sqlx::query(
                     "UPDATE deployments SET state = 'progressing', started_at = ?, progress = 'starting' WHERE id = ?",
@@ -211,6 +215,9 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
                 .bind(next.id)
                 .execute(&mut *tx)
                 .await?;
+                let c = next.config();
+                let what = format!("started: {} to {} instances", c.strategy, c.replicas);
+                events::record(&mut tx, next.id, "progressing", &what).await?;
                 active =
                     deployment(&mut tx, "SELECT * FROM deployments WHERE id = ?", next.id).await?;
             } else {
@@ -336,6 +343,10 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
             ));
         }
     }
+    // Wait: none; action: someone asked to abort it: fail and revert.
+    if let (true, Some(why)) = (ctx.active, target.abort_requested.as_deref()) {
+        outcome = Outcome::Failed(why.to_owned());
+    }
     // Whatever the strategy: instances of another spec that are neither
     // serving nor kept warm go; warm ones go when their window ends.
     let mentioned = |id: i64, actions: &[Action]| {
@@ -445,14 +456,16 @@ async fn missing_secrets(
     Ok(names.iter().filter(|n| !set.contains(n)).cloned().collect())
 }
 
-async fn progress(conn: &mut SqliteConnection, id: i64, what: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deployments SET progress = ? WHERE id = ? AND (progress IS NOT ? )")
-        .bind(what)
-        .bind(id)
-        .bind(what)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Set a deployment's progress; true if it changed.
+async fn progress(conn: &mut SqliteConnection, id: i64, what: &str) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE deployments SET progress = ? WHERE id = ? AND (progress IS NOT ? )")
+            .bind(what)
+            .bind(id)
+            .bind(what)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 async fn finish(
@@ -469,8 +482,9 @@ async fn finish(
     .bind(reason)
     .bind(now)
     .bind(id)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    events::record(conn, id, state.as_str(), reason).await?;
     Ok(())
 }
 
@@ -516,11 +530,13 @@ async fn apply(
                 name.truncate(63);
                 let name = name.trim_end_matches('-').to_owned();
                 sqlx::query("UPDATE instances SET name = ? WHERE id = ?")
-                    .bind(name)
+                    .bind(&name)
                     .bind(id)
                     .execute(&mut *conn)
-                    .await?
-                    .rows_affected()
+                    .await?;
+                let what = format!("started (route: {routed})");
+                events::record_instance(conn, d.id, "instance_started", &name, &what).await?;
+                1
             }
             Action::Route(id, routed) => sqlx::query(
                 "UPDATE instances SET routed = ?, updated_at = ? WHERE id = ? AND routed != ?",
@@ -543,13 +559,17 @@ async fn apply(
             .rows_affected(),
             Action::Previewed => {
                 let Some((d, _, _)) = target else { continue };
-                sqlx::query(
+                let first = sqlx::query(
                     "UPDATE deployments SET preview_since = ? WHERE id = ? AND preview_since IS NULL",
                 )
                 .bind(now)
                 .bind(d.id)
                 .execute(&mut *conn)
                 .await?;
+                if first.rows_affected() > 0 {
+                    let what = "the whole new set serves on the preview address";
+                    events::record(conn, d.id, "previewed", what).await?;
+                }
                 // Not a change for the node.
                 0
             }
@@ -580,6 +600,9 @@ async fn apply(
                 n
             }
         };
+        if done > 0 {
+            record(conn, target.map(|(d, _, _)| d.id), action, now).await?;
+        }
         changed |= done > 0;
     }
     if changed {
@@ -594,4 +617,52 @@ async fn apply(
         .await?;
     }
     Ok(changed)
+}
+
+/// The timeline's event for an applied action (a start records its own):
+/// on the target's timeline, or, with none, the instance's deployment's.
+async fn record(
+    conn: &mut SqliteConnection,
+    target: Option<i64>,
+    action: &Action,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let (id, kind, what) = match action {
+        Action::Start(_) | Action::Previewed => return Ok(()),
+        Action::Route(id, "live") => (*id, "routed", "takes traffic".to_owned()),
+        Action::Route(id, route) => (*id, "routed", format!("routed: {route}")),
+        Action::Stop(id) => (
+            *id,
+            "drain",
+            "out of the route table: the node drains it, then stops it".to_owned(),
+        ),
+        Action::Swap { live, warm } => {
+            let Some(d) = target else { return Ok(()) };
+            let until: Option<i64> = match warm.first() {
+                Some(w) => {
+                    sqlx::query_scalar("SELECT warm_until FROM instances WHERE id = ?")
+                        .bind(w)
+                        .fetch_one(&mut *conn)
+                        .await?
+                }
+                None => None,
+            };
+            let kept = until.map_or(String::new(), |u| {
+                let left = Duration::from_secs(((u - now).max(0) / 1000) as u64);
+                format!(", kept warm for {}", humantime::format_duration(left))
+            });
+            let what = format!(
+                "swap: the route table now sends all traffic to {} new instances; {} old out of it{kept}",
+                live.len(),
+                warm.len()
+            );
+            return events::record(conn, d, "swapped", &what).await;
+        }
+    };
+    let (name, owner): (String, i64) =
+        sqlx::query_as("SELECT name, deployment_id FROM instances WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    events::record_instance(conn, target.unwrap_or(owner), kind, &name, &what).await
 }

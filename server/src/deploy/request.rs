@@ -6,10 +6,12 @@ use sqlx::SqlitePool;
 
 use super::audit;
 use super::environments::{self, Environment};
+use super::events;
 use super::gates::{self, Requester};
 use super::model::{Config, Deployment};
 use super::DeployError;
 use crate::app::App;
+use crate::auth::users::User;
 use crate::db::now_ms;
 use crate::pipeline::repo::{GitRepo, SPEC_FILE};
 use crate::pipeline::spec::{self, DeploySpec};
@@ -80,7 +82,21 @@ pub async fn create(app: &App, env: &Environment, new: NewDeployment) -> Result<
     .fetch_all(&mut *tx)
     .await?;
     let actor = new.requester.name();
+    let what = format!(
+        "{} of {} asked by {actor}: {}",
+        new.kind,
+        super::model::short_digest(&new.digest),
+        admission.state
+    );
+    events::record(&mut tx, id, "requested", &what).await?;
     for (old, digest) in &superseded {
+        events::record(
+            &mut tx,
+            *old,
+            "superseded",
+            &format!("superseded by deployment {id}"),
+        )
+        .await?;
         audit::record(
             &mut tx,
             audit::Entry {
@@ -380,6 +396,93 @@ async fn rollback_unaudited(
     )
     .await?;
     Ok((id, chosen.clone()))
+}
+
+/// Abort deployment `id` as `user` (`admin`: the credential acts as one),
+/// who must be among its environment's deployers: one that has not started
+/// (awaiting approval, pending) ends at once, failed; one in progress is
+/// marked, and the reconciler's next pass fails it and reverts, as for a
+/// failure. Audited. Returns the deployment after.
+pub async fn abort(
+    app: &App,
+    id: i64,
+    (user, admin): (&User, bool),
+    reason: Option<&str>,
+) -> Result<Deployment, DeployError> {
+    let now = now_ms();
+    let mut tx = app.db.begin_with("BEGIN IMMEDIATE").await?;
+    let d: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| DeployError::NotFound(format!("no deployment {id}")))?;
+    let (repo, env): (String, String) = sqlx::query_as(
+        "SELECT r.name, e.name FROM environments e JOIN git_repos r ON r.id = e.repo_id WHERE e.id = ?",
+    )
+    .bind(d.environment_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let policy = gates::policy(&mut tx, d.environment_id).await?;
+    if !gates::deployer(&policy, user, admin) {
+        return Err(DeployError::Forbidden(format!(
+            "{} may not abort deployments to {env}: only its deployers may",
+            user.username
+        )));
+    }
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    let why = match reason {
+        Some(r) => format!("aborted by {}: {r}", user.username),
+        None => format!("aborted by {}", user.username),
+    };
+    match d.state.as_str() {
+        "awaiting_approval" | "pending" => {
+            sqlx::query(
+                "UPDATE deployments SET state = 'failed', reason = ?, progress = NULL, finished_at = ? WHERE id = ?",
+            )
+            .bind(&why)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            events::record(&mut tx, id, "failed", &why).await?;
+        }
+        "progressing" => {
+            sqlx::query("UPDATE deployments SET abort_requested = ? WHERE id = ?")
+                .bind(&why)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            events::record(&mut tx, id, "abort", &format!("{why}: reverting")).await?;
+        }
+        other => {
+            return Err(DeployError::Refused(format!(
+                "deployment {id} is {other}: only one that has not ended can be aborted"
+            )))
+        }
+    }
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            actor: &user.username,
+            action: "abort",
+            repo: Some(&repo),
+            environment: Some(&env),
+            digest: Some(&d.digest),
+            deployment_id: Some(id),
+            reason,
+            before: Some(serde_json::json!({ "state": d.state })),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let after: Deployment = sqlx::query_as("SELECT * FROM deployments WHERE id = ?")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    app.deploys.wake();
+    tracing::info!(deployment = id, by = %user.username, %why, "deployment abort asked");
+    Ok(after)
 }
 
 /// A repository's deployments, newest first.

@@ -157,6 +157,8 @@ async fn step(app: &App, d: &Deployment) -> Result<(), DeployError> {
             format!("deployment {other} replaced it before the verification ended")
         };
         if settle(app, d, "cancelled", &why).await? {
+            let mut conn = app.db.acquire().await?;
+            super::events::record(&mut conn, d.id, "verify_cancelled", &why).await?;
             if let Some(p) = d.verify_pipeline_id {
                 cancel_pipeline(&app.scheduler, p).await?;
             }
@@ -357,6 +359,18 @@ async fn start_job(app: &App, d: &Deployment) -> Result<(), DeployError> {
         cancel_pipeline(&app.scheduler, pipeline).await?;
         return Ok(());
     }
+    let number: i64 = sqlx::query_scalar("SELECT number FROM pipelines WHERE id = ?")
+        .bind(pipeline)
+        .fetch_one(&app.db)
+        .await?;
+    let mut conn = app.db.acquire().await?;
+    super::events::record(
+        &mut conn,
+        d.id,
+        "verify_started",
+        &format!("verify job queued: pipeline {number} (/pipelines/{pipeline})"),
+    )
+    .await?;
     app.scheduler.wake();
     tracing::info!(deployment = d.id, pipeline, environment = %env.name, "verify job queued");
     Ok(())
@@ -494,6 +508,7 @@ async fn audit_outcome(
         },
     )
     .await?;
+    super::events::record(&mut conn, d.id, action, why).await?;
     Ok(env)
 }
 

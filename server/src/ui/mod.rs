@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::auth::sessions;
 use crate::auth::users::User;
 
+mod deploys;
 mod images;
 mod log;
 mod pipeline;
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(log::router())
         .merge(pipeline::router())
+        .merge(deploys::router())
         .merge(images::router())
         .merge(queue::router())
         .route("/", get(dashboard))
@@ -361,8 +363,13 @@ async fn dashboard(State(app): State<AppState>, viewer: Viewer) -> Response {
             Err(e) => return e.into_response(),
         };
     let pipelines = list.into_iter().map(pipeline::row).collect();
+    let deployments = match pipeline::deployment_links(&app, None).await {
+        Ok(d) => d,
+        Err(e) => return crate::api::ApiError::from(e).into_response(),
+    };
     render(slipway_web::Dashboard {
         nav: viewer.nav(),
         pipelines,
+        deployments,
     })
 }

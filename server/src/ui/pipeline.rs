@@ -2,7 +2,7 @@
 //! images; cancel and re-run for roles that may) and the repository page
 //! (branches with their latest run, history, a run form).
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -142,7 +142,12 @@ async fn show(
         })
         .collect();
     let active = matches!(p.status.as_str(), "pending" | "running");
+    let deployments = match deployment_links(&app, Some(p.id)).await {
+        Ok(d) => d,
+        Err(e) => return crate::api::ApiError::from(e).into_response(),
+    };
     render(slipway_web::PipelinePage {
+        deployments,
         nav: viewer.nav(),
         id: p.id,
         repo: p.repo.clone(),
@@ -249,7 +254,65 @@ async fn rerun(
     }
 }
 
-async fn repo(State(app): State<AppState>, viewer: Viewer, Path(name): Path<String>) -> Response {
+/// A deployment's id, repository, environment, state, pipeline id and
+/// number, and who asked.
+type LinkRow = (
+    i64,
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    String,
+);
+
+/// The deployments pipeline `pipeline` caused (or the most recent ones of
+/// any pipeline), newest first.
+pub(super) async fn deployment_links(
+    app: &AppState,
+    pipeline: Option<i64>,
+) -> Result<Vec<slipway_web::DeploymentLink>, sqlx::Error> {
+    let rows: Vec<LinkRow> = sqlx::query_as(
+        "SELECT d.id, r.name, e.name, d.state, d.pipeline_id, p.number, d.requested_by
+         FROM deployments d JOIN environments e ON e.id = d.environment_id
+         JOIN git_repos r ON r.id = e.repo_id LEFT JOIN pipelines p ON p.id = d.pipeline_id
+         WHERE ? IS NULL OR d.pipeline_id = ? ORDER BY d.id DESC LIMIT 10",
+    )
+    .bind(pipeline)
+    .bind(pipeline)
+    .fetch_all(&app.db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, repo, environment, state, pid, number, requested_by)| {
+                slipway_web::DeploymentLink {
+                    id,
+                    repo,
+                    environment,
+                    icon: slipway_web::deploys::state_icon(&state),
+                    state,
+                    pipeline: pid.zip(number),
+                    requested_by,
+                }
+            },
+        )
+        .collect())
+}
+
+async fn repo(
+    State(app): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+    Query(q): Query<super::deploys::LiveQuery>,
+) -> Response {
+    // The deploy pages below a repository's path.
+    for (repo, page) in super::deploys::repo_page(&name) {
+        if let Ok(r) = app.repos.get(repo).await {
+            return super::deploys::repo_deploy_page(&app, &viewer, &r, page, q.live.is_some())
+                .await;
+        }
+    }
     let repo = match app.repos.get(&name).await {
         Ok(r) => r,
         Err(e) => return crate::api::ApiError::from(e).into_response(),
