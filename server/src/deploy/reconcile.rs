@@ -91,7 +91,7 @@ pub(super) enum Action {
     Previewed,
 }
 
-pub(super) enum Outcome {
+pub(crate) enum Outcome {
     Progress(String),
     Done(String),
     Failed(String),
@@ -152,7 +152,9 @@ pub async fn pass(app: &App) -> Result<(), sqlx::Error> {
     super::gates::expire_and_settle(&app.db).await?;
     let envs: Vec<i64> = sqlx::query_scalar(
         "SELECT DISTINCT environment_id FROM deployments WHERE state IN ('pending', 'progressing')
-         UNION SELECT DISTINCT environment_id FROM instances",
+         UNION SELECT DISTINCT environment_id FROM instances
+         UNION SELECT d.environment_id FROM deployments d JOIN environments e ON e.id = d.environment_id
+             JOIN clusters c ON c.id = e.cluster_id WHERE c.kind = 'kubernetes'",
     )
     .fetch_all(&app.db)
     .await?;
@@ -242,6 +244,11 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
             .await?
         }
     };
+    // Kind kubernetes: its own driver, outside this transaction.
+    if let Some(cluster) = super::kube::rollout::bound(&mut tx, env_id).await? {
+        tx.commit().await?;
+        return super::kube::rollout::environment(app, env_id, cluster, active, target).await;
+    }
     let instances: Vec<Instance> =
         sqlx::query_as("SELECT * FROM instances WHERE environment_id = ? ORDER BY id")
             .bind(env_id)
@@ -439,7 +446,11 @@ async fn missing_secrets(
     Ok(names.iter().filter(|n| !set.contains(n)).cloned().collect())
 }
 
-async fn progress(conn: &mut SqliteConnection, id: i64, what: &str) -> Result<(), sqlx::Error> {
+pub(crate) async fn progress(
+    conn: &mut SqliteConnection,
+    id: i64,
+    what: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE deployments SET progress = ? WHERE id = ? AND (progress IS NOT ? )")
         .bind(what)
         .bind(id)
@@ -449,7 +460,7 @@ async fn progress(conn: &mut SqliteConnection, id: i64, what: &str) -> Result<()
     Ok(())
 }
 
-async fn finish(
+pub(crate) async fn finish(
     conn: &mut SqliteConnection,
     id: i64,
     state: State,
