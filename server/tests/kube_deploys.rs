@@ -11,7 +11,8 @@
 //! - blue/green: the live Service's selector changes in one update once all
 //!   new pods are Ready, the old set is kept for `keep` then scaled to 0,
 //!   and a rollback inside the window changes only the selector;
-//! - a server killed mid-rollout finds its objects by label and ends it.
+//! - a server killed mid-rollout finds its objects by label and ends it;
+//! - one spec deploys dev on a local node and, promoted, prod on Kubernetes.
 
 mod common;
 
@@ -19,7 +20,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::deploy_peers::{api, deployment, deployments, run_pipeline_pushing};
+use common::deploy_peers::{
+    api, deployment, deployments, join_local_node, run_pipeline_pushing, serve_until,
+};
 use common::kube_env::{Account, KubeEnv};
 use common::*;
 use futures_util::StreamExt;
@@ -846,4 +849,81 @@ fn a_server_killed_mid_rollout_ends_it_after_a_restart() {
     {
         assert!(image(p).ends_with(&d3), "{}", image(p));
     }
+}
+
+#[test]
+fn one_spec_deploys_dev_on_local_and_promotes_the_digest_to_kubernetes_prod() {
+    let w = World::new("one", |app| {
+        spec(app, "rolling", 2, &[("A", "1")], "").replace(
+            "    prod: {",
+            "    dev: { strategy: rolling, replicas: 1 }\n    prod: {",
+        )
+    });
+    let node = Auth::Bearer(join_local_node(&w.server, "n1"));
+    let (dev, digest) = w.deploy();
+    serve_until(&w.server, &node, "dev on the local node", || {
+        deployment(&w.server, dev)["state"] == "succeeded"
+    });
+    let r = api(
+        &w.server,
+        &w.server.admin_auth(),
+        Method::POST,
+        "/api/v1/environments/cluster",
+        Some(json!({"repo": w.app, "env": "prod", "cluster": "k8s"})),
+        &[],
+    );
+    assert_eq!(r.status, 204, "{}", r.describe());
+    let r = api(
+        &w.server,
+        &w.server.admin_auth(),
+        Method::POST,
+        "/api/v1/deployments/promote",
+        Some(json!({"repo": w.app, "to": "prod"})),
+        &[],
+    );
+    assert_eq!(r.status, 202, "{}", r.describe());
+    let prod = r.json()["deployment"]["id"].as_i64().unwrap();
+    let d = w.ended(prod);
+    assert_eq!(d["state"], "succeeded", "{d}");
+    assert_eq!(d["digest"], digest.as_str(), "{d}");
+    let pods = w.pods();
+    assert_eq!(pods.len(), 2, "prod's 2 replicas: {pods:?}");
+    for p in &pods {
+        assert!(
+            image(p).ends_with(&format!("/{}@{digest}", w.app)),
+            "{}",
+            image(p)
+        );
+    }
+    let envs = api(
+        &w.server,
+        &w.server.admin_auth(),
+        Method::GET,
+        &format!("/api/v1/environments?repo={}", w.app),
+        None,
+        &[],
+    )
+    .json();
+    let by_name = |n: &str| {
+        envs.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("{envs}"))
+            .clone()
+    };
+    let (dev_env, prod_env) = (by_name("dev"), by_name("prod"));
+    assert_eq!(dev_env["cluster"], "local", "{dev_env}");
+    assert_eq!(prod_env["cluster"], "k8s", "{prod_env}");
+    assert_eq!(dev_env["current"]["digest"], digest.as_str());
+    assert_eq!(prod_env["current"]["digest"], digest.as_str());
+    let ready = |e: &Value| {
+        e["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "ready" && i["digest"] == digest.as_str())
+            .count()
+    };
+    assert_eq!((ready(&dev_env), ready(&prod_env)), (1, 2), "{envs}");
 }
