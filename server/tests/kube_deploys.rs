@@ -12,6 +12,7 @@
 //!   new pods are Ready, the old set is kept for `keep` then scaled to 0,
 //!   and a rollback inside the window changes only the selector;
 //! - a server killed mid-rollout finds its objects by label and ends it;
+//! - a blue/green set that never becomes Ready is never switched to, and goes;
 //! - one spec deploys dev on a local node and, promoted, prod on Kubernetes.
 
 mod common;
@@ -926,4 +927,50 @@ fn one_spec_deploys_dev_on_local_and_promotes_the_digest_to_kubernetes_prod() {
             .count()
     };
     assert_eq!((ready(&dev_env), ready(&prod_env)), (1, 2), "{envs}");
+}
+
+#[test]
+fn blue_green_never_switches_to_a_set_that_is_not_ready() {
+    let extra = "  deadline: 3s\n  keep: 10m\n";
+    let w = World::new("bgbad", |app| {
+        spec(app, "blue-green", 2, &[("A", "1")], extra)
+    });
+    let (first, d1) = w.first_deploy();
+    let base = w.base();
+    let (seen, task) = watch(&w);
+    w.commit(&spec(
+        &w.app,
+        "blue-green",
+        2,
+        &[("A", "1"), ("SLIPWAY_TEST_NEVER_READY", "1")],
+        extra,
+    ));
+    let (second, _) = w.deploy();
+    let d = w.ended(second);
+    assert_eq!(d["state"], "failed", "{d}");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("pod {base}-green-")), "{reason}");
+    assert!(
+        reason.contains(&format!("reverted to deployment {first}")),
+        "{reason}"
+    );
+    // The failed set goes; blue never stopped serving.
+    w.await_deployment(&format!("{base}-green"), "green scaled to 0", |d| {
+        d.spec.replicas == Some(0)
+    });
+    task.abort();
+    let s = seen.lock().unwrap();
+    let live: Vec<_> = s.switches.iter().filter(|x| x.0 == base).collect();
+    assert_eq!(
+        live.len(),
+        1,
+        "only the listing, never a switch: {:?}",
+        s.switches
+    );
+    assert_eq!(live[0].1, "blue");
+    let blue: Deployment = w.get(&format!("{base}-blue"));
+    assert_eq!(blue.spec.replicas, Some(2));
+    assert!(digest_of(&blue).ends_with(&d1));
+    let fewest_ready = s.counts.iter().map(|c| c.1).min().unwrap();
+    assert!(fewest_ready >= 2, "blue's 2 stayed Ready: {:?}", s.counts);
 }
