@@ -399,6 +399,8 @@ fn watch(world: &World) -> (Arc<Mutex<Seen>>, tokio::task::JoinHandle<()>) {
     (seen, task)
 }
 
+// One event at a time passes through: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Either {
     Pod(watcher::Event<Pod>),
     Service(watcher::Event<Service>),
@@ -973,4 +975,45 @@ fn blue_green_never_switches_to_a_set_that_is_not_ready() {
     assert!(digest_of(&blue).ends_with(&d1));
     let fewest_ready = s.counts.iter().map(|c| c.1).min().unwrap();
     assert!(fewest_ready >= 2, "blue's 2 stayed Ready: {:?}", s.counts);
+}
+
+#[test]
+fn configuration_secrets_nothing_references_are_removed() {
+    let w = World::new("gc", |app| spec(app, "rolling", 1, &[("A", "0")], ""));
+    w.first_deploy();
+    let base = w.base();
+    let secret_of = |w: &World| -> String {
+        let dep: Deployment = w.get(&base);
+        dep.spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()[0]
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap()
+            .name
+    };
+    let first = secret_of(&w);
+    // Six more configurations: the Deployment keeps 5 old ReplicaSets, so
+    // the first configuration's is pruned and nothing references its Secret.
+    let mut kept = Vec::new();
+    for a in 1..=6 {
+        w.commit(&spec(&w.app, "rolling", 1, &[("A", &a.to_string())], ""));
+        let (id, _) = w.deploy();
+        assert_eq!(w.ended(id)["state"], "succeeded");
+        kept.push(secret_of(&w));
+    }
+    let gone =
+        kube::runtime::wait::await_condition(w.api::<Secret>(), &first, |s: Option<&Secret>| {
+            s.is_none()
+        });
+    w.rt.block_on(async { tokio::time::timeout(WAIT, gone).await })
+        .unwrap_or_else(|_| panic!("{first} still there after {WAIT:?}"))
+        .unwrap();
+    for name in &kept {
+        let s: Secret = w.get(name);
+        assert_eq!(s.immutable, Some(true), "{name}");
+    }
 }

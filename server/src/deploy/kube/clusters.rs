@@ -1,6 +1,6 @@
 //! One connection per kubernetes cluster, made from its sealed kubeconfig,
 //! with a watch (kube-rs reflectors) on everything Slipway manages in its
-//! namespace: Deployments, Pods, Services and Secrets labelled
+//! namespace: Deployments, ReplicaSets, Pods, Services and Secrets labelled
 //! `app.kubernetes.io/managed-by=slipway`. The reconciler reads these caches
 //! (never a polling loop) and every change they see wakes it. A restarted
 //! server rebuilds them from the cluster by that label.
@@ -13,7 +13,7 @@ use ::kube::api::Api;
 use ::kube::runtime::reflector::{self, Store};
 use ::kube::runtime::{watcher, WatchStreamExt};
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -39,6 +39,9 @@ pub struct Cluster {
     pub pods: Store<Pod>,
     pub services: Store<Service>,
     pub secrets: Store<Secret>,
+    /// The Deployments' ReplicaSets (their pod templates: which
+    /// configuration Secrets are still referenced).
+    pub replicasets: Store<ReplicaSet>,
     /// When its kubeconfig was stored: a new one reconnects.
     updated_at: i64,
     watches: Vec<tokio::task::JoinHandle<()>>,
@@ -62,6 +65,10 @@ impl Cluster {
     }
 }
 
+/// A cluster's name, namespace, sealed kubeconfig (nonce, ciphertext) and
+/// when it was stored.
+type StoredKubeconfig = (String, String, Vec<u8>, Vec<u8>, i64);
+
 /// The connected clusters, by id.
 #[derive(Default)]
 pub struct Clusters {
@@ -73,7 +80,7 @@ impl Clusters {
     /// its caches filled. The error says what failed, never quoting the
     /// kubeconfig.
     pub async fn get(&self, app: &App, id: i64) -> Result<Arc<Cluster>, String> {
-        let row: Option<(String, String, Vec<u8>, Vec<u8>, i64)> = sqlx::query_as(
+        let row: Option<StoredKubeconfig> = sqlx::query_as(
             "SELECT c.name, k.namespace, k.nonce, k.ciphertext, k.updated_at
              FROM clusters c JOIN cluster_kubeconfigs k ON k.cluster_id = c.id WHERE c.id = ?",
         )
@@ -101,7 +108,8 @@ impl Clusters {
         let (deployments, w1) = watch::<Deployment>(api(&conn.client), wake.clone());
         let (pods, w2) = watch::<Pod>(api(&conn.client), wake.clone());
         let (services, w3) = watch::<Service>(api(&conn.client), wake.clone());
-        let (secrets, w4) = watch::<Secret>(api(&conn.client), wake);
+        let (secrets, w4) = watch::<Secret>(api(&conn.client), wake.clone());
+        let (replicasets, w5) = watch::<ReplicaSet>(api(&conn.client), wake);
         let cluster = Arc::new(Cluster {
             name: name.clone(),
             client: conn.client,
@@ -111,14 +119,16 @@ impl Clusters {
             pods,
             services,
             secrets,
+            replicasets,
             updated_at,
-            watches: vec![w1, w2, w3, w4],
+            watches: vec![w1, w2, w3, w4, w5],
         });
         let filled = async {
             cluster.deployments.wait_until_ready().await.ok();
             cluster.pods.wait_until_ready().await.ok();
             cluster.services.wait_until_ready().await.ok();
             cluster.secrets.wait_until_ready().await.ok();
+            cluster.replicasets.wait_until_ready().await.ok();
         };
         if tokio::time::timeout(LIST_DEADLINE, filled).await.is_err() {
             return Err(format!(

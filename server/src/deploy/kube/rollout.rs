@@ -21,6 +21,9 @@
 //! - blue/green's old slot: kept scaled up for `keep` after the switch (a
 //!   rollback then only switches the selector back), then scaled to 0.
 //! - the image pull Secret's token: renewed when half its lifetime is left.
+//! - configuration Secrets nothing references any more (their ReplicaSets
+//!   pruned): removed in the steady state, 10 s after they were made at the
+//!   earliest.
 
 use std::time::Duration;
 
@@ -42,6 +45,9 @@ use crate::pipeline::spec::Strategy;
 
 /// The pull token's lifetime; renewed when less than half is left.
 const PULL_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// How old an unreferenced configuration Secret must be to be removed.
+const CONFIG_GRACE: Duration = Duration::from_secs(10);
 
 /// The field manager of Slipway's server-side applies.
 const MANAGER: &str = "slipway";
@@ -105,6 +111,11 @@ pub async fn environment(
         },
     };
     let Some(d) = active else {
+        if let (Some(t), Ok(cluster)) = (&target, app.deploys.kube.get(app, cluster_id).await) {
+            if let Err(e) = collect_config_secrets(&cluster, env_id, &t.config().app, now).await {
+                tracing::warn!(environment = env_id, error = %e, "removing unused configuration Secrets failed");
+            }
+        }
         if let Outcome::Progress(why) = &outcome {
             if why.starts_with("kubernetes:") || why.starts_with("waiting for the cluster") {
                 tracing::warn!(environment = env_id, %why, "keeping a kubernetes environment failed");
@@ -175,6 +186,68 @@ async fn scale_down_all(cluster: &Cluster, env_id: i64, app: &str) -> Result<(),
     for d in cluster.deployments.state() {
         if objects::belongs(d.labels(), env_id, app) && replicas(&d) > 0 {
             scale(cluster, &d.name_any(), 0).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Configuration Secrets no Deployment nor ReplicaSet of the environment
+/// references (Kubernetes prunes ReplicaSets past `revisionHistoryLimit`)
+/// are deleted, in the steady state only and once [`CONFIG_GRACE`] old: a
+/// Secret is written just before the Deployment that references it. A
+/// later rollback to that configuration writes it again.
+async fn collect_config_secrets(
+    cluster: &Cluster,
+    env_id: i64,
+    app: &str,
+    now: i64,
+) -> Result<(), ::kube::Error> {
+    let mut used: Vec<String> = Vec::new();
+    let mut add = |t: Option<&k8s_openapi::api::core::v1::PodSpec>| {
+        for c in t.map(|s| s.containers.as_slice()).unwrap_or_default() {
+            for e in c.env.iter().flatten() {
+                if let Some(r) = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                {
+                    used.push(r.name.clone());
+                }
+            }
+        }
+    };
+    for d in cluster.deployments.state() {
+        if objects::belongs(d.labels(), env_id, app) {
+            add(d.spec.template.spec.as_ref());
+        }
+    }
+    for rs in cluster.replicasets.state() {
+        if objects::belongs(rs.labels(), env_id, app) {
+            add(rs.spec.template.as_ref().and_then(|t| t.spec.as_ref()));
+        }
+    }
+    for s in cluster.secrets.state() {
+        let name = s.name_any();
+        let created = s
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_millisecond())
+            .unwrap_or(now);
+        if objects::belongs(s.labels(), env_id, app)
+            && name.contains("-cfg-")
+            && !used.contains(&name)
+            && now - created > CONFIG_GRACE.as_millis() as i64
+        {
+            match cluster
+                .api::<Secret>()
+                .delete(&name, &Default::default())
+                .await
+            {
+                Ok(_) => tracing::info!(secret = %name, "unused configuration Secret removed"),
+                Err(::kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
