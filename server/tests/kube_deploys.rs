@@ -13,7 +13,8 @@
 //!   and a rollback inside the window changes only the selector;
 //! - a server killed mid-rollout finds its objects by label and ends it;
 //! - a blue/green set that never becomes Ready is never switched to, and goes;
-//! - one spec deploys dev on a local node and, promoted, prod on Kubernetes.
+//! - one spec deploys dev on a local node and, promoted, prod on Kubernetes;
+//! - unreferenced configuration Secrets go; the pull Secret is renewed.
 
 mod common;
 
@@ -1016,4 +1017,66 @@ fn configuration_secrets_nothing_references_are_removed() {
         let s: Secret = w.get(name);
         assert_eq!(s.immutable, Some(true), "{name}");
     }
+}
+
+#[test]
+fn the_image_pull_secret_is_renewed_before_its_token_expires() {
+    let w = World::new("pull", |app| spec(app, "rolling", 1, &[("A", "1")], ""));
+    w.first_deploy();
+    let name = format!("{}-pull", w.base());
+    let token_of = |s: &Secret| -> String {
+        let config: Value =
+            serde_json::from_slice(&s.data.as_ref().unwrap()[".dockerconfigjson"].0).unwrap();
+        let (_, auth) = config["auths"].as_object().unwrap().iter().next().unwrap();
+        auth["password"].as_str().unwrap().to_owned()
+    };
+    let secret: Secret = w.get(&name);
+    let expires: i64 = secret.annotations()["slipway.dev/expires-at"]
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        expires > now + 55 * 60_000,
+        "an hour's token: {expires} vs {now}"
+    );
+    // Its token is said to expire in a minute: the server renews it.
+    let patch = json!({"metadata": {"annotations": {"slipway.dev/expires-at": (now + 60_000).to_string()}}});
+    w.rt.block_on(w.api::<Secret>().patch(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    ))
+    .unwrap();
+    let renewed = kube::runtime::wait::await_condition(
+        w.api::<Secret>(),
+        &name,
+        move |s: Option<&Secret>| {
+            s.and_then(|s| s.annotations().get("slipway.dev/expires-at"))
+                .and_then(|t| t.parse::<i64>().ok())
+                .is_some_and(|t| t > now + 55 * 60_000)
+        },
+    );
+    let secret =
+        w.rt.block_on(async { tokio::time::timeout(WAIT, renewed).await })
+            .expect("renewed within the deadline")
+            .unwrap()
+            .unwrap();
+    // A token issued now (its `exp` an hour away; two issued within the
+    // same second may be identical, so the claims, not the text, say so).
+    let token = token_of(&secret);
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        claims["exp"].as_i64().unwrap() * 1000 > now + 55 * 60_000,
+        "{claims}"
+    );
 }
