@@ -1,6 +1,5 @@
 //! `GET /auth/token`: the Docker registry token endpoint. Authenticates with Basic
-//! credentials (password or API token, or a registry token the server issued,
-//! e.g. in a Kubernetes image pull Secret: no more than it carries), then issues a short-lived token carrying
+//! credentials (password or API token), then issues a short-lived token carrying
 //! the requested scopes the caller actually holds (possibly none, as the
 //! protocol asks: the registry then refuses what is missing).
 
@@ -13,7 +12,7 @@ use slipway_registry::name::check_name;
 use slipway_registry::RegistryError;
 
 use super::registry_token::AccessEntry;
-use super::{credentials, AuthError, Credentials, Principal, Scope};
+use super::{credentials, AuthError, Principal, Scope};
 use crate::app::AppState;
 
 #[derive(Serialize)]
@@ -49,32 +48,7 @@ pub async fn get(
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    // A pull token the server gave a Kubernetes cluster (its image pull
-    // Secret, `deploy/kube/objects.rs`): the container runtime presents it
-    // as a Basic password here, and it is exchanged for no more than it
-    // carries.
-    let carried: Option<(String, Vec<slipway_registry::access::Grant>)> =
-        match credentials(&headers) {
-            Ok(Some(Credentials::Basic { password, .. })) => {
-                app.auth.registry_tokens.verify(&password).map(|claims| {
-                    let grants = claims
-                        .access
-                        .iter()
-                        .filter(|a| a.kind == "repository")
-                        .map(|a| slipway_registry::access::Grant {
-                            repositories: slipway_registry::access::RepoPattern::new(
-                                a.name.clone(),
-                            ),
-                            actions: a.actions.iter().filter_map(|s| Action::parse(s)).collect(),
-                        })
-                        .collect();
-                    (claims.sub, grants)
-                })
-            }
-            _ => None,
-        };
     let principal: Option<Principal> = match credentials(&headers) {
-        _ if carried.is_some() => None,
         Err(e) => return unauthorized(&e.to_string()),
         Ok(None) => None,
         Ok(Some(creds)) => match app.auth.principal(&creds).await {
@@ -88,21 +62,16 @@ pub async fn get(
             Err(e) => return unauthorized(&e.to_string()),
         },
     };
-    if principal.is_none() && carried.is_none() && !app.auth.anonymous_pull {
+    if principal.is_none() && !app.auth.anonymous_pull {
         return unauthorized("credentials required");
     }
-    let caller = match (&principal, carried) {
-        (Some(p), _) => Caller {
+    let caller = match &principal {
+        Some(p) => Caller {
             name: Some(p.user.username.clone()),
             kind: CallerKind::Credentials,
             grants: p.grants(),
         },
-        (None, Some((subject, grants))) => Caller {
-            name: Some(subject),
-            kind: CallerKind::ScopedToken,
-            grants,
-        },
-        (None, None) => Caller::anonymous(vec![slipway_registry::access::Grant {
+        None => Caller::anonymous(vec![slipway_registry::access::Grant {
             repositories: slipway_registry::access::RepoPattern::all(),
             actions: vec![Action::Pull],
         }]),
@@ -143,7 +112,10 @@ pub async fn get(
             _ => {}
         }
     }
-    let subject = caller.name.as_deref().unwrap_or("anonymous");
+    let subject = principal
+        .as_ref()
+        .map(|p| p.user.username.as_str())
+        .unwrap_or("anonymous");
     let issued = app.auth.registry_tokens.issue(subject, access);
     axum::Json(TokenResponse {
         access_token: issued.token.clone(),
