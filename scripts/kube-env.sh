@@ -260,11 +260,13 @@ service_account() {
 }
 
 # kwok's stages: fake nodes become Ready; pods become Running and Ready,
-# except pods marked "never ready" (annotation slipway.test/never-ready, or an
-# image reference containing "never-ready"), which run but stay un-Ready
+# except pods marked "never ready" (annotation slipway.test/never-ready, an
+# image reference containing "never-ready", or a container with an environment
+# variable named SLIPWAY_TEST_NEVER_READY: a deploy's `env` sets that), which
+# run but stay un-Ready
 # forever, like a version whose readiness probe never passes; deleted pods go.
 write_stages() {
-  local never_ready='(.metadata.annotations["slipway.test/never-ready"] != null) or ([.spec.containers.[].image | test("never-ready")] | any)'
+  local never_ready='(.metadata.annotations["slipway.test/never-ready"] != null) or ([.spec.containers.[].image | test("never-ready")] | any) or ([.spec.containers.[] | (.env // []) | .[] | .name == "SLIPWAY_TEST_NEVER_READY"] | any)'
   cat >"$state_dir/stages.yaml" <<EOF
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage

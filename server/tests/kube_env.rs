@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodTemplateSpec,
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{wait::await_condition, watcher, WatchStreamExt};
+use kube::runtime::{wait::await_condition, watcher};
 use kube::{Api, ResourceExt};
 use rand::Rng;
 
@@ -124,8 +124,10 @@ impl PodWatch {
                 pods,
                 watcher::Config::default().labels(&format!("app={app}")),
             ),
-        )
-        .applied_objects();
+        );
+        // Every event bumps, the initial listing's end too: the reflector
+        // fills its store only then, so a pod already there when the watch
+        // started is seen.
         let task = tokio::spawn(async move {
             stream
                 .try_for_each(|_| {

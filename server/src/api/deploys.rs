@@ -417,7 +417,8 @@ pub async fn list_environments(
     let repo = app.repos.get(&q.repo).await?;
     let mut out = Vec::new();
     for env in environments::list(&app.db, repo.id).await? {
-        let status = environments::status(&app.db, env).await?;
+        let mut status = environments::status(&app.db, env).await?;
+        crate::deploy::kube::status::fill(&app, &mut status).await?;
         out.push(environment_view(&app, status).await?);
     }
     Ok(Json(out))

@@ -33,7 +33,7 @@
 //! - `audit.rs`: the append-only audit of every deploy, approval,
 //!   rejection, override, rollback and protection change.
 //! - `kube/`: clusters of kind `kubernetes` (kubeconfig, the Role and its
-//!   check, adding one).
+//!   check, adding one, the strategies on Deployments and Services).
 //!
 //! Architecture invariant: only the reconciler changes an instance's goal or
 //! route (besides `nodes.rs` recording what a node observed), and every
@@ -69,6 +69,8 @@ pub struct Deploys {
     pub wake: Arc<Notify>,
     /// Bumped whenever any node's revision changed; long-polls re-check theirs.
     pub nodes_changed: watch::Sender<u64>,
+    /// The kubernetes clusters connected so far, with their watches.
+    pub kube: Arc<kube::clusters::Clusters>,
 }
 
 impl Default for Deploys {
@@ -76,6 +78,7 @@ impl Default for Deploys {
         Deploys {
             wake: Arc::new(Notify::new()),
             nodes_changed: watch::channel(0).0,
+            kube: Default::default(),
         }
     }
 }

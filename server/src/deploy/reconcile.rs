@@ -93,7 +93,7 @@ pub(super) enum Action {
     Previewed,
 }
 
-pub(super) enum Outcome {
+pub(crate) enum Outcome {
     Progress(String),
     Done(String),
     Failed(String),
@@ -156,7 +156,9 @@ pub async fn pass(app: &App) -> Result<(), sqlx::Error> {
     super::verify::advance(app).await?;
     let envs: Vec<i64> = sqlx::query_scalar(
         "SELECT DISTINCT environment_id FROM deployments WHERE state IN ('pending', 'progressing')
-         UNION SELECT DISTINCT environment_id FROM instances",
+         UNION SELECT DISTINCT environment_id FROM instances
+         UNION SELECT d.environment_id FROM deployments d JOIN environments e ON e.id = d.environment_id
+             JOIN clusters c ON c.id = e.cluster_id WHERE c.kind = 'kubernetes'",
     )
     .fetch_all(&app.db)
     .await?;
@@ -254,6 +256,11 @@ pub async fn environment(app: &App, env_id: i64) -> Result<(), sqlx::Error> {
             .await?
         }
     };
+    // Kind kubernetes: its own driver, outside this transaction.
+    if let Some(cluster) = super::kube::rollout::bound(&mut tx, env_id).await? {
+        tx.commit().await?;
+        return super::kube::rollout::environment(app, env_id, cluster, active, target).await;
+    }
     let instances: Vec<Instance> =
         sqlx::query_as("SELECT * FROM instances WHERE environment_id = ? ORDER BY id")
             .bind(env_id)
@@ -457,7 +464,11 @@ async fn missing_secrets(
 }
 
 /// Set a deployment's progress; true if it changed.
-async fn progress(conn: &mut SqliteConnection, id: i64, what: &str) -> Result<bool, sqlx::Error> {
+pub(crate) async fn progress(
+    conn: &mut SqliteConnection,
+    id: i64,
+    what: &str,
+) -> Result<bool, sqlx::Error> {
     let done =
         sqlx::query("UPDATE deployments SET progress = ? WHERE id = ? AND (progress IS NOT ? )")
             .bind(what)
@@ -468,7 +479,7 @@ async fn progress(conn: &mut SqliteConnection, id: i64, what: &str) -> Result<bo
     Ok(done.rows_affected() > 0)
 }
 
-async fn finish(
+pub(crate) async fn finish(
     conn: &mut SqliteConnection,
     id: i64,
     state: State,

@@ -22,9 +22,10 @@
 //!   rollback to the last digest verified there is requested at once.
 //! - cancelled: another deployment started or rolled out in the environment
 //!   before the verification ended (its verify pipeline is cancelled).
-//! - verified: `follow_up` is set in the same update; the next pass audits
-//!   it and, if the next environment's spec says `auto: true`, promotes to
-//!   it, then clears `follow_up` (a restart in between loses neither).
+//! - verified: audited and on the timeline in the same transaction, with
+//!   `follow_up` set; the next pass, if the next environment's spec says
+//!   `auto: true`, promotes to it, then clears `follow_up` (a restart in
+//!   between loses nothing).
 //!
 //! Every transition is one conditional UPDATE on the row's current value,
 //! so a pass that runs twice (or on a restarted server) acts once.
@@ -49,7 +50,7 @@ pub const VERIFY_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// Called in the transaction that marks `d` succeeded: what its
 /// verification starts with.
-pub(super) async fn rolled_out(
+pub(crate) async fn rolled_out(
     conn: &mut SqliteConnection,
     d: &Deployment,
     now: i64,
@@ -86,6 +87,16 @@ pub(super) async fn rolled_out(
     .bind(d.id)
     .execute(&mut *conn)
     .await?;
+    match how {
+        // A rollback is on the timeline, not in the audit as a verification.
+        Some(how) if d.kind == "rollback" => {
+            super::events::record(conn, d.id, "verified", how).await?
+        }
+        Some(how) => {
+            record_outcome(conn, d, "verified", how).await?;
+        }
+        None => {}
+    }
     Ok(())
 }
 
@@ -123,7 +134,8 @@ pub async fn advance(app: &App) -> Result<(), sqlx::Error> {
 
 /// Mark `d` verified (from `from`), `how`, with its follow-up due.
 async fn verified(app: &App, d: &Deployment, from: &str, how: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let mut tx = app.db.begin().await?;
+    let moved = sqlx::query(
         "UPDATE deployments SET verification = 'verified', verified_at = ?, verify_reason = ?,
              follow_up = 1
          WHERE id = ? AND verification = ?",
@@ -132,8 +144,13 @@ async fn verified(app: &App, d: &Deployment, from: &str, how: &str) -> Result<()
     .bind(how)
     .bind(d.id)
     .bind(from)
-    .execute(&app.db)
-    .await?;
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved > 0 {
+        record_outcome(&mut tx, d, "verified", how).await?;
+    }
+    tx.commit().await?;
     app.deploys.wake();
     Ok(())
 }
@@ -239,8 +256,18 @@ fn verb(status: &str) -> &'static str {
     }
 }
 
-/// Why `d` is not whole and ready now, if it is not.
+/// Why `d` is not whole and ready now, if it is not. On a Kubernetes
+/// cluster the soak does not watch pods yet (its rollout waited for them
+/// Ready): it only waits.
 async fn unhealthy(db: &sqlx::SqlitePool, d: &Deployment) -> Result<Option<String>, sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    if super::kube::rollout::bound(&mut conn, d.environment_id)
+        .await?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    drop(conn);
     let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT name, observed, health FROM instances
          WHERE environment_id = ? AND spec_hash = ? AND goal = 'run' AND routed = 'live'
@@ -404,7 +431,9 @@ async fn fail(app: &App, d: &Deployment, why: &str) -> Result<(), DeployError> {
     if !settle(app, d, "failed", why).await? {
         return Ok(());
     }
-    let env = audit_outcome(app, d, "verify_failed", why).await?;
+    let mut conn = app.db.acquire().await?;
+    let env = record_outcome(&mut conn, d, "verify_failed", why).await?;
+    drop(conn);
     tracing::warn!(deployment = d.id, environment = %env, "{why}");
     if d.config().rollback_on_verify_failure {
         let git = app
@@ -433,11 +462,15 @@ async fn fail(app: &App, d: &Deployment, why: &str) -> Result<(), DeployError> {
     Ok(())
 }
 
-/// `d` is verified: audit it, then promote to the next environment of the
-/// chain when the deploy section of `d`'s commit says `auto: true` there.
+/// `d` is verified (and audited as such): promote to the next environment
+/// of the chain when the deploy section of `d`'s commit says `auto: true`
+/// there.
 async fn passed(app: &App, d: &Deployment) -> Result<(), DeployError> {
     let how = d.verify_reason.as_deref().unwrap_or("verified");
-    let env = audit_outcome(app, d, "verified", how).await?;
+    let env: String = sqlx::query_scalar("SELECT name FROM environments WHERE id = ?")
+        .bind(d.environment_id)
+        .fetch_one(&app.db)
+        .await?;
     tracing::info!(deployment = d.id, environment = %env, "verified: {how}");
     let repo_id = env_repo_id(app, d).await?;
     let next: Option<String> = sqlx::query_scalar(
@@ -479,10 +512,11 @@ async fn passed(app: &App, d: &Deployment) -> Result<(), DeployError> {
     Ok(())
 }
 
-/// Audit how `d`'s verification ended (`verified`, `verify_failed`) and
-/// why; its environment's name.
-async fn audit_outcome(
-    app: &App,
+/// Record how `d`'s verification ended (`verified`, `verify_failed`) and
+/// why, in the audit and on its timeline, in the caller's transaction; its
+/// environment's name.
+async fn record_outcome(
+    conn: &mut SqliteConnection,
     d: &Deployment,
     action: &str,
     why: &str,
@@ -491,11 +525,10 @@ async fn audit_outcome(
         "SELECT r.name, e.name FROM environments e JOIN git_repos r ON r.id = e.repo_id WHERE e.id = ?",
     )
     .bind(d.environment_id)
-    .fetch_one(&app.db)
+    .fetch_one(&mut *conn)
     .await?;
-    let mut conn = app.db.acquire().await?;
     audit::record(
-        &mut conn,
+        &mut *conn,
         Entry {
             actor: "slipway",
             action,
@@ -508,7 +541,7 @@ async fn audit_outcome(
         },
     )
     .await?;
-    super::events::record(&mut conn, d.id, action, why).await?;
+    super::events::record(conn, d.id, action, why).await?;
     Ok(env)
 }
 

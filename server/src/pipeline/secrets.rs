@@ -346,7 +346,7 @@ pub struct Sealed {
 }
 
 /// The kubeconfigs of kubernetes clusters, sealed the same way, bound to the
-/// cluster's name (`deploy/kube/cluster_add.rs` stores them; the strategies will open them).
+/// cluster's name (`deploy/kube/cluster_add.rs` stores them; `deploy/kube/clusters.rs` opens them).
 impl Secrets {
     pub fn seal_kubeconfig(&self, cluster: &str, text: &str) -> Result<Sealed, SecretError> {
         let (nonce, ciphertext) = self.seal(text, &kubeconfig_aad(cluster))?;
@@ -354,6 +354,21 @@ impl Secrets {
             nonce: nonce.to_vec(),
             ciphertext,
         })
+    }
+
+    /// The kubeconfig of cluster `cluster`, as `seal_kubeconfig` sealed it.
+    pub fn open_kubeconfig(
+        &self,
+        cluster: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<String, SecretError> {
+        self.open(
+            &format!("the kubeconfig of cluster {cluster}"),
+            nonce,
+            ciphertext,
+            &kubeconfig_aad(cluster),
+        )
     }
 }
 

@@ -198,9 +198,11 @@ pub fn deploy_to_dev(
         node,
         &format!("dev of {repo} running {digest}"),
         || {
+            // Verified too (at once: the spec has no soak nor verify job).
             succeeded = deployments(server, repo).into_iter().find(|d| {
                 d["environment"] == "dev"
                     && d["state"] == "succeeded"
+                    && d["verification"]["state"] == "verified"
                     && d["digest"] == digest.as_str()
             });
             succeeded.is_some()

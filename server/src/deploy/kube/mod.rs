@@ -9,10 +9,21 @@
 //!   kubeconfig's account has all of it.
 //! - `cluster_add.rs`: adding (or re-keying) such a cluster: connect, check,
 //!   seal the kubeconfig like secrets, store it.
+//! - `clusters.rs`: one connection per cluster from its sealed kubeconfig,
+//!   with watches (reflectors) on the objects Slipway manages, found by label.
+//! - `objects.rs`: those objects (Deployments, Services, the configuration
+//!   and image pull Secrets), labelled with app, environment and deployment.
+//! - `rollout.rs`: rolling and blue/green on them, one idempotent step per
+//!   environment called by the reconciler; deadlines that act.
+//! - `status.rs`: the pods, shown as a local cluster's instances.
 
 pub mod access;
 pub mod cluster_add;
+pub mod clusters;
 pub mod kubeconfig;
+pub mod objects;
+pub mod rollout;
+pub mod status;
 
 /// Why a kubernetes cluster was not added. No variant carries the
 /// kubeconfig's text or a credential from it.
