@@ -324,7 +324,12 @@ fn the_board_follows_a_rolling_deploy_live_and_shows_its_timeline_and_trace() {
         .collect();
     let count = |kind: &str| kinds.iter().filter(|k| **k == kind).count();
     assert_eq!(kinds.first(), Some(&"requested"), "{kinds:?}");
-    assert_eq!(kinds.last(), Some(&"succeeded"), "{kinds:?}");
+    // Rolled out, then verified (the spec has no soak nor verify job).
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        ["succeeded", "verified"],
+        "{kinds:?}"
+    );
     assert_eq!(count("progressing"), 1, "{kinds:?}");
     assert_eq!(count("instance_started"), 3, "{kinds:?}");
     assert_eq!(count("instance_ready"), 3, "{kinds:?}");

@@ -161,10 +161,20 @@ pub struct DeploymentLive {
     pub rollout: Option<Rollout>,
     pub instances: Vec<InstanceChip>,
     pub awaiting: Option<Awaiting>,
+    pub verification: Option<Verification>,
     pub timeline: Vec<TimelineItem>,
     pub csrf: String,
     /// Still moving (the page keeps following it).
     pub active: bool,
+}
+
+/// How a deployment's verification stands (soak, verify job).
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub state: String,
+    pub reason: Option<String>,
+    /// The verify job's pipeline, whose page has its logs.
+    pub pipeline_id: Option<i64>,
 }
 
 #[derive(Template)]
@@ -191,6 +201,7 @@ pub struct DeploymentPage {
     pub rollout: Option<Rollout>,
     pub instances: Vec<InstanceChip>,
     pub awaiting: Option<Awaiting>,
+    pub verification: Option<Verification>,
     pub timeline: Vec<TimelineItem>,
     pub csrf: String,
     pub active: bool,

@@ -464,10 +464,16 @@ async fn deployment_page(
         .filter(|i| i.deployment_id == d.id || i.spec_hash == d.spec_hash)
         .map(|i| chip(i, Some(&d.spec_hash), &digests))
         .collect();
+    // Followed live until it ended and its verification did.
     let active = matches!(
         d.state.as_str(),
         "pending" | "progressing" | "awaiting_approval"
-    );
+    ) || matches!(d.verification.as_deref(), Some("soaking" | "verifying"));
+    let verification = d.verification.clone().map(|state| view::Verification {
+        state,
+        reason: d.verify_reason.clone(),
+        pipeline_id: d.verify_pipeline_id,
+    });
     let policy = gates::policy_of(&app.db, d.environment_id).await?;
     let may_deploy = gates::may_deploy(&policy, &viewer.user);
     let rollout = matches!(d.state.as_str(), "pending" | "progressing")
@@ -498,6 +504,7 @@ async fn deployment_page(
             rollout,
             instances,
             awaiting,
+            verification,
             timeline,
             csrf: viewer.csrf.clone(),
             active,
@@ -526,6 +533,7 @@ async fn deployment_page(
         rollout,
         instances,
         awaiting,
+        verification,
         timeline,
         csrf: viewer.csrf.clone(),
         active,
